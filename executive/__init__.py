@@ -1,0 +1,1 @@
+"""The Executive-Memory question protocol; knows nothing of SQL."""

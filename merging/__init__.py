@@ -1,0 +1,1 @@
+"""Merge math and safetensors shard streaming; knows nothing of SQL."""

@@ -1,0 +1,199 @@
+"""A Hugging Face model directory's safetensors weights, read without loading them.
+
+Headers are parsed and checked here (sizes, offsets, a truncated or corrupt
+shard, the index naming a missing shard) so that problems surface with the
+file and tensor named, before any merge or registration starts. Pickle
+checkpoints are refused: memo never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from merging.errors import CheckpointError
+
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.bin")
+MAX_HEADER_BYTES = 100 << 20
+_READ_CHUNK = 8 << 20
+
+DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+TORCH_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # safetensors spelling: "BF16", "F32", ...
+    shape: tuple[int, ...]
+    file: Path
+    begin: int  # absolute byte offsets of the tensor's data inside ``file``
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    directory: Path
+    files: tuple[Path, ...]
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    def dominant_dtype(self) -> str:
+        """The floating dtype holding the most elements, as torch names it."""
+        counts: Counter[str] = Counter()
+        for t in self.tensors.values():
+            if t.dtype in FLOAT_DTYPES:
+                counts[t.dtype] += t.numel
+        if not counts:
+            return "unknown"
+        return TORCH_DTYPE_NAMES[counts.most_common(1)[0][0]]
+
+    def fingerprint(self) -> str:
+        """sha256 over every tensor's name, dtype, shape and bytes, in name order.
+
+        Independent of how the weights are split into shards.
+        """
+        digest = hashlib.sha256()
+        for name in sorted(self.tensors):
+            t = self.tensors[name]
+            digest.update(json.dumps([name, t.dtype, list(t.shape)]).encode())
+            for chunk in read_tensor_bytes(t):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+def read_tensor_bytes(t: TensorInfo) -> Iterator[bytes]:
+    with open(t.file, "rb") as f:
+        f.seek(t.begin)
+        remaining = t.end - t.begin
+        while remaining > 0:
+            chunk = f.read(min(_READ_CHUNK, remaining))
+            if not chunk:
+                raise CheckpointError(f"{t.file}: truncated inside tensor {t.name!r}")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and check one safetensors file's header against the file's size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw_len = f.read(8)
+            if len(raw_len) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CheckpointError(
+                    f"{path}: corrupt or truncated safetensors header "
+                    f"(declares {header_len} header bytes, file has {size})"
+                )
+            header = json.loads(f.read(header_len))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return _tensor_infos(path, header, data_start=8 + header_len, size=size)
+
+
+def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> dict[str, TensorInfo]:
+    infos: dict[str, TensorInfo] = {}
+    data_end = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = meta["dtype"], tuple(int(d) for d in meta["shape"])
+            begin, end = (int(o) for o in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: corrupt header entry for tensor {name!r}") from e
+        if dtype not in DTYPE_BYTES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
+        if end - begin != math.prod(shape) * DTYPE_BYTES[dtype] or begin < 0:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} offsets {begin}..{end} disagree with "
+                f"its shape {list(shape)} and dtype {dtype}"
+            )
+        data_end = max(data_end, end)
+        infos[name] = TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end)
+    if data_start + data_end != size:
+        raise CheckpointError(
+            f"{path}: truncated or padded safetensors file: header needs "
+            f"{data_start + data_end} bytes, file has {size}; re-copy or re-save the shard"
+        )
+    return infos
+
+
+def _find_weight_files(directory: Path) -> list[Path]:
+    index = directory / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: unreadable index ({e})") from e
+        files = sorted({directory / f for f in weight_map.values()})
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index} names {f.name}, which is missing from {directory}")
+        return files
+    files = sorted(directory.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted({p.name for pat in PICKLE_PATTERNS for p in directory.glob(pat)})
+    if pickles:
+        raise CheckpointError(
+            f"{directory} has only pickle weights ({', '.join(pickles)}); memo never loads "
+            "pickle: convert them on a trusted machine with "
+            "`AutoModelForCausalLM.from_pretrained(d).save_pretrained(d, safe_serialization=True)`"
+        )
+    raise CheckpointError(f"{directory} has no *.safetensors weights")
+
+
+def open_checkpoint(directory: Path) -> Checkpoint:
+    """List and check every tensor of a model directory (headers only)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a directory")
+    files = _find_weight_files(directory)
+    tensors: dict[str, TensorInfo] = {}
+    for f in files:
+        for name, info in read_header(f).items():
+            if name in tensors:
+                raise CheckpointError(
+                    f"tensor {name!r} appears in both {tensors[name].file.name} and {f.name}"
+                )
+            tensors[name] = info
+    index = directory / INDEX_FILE
+    if index.is_file():
+        for name, fname in json.loads(index.read_text())["weight_map"].items():
+            if name not in tensors or tensors[name].file.name != fname:
+                raise CheckpointError(f"{index} maps tensor {name!r} to {fname}, which lacks it")
+    if not tensors:
+        raise CheckpointError(f"{directory}: the safetensors files hold no tensors")
+    return Checkpoint(directory=directory, files=tuple(files), tensors=tensors)

@@ -1,0 +1,58 @@
+"""The ``memo`` command line: a thin translation layer over :class:`registry.Registry`.
+
+Library errors (:class:`registry.errors.MemoError`) become one-line messages
+and exit code 1; nothing else is printed for them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from registry.cli.app import AppContext, MemoGroup
+from registry.cli.base_cmds import base
+from registry.cli.corpus_cmds import corpus
+from registry.cli.home_cmds import gc, init, log, verify
+from registry.migrations import memo_version
+
+
+@click.group(cls=MemoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home", envvar="MEMO_HOME", type=click.Path(file_okay=False), default=None,
+    help="The memo home (blobs, default SQLite database). Default: $MEMO_HOME or ~/.memo.",
+)
+@click.option(
+    "--db", "database_url", envvar="MEMO_DATABASE_URL", default=None, metavar="URL",
+    help="Any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/memo. "
+    "Default: $MEMO_DATABASE_URL or HOME/memo.db.",
+)
+@click.version_option(memo_version(), prog_name="memo")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
+    """memo: a registry for memory models.
+
+    Every knowledge corpus is fine-tuned once into its own task vector, tracked
+    in SQL; any set of corpora is TIES-merged into one model, published to a
+    Hugging Face Hub repo, and rolled back in one command.
+
+    \b
+    Example:
+      memo init
+      memo base add ./tiny-llama --name tiny
+      memo corpus add atlas docs/*.md --base tiny
+      memo corpus list
+    """
+    ctx.obj = AppContext(home=home, database_url=database_url)
+
+
+for command in (init, base, corpus, log, verify, gc):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli.main(prog_name="memo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The CLI's context (the lazily opened registry) and error translation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+
+from registry.errors import MemoError
+from registry.service import Registry
+
+
+@dataclass
+class AppContext:
+    home: str | None
+    database_url: str | None
+    _registry: Registry | None = field(default=None, repr=False)
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.open(self.home, database_url=self.database_url)
+            click.get_current_context().call_on_close(self._registry.close)
+        return self._registry
+
+
+class MemoGroup(click.Group):
+    """Turns library errors into one-line messages with exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MemoError as e:
+            raise click.ClickException(str(e).replace("\n", " ")) from e
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was changed by the unfinished step", err=True)
+            ctx.exit(130)
+
+
+pass_app = click.make_pass_decorator(AppContext)

@@ -1,0 +1,110 @@
+"""`memo init`, `memo log`, `memo verify`, `memo gc`."""
+
+from __future__ import annotations
+
+import click
+from rich.progress import Progress
+
+from registry.cli.app import AppContext, pass_app
+from registry.cli.output import err_console, human_size, json_option, print_json, print_table, when
+from registry.maintenance import DEFAULT_GC_GRACE_SECONDS
+from registry.service import Registry
+
+
+@click.command()
+@json_option
+@pass_app
+def init(app: AppContext, as_json: bool) -> None:
+    """Create a memo home (safe to run again) and migrate its database.
+
+    \b
+    Example:
+      memo --home ./registry init
+    """
+    with Registry.init(app.home, database_url=app.database_url) as reg:
+        info = {"home": str(reg.settings.home), "database": reg.db.engine.url.render_as_string(hide_password=True)}
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"memo home ready at {info['home']} (database: {info['database']})")
+
+
+@click.command()
+@click.argument("channel", required=False)
+@json_option
+@pass_app
+def log(app: AppContext, channel: str | None, as_json: bool) -> None:
+    """Show the history of CHANNEL (or of every channel): promotions and rollbacks.
+
+    \b
+    Example:
+      memo log production
+    """
+    events = app.registry().log(channel)
+    if as_json:
+        print_json([e.to_json() for e in events])
+        return
+    print_table(
+        f"history of {channel}" if channel else "channel history",
+        ["time", "channel", "action", "from", "to", "forced", "reason"],
+        [(when(e.created_at), e.channel, e.action, e.from_merge_id, e.to_merge_id,
+          "yes" if e.forced else "", e.reason) for e in events],
+    )
+
+
+@click.command()
+@json_option
+@pass_app
+def verify(app: AppContext, as_json: bool) -> None:
+    """Rehash every blob; report blobs that are missing or corrupt (exit 1 if any).
+
+    \b
+    Example:
+      memo verify --json
+    """
+    reg = app.registry()
+    total = sum(1 for _ in reg.store.iter_shas())
+    with Progress(console=err_console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("verifying blobs", total=total)
+        report = reg.verify(progress=lambda _sha: progress.advance(task))
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for p in report.problems:
+            click.echo(f"{p.problem}: {p.sha256} ({p.referenced_by})")
+        click.echo(
+            f"{report.checked} blobs checked, {len(report.problems)} problems, "
+            f"{len(report.unreferenced)} unreferenced (see `memo gc`), "
+            f"{report.temp_files} leftover temp files"
+        )
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.option("--yes", "delete", is_flag=True, help="Really delete (default: dry run, list only).")
+@click.option(
+    "--grace", type=float, default=DEFAULT_GC_GRACE_SECONDS, show_default=True, metavar="SECONDS",
+    help="Keep unreferenced blobs younger than this (a running command may still need them).",
+)
+@json_option
+@pass_app
+def gc(app: AppContext, delete: bool, grace: float, as_json: bool) -> None:
+    """Remove blobs that no registry row reaches. A dry run unless --yes.
+
+    \b
+    Example:
+      memo gc          # what would go
+      memo gc --yes    # delete it
+    """
+    report = app.registry().gc(dry_run=not delete, grace_seconds=grace)
+    if as_json:
+        print_json(report.to_json())
+        return
+    verb = "would remove" if report.dry_run else "removed"
+    click.echo(
+        f"{verb} {len(report.removed)} blobs ({human_size(report.bytes_freed)}) and "
+        f"{report.temp_files_removed} temp files; kept {report.kept_recent} recent unreferenced blobs"
+    )
+    if report.dry_run and report.removed:
+        click.echo("run `memo gc --yes` to delete them")

@@ -1,0 +1,89 @@
+"""Corpora: named document sets tied to one base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.bases import find_base
+from registry.blobstore import LocalBlobStore
+from registry.database import Database
+from registry.errors import AlreadyExists, InvalidInput, NotFound
+from registry.names import check_name
+from registry.records import CorpusRecord, DocumentRecord
+from registry.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
+from training.documents import DocumentError, inspect_documents
+
+
+def _to_record(session: Session, row: CorpusRow) -> CorpusRecord:
+    base = session.get(BaseModelRow, row.base_model_id)
+    docs = session.scalars(
+        select(DocumentRow).where(DocumentRow.corpus_id == row.id).order_by(DocumentRow.name)
+    ).all()
+    count, latest = session.execute(
+        select(func.count(TaskVectorRow.id), func.max(TaskVectorRow.version)).where(
+            TaskVectorRow.corpus_id == row.id
+        )
+    ).one()
+    return CorpusRecord(
+        id=row.id, name=row.name, description=row.description, base_model=base.name,
+        created_at=row.created_at,
+        documents=tuple(DocumentRecord(d.name, d.media_type, d.sha256, d.size) for d in docs),
+        task_vector_count=count, latest_version=latest,
+    )
+
+
+def find_corpus(session: Session, name: str) -> CorpusRow:
+    row = session.scalar(select(CorpusRow).where(CorpusRow.name == name))
+    if row is None:
+        raise NotFound(f"unknown corpus {name!r}; see `memo corpus list`")
+    return row
+
+
+def add_corpus(
+    db: Database, store: LocalBlobStore, name: str, files: list[Path], *,
+    base: str, description: str = "",
+) -> CorpusRecord:
+    check_name("corpus", name)
+    if not files:
+        raise InvalidInput(f"corpus {name!r} needs at least one document")
+    with db.read() as session:
+        find_base(session, base)
+        if session.scalar(select(CorpusRow.id).where(CorpusRow.name == name)) is not None:
+            raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
+    try:
+        docs = inspect_documents([Path(f).expanduser() for f in files])
+    except DocumentError as e:
+        raise InvalidInput(str(e)) from e
+    # Blobs first, rows last in one transaction: a crash leaves no half corpus.
+    shas = [store.put_file(d.path) for d in docs]
+    try:
+        with db.write() as session:
+            base_row = find_base(session, base)
+            if session.scalar(select(CorpusRow.id).where(CorpusRow.name == name)) is not None:
+                raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
+            row = CorpusRow(name=name, description=description, base_model_id=base_row.id)
+            session.add(row)
+            session.flush()
+            session.add_all(
+                DocumentRow(corpus_id=row.id, name=d.name, media_type=d.media_type, sha256=sha, size=d.size)
+                for d, sha in zip(docs, shas)
+            )
+            session.flush()
+            return _to_record(session, row)
+    except IntegrityError as e:  # lost a race on the unique name
+        raise AlreadyExists(f"corpus {name!r} already exists; choose another name") from e
+
+
+def list_corpora(db: Database) -> list[CorpusRecord]:
+    with db.read() as session:
+        rows = session.scalars(select(CorpusRow).order_by(CorpusRow.name)).all()
+        return [_to_record(session, r) for r in rows]
+
+
+def get_corpus(db: Database, name: str) -> CorpusRecord:
+    with db.read() as session:
+        return _to_record(session, find_corpus(session, name))

@@ -1,0 +1,59 @@
+"""A memo *home*: a directory holding the home marker, the blob store and,
+by default, the SQLite database."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from registry.errors import NotAHome
+
+MARKER = "memo-home.json"
+HOME_FORMAT = 1
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_home(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def create_home(path: Path) -> bool:
+    """Create (or keep) a home; returns False when it already was one."""
+    if path.exists() and not path.is_dir():
+        raise NotAHome(f"{path} exists and is not a directory; choose another --home")
+    if is_home(path):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path / MARKER, {"memo_home_format": HOME_FORMAT})
+    return True
+
+
+def check_home(path: Path) -> None:
+    if not is_home(path):
+        raise NotAHome(
+            f"{path} is not a memo home (no {MARKER}); run `memo init --home {path}` "
+            "or point --home / MEMO_HOME at an existing home"
+        )
+    try:
+        fmt = json.loads((path / MARKER).read_text()).get("memo_home_format")
+    except (OSError, ValueError) as e:
+        raise NotAHome(f"{path / MARKER} is unreadable ({e}); restore it or re-run `memo init`") from e
+    if fmt != HOME_FORMAT:
+        raise NotAHome(
+            f"{path} has home format {fmt!r}, this memo reads {HOME_FORMAT}; upgrade memo"
+        )

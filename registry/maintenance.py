@@ -1,0 +1,121 @@
+"""`memo verify` and `memo gc`: rehash every blob, and remove the ones no row reaches.
+
+References are computed from the rows (every blob column of
+:data:`registry.schema.BLOB_COLUMNS`) and the manifests those rows name.
+Unreferenced blobs are normal after an interrupted command (blobs are written
+before their rows); they are intact, reported as gc candidates, never as
+corrupt. ``gc`` only removes what is older than a grace period, so it cannot
+race a command that has stored blobs but not yet committed its rows.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from registry.blobstore import LocalBlobStore
+from registry.database import Database
+from registry.errors import Corrupt, MemoError
+from registry.manifests import load_manifest, manifest_files
+from registry.records import BlobProblem, GcReport, VerifyReport
+from registry.schema import (
+    BaseModelRow,
+    CorpusRow,
+    DocumentRow,
+    MergeRow,
+    ReflectionSetRow,
+    TaskVectorRow,
+)
+
+DEFAULT_GC_GRACE_SECONDS = 3600.0
+
+
+def _row_references(db: Database) -> list[tuple[str, str, bool]]:
+    """(sha256, what refers to it, whether it is a manifest) for every blob column."""
+    refs: list[tuple[str, str, bool]] = []
+    with db.read() as session:
+        for b in session.scalars(select(BaseModelRow)):
+            refs.append((b.manifest_sha256, f"manifest of base model {b.name}", True))
+        docs = session.execute(select(DocumentRow, CorpusRow.name).join(CorpusRow))
+        for d, corpus in docs:
+            refs.append((d.sha256, f"document {d.name} of corpus {corpus}", False))
+        for r, corpus in session.execute(select(ReflectionSetRow, CorpusRow.name).join(CorpusRow)):
+            refs.append((r.sha256, f"reflection set {r.id} of corpus {corpus}", False))
+        for t, corpus in session.execute(select(TaskVectorRow, CorpusRow.name).join(CorpusRow)):
+            refs.append((t.manifest_sha256, f"manifest of task vector {corpus}@v{t.version}", True))
+        for m in session.scalars(select(MergeRow)):
+            refs.append((m.manifest_sha256, f"manifest of merge {m.id}", True))
+    return refs
+
+
+def _references(db: Database, store: LocalBlobStore) -> tuple[dict[str, str], list[BlobProblem]]:
+    """Every referenced sha -> a description, plus manifests that could not be read."""
+    referenced: dict[str, str] = {}
+    unreadable: list[BlobProblem] = []
+    for sha, owner, is_manifest in _row_references(db):
+        referenced.setdefault(sha, owner)
+        if not is_manifest:
+            continue
+        try:
+            files = manifest_files(load_manifest(store, sha))
+        except MemoError as e:
+            unreadable.append(BlobProblem(sha, "missing" if "missing" in str(e) else "corrupt", owner))
+            continue
+        for rel, child in files.items():
+            referenced.setdefault(child, f"{rel} in {owner}")
+    return referenced, unreadable
+
+
+def verify(db: Database, store: LocalBlobStore, *, progress=None) -> VerifyReport:
+    referenced, problems = _references(db, store)
+    seen_problem = {p.sha256 for p in problems}
+    stored = set(store.iter_shas())
+    checked = 0
+    for sha in sorted(stored | set(referenced)):
+        if progress:
+            progress(sha)
+        if sha in seen_problem:
+            continue
+        problem = store.check(sha)
+        checked += sha in stored
+        if problem:
+            problems.append(BlobProblem(sha, problem, referenced.get(sha, "nothing (unreferenced)")))
+    bad = {p.sha256 for p in problems}
+    unreferenced = tuple(sorted(stored - set(referenced) - bad))
+    return VerifyReport(
+        checked=checked, problems=tuple(problems), unreferenced=unreferenced,
+        temp_files=len(store.temp_files()),
+    )
+
+
+def gc(
+    db: Database, store: LocalBlobStore, *, dry_run: bool = True,
+    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+) -> GcReport:
+    referenced, unreadable = _references(db, store)
+    if unreadable:
+        # Without a manifest we cannot know what it reaches: deleting would lose data.
+        raise Corrupt(
+            f"cannot collect garbage: the {unreadable[0].referenced_by} is {unreadable[0].problem}; "
+            "run `memo verify` and restore it first"
+        )
+    now = time.time()
+    removed, kept_recent, freed = [], 0, 0
+    for sha in sorted(set(store.iter_shas()) - set(referenced)):
+        if store.age_seconds(store.path(sha), now) < grace_seconds:
+            kept_recent += 1
+            continue
+        removed.append(sha)
+        if not dry_run:
+            freed += store.delete(sha)
+        else:
+            freed += store.path(sha).stat().st_size
+    old_temps = [t for t in store.temp_files() if store.age_seconds(t, now) >= grace_seconds]
+    if not dry_run:
+        for t in old_temps:
+            t.unlink(missing_ok=True)
+    return GcReport(
+        dry_run=dry_run, removed=tuple(removed), bytes_freed=freed,
+        temp_files_removed=len(old_temps), kept_recent=kept_recent,
+    )

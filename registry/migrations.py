@@ -1,0 +1,94 @@
+"""Run Alembic migrations at start-up, under a lock, and refuse newer schemas.
+
+Two processes starting at once must not both migrate: on PostgreSQL a
+transaction-scoped advisory lock serialises them, elsewhere a file lock next
+to the home does. The already-at-head check runs first without any lock, so
+normal start-up costs one small query.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from filelock import FileLock
+from sqlalchemy import Connection, text
+
+from registry.database import Database
+from registry.errors import SchemaMismatch
+
+_PG_LOCK_KEY = 0x6D656D6F  # "memo"
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_alembic", here.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("memo's Alembic migrations are missing from the installation")
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return cfg
+
+
+def memo_version() -> str:
+    try:
+        return version("memo-registry")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _check_known(revision: str | None) -> None:
+    if revision is None:
+        return
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        script.get_revision(revision)
+    except CommandError as e:
+        raise SchemaMismatch(
+            f"the database is at schema revision {revision!r}, which memo {memo_version()} "
+            f"does not know (newest: {script.get_current_head()!r}): it was migrated by a newer "
+            "memo; upgrade memo (pip install -U memo-registry)"
+        ) from e
+
+
+def _upgrade(conn: Connection) -> None:
+    _check_known(current_revision(conn))
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def migrate(db: Database, lock_dir: Path) -> None:
+    """Bring the schema to head; a no-op when it already is."""
+    head = head_revision()
+    with db.engine.connect() as conn:
+        current = current_revision(conn)
+        conn.rollback()
+    if current == head:
+        return
+    _check_known(current)
+    if db.dialect == "postgresql":
+        with db.write_engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            _upgrade(conn)
+        return
+    with FileLock(str(lock_dir / "migrate.lock"), timeout=300):
+        with db.write_engine.begin() as conn:
+            _upgrade(conn)

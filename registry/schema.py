@@ -1,0 +1,262 @@
+"""The registry's tables as SQLAlchemy 2.0 typed ORM classes.
+
+Alembic migrations (``alembic/versions``) are the source of schema truth; these
+classes mirror them, and ``tests/test_migrations.py`` fails on any drift.
+Rows never leave :mod:`registry.store`: they are mapped to the frozen records
+of :mod:`registry.records` first.
+
+Immutability (a merge and its members, the append-only channel history and
+publications) is enforced by database triggers created in the migrations, not
+only by Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints make migrations reproducible across dialects (and let
+# ``batch_alter_table`` on SQLite find them again).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SHA256_LEN = 64
+NAME_LEN = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class BaseModelRow(Base):
+    """A pretrained base that task vectors are measured against."""
+
+    __tablename__ = "base_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    architecture: Mapped[str] = mapped_column(String(NAME_LEN))
+    dtype: Mapped[str] = mapped_column(String(32))
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    # sha256 over (name, dtype, shape, bytes) of every tensor: independent of sharding.
+    fingerprint: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    # Blob holding the JSON manifest of the model directory's files.
+    manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (CheckConstraint("parameter_count >= 0", name="parameter_count_nonnegative"),)
+
+
+class CorpusRow(Base):
+    __tablename__ = "corpus"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class DocumentRow(Base):
+    __tablename__ = "document"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpus.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(1000))
+    media_type: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        UniqueConstraint("corpus_id", "name"),
+        CheckConstraint("size >= 0", name="size_nonnegative"),
+        CheckConstraint("media_type IN ('txt', 'md', 'jsonl')", name="media_type_known"),
+    )
+
+
+class ReflectionSetRow(Base):
+    """Question-answer pairs made from (or imported for) a corpus."""
+
+    __tablename__ = "reflection_set"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpus.id", ondelete="RESTRICT"))
+    generator: Mapped[str] = mapped_column(String(500))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pair_count: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (CheckConstraint("pair_count >= 0", name="pair_count_nonnegative"),)
+
+
+class TaskVectorRow(Base):
+    """Fine-tuned weights minus the base, one version per training run."""
+
+    __tablename__ = "task_vector"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpus.id", ondelete="RESTRICT"))
+    version: Mapped[int] = mapped_column(Integer)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
+    reflection_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reflection_set.id", ondelete="RESTRICT")
+    )
+    method: Mapped[str] = mapped_column(String(32))
+    training: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    storage_dtype: Mapped[str] = mapped_column(String(32))
+    manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    norms: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        UniqueConstraint("corpus_id", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+
+class MergeRow(Base):
+    """One composed model; immutable once written (database triggers)."""
+
+    __tablename__ = "merge"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
+    strategy: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    engine_version: Mapped[str] = mapped_column(String(64))
+    parent_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
+    # How many merge_member rows this merge has; a trigger refuses any more.
+    member_count: Mapped[int] = mapped_column(Integer)
+    # sha256 of the canonical (members, parameters) description: same inputs, same merge.
+    content_key: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    recall: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    retention: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    training_cost: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (CheckConstraint("member_count >= 1", name="member_count_positive"),)
+
+
+class MergeMemberRow(Base):
+    __tablename__ = "merge_member"
+
+    merge_id: Mapped[int] = mapped_column(
+        ForeignKey("merge.id", ondelete="RESTRICT"), primary_key=True
+    )
+    task_vector_id: Mapped[int] = mapped_column(
+        ForeignKey("task_vector.id", ondelete="RESTRICT"), primary_key=True
+    )
+    # Order matters: floating-point sums run in config order, as in mergekit.
+    position: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("merge_id", "position"),)
+
+
+class ChannelRow(Base):
+    """A named pointer to a merge (e.g. ``production``), optionally linked to a Hub repo."""
+
+    __tablename__ = "channel"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    current_merge_id: Mapped[int | None] = mapped_column(
+        ForeignKey("merge.id", ondelete="RESTRICT")
+    )
+    hub_repo: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    min_retention: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint(
+            "min_retention IS NULL OR (min_retention >= 0 AND min_retention <= 1)",
+            name="min_retention_fraction",
+        ),
+    )
+
+
+class ChannelEventRow(Base):
+    """Append-only history of a channel (database triggers refuse updates and deletes)."""
+
+    __tablename__ = "channel_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channel.id", ondelete="RESTRICT"))
+    action: Mapped[str] = mapped_column(String(16))
+    from_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
+    to_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('create', 'promote', 'rollback', 'configure')", name="action_known"
+        ),
+    )
+
+
+class PublicationRow(Base):
+    """A merge pushed to a Hub repo; append-only."""
+
+    __tablename__ = "publication"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merge_id: Mapped[int] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="RESTRICT"))
+    repo_id: Mapped[str] = mapped_column(String(NAME_LEN))
+    revision: Mapped[str] = mapped_column(String(NAME_LEN))
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = _created_at()
+
+
+# Every column that names a blob directly; manifests name further blobs inside them.
+BLOB_COLUMNS = (
+    (BaseModelRow, BaseModelRow.manifest_sha256),
+    (DocumentRow, DocumentRow.sha256),
+    (ReflectionSetRow, ReflectionSetRow.sha256),
+    (TaskVectorRow, TaskVectorRow.manifest_sha256),
+    (MergeRow, MergeRow.manifest_sha256),
+)
+MANIFEST_COLUMNS = (
+    BaseModelRow.manifest_sha256,
+    TaskVectorRow.manifest_sha256,
+    MergeRow.manifest_sha256,
+)

@@ -1,0 +1,98 @@
+"""The registry's Python API: ``Registry`` opens a home and runs the operations.
+
+The CLI is a thin layer over this class; so are the later ``train``,
+``merge``, ``publish`` and ``rollback`` operations. Every method either
+completes or leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from registry import bases, corpora, history, maintenance
+from registry.blobstore import LocalBlobStore
+from registry.config import Settings, resolve_settings
+from registry.database import Database, make_engine
+from registry.home import check_home, create_home
+from registry.migrations import migrate
+from registry.records import (
+    BaseModelRecord,
+    ChannelEventRecord,
+    CorpusRecord,
+    GcReport,
+    VerifyReport,
+)
+
+
+class Registry:
+    """A memo home (blob store) plus its database, migrated to the current schema."""
+
+    def __init__(self, settings: Settings) -> None:
+        check_home(settings.home)
+        self.settings = settings
+        self.store = LocalBlobStore(settings.home / "blobs")
+        self.store.create()
+        self.db = Database(make_engine(settings.database_url))
+        try:
+            migrate(self.db, lock_dir=settings.home)
+        except BaseException:
+            self.db.dispose()
+            raise
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
+        """Open an existing home (``memo init`` makes one)."""
+        return cls(resolve_settings(home, database_url))
+
+    @classmethod
+    def init(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
+        """Create a home if needed, then open it; safe to run again."""
+        settings = resolve_settings(home, database_url)
+        create_home(settings.home)
+        return cls(settings)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- base models -------------------------------------------------------------
+    def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
+        return bases.add_base(self.db, self.store, Path(path), name=name)
+
+    def list_bases(self) -> list[BaseModelRecord]:
+        return bases.list_bases(self.db)
+
+    def get_base(self, name: str) -> BaseModelRecord:
+        return bases.get_base(self.db, name)
+
+    # --- corpora -----------------------------------------------------------------
+    def add_corpus(
+        self, name: str, files: list[str | os.PathLike[str]], *, base: str, description: str = ""
+    ) -> CorpusRecord:
+        return corpora.add_corpus(
+            self.db, self.store, name, [Path(f) for f in files], base=base, description=description
+        )
+
+    def list_corpora(self) -> list[CorpusRecord]:
+        return corpora.list_corpora(self.db)
+
+    def get_corpus(self, name: str) -> CorpusRecord:
+        return corpora.get_corpus(self.db, name)
+
+    # --- history -----------------------------------------------------------------
+    def log(self, channel: str | None = None) -> list[ChannelEventRecord]:
+        return history.channel_log(self.db, channel)
+
+    # --- maintenance -------------------------------------------------------------
+    def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
+        return maintenance.verify(self.db, self.store, progress=progress)
+
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS) -> GcReport:
+        return maintenance.gc(self.db, self.store, dry_run=dry_run, grace_seconds=grace_seconds)

@@ -1,0 +1,1 @@
+"""Corpus -> reflections -> fine-tuned memory model -> task vector; knows nothing of SQL."""

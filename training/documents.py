@@ -1,0 +1,80 @@
+"""Reading a corpus's documents: plain text, markdown, or JSON lines.
+
+Validation happens before anything is stored, with the file (and line) named.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MEDIA_TYPES = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".jsonl": "jsonl"}
+
+
+class DocumentError(ValueError):
+    """A document that cannot be read as one of the supported kinds."""
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    path: Path
+    name: str  # the name it is stored under inside its corpus
+    media_type: str  # "txt", "md" or "jsonl"
+    size: int
+
+
+def _media_type(path: Path) -> str:
+    media = MEDIA_TYPES.get(path.suffix.lower())
+    if media is None:
+        known = ", ".join(sorted(set(MEDIA_TYPES)))
+        raise DocumentError(f"{path}: unsupported document type {path.suffix!r} (use {known})")
+    return media
+
+
+def _check_jsonl(path: Path, text: str) -> None:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DocumentError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+        if not isinstance(value, dict):
+            raise DocumentError(f"{path}:{lineno}: each line must be a JSON object")
+
+
+def inspect_document(path: Path) -> DocumentFile:
+    """Check that a document exists, is readable UTF-8 and parses as its kind."""
+    path = Path(path)
+    media = _media_type(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DocumentError(f"{path}: no such document") from e
+    except IsADirectoryError as e:
+        raise DocumentError(f"{path}: is a directory, not a document") from e
+    except OSError as e:
+        raise DocumentError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DocumentError(f"{path}: not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from e
+    if not text.strip():
+        raise DocumentError(f"{path}: the document is empty")
+    if media == "jsonl":
+        _check_jsonl(path, text)
+    return DocumentFile(path=path, name=path.name, media_type=media, size=len(raw))
+
+
+def inspect_documents(paths: list[Path]) -> list[DocumentFile]:
+    docs = [inspect_document(p) for p in paths]
+    seen: dict[str, Path] = {}
+    for doc in docs:
+        if doc.name in seen:
+            raise DocumentError(
+                f"two documents are named {doc.name!r} ({seen[doc.name]} and {doc.path}); "
+                "rename one"
+            )
+        seen[doc.name] = doc.path
+    return docs
