@@ -62,6 +62,25 @@ class CorpusRecord(Record):
 
 
 @dataclass(frozen=True)
+class TaskVectorRecord(Record):
+    id: int
+    corpus: str
+    version: int
+    base_model: str
+    method: str
+    storage_dtype: str
+    manifest_sha256: str
+    training: dict[str, Any]
+    norms: dict[str, Any]
+    metrics: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.corpus}@v{self.version}"
+
+
+@dataclass(frozen=True)
 class ChannelEventRecord(Record):
     id: int
     channel: str

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from registry import bases, corpora, history, maintenance
+from registry import bases, corpora, history, maintenance, task_vectors
 from registry.blobstore import LocalBlobStore
 from registry.config import Settings, resolve_settings
 from registry.database import Database, make_engine
@@ -22,6 +22,7 @@ from registry.records import (
     ChannelEventRecord,
     CorpusRecord,
     GcReport,
+    TaskVectorRecord,
     VerifyReport,
 )
 
@@ -85,6 +86,20 @@ class Registry:
 
     def get_corpus(self, name: str) -> CorpusRecord:
         return corpora.get_corpus(self.db, name)
+
+    # --- task vectors --------------------------------------------------------------
+    def add_task_vector(
+        self, corpus: str, directory: str | os.PathLike[str], *, method: str, storage_dtype: str,
+        training: dict | None = None, norms: dict | None = None, metrics: dict | None = None,
+    ) -> TaskVectorRecord:
+        """Record a directory of delta safetensors as ``corpus``'s next version."""
+        return task_vectors.add_task_vector(
+            self.db, self.store, corpus, Path(directory), method=method,
+            storage_dtype=storage_dtype, training=training, norms=norms, metrics=metrics,
+        )
+
+    def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:
+        return task_vectors.list_task_vectors(self.db, corpus)
 
     # --- history -----------------------------------------------------------------
     def log(self, channel: str | None = None) -> list[ChannelEventRecord]:

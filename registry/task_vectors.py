@@ -1,0 +1,76 @@
+"""Task vectors: versioned per corpus, stored as safetensors blobs behind a manifest.
+
+Versions are allocated inside the write transaction that inserts the row,
+with the corpus row locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` already serialises writers), so concurrent trainings of
+one corpus get v1, v2, ... without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from merging.checkpoint import open_checkpoint
+from merging.errors import CheckpointError
+from registry.blobstore import LocalBlobStore
+from registry.corpora import find_corpus
+from registry.database import Database
+from registry.errors import Corrupt
+from registry.manifests import store_directory
+from registry.records import TaskVectorRecord
+from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
+
+
+def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
+    return TaskVectorRecord(
+        id=row.id, corpus=session.get(CorpusRow, row.corpus_id).name, version=row.version,
+        base_model=session.get(BaseModelRow, row.base_model_id).name, method=row.method,
+        storage_dtype=row.storage_dtype, manifest_sha256=row.manifest_sha256,
+        training=row.training, norms=row.norms, metrics=row.metrics, created_at=row.created_at,
+    )
+
+
+def next_version(session: Session, corpus: CorpusRow) -> int:
+    """The next version of a corpus's task vector; call inside a write transaction."""
+    session.execute(select(CorpusRow.id).where(CorpusRow.id == corpus.id).with_for_update())
+    latest = session.scalar(select(func.max(TaskVectorRow.version)).where(TaskVectorRow.corpus_id == corpus.id))
+    return (latest or 0) + 1
+
+
+def add_task_vector(
+    db: Database, store: LocalBlobStore, corpus: str, directory: Path, *, method: str,
+    storage_dtype: str, training: dict[str, Any] | None = None, norms: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None, reflection_set_id: int | None = None,
+) -> TaskVectorRecord:
+    """Store a directory of delta safetensors as the corpus's next task vector version."""
+    with db.read() as session:
+        find_corpus(session, corpus)
+    try:
+        open_checkpoint(directory)
+    except CheckpointError as e:
+        raise Corrupt(str(e)) from e
+    manifest = store_directory(store, directory, kind="task_vector")
+    with db.write() as session:
+        corpus_row = find_corpus(session, corpus)
+        row = TaskVectorRow(
+            corpus_id=corpus_row.id, version=next_version(session, corpus_row),
+            base_model_id=corpus_row.base_model_id, reflection_set_id=reflection_set_id,
+            method=method, training=training or {}, storage_dtype=storage_dtype,
+            manifest_sha256=manifest, norms=norms or {}, metrics=metrics or {},
+        )
+        session.add(row)
+        session.flush()
+        return _to_record(session, row)
+
+
+def list_task_vectors(db: Database, corpus: str) -> list[TaskVectorRecord]:
+    with db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        rows = session.scalars(
+            select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus_row.id).order_by(TaskVectorRow.version)
+        ).all()
+        return [_to_record(session, r) for r in rows]

@@ -1,0 +1,31 @@
+"""What a registry holds, to assert that a failed command changed nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, select, text
+
+from registry import Registry
+
+
+def registry_state(reg: Registry) -> dict:
+    tables = {}
+    with reg.db.read() as session:
+        for name in sorted(inspect(reg.db.engine).get_table_names()):
+            if name == "alembic_version":
+                continue
+            rows = session.execute(text(f'SELECT * FROM "{name}" ORDER BY 1')).all()
+            tables[name] = [tuple(r) for r in rows]
+    # Referenced blobs must not change; new unreferenced blobs are allowed
+    # (they are what an interrupted write leaves and gc removes).
+    return {"tables": tables}
+
+
+def blob_set(reg: Registry) -> set[str]:
+    return set(reg.store.iter_shas())
+
+
+def count(reg: Registry, table) -> int:
+    from sqlalchemy import func
+
+    with reg.db.read() as session:
+        return session.scalar(select(func.count()).select_from(table))

@@ -1,0 +1,75 @@
+"""Alembic is the schema's source of truth: models agree, migrations run once, safely."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from registry import Registry
+from registry.config import resolve_settings
+from registry.database import Database, make_engine
+from registry.errors import SchemaMismatch
+from registry.home import create_home
+from registry.migrations import alembic_config, head_revision
+from registry.schema import Base
+from tests.conftest import memo_subprocess_env
+
+
+def test_models_and_migrations_agree(registry):
+    with registry.db.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == [], f"ORM models and Alembic migrations disagree: {diff}"
+
+
+def test_every_table_is_created(registry):
+    tables = set(inspect(registry.db.engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    assert "alembic_version" in tables
+
+
+def test_downgrade_then_upgrade(registry):
+    cfg = alembic_config()
+    with registry.db.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert set(inspect(registry.db.engine).get_table_names()) <= {"alembic_version"}
+    with registry.db.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    assert set(Base.metadata.tables) <= set(inspect(registry.db.engine).get_table_names())
+
+
+def test_newer_schema_is_refused(registry, memo):
+    with registry.db.write() as session:
+        session.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    with pytest.raises(SchemaMismatch, match="newer memo; upgrade memo"):
+        Registry.open(registry.settings.home, database_url=memo.database_url)
+    result = memo("corpus", "list", ok=False)
+    assert result.exit_code == 1
+    assert "9999_from_the_future" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_concurrent_first_start_migrates_once(tmp_path, database_url):
+    """Six `memo` processes starting at once on an unmigrated database all succeed."""
+    home = tmp_path / "race-home"
+    create_home(home)  # a home whose database has never been migrated
+    env = memo_subprocess_env(home, database_url)
+    memo = str(Path(env["PATH"].split(":")[0]) / "memo")
+    procs = [
+        subprocess.Popen([memo, "corpus", "list", "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _, _ in results), [r for r in results if r[0] != 0]
+    db = Database(make_engine(resolve_settings(home, database_url).database_url))
+    with db.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_heads() == (head_revision(),)
+    db.dispose()
