@@ -13,6 +13,7 @@ import click
 from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
 from registry.cli.corpus_cmds import corpus
+from registry.cli.demo_cmds import demo
 from registry.cli.home_cmds import gc, init, log, verify
 from registry.migrations import memo_version
 
@@ -46,7 +47,7 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
     ctx.obj = AppContext(home=home, database_url=database_url)
 
 
-for command in (init, base, corpus, log, verify, gc):
+for command in (init, demo, base, corpus, log, verify, gc):
     cli.add_command(command)
 
 
