@@ -124,9 +124,19 @@ class RadixSelect:
             keys = keys[(keys >> (shift + bits)) == self.prefix]
         return (keys >> shift) & ((1 << bits) - 1)
 
-    def add(self, keys: torch.Tensor) -> None:
-        """Count one chunk's keys in this pass's histogram."""
-        self._hist += chunk_histogram(self.digits(keys), self._hist.numel())
+    @property
+    def last_pass(self) -> bool:
+        return self.pass_index == len(self.plan) - 1
+
+    def last_digit(self, key: int) -> int:
+        """The digit of ``key`` that the last pass histograms."""
+        return key & ((1 << self.plan[-1][1]) - 1)
+
+    def add(self, keys: torch.Tensor) -> torch.Tensor:
+        """Count one chunk's keys in this pass's histogram; returns the chunk's own histogram."""
+        hist = chunk_histogram(self.digits(keys), self._hist.numel())
+        self._hist += hist
+        return hist
 
     def finish_pass(self) -> None:
         """Pick the digit holding the k-th largest key; finish after the last digit."""

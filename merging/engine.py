@@ -1,0 +1,184 @@
+"""Run a merge: plan, stream every tensor through the kernel, write the model directory.
+
+    from merging import MergeSpec, MergeInput, merge
+    spec = MergeSpec("ties", base=Path("base"), inputs=(MergeInput(Path("ft1")), ...))
+    merge(spec, Path("out"))
+
+Planning (shapes, missing tensors, dtypes) happens before any tensor is read;
+every output tensor is then computed in name order and appended to its shard.
+The output appears only when complete (see :mod:`merging.writer`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from merging.card import BASE_FILES, engine_version, model_card, output_config
+from merging.checkpoint import FLOAT_DTYPES, open_checkpoint
+from merging.errors import MergeError
+from merging.kernels import KernelConfig, compiled_kernel, eager_kernel
+from merging.plan import LM_HEAD, TensorPlan, plan_tensors
+from merging.reader import TensorReader, torch_dtype
+from merging.spec import MergeSpec, dtype_name, parse_dtype
+from merging.tensor_merge import TensorJob, merge_tensor
+from merging.writer import ModelDirWriter, OutputTensor
+from merging.yaml_config import config_from_spec, dump_config
+
+COMPILE_MIN_ELEMENTS = 64_000_000  # below this, compiling costs more than it saves
+COMPILE_MIN_TENSOR = 1 << 16  # tiny tensors always run eagerly
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    max_shard_size: int = 5_000_000_000  # bytes per output shard
+    memory_budget: int = 1 << 30  # bytes of chunks in flight; bounds peak memory
+    compile: bool | None = None  # fuse the kernel with torch.compile; None: when it pays off
+    overwrite: bool = False
+    progress: bool = True
+    threads: int | None = None  # torch intra-op threads; None: torch's default (all cores)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out_dir: Path
+    tensors: int
+    merged: int
+    copied: int
+    parameters: int
+    compute_dtype: str
+    out_dtype: str
+    compiled: bool
+    seconds: float
+
+
+def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
+    explicit = parse_dtype(spec.dtype)
+    if explicit is not None:
+        return explicit
+    dtypes = {info.dtype for p in plans if p.merged for info in (p.base, *p.inputs) if info}
+    result = None
+    for d in sorted(dtypes & FLOAT_DTYPES):
+        t = torch_dtype(d)
+        result = t if result is None else torch.promote_types(result, t)
+    return result or torch.float32
+
+
+def _chunk_elements(budget: int, k: int, compiled: bool) -> int:
+    # inputs + base + keys + output, 4 bytes each at most; eager kernels keep ~3 temporaries per input
+    per_element = 4 * (2 * k + 3) + (0 if compiled else 4 * (3 * k + 5))
+    return max(1 << 16, budget // per_element)
+
+
+def _want_compile(options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:
+    if options.compile is not None:
+        return options.compile
+    if torch.device(options.device).type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
+        return False
+    return sum(p.numel for p in plans if p.merged) * k >= COMPILE_MIN_ELEMENTS
+
+
+def _kernel_chooser(use_compile: bool) -> Callable[[KernelConfig, int], Callable]:
+    def choose(cfg: KernelConfig, numel: int):
+        if use_compile and numel >= COMPILE_MIN_TENSOR:
+            return compiled_kernel(cfg)
+        return eager_kernel(cfg)
+
+    return choose
+
+
+def _check_inputs(spec: MergeSpec, options: MergeOptions) -> None:
+    if len({i.kind for i in spec.inputs}) > 1:
+        raise MergeError("merge either fine-tuned model directories or task vectors, not a mix")
+    if spec.tie_break == "torch-cpu" and torch.device(options.device).type != "cpu":
+        raise MergeError("tie break 'torch-cpu' reproduces a CPU mergekit run; use --device cpu")
+
+
+def merge(spec: MergeSpec, out_dir: Path, options: MergeOptions = MergeOptions(), *,
+          card_body: str = "", names: dict[Path, str] | None = None) -> MergeResult:
+    """Merge ``spec`` into a new Hugging Face model directory ``out_dir``."""
+    started = time.perf_counter()
+    _check_inputs(spec, options)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    base = open_checkpoint(spec.base)
+    inputs = [open_checkpoint(i.path) for i in spec.inputs]
+    plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
+    dt = _compute_dtype(spec, plans)
+    out_dt = parse_dtype(spec.out_dtype) or dt
+    device = torch.device(options.device)
+    use_compile = _want_compile(options, plans, len(spec.inputs))
+    cfg = KernelConfig(len(spec.inputs), dt, out_dt, spec.method_def.consensus, spec.effective_normalize,
+                       spec.lam, inputs_are_deltas=spec.inputs[0].kind == "task_vector")
+    outputs = [OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype),
+                            p.shape) for p in plans]
+    config_yaml = dump_config(config_from_spec(spec, names=names))
+    with TensorReader() as reader, ModelDirWriter(
+        out_dir, outputs, max_shard_size=options.max_shard_size, overwrite=options.overwrite,
+        index_metadata={"memo_version": engine_version()},
+    ) as writer:
+        job = TensorJob(
+            reader=reader, device=device, compute_dtype=dt, out_dtype=out_dt,
+            densities=tuple(i.density for i in spec.inputs),
+            weights=torch.tensor([i.weight for i in spec.inputs], dtype=dt, device=device),
+            trims=spec.method_def.trims, tie_break=spec.tie_break,
+            chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs), use_compile),
+            kernel_for=_kernel_chooser(use_compile), config=cfg,
+        )
+        _write_tensors(job, plans, writer, progress=options.progress)
+        extra = _extra_files(spec, base.tensors, plans, out_dt, config_yaml, card_body, names)
+        writer.commit(extra)
+    merged = sum(p.merged for p in plans)
+    return MergeResult(
+        out_dir=Path(out_dir), tensors=len(plans), merged=merged, copied=len(plans) - merged,
+        parameters=sum(p.numel for p in plans), compute_dtype=dtype_name(dt),
+        out_dtype=dtype_name(out_dt), compiled=use_compile, seconds=time.perf_counter() - started,
+    )
+
+
+def _write_tensors(job: TensorJob, plans: list[TensorPlan], writer: ModelDirWriter, *, progress: bool) -> None:
+    by_name = {p.name: p for p in plans}
+    total = sum(p.numel for p in plans)
+    with tqdm(total=total, unit="param", unit_scale=True, desc="merging", disable=not progress) as bar:
+        while writer.next_tensor is not None:
+            out = writer.next_tensor
+            plan = by_name[out.name]
+            chunks = merge_tensor(job, plan) if plan.merged else _copy_tensor(job, plan, out.dtype)
+            for chunk in chunks:
+                writer.write(out.name, chunk.to(out.dtype))
+                bar.update(chunk.numel())
+
+
+def _copy_tensor(job: TensorJob, plan: TensorPlan, dtype: torch.dtype):
+    for start in range(0, max(plan.numel, 1), job.chunk_elements):
+        stop = min(start + job.chunk_elements, plan.numel)
+        chunk = job.reader.read(plan.base, start, stop)
+        if chunk.is_floating_point() and not torch.isfinite(chunk).all():
+            raise MergeError(f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; "
+                             "repair or re-export the base model")
+        yield chunk.to(dtype)
+
+
+def _extra_files(spec, base_tensors, plans, out_dt, config_yaml, card_body, names) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    untie = LM_HEAD not in base_tensors and any(p.name == LM_HEAD for p in plans)
+    config = output_config(spec.base, out_dt, untie=untie)
+    if config is not None:
+        files["config.json"] = config
+    for name in BASE_FILES:
+        if (spec.base / name).is_file():
+            files[name] = (spec.base / name).read_bytes()
+    files["mergekit_config.yml"] = config_yaml.encode()
+    names = names or {}
+    files["README.md"] = model_card(
+        spec, config_yaml, base_name=names.get(spec.base, spec.base.name),
+        input_names=[names.get(i.path, i.path.name) for i in spec.inputs], body=card_body,
+    )
+    return files

@@ -1,0 +1,177 @@
+"""Writes a Hugging Face model directory atomically, streaming tensors into shards.
+
+Every output tensor's name, dtype and shape are known before the merge
+starts, so each shard's safetensors header (with all offsets) is written
+first and tensor data is appended chunk by chunk as it is computed: no shard
+is ever held in memory. Everything goes to a temporary sibling directory that
+is renamed into place at the end; a crash or Ctrl-C leaves no partial output.
+
+Layout as mergekit writes it: tensors in name order, shards filled greedily up
+to ``max_shard_size`` bytes; one shard is ``model.safetensors`` (no index),
+several are ``model-0000i-of-0000N.safetensors`` plus
+``model.safetensors.index.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from merging.errors import MergeError
+
+_ST_DTYPE = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def plan_shards(tensors: list[OutputTensor], max_shard_size: int) -> list[list[OutputTensor]]:
+    shards: list[list[OutputTensor]] = [[]]
+    size = 0
+    for t in tensors:
+        if shards[-1] and size + t.nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+def _header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:
+    entries: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for t in tensors:
+        entries[t.name] = {"dtype": _ST_DTYPE[t.dtype], "shape": list(t.shape),
+                           "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(entries, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data section to 8 bytes
+    return len(raw).to_bytes(8, "little") + raw
+
+
+class ModelDirWriter:
+    """``with ModelDirWriter(out, tensors, ...) as w: w.write(name, chunk) ...; w.commit()``."""
+
+    def __init__(self, out_dir: Path, tensors: list[OutputTensor], *, max_shard_size: int,
+                 overwrite: bool = False, index_metadata: dict | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not overwrite:
+            raise MergeError(f"{self.out_dir} already exists; choose another directory or pass --overwrite")
+        self.shards = plan_shards(sorted(tensors, key=lambda t: t.name), max_shard_size)
+        self.order = [t for shard in self.shards for t in shard]
+        self._shard_of = {t.name: i for i, shard in enumerate(self.shards) for t in shard}
+        self.index_metadata = index_metadata or {}
+        self.overwrite = overwrite
+        self.tmp: Path | None = None
+        self._position = 0  # index into self.order of the tensor being written
+        self._written = 0  # bytes of it written so far
+        self._file = None
+        self._shard = -1
+
+    def __enter__(self) -> ModelDirWriter:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def shard_name(self, i: int) -> str:
+        n = len(self.shards)
+        return "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+
+    @property
+    def next_tensor(self) -> OutputTensor | None:
+        return self.order[self._position] if self._position < len(self.order) else None
+
+    def _open_shard(self, i: int) -> None:
+        if self._file:
+            self._finish_file()
+        self._shard = i
+        self._file = open(self.tmp / self.shard_name(i), "wb")
+        self._file.write(_header(self.shards[i], {"format": "pt"}))
+
+    def _finish_file(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+    def write(self, name: str, chunk: torch.Tensor) -> None:
+        """Append the next chunk of tensor ``name`` (tensors in name order, chunks in order)."""
+        t = self.next_tensor
+        if t is None or t.name != name:
+            raise MergeError(f"internal: expected tensor {t and t.name!r}, got {name!r}")
+        if chunk.dtype != t.dtype:
+            raise MergeError(f"internal: tensor {name!r} chunk is {chunk.dtype}, planned {t.dtype}")
+        if self._shard_of[name] != self._shard:
+            self._open_shard(self._shard_of[name])
+        data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._file.write(memoryview(data))
+        self._written += data.nbytes
+        if self._written > t.nbytes:
+            raise MergeError(f"internal: tensor {name!r} got more data than its shape holds")
+        if self._written == t.nbytes:
+            self._position += 1
+            self._written = 0
+
+    def commit(self, extra_files: dict[str, bytes]) -> Path:
+        """Write the index and the extra files, then move the directory into place."""
+        if self.next_tensor is not None:
+            raise MergeError(f"internal: tensor {self.next_tensor.name!r} was never written")
+        if self._file:
+            self._finish_file()
+        files = dict(extra_files)
+        if len(self.shards) > 1:
+            weight_map = {t.name: self.shard_name(i) for i, s in enumerate(self.shards) for t in s}
+            index = {"metadata": {"total_size": sum(t.nbytes for t in self.order), **self.index_metadata},
+                     "weight_map": weight_map}
+            files["model.safetensors.index.json"] = json.dumps(index, indent=2).encode()
+        for name, data in files.items():
+            path = self.tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        return self._move_into_place()
+
+    def _move_into_place(self) -> Path:
+        old = None
+        if self.out_dir.exists():
+            if not self.overwrite:
+                raise MergeError(f"{self.out_dir} appeared while merging; nothing was overwritten")
+            old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
+            os.replace(self.out_dir, old)
+        os.replace(self.tmp, self.out_dir)
+        fd = os.open(self.out_dir.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.out_dir
