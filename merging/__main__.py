@@ -54,7 +54,7 @@ def main(config: Path, out_dir: Path, device: str, max_shard_size: str, memory_b
             compile=compile_, overwrite=overwrite, progress=not quiet, threads=threads,
         ))
     except MergeError as e:
-        raise click.ClickException(str(e)) from e
+        raise click.ClickException(" ".join(str(e).split())) from e
     click.echo(f"merged {result.merged} tensors, copied {result.copied} ({result.parameters:,} parameters, "
                f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s",
                err=True)

@@ -74,7 +74,7 @@ def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
 def _chunk_elements(budget: int, k: int, compiled: bool) -> int:
     # inputs + base + keys + output, 4 bytes each at most; eager kernels keep ~3 temporaries per input
     per_element = 4 * (2 * k + 3) + (0 if compiled else 4 * (3 * k + 5))
-    return max(1 << 16, budget // per_element)
+    return max(4096, budget // per_element)
 
 
 def _want_compile(options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:

@@ -111,7 +111,9 @@ def load_config(path: Path) -> MergeSpec:
     except OSError as e:
         raise MergeError(f"{path}: cannot read ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise MergeError(f"{path}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise MergeError(f"{path}: not valid YAML ({where}{getattr(e, 'problem', None) or e})") from e
     return spec_from_config(config)
 
 
