@@ -9,6 +9,7 @@ import click
 
 from merging.engine import MergeOptions, merge
 from merging.errors import MergeError
+from merging.tuning import keep_freed_memory
 from merging.yaml_config import load_config
 
 
@@ -45,6 +46,7 @@ def main(config: Path, out_dir: Path, device: str, max_shard_size: str, memory_b
     Example:
       python -m merging ties.yml ./merged --max-shard-size 2G
     """
+    keep_freed_memory()
     try:
         spec = load_config(config)
         if tie_break != "index":

@@ -1,9 +1,20 @@
 """The merge kernel: one chunk of one tensor, K inputs, pure tensor math.
 
-One function serves TIES and task arithmetic (Ilharco et al. 2023,
-arXiv 2212.04089; Yadav et al. 2023, arXiv 2306.01708); it runs eagerly
-or compiled by ``torch.compile`` into one fused pass (same bits either way,
-see ``tests/test_kernels.py``). No I/O, no globals, inputs never mutated.
+TIES and task arithmetic (Ilharco et al. 2023, arXiv 2212.04089; Yadav et al.
+2023, arXiv 2306.01708) are one kernel with a ``consensus`` switch, written
+twice with the same arithmetic:
+
+- :func:`merge_chunk_eager`, the default: in-place torch ops on the chunk's
+  own temporaries, the partial tie run handled by slicing (no index array).
+  About 10 memory passes per input, no compile step: on a 2-core CPU a
+  376M-parameter K=3 merge spends ~2-3 s here, while ``torch.compile`` costs
+  ~5 s per process before its first call even with a warm cache.
+- :func:`merge_chunk`, written for ``torch.compile`` (one fused loop, an
+  index array for ties), used for very large merges where the fixed compile
+  cost pays off.
+
+Both are bit-identical to each other and to mergekit (``tests/test_kernels.py``).
+No I/O, no globals, inputs never mutated.
 
 It reproduces mergekit 0.1.5's ``GeneralizedTaskArithmeticMerge.merge_group``
 operation for operation, in the compute dtype ``dt``, because bit-identical
@@ -22,6 +33,10 @@ output needs the same roundings:
 
 Task arithmetic is the same without the vote: ``mixed = sum(wd)``, divided by
 ``sum(w)`` (|sum| < 1e-8 -> 1) only when ``normalize``.
+
+One deliberate difference: mergekit tests ``|sum(w)| < 1e-8`` in the compute
+dtype, where 1e-8 underflows to 0 in fp16, so fp16 weights summing to zero
+divide 0 by 0 and mergekit writes NaN. memo tests in full precision (divisor 1).
 """
 
 from __future__ import annotations
@@ -32,14 +47,6 @@ from dataclasses import dataclass
 
 import torch
 
-from merging.select import nonfinite_key
-
-_KEY_VIEW = {
-    torch.bfloat16: (torch.int16, 0x7FFF),
-    torch.float16: (torch.int16, 0x7FFF),
-    torch.float32: (torch.int32, 0x7FFFFFFF),
-    torch.float64: (torch.int64, 0x7FFFFFFFFFFFFFFF),
-}
 
 
 @dataclass(frozen=True)
@@ -55,55 +62,147 @@ class KernelConfig:
     inputs_are_deltas: bool  # stored task vectors rather than fine-tuned weights
 
 
-def _sum_fp32(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``torch.stack(terms).sum(0)`` as eager torch computes it: fp32 accumulation in order.
+def _accumulator(dt: torch.dtype) -> torch.dtype:
+    return torch.float64 if dt == torch.float64 else torch.float32
+
+
+def _sum_in_order(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.stack(terms).sum(0)`` as eager torch computes it: accumulation in order
+    (in fp32, or fp64 for fp64 tensors).
 
     The accumulator starts at +0.0, as torch's reduction does, so a sum of
     only ``-0.0`` terms is ``+0.0`` (mergekit's output keeps that sign).
     """
-    acc = terms[0].to(torch.float32) + 0.0
+    acc_dtype = _accumulator(dtype)
+    acc = terms[0].to(acc_dtype) + 0.0
     for t in terms[1:]:
-        acc = acc + t.to(torch.float32)
+        acc = acc + t.to(acc_dtype)
     return acc.to(dtype)
 
 
 def merge_chunk(
     base: torch.Tensor,  # (n,) compute dtype
     inputs: list[torch.Tensor],  # K x (n,) fine-tuned weights or deltas, any float dtype
-    thresholds: torch.Tensor,  # (K,) int64 magnitude-key thresholds (merging.select)
-    cuts: torch.Tensor,  # (K,) int64: ties at the threshold are kept up to this flat index
+    thresholds: torch.Tensor,  # (K,) compute dtype: keep |d| > t (merging.select.key_value)
+    cuts: torch.Tensor,  # (K,) int64: entries with |d| == t are kept up to this flat index
     start: torch.Tensor,  # () int64: flat index of this chunk's first element
     weights: torch.Tensor,  # (K,) compute dtype
     cfg: KernelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge one chunk; returns (merged chunk in ``out_dtype``, count of non-finite deltas)."""
     dt = cfg.compute_dtype
-    view, mask = _KEY_VIEW[dt]
     index = start + torch.arange(base.shape[0], device=base.device)
     bad = torch.zeros((), dtype=torch.int64, device=base.device)
     weighted = []
     for i, x in enumerate(inputs):
         d = x.to(dt) if cfg.inputs_are_deltas else x.to(dt) - base
-        key = d.view(view) & mask
-        bad = bad + (key >= nonfinite_key(dt)).sum()
-        keep = (key > thresholds[i]) | ((key == thresholds[i]) & (index <= cuts[i]))
+        magnitude = d.abs()
+        bad = bad + (~torch.isfinite(d)).sum()
+        keep = (magnitude > thresholds[i]) | ((magnitude == thresholds[i]) & (index <= cuts[i]))
         weighted.append((d * keep.to(dt)) * weights[i])
     if cfg.consensus:
-        total = _sum_fp32(weighted, dt)
+        total = _sum_in_order(weighted, dt)
         majority = (total >= 0).to(dt) * 2 - 1
         agree = [wd.sign() == majority for wd in weighted]
-        mixed = _sum_fp32([wd * a for wd, a in zip(weighted, agree)], dt)
-        divisor = _sum_fp32([weights[i] * a for i, a in enumerate(agree)], dt)
+        mixed = _sum_in_order([wd * a for wd, a in zip(weighted, agree)], dt)
+        divisor = _sum_in_order([weights[i] * a for i, a in enumerate(agree)], dt)
         divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
     else:
-        mixed = _sum_fp32(weighted, dt)
-        divisor = _sum_fp32([weights[i] for i in range(cfg.count)], dt)
-        divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
+        mixed = _sum_in_order(weighted, dt)
+        divisor = _sum_in_order([weights[i] for i in range(cfg.count)], dt)
+        near_zero = divisor.to(_accumulator(dt)).abs() < 1e-8  # not in fp16, see the module doc
+        divisor = torch.where(near_zero, torch.ones_like(divisor), divisor)
     if cfg.normalize:
         mixed = mixed / divisor
     if cfg.lam != 1:
         mixed = mixed * cfg.lam
     return (base + mixed).to(cfg.out_dtype), bad
+
+
+def rounded(value: float, dt: torch.dtype) -> float:
+    """``value`` rounded to ``dt`` (mergekit builds its weight tensor in the compute dtype)."""
+    return float(torch.tensor(value, dtype=torch.float64).to(dt))
+
+
+def _sum_exact(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.stack(terms).sum(0)`` bit for bit, with few conversions (may reuse ``terms[0]``'s memory).
+
+    torch sums from +0.0, in order, in fp32 (fp64 for fp64) and rounds once.
+    Two 16-bit terms need no fp32 buffer: a 16-bit add is computed in fp32 and
+    rounded once, and ``t0 + 0.0`` is exact.
+    """
+    if dtype in (torch.float32, torch.float64) or len(terms) <= 2:
+        acc = terms[0].add(0.0)
+        for t in terms[1:]:
+            acc.add_(t)
+        return acc
+    acc = terms[0].float().add_(0.0)
+    for t in terms[1:]:
+        acc.add_(t.float())
+    return acc.to(dtype)
+
+
+def _trim_factor(d: torch.Tensor, t: float, tie_end: int) -> torch.Tensor:
+    """1 where ``|d| > t`` (or ``|d| >= t`` before ``tie_end``), else 0, in d's dtype.
+
+    ``sign(|d| - t)`` is exact: with gradual underflow a difference of two
+    floats is zero only when they are equal (and exact near equality, Sterbenz).
+    Arithmetic instead of a bool mask: bool ops are several times slower on CPU.
+    """
+    f = d.abs().sub_(t).sign_()
+    f[tie_end:].clamp_(min=0)
+    if tie_end > 0:
+        f[:tie_end].add_(1).clamp_(max=1)
+    return f
+
+
+def merge_chunk_eager(
+    base: torch.Tensor,  # (n,) compute dtype
+    inputs: list[torch.Tensor],  # K x (n,) fine-tuned weights or deltas
+    thresholds: list[float],  # keep |d| > t (merging.select.key_value); t < 0: no trim
+    tie_ends: list[int],  # entries with |d| == t are kept at chunk positions < tie_end
+    weights: list[float],
+    cfg: KernelConfig,
+) -> torch.Tensor:
+    """Merge one chunk eagerly; returns the merged chunk in ``out_dtype``.
+
+    Same bits as :func:`merge_chunk` for finite inputs. A NaN or Inf in any
+    input always reaches the output here (mergekit's sign vote can hide one),
+    so checking the output's finiteness catches every bad input.
+    """
+    dt = cfg.compute_dtype
+    weighted = []
+    for x, t, tie_end, w in zip(inputs, thresholds, tie_ends, weights):
+        d = x.to(dt, copy=True) if cfg.inputs_are_deltas else x.to(dt) - base
+        if t >= 0:
+            d.mul_(_trim_factor(d, t, tie_end))  # a 0/1 multiply, as mergekit's mask
+        w = rounded(w, dt)
+        if w != 1:
+            d.mul_(w)
+        weighted.append(d)
+    ws = [rounded(w, dt) for w in weights]
+    if cfg.consensus:
+        # majority = +1 where sum >= 0 (also for -0.0), else -1
+        majority = _sum_exact(weighted, dt).sign_().add_(0.5).sign_()
+        agree = [wd.sign().mul_(majority).clamp_(min=0) for wd in weighted]  # 1 agrees, 0 not
+        del majority
+        mixed = _sum_exact([wd.mul_(a) for wd, a in zip(weighted, agree)], dt)
+        if dt in (torch.bfloat16, torch.float16) and len(set(ws)) == 1:
+            # fp32 sums of a 16-bit weight are exact: count * w, rounded once
+            divisor = _sum_exact(agree, dt).mul_(ws[0]) if len(agree) <= 2 else \
+                _sum_exact(agree, torch.float32).mul_(ws[0]).to(dt)
+        else:
+            divisor = _sum_exact([a.mul_(w) for a, w in zip(agree, ws)], dt)
+        divisor.add_(divisor.abs().sign_().neg_().add_(1))  # a zero divisor becomes 1
+    else:
+        mixed = _sum_exact(weighted, dt)
+        total = float(torch.tensor(ws, dtype=dt).sum())
+        divisor = 1.0 if abs(total) < 1e-8 else total
+    if cfg.normalize:
+        mixed = mixed.div_(divisor)
+    if cfg.lam != 1:
+        mixed = mixed.mul_(cfg.lam)
+    return (base + mixed).to(cfg.out_dtype)
 
 
 @functools.lru_cache(maxsize=64)

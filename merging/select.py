@@ -24,18 +24,17 @@ numel))``; density >= 1 keeps everything, density <= 0 nothing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-# Per dtype: (integer view dtype, magnitude mask, digit plan [(shift, bits)], first non-finite key)
+# Per dtype: (integer view dtype, digit plan [(shift, bits)], most significant digit first)
 _KEY_LAYOUT = {
-    torch.bfloat16: (torch.int16, 0x7FFF, [(0, 15)], 0x7F80),
-    torch.float16: (torch.int16, 0x7FFF, [(0, 15)], 0x7C00),
-    torch.float32: (torch.int32, 0x7FFFFFFF, [(16, 15), (0, 16)], 0x7F800000),
-    torch.float64: (
-        torch.int64, 0x7FFFFFFFFFFFFFFF, [(48, 15), (32, 16), (16, 16), (0, 16)], 0x7FF0000000000000,
-    ),
+    torch.bfloat16: (torch.int16, [(0, 15)]),
+    torch.float16: (torch.int16, [(0, 15)]),
+    torch.float32: (torch.int32, [(16, 15), (0, 16)]),
+    torch.float64: (torch.int64, [(48, 15), (32, 16), (16, 16), (0, 16)]),
 }
 KEEP_ALL = -1  # a threshold key every key exceeds
 
@@ -45,14 +44,30 @@ def supported(dtype: torch.dtype) -> bool:
 
 
 def magnitude_keys(values: torch.Tensor) -> torch.Tensor:
-    """Integer keys (int16/int32/int64, >= 0) whose order is the order of ``|values|``."""
-    view, mask, _, _ = _KEY_LAYOUT[values.dtype]
-    return values.contiguous().view(view) & mask
+    """Integer keys (int16/int32/int64, >= 0) whose order is the order of ``|values|``.
+
+    ``abs`` clears the sign bit, so the keys are ``|values|``'s bits, viewed as integers.
+    """
+    return magnitudes_as_keys(values.abs())
 
 
-def nonfinite_key(dtype: torch.dtype) -> int:
-    """Keys at or above this belong to Inf or NaN."""
-    return _KEY_LAYOUT[dtype][3]
+def magnitudes_as_keys(magnitudes: torch.Tensor) -> torch.Tensor:
+    """Keys of values that are already non-negative (a free reinterpretation)."""
+    return magnitudes.contiguous().view(_KEY_LAYOUT[magnitudes.dtype][0])
+
+
+def key_value(key: int, dtype: torch.dtype) -> float:
+    """The magnitude whose key is ``key``: the kernel compares ``|d|`` with this value.
+
+    Comparing values is the same as comparing keys for every non-NaN number
+    (and keeps the fused kernel free of bit casts, which inductor cannot vectorise).
+    """
+    if key < 0:
+        return -1.0  # below every magnitude: keep everything
+    view = _KEY_LAYOUT[dtype][0]
+    if key >= torch.iinfo(view).max:
+        return float("inf")  # with no ties kept: keep nothing
+    return float(torch.tensor(key, dtype=view).view(dtype).item())
 
 
 def keep_count(density: float, numel: int) -> int:
@@ -85,7 +100,8 @@ def none_kept(dtype: torch.dtype) -> Threshold:
     """A threshold no key exceeds (the largest key of the dtype's integer view, no ties kept).
 
     It must fit the key's integer type: comparisons against 0-d tensors run
-    in the key's dtype, where a larger value would wrap around.
+    in the key's dtype, where a larger value would wrap around. Its value
+    (:func:`key_value`) is +inf.
     """
     return Threshold(torch.iinfo(_KEY_LAYOUT[dtype][0]).max, 0, 0, 0)
 
@@ -98,7 +114,7 @@ class RadixSelect:
     """
 
     def __init__(self, dtype: torch.dtype, k: int, device: torch.device | str = "cpu") -> None:
-        self.plan = _KEY_LAYOUT[dtype][2]
+        self.plan = _KEY_LAYOUT[dtype][1]
         self.k = k  # 1 <= k < numel; the trivial cases use ALL / NONE
         self.device = device
         self.pass_index = 0
@@ -151,12 +167,24 @@ class RadixSelect:
             self._hist = self._new_hist()
 
 
+_SPLIT_MIN = 1 << 22
+
+
 def chunk_histogram(digits: torch.Tensor, bins: int) -> torch.Tensor:
-    if digits.numel() == 0:
-        return torch.zeros(bins, dtype=torch.int64, device=digits.device)
+    """``bincount`` of a chunk's digits; large CPU chunks are split over threads.
+
+    ``torch.bincount`` runs on one core; it releases the GIL, so halves of a
+    chunk counted in parallel threads use every core.
+    """
     if digits.dtype not in (torch.int32, torch.int64, torch.uint8, torch.int8, torch.int16):
         raise TypeError(f"keys must be integers, got {digits.dtype}")
-    return torch.bincount(digits.reshape(-1), minlength=bins)
+    flat = digits.reshape(-1)
+    threads = torch.get_num_threads()
+    if flat.device.type != "cpu" or flat.numel() < _SPLIT_MIN or threads < 2:
+        return torch.bincount(flat, minlength=bins)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="memo-histogram") as pool:
+        parts = list(pool.map(lambda part: torch.bincount(part, minlength=bins), flat.tensor_split(threads)))
+    return torch.stack(parts).sum(0)
 
 
 def _locate(hist: torch.Tensor, rank: int) -> tuple[int, int, int]:

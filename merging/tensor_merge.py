@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 
 from merging.errors import MergeError
-from merging.kernels import KernelConfig
+from merging.kernels import KernelConfig, compiled_kernel, merge_chunk_eager
 from merging.plan import TensorPlan
 from merging.reader import TensorReader
-from merging.select import ALL, RadixSelect, Threshold, keep_count, magnitude_keys, none_kept
+from merging.select import ALL, RadixSelect, Threshold, keep_count, key_value, magnitude_keys, none_kept
 
-Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+COMPILE_MIN_TENSOR = 1 << 16  # tiny tensors always run eagerly
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,11 @@ class TensorJob:
     compute_dtype: torch.dtype
     out_dtype: torch.dtype
     densities: tuple[float, ...]
-    weights: torch.Tensor  # (K,) compute dtype, on device
+    weights: tuple[float, ...]
     trims: bool
     tie_break: str
     chunk_elements: int  # tensors up to this size are resident (one piece); larger ones stream
-    kernel_for: Callable[[KernelConfig, int], Kernel]  # (config, numel) -> eager or compiled
+    compiled: bool  # torch.compile'd kernel (large merges) or the eager one
     config: KernelConfig
 
 
@@ -118,17 +118,26 @@ def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
 
 def _run_kernel(job: TensorJob, plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor],
                 thresholds: list[Threshold], cuts: list[int], start: int) -> torch.Tensor:
-    kernel = job.kernel_for(job.config, base.numel())
-    out, bad = kernel(
-        base, inputs,
-        torch.tensor([t.key for t in thresholds], dtype=torch.int64, device=job.device),
-        torch.tensor(cuts, dtype=torch.int64, device=job.device),
-        torch.tensor(start, dtype=torch.int64, device=job.device),
-        job.weights,
-    )
-    if int(bad) > 0:
-        _raise_nonfinite(plan, base, inputs, start)
+    values = [key_value(t.key, job.compute_dtype) for t in thresholds]
+    n = base.numel()
+    if job.compiled and n >= COMPILE_MIN_TENSOR:
+        out, _ = compiled_kernel(job.config)(
+            base, inputs, torch.tensor(values, dtype=job.compute_dtype, device=job.device),
+            torch.tensor(cuts, dtype=torch.int64, device=job.device),
+            torch.tensor(start, dtype=torch.int64, device=job.device),
+            torch.tensor(job.weights, dtype=job.compute_dtype, device=job.device),
+        )
+    else:
+        tie_ends = [min(max(cut - start + 1, 0), n) for cut in cuts]
+        out = merge_chunk_eager(base, inputs, values, tie_ends, list(job.weights), job.config)
+    if not all_finite(out):
+        _raise_nonfinite(plan, base, inputs)
     return out
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """One cheap reduction: the largest magnitude is finite (NaN propagates through amax)."""
+    return t.numel() == 0 or not t.is_floating_point() or bool(torch.isfinite(t.abs().amax()))
 
 
 def _merge_resident(job, plan, fixed, selects) -> torch.Tensor:
@@ -203,11 +212,11 @@ def _merge_mergekit_cpu_ties(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
         deltas.append(d)
     cfg = KernelConfig(len(deltas), job.compute_dtype, job.out_dtype, job.config.consensus,
                        job.config.normalize, job.config.lam, inputs_are_deltas=True)
-    parity_job = TensorJob(**{**job.__dict__, "config": cfg})
+    parity_job = TensorJob(**{**job.__dict__, "config": cfg, "compiled": False})
     return _run_kernel(parity_job, plan, base, deltas, [ALL] * len(deltas), [-1] * len(deltas), 0)
 
 
-def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor], start: int):
+def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor]):
     if not torch.isfinite(base).all():
         raise MergeError(f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; "
                          "repair or re-export the base model")
@@ -215,5 +224,5 @@ def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Te
         if info is not None and x.is_floating_point() and not torch.isfinite(x).all():
             raise MergeError(f"tensor {plan.name!r} in {info.file} contains NaN or Inf; "
                              "that input cannot be merged")
-    raise MergeError(f"tensor {plan.name!r}: a delta overflows the compute dtype; "
+    raise MergeError(f"tensor {plan.name!r}: the merge overflows the compute dtype; "
                      "merge with dtype: float32")

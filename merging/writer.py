@@ -6,6 +6,10 @@ first and tensor data is appended chunk by chunk as it is computed: no shard
 is ever held in memory. Everything goes to a temporary sibling directory that
 is renamed into place at the end; a crash or Ctrl-C leaves no partial output.
 
+The file writes run in one background thread (they mostly wait on the
+kernel's page cache and writeback), overlapping the merge's compute; a bounded
+queue keeps at most a few chunks in flight.
+
 Layout as mergekit writes it: tensors in name order, shards filled greedily up
 to ``max_shard_size`` bytes; one shard is ``model.safetensors`` (no index),
 several are ``model-0000i-of-0000N.safetensors`` plus
@@ -17,8 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,18 +92,50 @@ class ModelDirWriter:
         self._written = 0  # bytes of it written so far
         self._file = None
         self._shard = -1
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def __enter__(self) -> ModelDirWriter:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        self._thread = threading.Thread(target=self._drain, name="memo-shard-writer", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop()
         if self._file:
             self._file.close()
             self._file = None
         if self.tmp is not None and self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- the background thread: runs every file operation, in order -------------------
+    def _drain(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as e:  # reported to the caller at its next write or commit
+                    self._error = e
+
+    def _submit(self, job) -> None:
+        self._raise_pending()
+        self._queue.put(job)
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def shard_name(self, i: int) -> str:
         n = len(self.shards)
@@ -110,7 +148,6 @@ class ModelDirWriter:
     def _open_shard(self, i: int) -> None:
         if self._file:
             self._finish_file()
-        self._shard = i
         self._file = open(self.tmp / self.shard_name(i), "wb")
         self._file.write(_header(self.shards[i], {"format": "pt"}))
 
@@ -128,9 +165,10 @@ class ModelDirWriter:
         if chunk.dtype != t.dtype:
             raise MergeError(f"internal: tensor {name!r} chunk is {chunk.dtype}, planned {t.dtype}")
         if self._shard_of[name] != self._shard:
-            self._open_shard(self._shard_of[name])
+            self._shard = self._shard_of[name]
+            self._submit(lambda i=self._shard: self._open_shard(i))
         data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._file.write(memoryview(data))
+        self._submit(lambda: self._file.write(memoryview(data)))
         self._written += data.nbytes
         if self._written > t.nbytes:
             raise MergeError(f"internal: tensor {name!r} got more data than its shape holds")
@@ -142,6 +180,8 @@ class ModelDirWriter:
         """Write the index and the extra files, then move the directory into place."""
         if self.next_tensor is not None:
             raise MergeError(f"internal: tensor {self.next_tensor.name!r} was never written")
+        self._stop()
+        self._raise_pending()
         if self._file:
             self._finish_file()
         files = dict(extra_files)

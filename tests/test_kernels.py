@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from merging.kernels import KernelConfig, compiled_kernel, eager_kernel
-from merging.select import keep_count, threshold_of
+from merging.select import key_value, threshold_of
 from tests.support.mergekit_ref import mergekit_merge
 
 INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
@@ -31,8 +31,9 @@ def _run(kernel_factory, method, base, models, densities, weights, normalize, la
             thresholds.append(t.key)
             cuts.append(_cut_index(x - base, t))
     cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
+    values = [key_value(t, dt) for t in thresholds]
     out, bad = kernel_factory(cfg)(
-        base.reshape(-1), [x.reshape(-1) for x in inputs], torch.tensor(thresholds),
+        base.reshape(-1), [x.reshape(-1) for x in inputs], torch.tensor(values, dtype=dt),
         torch.tensor(cuts), torch.tensor(0), torch.tensor(weights, dtype=dt), )
     assert bad.item() == 0
     return out.reshape(base.shape)
@@ -65,6 +66,8 @@ CASES = [  # method, K, densities, weights, normalize, lambda
     ("ties", 3, [0.1, 0.5, 1.0], [0.5, 1.3, 2.0], None, 1.0),
     ("ties", 4, [0.3] * 4, [1.0, -0.5, 0.7, 1.0], False, 1.7),
     ("ties", 10, [0.2] * 10, [1.0] * 10, None, 1.0),
+    ("ties", 4, [0.3] * 4, [0.7] * 4, None, 1.0),  # equal weights: the count * w shortcut
+    ("ties", 2, [0.5] * 2, [1.3] * 2, None, 1.0),
     ("ties", 2, [0.0, 0.3], [1.0, 1.0], None, 1.0),
     ("task_arithmetic", 3, [1.0] * 3, [0.5, 0.3, 0.2], None, 1.0),
     ("task_arithmetic", 2, [1.0] * 2, [1.0, 1.0], True, 0.5),
@@ -115,7 +118,7 @@ def test_kernel_counts_nonfinite_deltas():
     models[1][7] = float("nan")
     models[0][3] = float("inf")
     cfg = KernelConfig(2, torch.float32, torch.float32, True, True, 1.0, False)
-    _, bad = eager_kernel(cfg)(base, models, torch.tensor([-1, -1]), torch.tensor([-1, -1]),
+    _, bad = eager_kernel(cfg)(base, models, torch.tensor([-1.0, -1.0]), torch.tensor([-1, -1]),
                                torch.tensor(0), torch.ones(2))
     assert bad.item() == 2
 
@@ -125,3 +128,69 @@ def test_kernel_does_not_mutate_inputs():
     before = [base.clone(), *[m.clone() for m in models]]
     _run(eager_kernel, "ties", base, models, [0.3, 0.3], [1.0, 1.0], None, 1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, [base, *models]))
+
+
+def _run_fast(method, base, models, densities, weights, normalize, lam, *, pretrimmed=None):
+    """The eager in-place kernel, with the same thresholds as _run."""
+    from merging.kernels import merge_chunk_eager
+    from merging.select import magnitude_keys
+
+    dt = base.dtype
+    consensus = method == "ties"
+    normalize = consensus if normalize is None else normalize
+    inputs = pretrimmed if pretrimmed is not None else models
+    values, ends = [], []
+    for x, dens in zip(models, densities):
+        if pretrimmed is not None or not consensus:
+            values.append(-1.0)
+            ends.append(0)
+            continue
+        d = (x - base).reshape(-1)
+        t = threshold_of(d, dens)
+        values.append(key_value(t.key, dt))
+        ties = (magnitude_keys(d) == t.key).nonzero().reshape(-1)
+        ends.append(int(ties[t.ties_kept - 1]) + 1 if t.ties_kept > 0 else 0)
+    cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
+    out = merge_chunk_eager(base.reshape(-1), [x.reshape(-1) for x in inputs], values, ends,
+                            list(weights), cfg)
+    return out.reshape(base.shape)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-K{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_fast_eager_kernel_equals_reference_kernel(case, dt):
+    method, k, densities, weights, normalize, lam = case
+    base, models = _models(dt, k, zeros=True)
+    expected = _run(eager_kernel, method, base, models, densities, weights, normalize, lam)
+    ours = _run_fast(method, base, models, densities, weights, normalize, lam)
+    assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
+
+
+@pytest.mark.parametrize("case", CASES[:5] + CASES[6:7], ids=lambda c: f"{c[0]}-K{c[1]}")
+def test_fast_eager_kernel_matches_mergekit_bf16(case):
+    from mergekit.sparsify import magnitude
+
+    method, k, densities, weights, normalize, lam = case
+    base, models = _models(torch.bfloat16, k, zeros=True)
+    expected = mergekit_merge(method, base, models, densities=densities, weights=weights,
+                              normalize=normalize, lam=lam)
+    if method == "ties":
+        trimmed = [magnitude(x - base, density=d) for x, d in zip(models, densities)]
+    else:
+        trimmed = [x - base for x in models]
+    ours = _run_fast(method, base, models, densities, weights, normalize, lam, pretrimmed=trimmed)
+    assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("method", ["ties", "task_arithmetic"])
+@pytest.mark.parametrize("threshold", [-1.0, 0.001])
+def test_fast_eager_kernel_propagates_nonfinite_inputs(bad, method, threshold):
+    """Any NaN/Inf input shows in the output, so one output check catches every bad input."""
+    from merging.kernels import merge_chunk_eager
+
+    base, models = _models(torch.float32, 3)
+    models[1][5] = bad
+    cfg = KernelConfig(3, torch.float32, torch.float32, method == "ties", True, 1.0, False)
+    out = merge_chunk_eager(base, models, [threshold] * 3, [0] * 3, [1.0, 0.5, 2.0], cfg)
+    assert not torch.isfinite(out[5]) and torch.isfinite(out[:5]).all()

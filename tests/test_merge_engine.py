@@ -106,7 +106,7 @@ def _stable_trim_then_kernel(base, models, densities, dtype):
             mask[torch.sort(d.abs().float(), descending=True, stable=True).indices[:k]] = 1
             trimmed.append(d * mask)
         k = len(models)
-        merged, _ = eager_kernel(cfg)(b, trimmed, torch.full((k,), -1), torch.full((k,), -1),
+        merged, _ = eager_kernel(cfg)(b, trimmed, torch.full((k,), -1.0, dtype=dtype), torch.full((k,), -1),
                                       torch.tensor(0), torch.ones(k, dtype=dtype))
         out[name] = merged.reshape(base[name].shape)
     return out
@@ -182,9 +182,9 @@ def test_sharded_inputs(tmp_path):
 
 
 def test_compiled_engine_equals_eager(fp32_models, tmp_path, monkeypatch):
-    import merging.engine as engine
+    import merging.tensor_merge as tensor_merge
 
-    monkeypatch.setattr(engine, "COMPILE_MIN_TENSOR", 1024)  # compile even these tiny tensors
+    monkeypatch.setattr(tensor_merge, "COMPILE_MIN_TENSOR", 1024)  # compile even these tiny tensors
     base, models = fp32_models
     spec = _spec("ties", base, models, [0.3, 0.2, 0.5])
     merge(spec, tmp_path / "eager", QUIET)

@@ -1,0 +1,235 @@
+"""Benchmark: memo's merge engine against mergekit on the same YAML, side by side.
+
+Builds a synthetic Qwen2-shaped base (bf16, sharded) and K fine-tunes (base +
+small noise), then in one run measures, each in its own child process:
+`mergekit-yaml`, `python -m merging` (memo), and an I/O floor (read every
+input and write one output with safetensors, no math). Prints wall time, peak
+RSS, the ratios, bit-identity against mergekit, and a K scaling table.
+
+    python bench/merge_vs_mergekit.py                    # ~376M parameters, K=3, then K=2,5,10
+    python bench/merge_vs_mergekit.py --layers 4 --ks 2  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from merging.checkpoint import open_checkpoint
+
+INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+
+
+# --- synthetic models -------------------------------------------------------------------
+
+def qwen2_shapes(hidden: int, layers: int, intermediate: int, vocab: int, kv_heads: int, heads: int):
+    head_dim = hidden // heads
+    kv = kv_heads * head_dim
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
+              "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes |= {
+            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.q_proj.bias": (hidden,),
+            p + "self_attn.k_proj.weight": (kv, hidden), p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "mlp.gate_proj.weight": (intermediate, hidden), p + "mlp.up_proj.weight": (intermediate, hidden),
+            p + "mlp.down_proj.weight": (hidden, intermediate),
+        }
+    return shapes
+
+
+def write_model(directory: Path, tensors: dict[str, torch.Tensor], config: dict, shard_bytes: int) -> None:
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    shards, current, size = [], {}, 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if current and size + nbytes > shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = tensors[name]
+        size += nbytes
+    shards.append(current)
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(directory / fname), metadata={"format": "pt"})
+        weight_map |= {n: fname for n in shard}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
+    shapes = qwen2_shapes(args.hidden, args.layers, args.intermediate, args.vocab, args.kv_heads, args.heads)
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": args.hidden,
+              "intermediate_size": args.intermediate, "num_hidden_layers": args.layers,
+              "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads,
+              "vocab_size": args.vocab, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    base_dir = root / "base"
+    g = torch.Generator().manual_seed(0)
+    if not base_dir.exists():
+        base = {n: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for n, s in shapes.items()}
+        write_model(base_dir, base, config, args.shard_bytes)
+    base = None
+    models = []
+    for i in range(k):
+        d = root / f"ft{i}"
+        models.append(d)
+        if d.exists():
+            continue
+        base = base or {n: t for f in sorted(base_dir.glob("*.safetensors")) for n, t in load_file(f).items()}
+        g = torch.Generator().manual_seed(i + 1)
+        ft = {n: (t.float() + torch.randn(t.shape, generator=g) * 0.002).to(torch.bfloat16)
+              for n, t in base.items()}
+        write_model(d, ft, config, args.shard_bytes)
+    return base_dir, models
+
+
+def write_yaml(path: Path, base: Path, models: list[Path], density: float) -> Path:
+    config = {"merge_method": "ties", "base_model": str(base), "dtype": "bfloat16",
+              "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": density}} for m in models],
+              "parameters": {"normalize": True}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+# A forked child starts with its parent's resident pages counted in its peak RSS
+# (Linux keeps the high-water mark across exec), so every command runs under
+# this small wrapper, which imports nothing heavy and reports its child's figures.
+RSS_WRAPPER = r"""
+import os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss, status)
+"""
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one command."""
+    done = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *cmd], capture_output=True, text=True)
+    wall, maxrss_kib, status = done.stdout.split()
+    if int(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return float(wall), int(maxrss_kib) / 2**20
+
+
+IO_FLOOR = r"""
+import sys, glob
+from safetensors import safe_open
+from safetensors.torch import save_file
+dirs, out = sys.argv[1:-1], sys.argv[-1]
+first = None
+for d in dirs:
+    for f in sorted(glob.glob(d + "/*.safetensors")):
+        with safe_open(f, "pt") as st:
+            tensors = {n: st.get_tensor(n) for n in st.keys()}
+        if d == dirs[0]:
+            save_file(tensors, out + "/" + f.rsplit("/", 1)[1])
+        del tensors
+"""
+
+
+def io_floor(base: Path, models: list[Path], out: Path) -> tuple[float, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return measure([sys.executable, "-c", IO_FLOOR, str(base), *map(str, models), str(out)])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def bit_identical(a: Path, b: Path) -> float:
+    same = total = 0
+    fa = {n: t for f in sorted(a.glob("*.safetensors")) for n, t in load_file(f).items()}
+    for f in sorted(b.glob("*.safetensors")):
+        for n, t in load_file(f).items():
+            x = fa[n]
+            eq = x.view(INT_VIEW[x.dtype]) == t.view(INT_VIEW[t.dtype])
+            same += int(eq.sum())
+            total += eq.numel()
+    return same / total
+
+
+def run_pair(root: Path, base: Path, models: list[Path], args, label: str, mergekit: bool = True) -> dict:
+    config = write_yaml(root / f"{label}.yml", base, models, args.density)
+    memo_cmd = [sys.executable, "-m", "merging", str(config), str(root / f"memo-{label}"), "--quiet",
+                "--max-shard-size", "2G", "--overwrite"]
+    # Warm the inductor cache once so the measured run shows steady-state cost (noted in the output).
+    if args.warm:
+        measure(memo_cmd)
+    row = {"label": label, "k": len(models)}
+    row["memo_s"], row["memo_gib"] = measure(memo_cmd)
+    row["io_s"], row["io_gib"] = io_floor(base, models, root / "io-out")
+    if mergekit:
+        mk_out = root / f"mergekit-{label}"
+        shutil.rmtree(mk_out, ignore_errors=True)
+        row["mk_s"], row["mk_gib"] = measure(["mergekit-yaml", str(config), str(mk_out),
+                                              "--out-shard-size", "2B", "--no-copy-tokenizer"])
+        row["identical"] = bit_identical(root / f"memo-{label}", mk_out)
+        shutil.rmtree(mk_out, ignore_errors=True)
+    shutil.rmtree(root / f"memo-{label}", ignore_errors=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=896)
+    ap.add_argument("--layers", type=int, default=7)  # with untied 151936-token embeddings: ~376M
+    ap.add_argument("--intermediate", type=int, default=4864)
+    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--heads", type=int, default=14)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--shard-bytes", type=int, default=300_000_000)
+    ap.add_argument("--k", type=int, default=3, help="models in the head-to-head run")
+    ap.add_argument("--ks", default="2,5,10", help="K values for the scaling table ('' to skip)")
+    ap.add_argument("--density", type=float, default=0.3)
+    ap.add_argument("--no-mergekit-scaling", action="store_true", help="memo only in the scaling table")
+    ap.add_argument("--no-warm", dest="warm", action="store_false", help="measure a cold compile cache")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
+    args = ap.parse_args()
+
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="memo-bench-"))
+    ks = [int(k) for k in args.ks.split(",") if k]
+    base, models = build_models(root, args, max([args.k, *ks]))
+    params = open_checkpoint(base).parameter_count
+    print(f"model: Qwen2-shaped, {params / 1e6:.0f}M parameters, bf16, {len(list(base.glob('*.safetensors')))} "
+          f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}")
+    print("memo runs after one warm-up run (inductor cache warm)" if args.warm else "memo runs cold")
+
+    head = run_pair(root, base, models[: args.k], args, f"k{args.k}")
+    print(f"\nK={args.k}            wall s   peak RSS GiB")
+    print(f"mergekit-yaml  {head['mk_s']:8.1f}   {head['mk_gib']:8.2f}")
+    print(f"memo           {head['memo_s']:8.1f}   {head['memo_gib']:8.2f}")
+    print(f"I/O floor      {head['io_s']:8.1f}   {head['io_gib']:8.2f}")
+    print(f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
+          f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
+          f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x   "
+          f"bit-identical to mergekit: {head['identical']:.2%}")
+    if ks:
+        print("\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up")
+        for k in ks:
+            row = run_pair(root, base, models[:k], args, f"k{k}", mergekit=not args.no_mergekit_scaling)
+            mk = (f"{row['mk_s']:10.1f}  {row['mk_gib']:12.2f}  {row['mk_s'] / row['memo_s']:7.1f}x"
+                  if "mk_s" in row else f"{'-':>10}  {'-':>12}  {'-':>8}")
+            print(f"{k:<3} {row['memo_s']:7.1f}  {row['memo_gib']:8.2f}  {row['io_s']:11.1f}  {mk}")
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
