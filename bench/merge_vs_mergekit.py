@@ -169,7 +169,7 @@ def run_pair(root: Path, base: Path, models: list[Path], args, label: str, merge
     config = write_yaml(root / f"{label}.yml", base, models, args.density)
     memo_cmd = [sys.executable, "-m", "merging", str(config), str(root / f"memo-{label}"), "--quiet",
                 "--max-shard-size", "2G", "--overwrite"]
-    # Warm the inductor cache once so the measured run shows steady-state cost (noted in the output).
+    # One unmeasured run first, so that the page cache is warm for every contender.
     if args.warm:
         measure(memo_cmd)
     row = {"label": label, "k": len(models)}
@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--ks", default="2,5,10", help="K values for the scaling table ('' to skip)")
     ap.add_argument("--density", type=float, default=0.3)
     ap.add_argument("--no-mergekit-scaling", action="store_true", help="memo only in the scaling table")
-    ap.add_argument("--no-warm", dest="warm", action="store_false", help="measure a cold compile cache")
+    ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip the unmeasured warm-up run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
     args = ap.parse_args()
 
@@ -209,7 +209,7 @@ def main() -> None:
     params = open_checkpoint(base).parameter_count
     print(f"model: Qwen2-shaped, {params / 1e6:.0f}M parameters, bf16, {len(list(base.glob('*.safetensors')))} "
           f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}")
-    print("memo runs after one warm-up run (inductor cache warm)" if args.warm else "memo runs cold")
+    print("after one unmeasured warm-up run (page cache warm for all)" if args.warm else "no warm-up run")
 
     head = run_pair(root, base, models[: args.k], args, f"k{args.k}")
     print(f"\nK={args.k}            wall s   peak RSS GiB")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it imports IPython where installed (slow start-up)
 
 from merging.card import BASE_FILES, engine_version, model_card, output_config
 from merging.checkpoint import FLOAT_DTYPES, open_checkpoint

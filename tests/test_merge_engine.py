@@ -285,3 +285,17 @@ def test_tied_base_with_untied_finetune(tmp_path):
     assert torch.equal(merged["lm_head.weight"], emb + (ft["lm_head.weight"] - emb))
     assert not torch.equal(merged["lm_head.weight"], emb + (ft["lm_head.weight"] - b["lm_head.weight"]))
     assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_merge_equals_cpu(tmp_path, dtype):
+    """The same kernels on CUDA: elementwise IEEE ops in the same order give the same bits."""
+    base, models = make_finetunes(tmp_path / "m", k=3, dtype=dtype, hidden=64)
+    spec = _spec("ties", base, models, [0.3, 0.5, 0.2])
+    merge(spec, tmp_path / "cpu", QUIET)
+    merge(spec, tmp_path / "cuda", replace(QUIET, device="cuda"))
+    a, b = load_dir(tmp_path / "cpu"), load_dir(tmp_path / "cuda")
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], rtol=0, atol=0, msg=n)
