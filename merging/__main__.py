@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -49,8 +50,7 @@ def main(config: Path, out_dir: Path, device: str, max_shard_size: str, memory_b
     keep_freed_memory()
     try:
         spec = load_config(config)
-        if tie_break != "index":
-            spec = type(spec)(**{**spec.__dict__, "tie_break": tie_break})
+        spec = replace(spec, tie_break=tie_break)
         result = merge(spec, out_dir, MergeOptions(
             device=device, max_shard_size=_size(max_shard_size), memory_budget=_size(memory_budget),
             compile=compile_, overwrite=overwrite, progress=not quiet, threads=threads,

@@ -6,7 +6,7 @@ Methods are data: each is one configuration of the kernel in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -76,7 +76,6 @@ class MergeSpec:
     dtype: str | None = None  # compute dtype; None: the inputs' common dtype
     out_dtype: str | None = None  # None: the compute dtype (mergekit's behaviour)
     tie_break: TieBreak = "index"
-    extra: dict = field(default_factory=dict, compare=False)  # e.g. the YAML it came from
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

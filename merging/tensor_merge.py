@@ -16,7 +16,7 @@ on the whole tensor instead, to reproduce a CPU mergekit run bit for bit
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -212,7 +212,7 @@ def _merge_mergekit_cpu_ties(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
         deltas.append(d)
     cfg = KernelConfig(len(deltas), job.compute_dtype, job.out_dtype, job.config.consensus,
                        job.config.normalize, job.config.lam, inputs_are_deltas=True)
-    parity_job = TensorJob(**{**job.__dict__, "config": cfg, "compiled": False})
+    parity_job = replace(job, config=cfg, compiled=False)
     return _run_kernel(parity_job, plan, base, deltas, [ALL] * len(deltas), [-1] * len(deltas), 0)
 
 

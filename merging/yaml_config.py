@@ -101,7 +101,6 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         normalize=_bool(shared["normalize"], "parameters.normalize") if "normalize" in shared else None,
         lam=_scalar(shared.get("lambda", 1.0), "parameters.lambda"),
         dtype=config.get("dtype"), out_dtype=config.get("out_dtype"),
-        extra={"config": config},
     )
 
 
