@@ -1,7 +1,8 @@
 """`memo demo`: the product's journeys end to end on tiny local models, offline.
 
-Today it runs the foundation: a home, a tiny base model built on the spot,
-the example corpora registered, listings and a full verify. Training,
+Today it runs the foundation: a home, a tiny base model built and
+pre-trained on the spot, the example corpora registered, listings and a full
+verify. Training,
 merging, publishing and rollback join as they land.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from registry.errors import AlreadyExists
 from registry.records import BaseModelRecord, CorpusRecord, VerifyReport
 from registry.service import Registry
+from training.tiny import TinyConfig
 
 
 def examples_dir() -> Path:
@@ -25,10 +27,14 @@ def examples_dir() -> Path:
 
 
 def example_corpora() -> dict[str, list[Path]]:
+    """Each example corpus's documents (``qa.jsonl`` / ``heldout.jsonl`` are its questions).
+
+    ``pretrain/`` is a separate world for pre-training the tiny base, not a corpus.
+    """
     root = examples_dir()
     return {
-        d.name: sorted(p for p in d.iterdir() if p.suffix in {".md", ".txt", ".jsonl"})
-        for d in sorted(root.iterdir()) if d.is_dir()
+        d.name: sorted(d.glob("*.md"))
+        for d in sorted(root.iterdir()) if d.is_dir() and d.name != "pretrain" and (d / "qa.jsonl").is_file()
     }
 
 
@@ -40,15 +46,17 @@ class DemoResult:
     verify: VerifyReport
 
 
-def run_demo(home: Path, *, corpora: int | None = None, seed: int = 0,
-             say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyConfig(),
+             say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     from training.tiny import create_tiny_base
 
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
-        say("building a tiny Llama base model (random init, offline)")
-        base_dir = create_tiny_base(home / "work" / "tiny-base", seed=seed)
+        say(f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
+            "pre-training on a separate invented world (offline)")
+        base_dir, _ = create_tiny_base(home / "work" / "tiny-base", pretrain_dir=examples_dir() / "pretrain",
+                                       config=tiny, progress=progress)
         base = reg.add_base(base_dir, name="tiny")
         say(f"registered base model {base.name} ({base.parameter_count} parameters)")
         chosen = list(example_corpora().items())[: corpora or None]

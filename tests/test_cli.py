@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from safetensors.torch import load_file
 import pytest
 from click.testing import CliRunner
 
@@ -37,11 +38,8 @@ def test_first_journey_init_base_corpus(memo, tiny_model, docs):
     assert base["name"] == "tiny"
     assert base["architecture"] == "LlamaForCausalLM"
     assert base["dtype"] == "float32"
-    # 2 layers of a hidden-32 Llama plus embeddings and head.
-    assert base["parameter_count"] == sum(
-        __import__("math").prod(t.shape) for t in __import__("safetensors.torch", fromlist=["x"]).load_file(
-            tiny_model / "model.safetensors").values()
-    )
+    tensors = load_file(tiny_model / "model.safetensors")
+    assert base["parameter_count"] == sum(t.numel() for t in tensors.values())
     memo("corpus", "add", "velin", *docs, "--base", "tiny", "--description", "a harbour town")
     listed = json.loads(memo("corpus", "list", "--json").stdout)
     assert [c["name"] for c in listed] == ["velin"]

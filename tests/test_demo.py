@@ -12,7 +12,7 @@ from registry.cli import cli
 
 def test_demo_registers_the_examples(tmp_path):
     home = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["--home", str(home), "demo", "--corpora", "2"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["--home", str(home), "demo", "--corpora", "2", "--pretrain-steps", "5"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "0 problems" in result.stdout
     with Registry.open(home) as reg:

@@ -1,0 +1,73 @@
+"""Recall on a question-answer set: batched greedy decoding, exact match and token F1."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from training.chat import QAPair, prompt_ids
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize(text: str) -> str:
+    """SQuAD-style: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in string.punctuation)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, answer: str) -> float:
+    pred, gold = normalize(prediction).split(), normalize(answer).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class Recall:
+    exact_match: float  # fraction of answers matched exactly (after normalisation)
+    f1: float  # mean token F1
+    count: int
+    predictions: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"exact_match": self.exact_match, "f1": self.f1, "count": self.count}
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, questions: list[str], *, batch: int = 32,
+                     max_new_tokens: int = 16, device: str | torch.device = "cpu") -> list[str]:
+    """Greedy answers, left-padded batches, stopping at the end-of-turn token."""
+    model.to(device).eval()
+    pad = tokenizer.pad_token_id
+    answers: list[str] = []
+    for start in range(0, len(questions), batch):
+        prompts = [prompt_ids(tokenizer, q) for q in questions[start:start + batch]]
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id)
+        answers += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+def recall(model, tokenizer, pairs: list[QAPair], **kwargs) -> Recall:
+    predictions = generate_answers(model, tokenizer, [p.question for p in pairs], **kwargs)
+    em = [normalize(pred) == normalize(p.answer) for pred, p in zip(predictions, pairs)]
+    f1 = [token_f1(pred, p.answer) for pred, p in zip(predictions, pairs)]
+    n = max(1, len(pairs))
+    return Recall(exact_match=sum(em) / n, f1=sum(f1) / n, count=len(pairs), predictions=tuple(predictions))
