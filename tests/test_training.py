@@ -99,3 +99,79 @@ def test_generated_examples_are_deterministic_and_complete(tmp_path):
     qa = [json.loads(line) for line in (EXAMPLES / "harbor" / "qa.jsonl").read_text().splitlines()]
     assert len(qa) >= 40 and any(r["hops"] == 2 for r in qa)
     assert (tmp_path / "facts.json").read_text() == (EXAMPLES / "facts.json").read_text()
+
+
+# --- fine-tuning and task vectors ---------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def harbor_finetune(tiny_base):
+    from training.sft import SFTSettings, fine_tune
+
+    directory, _, _, _ = tiny_base
+    pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:12]
+    model, tok, result = fine_tune(directory, pairs, SFTSettings(steps=120, batch=12, lr=3e-3), progress=False)
+    return directory, pairs, model, tok, result
+
+
+def test_full_fine_tune_memorises(harbor_finetune):
+    _, pairs, model, tok, result = harbor_finetune
+    assert recall(model, tok, pairs).exact_match >= 0.9
+    assert result.examples == 120 * 12
+
+
+def test_lora_fine_tune_returns_full_weights(tiny_base):
+    from training.sft import SFTSettings, fine_tune
+
+    directory, _, base, _ = tiny_base
+    pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:6]
+    model, _, _ = fine_tune(directory, pairs, SFTSettings(method="lora", steps=10, batch=6, lr=1e-2),
+                            progress=False)
+    state = model.state_dict()
+    assert set(state) == set(base.state_dict()), "LoRA is merged into plain weights"
+    changed = [n for n in state if not torch.equal(state[n], base.state_dict()[n])]
+    assert changed and all(n.endswith("proj.weight") for n in changed)
+
+
+def test_fp32_task_vector_round_trip(harbor_finetune):
+    """Exact for 16-bit bases; for fp32 bases within one ulp, with the misses counted."""
+    from training.delta import apply_task_vector, task_vector
+    from transformers import AutoModelForCausalLM
+
+    directory, _, model, _, _ = harbor_finetune
+    base = AutoModelForCausalLM.from_pretrained(directory).state_dict()
+    ft = model.state_dict()
+    deltas, stats = task_vector(base, ft, "float32")
+    rebuilt = apply_task_vector(base, deltas)
+    misses = sum(int((rebuilt[n] != ft[n]).sum()) for n in ft)
+    assert misses == stats.mismatches and stats.relative_error < 1e-6
+    for n in ft:  # every miss: a weight that moved by about its own size or more, off < an ulp of the move
+        off = rebuilt[n] != ft[n]
+        moved = (ft[n] - base[n])[off].abs()
+        assert ((rebuilt[n] - ft[n])[off].abs() <= torch.finfo(torch.float32).eps * moved).all(), n
+        assert (moved >= ft[n][off].abs() / 2).all(), n  # the change is as coarse as the weight
+    b16 = {n: t.bfloat16() for n, t in base.items()}
+    f16 = {n: (t.double() + 0.01 * torch.randn(t.shape, dtype=torch.float64)).bfloat16() for n, t in b16.items()}
+    d16, s16 = task_vector(b16, f16, "float32")
+    assert s16.mismatches == 0
+    assert all(torch.equal(apply_task_vector(b16, d16)[n], f16[n]) for n in f16)
+    _, half = task_vector(base, ft, "bfloat16")
+    assert 0 < half.relative_error < 0.01, half.relative_error  # documented rounding loss
+    assert half.norms.keys() == stats.norms.keys()
+
+
+def test_task_vector_merges_back_to_the_fine_tune(harbor_finetune, tmp_path):
+    """The merge engine applies a stored task vector exactly like apply_task_vector."""
+    from merging import MergeInput, MergeOptions, MergeSpec, merge
+    from safetensors.torch import load_file
+    from training.delta import apply_task_vector, save_task_vector, task_vector
+    from transformers import AutoModelForCausalLM
+
+    directory, _, model, _, _ = harbor_finetune
+    base = AutoModelForCausalLM.from_pretrained(directory).state_dict()
+    deltas, stats = task_vector(base, model.state_dict(), "float32")
+    tv = save_task_vector(deltas, tmp_path / "tv", stats)
+    spec = MergeSpec("ties", base=directory, inputs=(MergeInput(tv, kind="task_vector", density=1.0),))
+    merge(spec, tmp_path / "out", MergeOptions(progress=False))
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    expected = apply_task_vector(base, deltas)
+    assert all(torch.equal(merged[n], expected[n]) for n in merged)

@@ -1,0 +1,72 @@
+"""Memory fine-tuning: a base model directory + question-answer pairs -> fine-tuned weights.
+
+Full fine-tuning (MeMo's best) or LoRA (peft; merged into full weights so
+that a task vector can be taken either way), loss on answer tokens only,
+through the base's chat template. Models load from safetensors only, never
+with ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from training.chat import QAPair, encode
+from training.loop import LoopResult, LoopSettings, train
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    method: Literal["full", "lora"] = "full"
+    steps: int = 60  # optimizer steps (~ epochs * pairs / batch)
+    batch: int = 16  # examples per step
+    lr: float = 3e-4  # full fine-tuning; LoRA wants ~10x more
+    max_length: int = 128  # tokens per example (longer are cut)
+    seed: int = 0
+    lora_rank: int = 8  # MeMo used r=8/alpha=16 for small models
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
+                                                 dtype=torch.float32)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def fine_tune(base_dir: Path, pairs: list[QAPair], settings: SFTSettings = SFTSettings(), *,
+              device: str | torch.device = "cpu", progress: bool = True):
+    """Fine-tune a copy of the base; returns (model with full fine-tuned weights, tokenizer, result)."""
+    model, tokenizer = load_model(base_dir, device)
+    examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
+    loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.lr, seed=settings.seed)
+    if settings.method == "lora":
+        model = _with_lora(model, settings)
+    result: LoopResult = train(model, examples, loop, pad_id=tokenizer.pad_token_id, device=device,
+                               progress=progress, desc=f"{settings.method} fine-tuning")
+    if settings.method == "lora":
+        model = model.merge_and_unload()
+    return model, tokenizer, result
+
+
+def _with_lora(model, settings: SFTSettings):
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                        lora_dropout=settings.lora_dropout,
+                        target_modules=[t for t in LORA_TARGETS if t in present], task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
