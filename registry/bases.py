@@ -79,6 +79,14 @@ def add_base(db: Database, store: LocalBlobStore, path: Path, *, name: str | Non
         raise AlreadyExists(f"base model {name!r} (or these weights) was registered concurrently") from e
 
 
+def check_available(db: Database, name: str) -> None:
+    """Fail early (before expensive work) when ``name`` is taken or invalid."""
+    check_name("base model", name)
+    with db.read() as session:
+        if session.scalar(select(BaseModelRow).where(BaseModelRow.name == name)):
+            raise AlreadyExists(f"base model {name!r} already exists; choose another name")
+
+
 def _refuse_duplicate(session, name: str, fingerprint: str) -> None:
     if session.scalar(select(BaseModelRow).where(BaseModelRow.name == name)):
         raise AlreadyExists(f"base model {name!r} already exists; choose another --name")

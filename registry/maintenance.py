@@ -42,6 +42,8 @@ def _row_references(db: Database) -> list[tuple[str, str, bool]]:
             refs.append((d.sha256, f"document {d.name} of corpus {corpus}", False))
         for r, corpus in session.execute(select(ReflectionSetRow, CorpusRow.name).join(CorpusRow)):
             refs.append((r.sha256, f"reflection set {r.id} of corpus {corpus}", False))
+            if r.settings.get("heldout_sha256"):
+                refs.append((r.settings["heldout_sha256"], f"held-out set of reflection set {r.id}", False))
         for t, corpus in session.execute(select(TaskVectorRow, CorpusRow.name).join(CorpusRow)):
             refs.append((t.manifest_sha256, f"manifest of task vector {corpus}@v{t.version}", True))
         for m in session.scalars(select(MergeRow)):

@@ -62,6 +62,18 @@ class CorpusRecord(Record):
 
 
 @dataclass(frozen=True)
+class ReflectionSetRecord(Record):
+    id: int
+    corpus: str
+    generator: str
+    pair_count: int
+    sha256: str
+    heldout_sha256: str | None
+    settings: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class TaskVectorRecord(Record):
     id: int
     corpus: str

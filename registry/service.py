@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry import bases, corpora, history, maintenance, task_vectors
+from registry import bases, corpora, history, maintenance, reflections, task_vectors
 from registry.blobstore import LocalBlobStore
 from registry.config import Settings, resolve_settings
 from registry.database import Database, make_engine
@@ -22,9 +23,14 @@ from registry.records import (
     ChannelEventRecord,
     CorpusRecord,
     GcReport,
+    ReflectionSetRecord,
     TaskVectorRecord,
     VerifyReport,
 )
+
+if TYPE_CHECKING:
+    from training.sft import SFTSettings
+    from training.tiny import TinyConfig
 
 
 class Registry:
@@ -67,6 +73,25 @@ class Registry:
     def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
         return bases.add_base(self.db, self.store, Path(path), name=name)
 
+    def create_tiny_base(self, name: str, config: TinyConfig | None = None, *,
+                         progress: bool = True) -> BaseModelRecord:
+        """Build, pre-train (offline) and register a tiny Llama base: for demos and tests."""
+        import shutil
+        import tempfile
+
+        from registry.demo import examples_dir
+        from training.tiny import TinyConfig, create_tiny_base
+
+        bases.check_available(self.db, name)
+        (self.settings.home / "tmp").mkdir(exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=self.settings.home / "tmp", prefix="tiny-"))
+        try:
+            directory, _ = create_tiny_base(work / name, pretrain_dir=examples_dir() / "pretrain",
+                                            config=config or TinyConfig(), progress=progress)
+            return self.add_base(directory, name=name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     def list_bases(self) -> list[BaseModelRecord]:
         return bases.list_bases(self.db)
 
@@ -86,6 +111,30 @@ class Registry:
 
     def get_corpus(self, name: str) -> CorpusRecord:
         return corpora.get_corpus(self.db, name)
+
+    # --- reflections, training, evaluation --------------------------------------------
+    def import_reflections(self, corpus: str, qa: str | os.PathLike[str], *,
+                           heldout: str | os.PathLike[str] | None = None) -> ReflectionSetRecord:
+        """Record ready question-answer pairs (JSON lines) as the corpus's reflections."""
+        return reflections.import_reflections(self.db, self.store, corpus, Path(qa),
+                                              heldout=Path(heldout) if heldout else None)
+
+    def train(self, corpus: str, settings: SFTSettings | None = None, *, storage_dtype: str = "float32",
+              device: str = "cpu", progress: bool = True) -> TaskVectorRecord:
+        """Fine-tune the corpus's base on its latest reflections; record the next task vector."""
+        from registry import training_ops  # torch and transformers load only when needed
+        from training.sft import SFTSettings
+
+        return training_ops.train_corpus(self.db, self.store, self.settings.home, corpus,
+                                         settings or SFTSettings(), storage_dtype=storage_dtype,
+                                         device=device, progress=progress)
+
+    def evaluate(self, ref: str, corpus: str, *, heldout: bool = False, device: str = "cpu") -> dict:
+        """Exact match and F1 of ``ref`` (model dir, corpus, corpus@vN) on a corpus's questions."""
+        from registry import evaluation
+
+        return evaluation.evaluate(self.db, self.store, self.settings.home, ref, corpus, heldout=heldout,
+                                   device=device)
 
     # --- task vectors --------------------------------------------------------------
     def add_task_vector(

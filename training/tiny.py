@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from training.chat import TINY_CHAT_TEMPLATE, Example, QAPair, encode
-from training.loop import LoopResult, LoopSettings, train
+
+if TYPE_CHECKING:  # torch loads with the first model built, not with the config (CLI start-up)
+    from training.loop import LoopResult
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 
@@ -58,7 +59,10 @@ def read_qa(path: Path) -> list[QAPair]:
 def create_tiny_base(directory: Path, *, pretrain_dir: Path, config: TinyConfig = TinyConfig(),
                      device: str = "cpu", progress: bool = True) -> tuple[Path, LoopResult]:
     """Build, pre-train and save a tiny base model directory (tokenizer included)."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.loop import LoopSettings, train
 
     pairs = read_qa(pretrain_dir / "qa.jsonl") + read_qa(pretrain_dir / "heldout.jsonl")
     docs = [p.read_text() for p in sorted(pretrain_dir.glob("*.md"))]

@@ -39,6 +39,34 @@ def base_add(app: AppContext, path: str, name: str | None, as_json: bool) -> Non
         )
 
 
+@base.command("create-tiny")
+@click.argument("name")
+@click.option("--pretrain-steps", type=int, default=300, show_default=True,
+              help="Pre-training steps (~95 s on 2 CPU cores at the default).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+@pass_app
+def base_create_tiny(app: AppContext, name: str, pretrain_steps: int, seed: int, as_json: bool) -> None:
+    """Build a tiny Llama base offline and register it as NAME.
+
+    A BPE tokenizer is trained on the spot and the model is briefly
+    pre-trained on a separate invented world in question/answer form, so
+    that fine-tunes start from a model that knows the format.
+
+    \b
+    Example:
+      memo base create-tiny tiny
+    """
+    from training.tiny import TinyConfig
+
+    record = app.registry().create_tiny_base(name, TinyConfig(pretrain_steps=pretrain_steps, seed=seed),
+                                             progress=not as_json)
+    if as_json:
+        print_json(record.to_json())
+    else:
+        click.echo(f"registered tiny base model {record.name}: {human_count(record.parameter_count)} parameters")
+
+
 @base.command("list")
 @json_option
 @pass_app

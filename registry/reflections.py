@@ -1,0 +1,64 @@
+"""Reflection sets: the question-answer pairs a corpus is trained on.
+
+``import_reflections`` takes ready pairs (the generator pipeline comes with
+its own issue). An optional held-out file (the same facts asked in other
+words) is stored beside them, named in the row's settings, and used by
+evaluation only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.blobstore import LocalBlobStore
+from registry.corpora import find_corpus
+from registry.database import Database
+from registry.errors import InvalidInput, NotFound
+from registry.records import ReflectionSetRecord
+from registry.schema import CorpusRow, DocumentRow, ReflectionSetRow
+from training.qa_files import QAFileError, encode_records, read_qa_file
+
+HELDOUT_KEY = "heldout_sha256"
+
+
+def to_record(session: Session, row: ReflectionSetRow) -> ReflectionSetRecord:
+    return ReflectionSetRecord(
+        id=row.id, corpus=session.get(CorpusRow, row.corpus_id).name, generator=row.generator,
+        pair_count=row.pair_count, sha256=row.sha256, heldout_sha256=row.settings.get(HELDOUT_KEY),
+        settings=row.settings, created_at=row.created_at,
+    )
+
+
+def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Path, *,
+                       heldout: Path | None = None) -> ReflectionSetRecord:
+    with db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
+    try:
+        records = read_qa_file(qa, documents=names)
+        held = read_qa_file(heldout, documents=names) if heldout else None
+    except QAFileError as e:
+        raise InvalidInput(str(e)) from e
+    sha = store.put_bytes(encode_records(records))
+    settings = {"source": Path(qa).name}
+    if held is not None:
+        settings |= {HELDOUT_KEY: store.put_bytes(encode_records(held)), "heldout_pairs": len(held),
+                     "heldout_source": Path(heldout).name}
+    with db.write() as session:
+        row = ReflectionSetRow(corpus_id=find_corpus(session, corpus).id, generator="imported",
+                               settings=settings, pair_count=len(records), sha256=sha)
+        session.add(row)
+        session.flush()
+        return to_record(session, row)
+
+
+def latest_reflections(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow:
+    row = session.scalar(select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_row.id)
+                         .order_by(ReflectionSetRow.id.desc()).limit(1))
+    if row is None:
+        raise NotFound(f"corpus {corpus_row.name!r} has no reflections yet; "
+                       f"run `memo reflect {corpus_row.name} --qa FILE.jsonl`")
+    return row

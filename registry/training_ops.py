@@ -1,0 +1,99 @@
+"""Training a corpus into a new task vector version, and building the tiny base.
+
+Nothing is written until training has finished: the task vector's blobs and
+row come last, so a crash, a kill or a NaN loss leaves no row and at most
+unreferenced blobs (which `memo gc` removes); running again works.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from registry.blobstore import LocalBlobStore
+from registry.corpora import find_corpus
+from registry.database import Database
+from registry.errors import InvalidInput, MemoError
+from registry.materialize import materialize
+from registry.records import TaskVectorRecord
+from registry.reflections import HELDOUT_KEY, latest_reflections
+from registry.schema import BaseModelRow
+from registry.task_vectors import add_task_vector
+from training.delta import save_task_vector, task_vector
+from training.evaluate import recall
+from training.loop import TrainingError
+from training.qa_files import decode_records, pairs_of
+from training.sft import SFTSettings, fine_tune
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+EVAL_SAMPLE = 200  # questions evaluated after training (a seeded sample for big corpora)
+
+
+class TrainingFailed(MemoError):
+    code = "training_failed"
+
+
+def base_dir(store: LocalBlobStore, home: Path, base: BaseModelRow) -> Path:
+    """The base model as a directory (materialized from the blob store), with its tokenizer."""
+    directory = materialize(store, base.manifest_sha256, home / "cache" / "models")
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        raise InvalidInput(f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+                           "add the model directory again with its tokenizer files")
+    return directory
+
+
+def sample(items: list, limit: int, seed: int) -> list:
+    return items if len(items) <= limit else random.Random(seed).sample(items, limit)
+
+
+def software_versions() -> dict[str, str]:
+    return {"memo": version("memo-registry"), "torch": torch.__version__,
+            "transformers": version("transformers"), "python": platform.python_version()}
+
+
+def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, settings: SFTSettings, *,
+                 storage_dtype: str = "float32", device: str = "cpu", progress: bool = True) -> TaskVectorRecord:
+    started = time.perf_counter()
+    with db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        base_row = session.get(BaseModelRow, corpus_row.base_model_id)
+        reflections = latest_reflections(session, corpus_row)
+    directory = base_dir(store, home, base_row)
+    pairs = pairs_of(decode_records(store.get_bytes(reflections.sha256)))
+    heldout_sha = reflections.settings.get(HELDOUT_KEY)
+    heldout = pairs_of(decode_records(store.get_bytes(heldout_sha))) if heldout_sha else []
+    try:
+        model, tokenizer, result = fine_tune(directory, pairs, settings, device=device, progress=progress)
+    except TrainingError as e:
+        raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
+    metrics = {"recall": recall(model, tokenizer, sample(pairs, EVAL_SAMPLE, settings.seed), device=device).to_json()}
+    if heldout:
+        metrics["heldout"] = recall(model, tokenizer, sample(heldout, EVAL_SAMPLE, settings.seed),
+                                    device=device).to_json()
+    base_state = {n: t for f in sorted(directory.glob("*.safetensors")) for n, t in load_file(f).items()}
+    finetuned = {n: t.detach().to("cpu", base_state[n].dtype) for n, t in model.state_dict().items()
+                 if n in base_state}
+    deltas, stats = task_vector(base_state, finetuned, storage_dtype)
+    training = {
+        "sft": settings.to_json(), "storage_dtype": storage_dtype, "device": str(device),
+        "dataset_sha256": reflections.sha256, "reflection_set_id": reflections.id,
+        "examples": result.examples, "steps": result.steps, "train_seconds": result.seconds,
+        "final_loss": result.final_loss, "versions": software_versions(),
+        "task_vector": {"mismatches": stats.mismatches, "relative_error": stats.relative_error,
+                        "total_norm": stats.total_norm},
+    }
+    tmp_root = home / "tmp"
+    tmp_root.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+        save_task_vector(deltas, Path(tmp), stats)
+        training["wall_seconds"] = time.perf_counter() - started
+        return add_task_vector(db, store, corpus, Path(tmp), method=settings.method, storage_dtype=storage_dtype,
+                               training=training, norms=stats.norms, metrics=metrics,
+                               reflection_set_id=reflections.id)

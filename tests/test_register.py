@@ -1,0 +1,147 @@
+"""The "register a new corpus" journey through the registry and CLI, with its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from registry.errors import InvalidInput, NotFound
+from registry.schema import ReflectionSetRow, TaskVectorRow
+from registry.training_ops import TrainingFailed
+from tests.conftest import memo_subprocess_env
+from tests.support.snapshot import count
+from tests.test_training import SMALL
+from training.sft import SFTSettings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HARBOR = EXAMPLES / "harbor"
+FAST = SFTSettings(steps=120, batch=16, lr=3e-3)
+
+
+@pytest.fixture
+def tiny_registry(tmp_path):
+    from registry import Registry
+
+    reg = Registry.init(tmp_path / "home")
+    reg.create_tiny_base("tiny", SMALL, progress=False)
+    yield reg
+    reg.close()
+
+
+def test_register_train_eval_journey(tiny_registry, tmp_path):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    refl = reg.import_reflections("harbor", HARBOR / "qa.jsonl", heldout=HARBOR / "heldout.jsonl")
+    assert refl.pair_count == 46 and refl.heldout_sha256
+    tv = reg.train("harbor", FAST, progress=False)
+    assert tv.ref == "harbor@v1" and tv.base_model == "tiny" and tv.method == "full"
+    assert tv.metrics["recall"]["exact_match"] >= 0.9, tv.metrics
+    assert "heldout" in tv.metrics
+    training = tv.training
+    assert training["dataset_sha256"] == refl.sha256 and training["sft"]["seed"] == 0
+    assert training["examples"] == 120 * 16 and training["wall_seconds"] > 0
+    assert {"torch", "transformers", "memo"} <= set(training["versions"])
+    assert tv.norms and all(v >= 0 for v in tv.norms.values())
+    again = reg.train("harbor", FAST, storage_dtype="bfloat16", progress=False)
+    assert again.version == 2 and again.storage_dtype == "bfloat16"
+    result = reg.evaluate("harbor@v1", "harbor")
+    assert result["exact_match"] == pytest.approx(tv.metrics["recall"]["exact_match"], abs=0.05)
+    assert reg.evaluate("harbor", "harbor", heldout=True)["count"] == 40
+    assert reg.verify().ok
+
+
+def test_base_alone_knows_almost_nothing(tiny_registry):
+    from sqlalchemy import select
+
+    from registry.schema import BaseModelRow
+    from registry.training_ops import base_dir
+
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    with reg.db.read() as session:
+        directory = base_dir(reg.store, reg.settings.home, session.scalar(select(BaseModelRow)))
+    assert reg.evaluate(str(directory), "harbor")["exact_match"] <= 0.2
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "the QA file is empty"),
+    ('{"question": "q", "answer": "a"}\n{"question": oops}\n', "qa.jsonl:2: not valid JSON"),
+    ('{"question": "q"}\n', "qa.jsonl:1: needs a non-empty string 'answer'"),
+    ('{"question": "q", "answer": "a", "document": "nowhere.md"}\n', "references document 'nowhere.md'"),
+])
+def test_bad_qa_files_change_nothing(tiny_registry, tmp_path, content, message):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text(content)
+    with pytest.raises(InvalidInput, match=message):
+        reg.import_reflections("harbor", bad)
+    assert count(reg, ReflectionSetRow) == 0
+
+
+def test_train_without_reflections_or_tokenizer(tiny_registry, tmp_path, model_copy):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    with pytest.raises(NotFound, match="no reflections yet; run `memo reflect harbor"):
+        reg.train("harbor", FAST, progress=False)
+    reg.add_base(model_copy, name="no-tokenizer")  # a bare model directory: weights, no tokenizer
+    reg.add_corpus("bare", sorted(HARBOR.glob("*.md")), base="no-tokenizer")
+    reg.import_reflections("bare", HARBOR / "qa.jsonl")
+    with pytest.raises(InvalidInput, match="has no tokenizer"):
+        reg.train("bare", FAST, progress=False)
+    assert count(reg, TaskVectorRow) == 0
+
+
+def test_nan_loss_registers_nothing(tiny_registry):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    with pytest.raises(TrainingFailed, match="loss became .* nothing was registered"):
+        reg.train("harbor", SFTSettings(steps=30, batch=16, lr=1e12), progress=False)
+    assert count(reg, TaskVectorRow) == 0
+
+
+def test_kill_during_training_leaves_no_row_and_rerun_works(tiny_registry):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    env = memo_subprocess_env(reg.settings.home)
+    memo = str(Path(env["PATH"].split(os.pathsep)[0]) / "memo")
+    proc = subprocess.Popen([memo, "train", "harbor", "--steps", "2000", "--json"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(6)  # start-up, then inside the training loop
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert count(reg, TaskVectorRow) == 0
+    assert reg.verify().ok
+    done = subprocess.run([memo, "train", "harbor", "--steps", "20", "--lr", "3e-3", "--json"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == 1
+
+
+def test_register_cli_in_one_command(tmp_path):
+    from click.testing import CliRunner
+
+    from registry import Registry
+    from registry.cli import cli
+
+    home = tmp_path / "home"
+    with Registry.init(home) as reg:
+        reg.create_tiny_base("tiny", SMALL, progress=False)
+    args = ["--home", str(home), "register", "harbor", *map(str, sorted(HARBOR.glob("*.md"))),
+            "--qa", str(HARBOR / "qa.jsonl"), "--heldout", str(HARBOR / "heldout.jsonl"),
+            "--base", "tiny", "--steps", "120", "--lr", "3e-3", "--json"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["version"] == 1 and record["metrics"]["recall"]["exact_match"] >= 0.9
+    shown = CliRunner().invoke(cli, ["--home", str(home), "eval", "harbor@v1", "--corpus", "harbor", "--json"])
+    assert json.loads(shown.stdout)["count"] == 46

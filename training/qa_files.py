@@ -1,0 +1,56 @@
+"""Question-answer files: JSON lines with ``question`` and ``answer`` (other fields kept)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.chat import QAPair
+
+
+class QAFileError(ValueError):
+    """A QA file that cannot be used; the message names the file and line."""
+
+
+def read_qa_file(path: Path, *, documents: set[str] | None = None) -> list[dict]:
+    """Validated records of a QA file; ``documents``: names a ``document`` field may reference."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise QAFileError(f"{path}: no such QA file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise QAFileError(f"{path}: cannot read as UTF-8 text ({e})") from e
+    records = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QAFileError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict):
+            raise QAFileError(f"{path}:{lineno}: each line must be a JSON object")
+        for key in ("question", "answer"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise QAFileError(f"{path}:{lineno}: needs a non-empty string {key!r}")
+        doc = record.get("document")
+        if documents is not None and doc is not None and doc not in documents:
+            raise QAFileError(f"{path}:{lineno}: references document {doc!r}, which is not in the corpus")
+        records.append(record)
+    if not records:
+        raise QAFileError(f"{path}: the QA file is empty")
+    return records
+
+
+def encode_records(records: list[dict]) -> bytes:
+    """Canonical JSON lines: the same pairs always give the same bytes (and blob)."""
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def decode_records(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def pairs_of(records: list[dict]) -> list[QAPair]:
+    return [QAPair(r["question"], r["answer"]) for r in records]
