@@ -143,8 +143,9 @@ class Registry:
     ) -> TaskVectorRecord:
         """Record a directory of delta safetensors as ``corpus``'s next version."""
         return task_vectors.add_task_vector(
-            self.db, self.store, corpus, Path(directory), method=method,
-            storage_dtype=storage_dtype, training=training, norms=norms, metrics=metrics,
+            self.db, self.store, corpus, Path(directory), method=method, storage_dtype=storage_dtype,
+            cache_root=self.settings.home / "cache" / "models", training=training, norms=norms,
+            metrics=metrics,
         )
 
     def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:

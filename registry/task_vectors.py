@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from merging.checkpoint import open_checkpoint
+from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.errors import CheckpointError
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
 from registry.database import Database
-from registry.errors import Corrupt
+from registry.errors import Conflict, Corrupt
+from registry.materialize import materialize
 from registry.manifests import store_directory
 from registry.records import TaskVectorRecord
 from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
@@ -41,18 +42,33 @@ def next_version(session: Session, corpus: CorpusRow) -> int:
     return (latest or 0) + 1
 
 
+def _check_against_base(tv: Checkpoint, base: Checkpoint, base_name: str) -> None:
+    """Every delta must name a tensor of the corpus's base, with the same shape."""
+    for name, info in sorted(tv.tensors.items()):
+        theirs = base.tensors.get(name)
+        if theirs is None or theirs.shape != info.shape:
+            found = f"shape {list(theirs.shape)}" if theirs else "no such tensor"
+            raise Conflict(
+                f"task vector tensor {name!r} has shape {list(info.shape)} but base model {base_name!r} has "
+                f"{found}: it was not computed against this corpus's base"
+            )
+
+
 def add_task_vector(
     db: Database, store: LocalBlobStore, corpus: str, directory: Path, *, method: str,
-    storage_dtype: str, training: dict[str, Any] | None = None, norms: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None, reflection_set_id: int | None = None,
+    storage_dtype: str, cache_root: Path, training: dict[str, Any] | None = None,
+    norms: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+    reflection_set_id: int | None = None,
 ) -> TaskVectorRecord:
     """Store a directory of delta safetensors as the corpus's next task vector version."""
     with db.read() as session:
-        find_corpus(session, corpus)
+        base = session.get(BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
-        open_checkpoint(directory)
+        tv = open_checkpoint(directory)
+        base_ckpt = open_checkpoint(materialize(store, base.manifest_sha256, cache_root))
     except CheckpointError as e:
         raise Corrupt(str(e)) from e
+    _check_against_base(tv, base_ckpt, base.name)
     manifest = store_directory(store, directory, kind="task_vector")
     with db.write() as session:
         corpus_row = find_corpus(session, corpus)

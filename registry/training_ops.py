@@ -95,5 +95,5 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
         save_task_vector(deltas, Path(tmp), stats)
         training["wall_seconds"] = time.perf_counter() - started
         return add_task_vector(db, store, corpus, Path(tmp), method=settings.method, storage_dtype=storage_dtype,
-                               training=training, norms=stats.norms, metrics=metrics,
-                               reflection_set_id=reflections.id)
+                               cache_root=home / "cache" / "models", training=training, norms=stats.norms,
+                               metrics=metrics, reflection_set_id=reflections.id)

@@ -72,10 +72,26 @@ def test_task_vector_versions_have_no_duplicates_or_gaps(shared, tmp_path):
     registry.add_corpus("c", sorted(docs_dir.iterdir()), base="tiny")
     tv = tmp_path / "tv"
     tv.mkdir()
-    save_file({"w": torch.zeros(4)}, str(tv / "model.safetensors"))
+    save_file({"model.norm.weight": torch.zeros(32)}, str(tv / "model.safetensors"))  # the tiny model's
     per_process = 10
     results = _results([_spawn(env, "add-task-vectors", registry.settings.home, url, "c", per_process, tv)
                         for _ in range(PROCESSES)])
     allocated = sorted(v for r in results for v in r["versions"])
     assert allocated == list(range(1, PROCESSES * per_process + 1))
     assert [t.version for t in registry.list_task_vectors("c")] == allocated
+
+
+def test_task_vector_of_another_base_is_refused(registry, tiny_model, tiny_model_sharded, docs, tmp_path):
+    from registry.errors import Conflict
+
+    registry.add_base(tiny_model, name="tiny")
+    registry.add_corpus("c", docs, base="tiny")
+    tv = tmp_path / "tv"
+    tv.mkdir()
+    save_file({"model.norm.weight": torch.zeros(48)}, str(tv / "model.safetensors"))
+    with pytest.raises(Conflict, match=r"'model.norm.weight' has shape \[48\] but base model 'tiny' has shape \[32\]"):
+        registry.add_task_vector("c", tv, method="full", storage_dtype="float32")
+    save_file({"extra.weight": torch.zeros(3)}, str(tv / "model.safetensors"))
+    with pytest.raises(Conflict, match="no such tensor: it was not computed against this corpus's base"):
+        registry.add_task_vector("c", tv, method="full", storage_dtype="float32")
+    assert registry.list_task_vectors("c") == []
