@@ -5,9 +5,10 @@ Validation happens before anything is stored, with the file (and line) named.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from training.jsonl import json_objects
 
 MEDIA_TYPES = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".jsonl": "jsonl"}
 
@@ -32,18 +33,6 @@ def _media_type(path: Path) -> str:
     return media
 
 
-def _check_jsonl(path: Path, text: str) -> None:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DocumentError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-        if not isinstance(value, dict):
-            raise DocumentError(f"{path}:{lineno}: each line must be a JSON object")
-
-
 def inspect_document(path: Path) -> DocumentFile:
     """Check that a document exists, is readable UTF-8 and parses as its kind."""
     path = Path(path)
@@ -63,7 +52,8 @@ def inspect_document(path: Path) -> DocumentFile:
     if not text.strip():
         raise DocumentError(f"{path}: the document is empty")
     if media == "jsonl":
-        _check_jsonl(path, text)
+        for _ in json_objects(path, text, DocumentError):
+            pass
     return DocumentFile(path=path, name=path.name, media_type=media, size=len(raw))
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from training.chat import QAPair
+from training.jsonl import json_objects
 
 
 class QAFileError(ValueError):
@@ -16,21 +17,13 @@ def read_qa_file(path: Path, *, documents: set[str] | None = None) -> list[dict]
     """Validated records of a QA file; ``documents``: names a ``document`` field may reference."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise QAFileError(f"{path}: no such QA file") from e
     except (OSError, UnicodeDecodeError) as e:
         raise QAFileError(f"{path}: cannot read as UTF-8 text ({e})") from e
     records = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QAFileError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-        if not isinstance(record, dict):
-            raise QAFileError(f"{path}:{lineno}: each line must be a JSON object")
+    for lineno, record in json_objects(path, text, QAFileError):
         for key in ("question", "answer"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise QAFileError(f"{path}:{lineno}: needs a non-empty string {key!r}")
