@@ -7,8 +7,11 @@ unreferenced blobs (which `memo gc` removes); running again works.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import random
+import shutil
 import tempfile
 import time
 from importlib.metadata import version
@@ -69,9 +72,15 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
     pairs = pairs_of(decode_records(store.get_bytes(reflections.sha256)))
     heldout_sha = reflections.settings.get(HELDOUT_KEY)
     heldout = pairs_of(decode_records(store.get_bytes(heldout_sha))) if heldout_sha else []
+    # A killed run resumes from its checkpoint when the same training is asked for again.
+    fingerprint = hashlib.sha256(json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint],
+                                            sort_keys=True).encode()).hexdigest()
+    checkpoint = home / "checkpoints" / f"{corpus}-{fingerprint[:16]}"
     try:
-        model, tokenizer, result = fine_tune(directory, pairs, settings, device=device, progress=progress)
+        model, tokenizer, result = fine_tune(directory, pairs, settings, device=device, progress=progress,
+                                             checkpoint=checkpoint, fingerprint=fingerprint)
     except TrainingError as e:
+        shutil.rmtree(checkpoint, ignore_errors=True)
         raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
     metrics = {"recall": recall(model, tokenizer, sample(pairs, EVAL_SAMPLE, settings.seed), device=device).to_json()}
     if heldout:
@@ -85,7 +94,8 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
         "sft": settings.to_json(), "storage_dtype": storage_dtype, "device": str(device),
         "dataset_sha256": reflections.sha256, "reflection_set_id": reflections.id,
         "examples": result.examples, "steps": result.steps, "train_seconds": result.seconds,
-        "final_loss": result.final_loss, "versions": software_versions(),
+        "final_loss": result.final_loss, "resumed_from_step": result.resumed_from,
+        "versions": software_versions(),
         "task_vector": {"mismatches": stats.mismatches, "relative_error": stats.relative_error,
                         "total_norm": stats.total_norm},
     }
@@ -94,6 +104,9 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
     with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
         save_task_vector(deltas, Path(tmp), stats)
         training["wall_seconds"] = time.perf_counter() - started
-        return add_task_vector(db, store, corpus, Path(tmp), method=settings.method, storage_dtype=storage_dtype,
-                               cache_root=home / "cache" / "models", training=training, norms=stats.norms,
-                               metrics=metrics, reflection_set_id=reflections.id)
+        record = add_task_vector(db, store, corpus, Path(tmp), method=settings.method,
+                                 storage_dtype=storage_dtype, cache_root=home / "cache" / "models",
+                                 training=training, norms=stats.norms, metrics=metrics,
+                                 reflection_set_id=reflections.id)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return record

@@ -108,23 +108,28 @@ def test_nan_loss_registers_nothing(tiny_registry):
     assert count(reg, TaskVectorRow) == 0
 
 
-def test_kill_during_training_leaves_no_row_and_rerun_works(tiny_registry):
+def test_kill_during_training_leaves_no_row_and_the_rerun_resumes(tiny_registry):
     reg = tiny_registry
     reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
     reg.import_reflections("harbor", HARBOR / "qa.jsonl")
     env = memo_subprocess_env(reg.settings.home)
     memo = str(Path(env["PATH"].split(os.pathsep)[0]) / "memo")
-    proc = subprocess.Popen([memo, "train", "harbor", "--steps", "2000", "--json"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(6)  # start-up, then inside the training loop
-    proc.send_signal(signal.SIGKILL)
+    cmd = [memo, "train", "harbor", "--steps", "400", "--batch", "8", "--lr", "3e-3", "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = reg.settings.home / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("*/checkpoint.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-training, with a checkpoint on disk
     proc.wait()
+    assert list(checkpoints.glob("*/checkpoint.json")), "no checkpoint was written within 2 minutes"
     assert count(reg, TaskVectorRow) == 0
     assert reg.verify().ok
-    done = subprocess.run([memo, "train", "harbor", "--steps", "20", "--lr", "3e-3", "--json"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["version"] == 1
+    record = json.loads(done.stdout)
+    assert record["version"] == 1 and record["training"]["resumed_from_step"] >= 50
+    assert not list(checkpoints.iterdir()), "the checkpoint is removed once the task vector is recorded"
 
 
 def test_register_cli_in_one_command(tmp_path):

@@ -175,3 +175,39 @@ def test_task_vector_merges_back_to_the_fine_tune(harbor_finetune, tmp_path):
     merged = load_file(tmp_path / "out" / "model.safetensors")
     expected = apply_task_vector(base, deltas)
     assert all(torch.equal(merged[n], expected[n]) for n in merged)
+
+
+def test_a_resumed_run_ends_with_the_same_weights(tiny_base, tmp_path, monkeypatch):
+    """Killed after a checkpoint, then run again: identical weights to an uninterrupted run."""
+    import training.loop as loop
+
+    _, tok, base, _ = tiny_base
+    examples = [encode(tok, p, 128) for p in read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:10]]
+    settings = LoopSettings(steps=30, batch=4, lr=3e-3)
+    straight = copy.deepcopy(base)
+    train(straight, examples, settings, pad_id=tok.pad_token_id, progress=False)
+
+    real_collate, calls = loop.collate, {"n": 0}
+
+    def dying_collate(batch, pad_id):
+        calls["n"] += 1
+        if calls["n"] == 18:  # after the checkpoint at step 10, before the one at 20
+            raise KeyboardInterrupt
+        return real_collate(batch, pad_id)
+
+    monkeypatch.setattr(loop, "collate", dying_collate)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(copy.deepcopy(base), examples, settings, pad_id=tok.pad_token_id, progress=False,
+              checkpoint=ckpt, checkpoint_every=10, fingerprint="run-1")
+    monkeypatch.setattr(loop, "collate", real_collate)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["step"] == 10
+    resumed = copy.deepcopy(base)
+    result = train(resumed, examples, settings, pad_id=tok.pad_token_id, progress=False,
+                   checkpoint=ckpt, checkpoint_every=10, fingerprint="run-1")
+    assert result.resumed_from == 10 and result.examples == 20 * 4
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    other = copy.deepcopy(base)  # another run's checkpoint is ignored
+    assert train(other, examples, settings, pad_id=tok.pad_token_id, progress=False, checkpoint=ckpt,
+                 fingerprint="run-2").resumed_from == 0

@@ -48,15 +48,21 @@ def load_model(directory: Path, device: str | torch.device = "cpu"):
 
 
 def fine_tune(base_dir: Path, pairs: list[QAPair], settings: SFTSettings = SFTSettings(), *,
-              device: str | torch.device = "cpu", progress: bool = True):
-    """Fine-tune a copy of the base; returns (model with full fine-tuned weights, tokenizer, result)."""
+              device: str | torch.device = "cpu", progress: bool = True,
+              checkpoint: Path | None = None, fingerprint: str = ""):
+    """Fine-tune a copy of the base; returns (model with full fine-tuned weights, tokenizer, result).
+
+    With ``checkpoint``, progress is saved as it goes and a run with the same
+    ``fingerprint`` resumes where a killed one stopped.
+    """
     model, tokenizer = load_model(base_dir, device)
     examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
     loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.lr, seed=settings.seed)
     if settings.method == "lora":
         model = _with_lora(model, settings)
     result: LoopResult = train(model, examples, loop, pad_id=tokenizer.pad_token_id, device=device,
-                               progress=progress, desc=f"{settings.method} fine-tuning")
+                               progress=progress, desc=f"{settings.method} fine-tuning",
+                               checkpoint=checkpoint, fingerprint=fingerprint)
     if settings.method == "lora":
         model = model.merge_and_unload()
     return model, tokenizer, result
