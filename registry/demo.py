@@ -1,8 +1,10 @@
 """`memo demo`: the product's journeys end to end on tiny local models, offline.
 
-Today it runs the foundation: a home, a tiny base model built and
-pre-trained on the spot, the example corpora registered, listings and a full
-verify. Training,
+Today: a home, a tiny base model built and pre-trained on the spot, then
+each example corpus registered the way a user would (documents, question-answer
+reflections with held-out paraphrases, fine-tuning into a task vector), with
+each corpus's recall against the base's, and a full verify. Merging,
+publishing and rollback join as they land. Training,
 merging, publishing and rollback join as they land.
 """
 
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import AlreadyExists
-from registry.records import BaseModelRecord, CorpusRecord, VerifyReport
+from registry.records import BaseModelRecord, CorpusRecord, TaskVectorRecord, VerifyReport
 from registry.service import Registry
+from training.sft import SFTSettings
 from training.tiny import TinyConfig
 
 
@@ -39,15 +42,23 @@ def example_corpora() -> dict[str, list[Path]]:
 
 
 @dataclass(frozen=True)
+class CorpusOutcome:
+    corpus: CorpusRecord
+    task_vector: TaskVectorRecord
+    base_recall: float  # exact match of the bare base on the corpus's questions
+
+
+@dataclass(frozen=True)
 class DemoResult:
     home: Path
     base: BaseModelRecord
-    corpora: tuple[CorpusRecord, ...]
+    corpora: tuple[CorpusOutcome, ...]
     verify: VerifyReport
 
 
 def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyConfig(),
-             say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+             train: SFTSettings | None = None, say: Callable[[str], None] = print,
+             progress: bool = True) -> DemoResult:
     from training.tiny import create_tiny_base
 
     with Registry.init(home) as reg:
@@ -60,9 +71,29 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
         base = reg.add_base(base_dir, name="tiny")
         say(f"registered base model {base.name} ({base.parameter_count} parameters)")
         chosen = list(example_corpora().items())[: corpora or None]
-        records = []
+        outcomes = []
         for name, files in chosen:
-            records.append(reg.add_corpus(name, files, base=base.name, description="example corpus"))
-            say(f"registered corpus {name} ({len(files)} documents)")
+            outcomes.append(_register(reg, name, files, base, train or SFTSettings(), say, progress))
         report = reg.verify()
-        return DemoResult(home=home, base=base, corpora=tuple(records), verify=report)
+        return DemoResult(home=home, base=base, corpora=tuple(outcomes), verify=report)
+
+
+def _register(reg: Registry, name: str, files: list[Path], base: BaseModelRecord, settings: SFTSettings,
+              say: Callable[[str], None], progress: bool) -> CorpusOutcome:
+    """One corpus, as `memo register` does it, plus the bare base's recall for comparison."""
+    directory = files[0].parent
+    corpus = reg.add_corpus(name, files, base=base.name, description="example corpus")
+    reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
+    tv = reg.train(name, settings, progress=progress)
+    base_recall = reg.evaluate(str(_base_dir(reg, base)), name)["exact_match"]
+    say(f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "
+        f"{tv.metrics['recall']['exact_match']:.2f} (base alone {base_recall:.2f})")
+    return CorpusOutcome(corpus=corpus, task_vector=tv, base_recall=base_recall)
+
+
+def _base_dir(reg: Registry, base: BaseModelRecord) -> Path:
+    from registry.schema import BaseModelRow
+    from registry.training_ops import base_dir
+
+    with reg.db.read() as session:
+        return base_dir(reg.store, reg.settings.home, session.get(BaseModelRow, base.id))

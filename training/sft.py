@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from training.chat import QAPair, encode
-from training.loop import LoopResult, LoopSettings, train
+
+if TYPE_CHECKING:  # torch loads with the first model, not with the settings (CLI start-up)
+    import torch
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -37,6 +37,7 @@ class SFTSettings:
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu"):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
@@ -55,12 +56,14 @@ def fine_tune(base_dir: Path, pairs: list[QAPair], settings: SFTSettings = SFTSe
     With ``checkpoint``, progress is saved as it goes and a run with the same
     ``fingerprint`` resumes where a killed one stopped.
     """
+    from training.loop import LoopSettings, train
+
     model, tokenizer = load_model(base_dir, device)
     examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
     loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.lr, seed=settings.seed)
     if settings.method == "lora":
         model = _with_lora(model, settings)
-    result: LoopResult = train(model, examples, loop, pad_id=tokenizer.pad_token_id, device=device,
+    result = train(model, examples, loop, pad_id=tokenizer.pad_token_id, device=device,
                                progress=progress, desc=f"{settings.method} fine-tuning",
                                checkpoint=checkpoint, fingerprint=fingerprint)
     if settings.method == "lora":
