@@ -73,3 +73,19 @@ def test_console_script_runs_as_installed(tmp_path):
     assert bad.returncode == 1
     assert "is not a memo home" in bad.stderr and "memo init" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_os_errors_are_one_line(memo, monkeypatch, docs, tiny_model):
+    import errno
+
+    from registry.blobstore import LocalBlobStore
+
+    memo("base", "add", tiny_model, "--name", "tiny")
+
+    def full(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalBlobStore, "put_file", full)
+    result = memo("corpus", "add", "c", *docs, "--base", "tiny", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == ["Error: No space left on device; the command was not completed"]

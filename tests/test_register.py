@@ -150,3 +150,29 @@ def test_register_cli_in_one_command(tmp_path):
     assert record["version"] == 1 and record["metrics"]["recall"]["exact_match"] >= 0.9
     shown = CliRunner().invoke(cli, ["--home", str(home), "eval", "harbor@v1", "--corpus", "harbor", "--json"])
     assert json.loads(shown.stdout)["count"] == 46
+
+
+def test_disk_full_while_storing_the_task_vector(tiny_registry, monkeypatch):
+    """ENOSPC in the middle of writing blobs: no row, no partial blob, and the rerun works."""
+    import errno
+
+    from registry.blobstore import LocalBlobStore
+
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    real = LocalBlobStore.put_file
+
+    def full_disk(self, path):
+        if path.name == "model.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, path)
+
+    monkeypatch.setattr(LocalBlobStore, "put_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        reg.train("harbor", SFTSettings(steps=10, batch=8, lr=3e-3), progress=False)
+    monkeypatch.undo()
+    assert count(reg, TaskVectorRow) == 0
+    report = reg.verify()
+    assert report.ok and report.temp_files == 0
+    assert reg.train("harbor", SFTSettings(steps=10, batch=8, lr=3e-3), progress=False).version == 1

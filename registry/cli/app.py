@@ -31,6 +31,9 @@ class MemoGroup(click.Group):
             return super().invoke(ctx)
         except MemoError as e:
             raise click.ClickException(str(e).replace("\n", " ")) from e
+        except OSError as e:  # disk full, permissions, ...: every write is atomic, so nothing half-done remains
+            where = f" ({e.filename})" if e.filename else ""
+            raise click.ClickException(f"{e.strerror or e}{where}; the command was not completed") from e
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was changed by the unfinished step", err=True)
             ctx.exit(130)
