@@ -83,13 +83,16 @@ def check_available(db: Database, name: str) -> None:
     """Fail early (before expensive work) when ``name`` is taken or invalid."""
     check_name("base model", name)
     with db.read() as session:
-        if session.scalar(select(BaseModelRow).where(BaseModelRow.name == name)):
-            raise AlreadyExists(f"base model {name!r} already exists; choose another name")
+        _refuse_name(session, name)
+
+
+def _refuse_name(session, name: str) -> None:
+    if session.scalar(select(BaseModelRow).where(BaseModelRow.name == name)):
+        raise AlreadyExists(f"base model {name!r} already exists; choose another name")
 
 
 def _refuse_duplicate(session, name: str, fingerprint: str) -> None:
-    if session.scalar(select(BaseModelRow).where(BaseModelRow.name == name)):
-        raise AlreadyExists(f"base model {name!r} already exists; choose another --name")
+    _refuse_name(session, name)
     same = session.scalar(select(BaseModelRow).where(BaseModelRow.fingerprint == fingerprint))
     if same:
         raise AlreadyExists(

@@ -4,8 +4,7 @@ Today: a home, a tiny base model built and pre-trained on the spot, then
 each example corpus registered the way a user would (documents, question-answer
 reflections with held-out paraphrases, fine-tuning into a task vector), with
 each corpus's recall against the base's, and a full verify. Merging,
-publishing and rollback join as they land. Training,
-merging, publishing and rollback join as they land.
+publishing and rollback join as they land.
 """
 
 from __future__ import annotations
@@ -59,16 +58,12 @@ class DemoResult:
 def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyConfig(),
              train: SFTSettings | None = None, say: Callable[[str], None] = print,
              progress: bool = True) -> DemoResult:
-    from training.tiny import create_tiny_base
-
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
         say(f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
             "pre-training on a separate invented world (offline)")
-        base_dir, _ = create_tiny_base(home / "work" / "tiny-base", pretrain_dir=examples_dir() / "pretrain",
-                                       config=tiny, progress=progress)
-        base = reg.add_base(base_dir, name="tiny")
+        base = reg.create_tiny_base("tiny", tiny, progress=progress)
         say(f"registered base model {base.name} ({base.parameter_count} parameters)")
         chosen = list(example_corpora().items())[: corpora or None]
         outcomes = []

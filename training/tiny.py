@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.chat import TINY_CHAT_TEMPLATE, Example, QAPair, encode
+from training.qa_files import pairs_of, read_qa_file
 
 if TYPE_CHECKING:  # torch loads with the first model built, not with the config (CLI start-up)
     from training.loop import LoopResult
@@ -53,7 +54,7 @@ def train_tokenizer(texts: list[str], vocab: int):
 
 
 def read_qa(path: Path) -> list[QAPair]:
-    return [QAPair(r["question"], r["answer"]) for r in map(json.loads, path.read_text().splitlines()) if r]
+    return pairs_of(read_qa_file(path))
 
 
 def create_tiny_base(directory: Path, *, pretrain_dir: Path, config: TinyConfig = TinyConfig(),

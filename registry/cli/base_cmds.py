@@ -6,6 +6,7 @@ import click
 
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, human_count, json_option, print_json, print_table, when
+from training.tiny import TinyConfig
 
 
 @click.group()
@@ -41,7 +42,7 @@ def base_add(app: AppContext, path: str, name: str | None, as_json: bool) -> Non
 
 @base.command("create-tiny")
 @click.argument("name")
-@click.option("--pretrain-steps", type=int, default=300, show_default=True,
+@click.option("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps, show_default=True,
               help="Pre-training steps (~95 s on 2 CPU cores at the default).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
@@ -57,8 +58,6 @@ def base_create_tiny(app: AppContext, name: str, pretrain_steps: int, seed: int,
     Example:
       memo base create-tiny tiny
     """
-    from training.tiny import TinyConfig
-
     record = app.registry().create_tiny_base(name, TinyConfig(pretrain_steps=pretrain_steps, seed=seed),
                                              progress=not as_json)
     if as_json:

@@ -6,6 +6,9 @@ import click
 
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, json_option, print_json, print_table
+from training.sft import SFTSettings
+
+LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 
 
 def train_options(f):
@@ -13,11 +16,13 @@ def train_options(f):
     options = [
         click.option("--method", type=click.Choice(["full", "lora"]), default="full", show_default=True,
                      help="Full fine-tuning (best in MeMo) or LoRA merged into full weights."),
-        click.option("--steps", type=int, default=60, show_default=True, help="Optimizer steps."),
-        click.option("--batch", type=int, default=16, show_default=True, help="Examples per step."),
-        click.option("--lr", type=float, default=None, help="Learning rate [default: 3e-4 full, 3e-3 LoRA]."),
-        click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--steps", type=int, default=SFTSettings.steps, show_default=True, help="Optimizer steps."),
+        click.option("--batch", type=int, default=SFTSettings.batch, show_default=True, help="Examples per step."),
+        click.option("--lr", type=float, default=None,
+                     help=f"Learning rate [default: {SFTSettings.lr:g} full, {LORA_LR:g} LoRA]."),
+        click.option("--max-length", type=int, default=SFTSettings.max_length, show_default=True,
+                     help="Tokens per example."),
+        click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
         click.option("--storage-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
                      show_default=True, help="Task vector storage (bfloat16: half the size, ~0.2% error)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
@@ -28,9 +33,7 @@ def train_options(f):
 
 
 def _settings(method, steps, batch, lr, max_length, seed):
-    from training.sft import SFTSettings
-
-    lr = lr if lr is not None else (3e-3 if method == "lora" else 3e-4)
+    lr = lr if lr is not None else (LORA_LR if method == "lora" else SFTSettings.lr)
     return SFTSettings(method=method, steps=steps, batch=batch, lr=lr, max_length=max_length, seed=seed)
 
 
