@@ -1,15 +1,14 @@
 """`memo eval`: recall of a model on a corpus's questions (or its held-out paraphrases).
 
-A reference is a model directory, a corpus name (its latest task vector on
-its base) or ``corpus@vN``. A task vector becomes a model directory with the
-merge engine itself (one input, density 1: exactly the fine-tuned weights),
-cached under ``HOME/cache/applied``. Merges and channels join with the
-merge issue.
+A reference is a model directory, a merge id (``7``, ``merge-7``), a channel
+(its current merge; a channel wins over a corpus of the same name), a corpus
+name (its latest task vector on its base) or ``corpus@vN``. A task vector
+becomes a model directory with the merge engine itself (one input, density 1:
+exactly the fine-tuned weights), cached under ``HOME/cache/applied``.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,39 +16,26 @@ from sqlalchemy import select
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
+from registry.merges import merge_of, merged_model_dir
+from registry.task_vectors import find_task_vector
 from registry.database import Database
 from registry.errors import Corrupt, InvalidInput, NotFound
 from registry.materialize import materialize
 from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.schema import BaseModelRow, TaskVectorRow
-from registry.training_ops import base_dir
+from registry.training_ops import base_dir, device_for
 from training.evaluate import recall
 from training.qa_files import decode_records, pairs_of
 from training.sft import load_model
-
-_REF = re.compile(r"^(?P<corpus>[^@]+)(@v(?P<version>\d+))?$")
-
-
-def find_task_vector(session, ref: str) -> TaskVectorRow:
-    match = _REF.match(ref)
-    if not match:
-        raise InvalidInput(f"{ref!r} is not a corpus name or corpus@vN")
-    corpus_row = find_corpus(session, match["corpus"])
-    query = select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus_row.id)
-    if match["version"]:
-        query = query.where(TaskVectorRow.version == int(match["version"]))
-    row = session.scalar(query.order_by(TaskVectorRow.version.desc()).limit(1))
-    if row is None:
-        what = f"version {match['version']}" if match["version"] else "a task vector"
-        raise NotFound(f"corpus {corpus_row.name!r} has no {what}; run `memo train {corpus_row.name}`")
-    return row
-
 
 def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path:
     """A loadable model directory for ``ref`` (see the module doc)."""
     if Path(ref).expanduser().is_dir():
         return Path(ref).expanduser()
     with db.read() as session:
+        merged = merge_of(session, ref)
+        if merged is not None:
+            return merged_model_dir(store, home, merged)
         tv = find_task_vector(session, ref)
         base = session.get(BaseModelRow, tv.base_model_id)
     target = home / "cache" / "applied" / tv.manifest_sha256
@@ -65,7 +51,7 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
 
 
 def evaluate(db: Database, store: LocalBlobStore, home: Path, ref: str, corpus: str, *,
-             heldout: bool = False, device: str = "cpu") -> dict:
+             heldout: bool = False, device: str = "auto") -> dict:
     with db.read() as session:
         reflections = latest_reflections(session, find_corpus(session, corpus))
     sha = reflections.settings.get(HELDOUT_KEY) if heldout else reflections.sha256
@@ -73,6 +59,7 @@ def evaluate(db: Database, store: LocalBlobStore, home: Path, ref: str, corpus: 
         raise NotFound(f"corpus {corpus!r} has no held-out set; import one with "
                        f"`memo reflect {corpus} --qa FILE --heldout FILE`")
     pairs = pairs_of(decode_records(store.get_bytes(sha)))
+    device = device_for(device)
     model, tokenizer = load_model(model_dir(db, store, home, ref), device)
     result = recall(model, tokenizer, pairs, device=device)
     return {"ref": ref, "corpus": corpus, "set": "heldout" if heldout else "reflections", **result.to_json()}

@@ -93,6 +93,70 @@ class TaskVectorRecord(Record):
 
 
 @dataclass(frozen=True)
+class MergeMemberRecord(Record):
+    corpus: str
+    version: int
+    task_vector_id: int
+    weight: float
+    density: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.corpus}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class MergeRecord(Record):
+    id: int
+    base_model: str
+    strategy: str
+    method: str
+    parameters: dict[str, Any]
+    engine_version: str
+    parent_merge_id: int | None
+    content_key: str
+    manifest_sha256: str
+    members: tuple[MergeMemberRecord, ...]
+    recall: dict[str, Any]
+    retention: dict[str, Any]
+    training_cost: dict[str, Any]
+    created_at: datetime
+    reused: bool = False  # found by content instead of computed by this call
+
+    @property
+    def ref(self) -> str:
+        return f"merge-{self.id}"
+
+    @property
+    def corpora(self) -> str:
+        return " ".join(m.ref for m in self.members)
+
+
+@dataclass(frozen=True)
+class ChannelRecord(Record):
+    id: int
+    name: str
+    current_merge_id: int | None
+    hub_repo: str | None
+    hub_endpoint: str | None
+    min_retention: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PublicationRecord(Record):
+    id: int
+    merge_id: int
+    channel: str | None
+    repo_id: str
+    endpoint: str | None
+    revision: str
+    commit_sha: str
+    tag: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ChannelEventRecord(Record):
     id: int
     channel: str

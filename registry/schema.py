@@ -43,6 +43,7 @@ NAMING_CONVENTION = {
 
 SHA256_LEN = 64
 NAME_LEN = 200
+ENDPOINT_LEN = 500
 
 
 def utcnow() -> datetime:
@@ -200,6 +201,7 @@ class ChannelRow(Base):
         ForeignKey("merge.id", ondelete="RESTRICT")
     )
     hub_repo: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    hub_endpoint: Mapped[str | None] = mapped_column(String(ENDPOINT_LEN))  # the Hub's URL
     min_retention: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _created_at()
 
@@ -241,6 +243,7 @@ class PublicationRow(Base):
     merge_id: Mapped[int] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="RESTRICT"))
     repo_id: Mapped[str] = mapped_column(String(NAME_LEN))
+    endpoint: Mapped[str | None] = mapped_column(String(ENDPOINT_LEN))  # the Hub's URL
     revision: Mapped[str] = mapped_column(String(NAME_LEN))
     commit_sha: Mapped[str] = mapped_column(String(64))
     tag: Mapped[str | None] = mapped_column(String(NAME_LEN))

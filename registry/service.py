@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry import bases, corpora, history, maintenance, reflections, task_vectors
+from registry import bases, channels, corpora, history, maintenance, merges, publishing, reflections, task_vectors
 from registry.blobstore import LocalBlobStore
 from registry.config import Settings, resolve_settings
 from registry.database import Database, make_engine
@@ -21,8 +21,11 @@ from registry.migrations import migrate
 from registry.records import (
     BaseModelRecord,
     ChannelEventRecord,
+    ChannelRecord,
     CorpusRecord,
     GcReport,
+    MergeRecord,
+    PublicationRecord,
     ReflectionSetRecord,
     TaskVectorRecord,
     VerifyReport,
@@ -120,8 +123,12 @@ class Registry:
                                               heldout=Path(heldout) if heldout else None)
 
     def train(self, corpus: str, settings: SFTSettings | None = None, *, storage_dtype: str = "float32",
-              device: str = "cpu", progress: bool = True) -> TaskVectorRecord:
-        """Fine-tune the corpus's base on its latest reflections; record the next task vector."""
+              device: str = "auto", progress: bool = True) -> TaskVectorRecord | None:
+        """Fine-tune the corpus's base on its latest reflections; record the next task vector.
+
+        ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
+        only the main process records (and returns the record); the others return None.
+        """
         from registry import training_ops  # torch and transformers load only when needed
         from training.sft import SFTSettings
 
@@ -129,7 +136,7 @@ class Registry:
                                          settings or SFTSettings(), storage_dtype=storage_dtype,
                                          device=device, progress=progress)
 
-    def evaluate(self, ref: str, corpus: str, *, heldout: bool = False, device: str = "cpu") -> dict:
+    def evaluate(self, ref: str, corpus: str, *, heldout: bool = False, device: str = "auto") -> dict:
         """Exact match and F1 of ``ref`` (model dir, corpus, corpus@vN) on a corpus's questions."""
         from registry import evaluation
 
@@ -150,6 +157,87 @@ class Registry:
 
     def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:
         return task_vectors.list_task_vectors(self.db, corpus)
+
+    # --- merges ---------------------------------------------------------------------
+    def merge(self, corpora: list[str], *, method: str = "ties", density: float = 0.3, lam: float = 1.0,
+              weights: dict[str, float] | None = None, channel: str | None = None, reason: str = "",
+              progress: bool = True) -> MergeRecord:
+        """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
+
+        The same corpora versions and parameters give the recorded merge back
+        (``record.reused``) instead of computing it again.
+        """
+        params = merges.MergeParams(method=method, density=density, lam=lam,
+                                    weights=tuple(sorted((weights or {}).items())))
+        record = merges.create_merge(self.db, self.store, self.settings.home, list(corpora), params,
+                                     channel=channel, progress=progress)
+        if channel is not None:
+            self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}")
+        return record
+
+    def list_merges(self) -> list[MergeRecord]:
+        return merges.list_merges(self.db)
+
+    def get_merge(self, ref: str | int) -> MergeRecord:
+        """A merge by id (``7``, ``merge-7``) or a channel's current merge."""
+        with self.db.read() as session:
+            return merges.to_record(session, merges.require_merge(session, str(ref)))
+
+    # --- channels ----------------------------------------------------------------------
+    def list_channels(self) -> list[ChannelRecord]:
+        return channels.list_channels(self.db)
+
+    def get_channel(self, name: str) -> ChannelRecord:
+        return channels.get_channel(self.db, name)
+
+    def link_channel(self, name: str, repo: str | None, *, endpoint: str | None = None) -> ChannelRecord:
+        """Link a channel to a Hub repo (``None``: unlink); a linked channel publishes as it moves."""
+        if repo is None:
+            return channels.configure(self.db, name, unlink=True)
+        target = publishing.HubTarget.of(repo, endpoint)
+        return channels.configure(self.db, name, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
+
+    def promote(self, merge: str | int, channel: str, *, reason: str = "",
+                force: bool = False) -> ChannelEventRecord | None:
+        """Point ``channel`` at a merge (None if it already does); publishes first when linked."""
+        return channels.promote(self.db, merge, channel, reason=reason, forced=force,
+                                publish=self._channel_publisher(force))
+
+    def rollback(self, channel: str, *, to: str | int | None = None, reason: str = "",
+                 force: bool = False) -> ChannelEventRecord:
+        """Point ``channel`` back at its previous merge (or ``to``); publishes first when linked."""
+        return channels.rollback(self.db, channel, to=to, reason=reason, publish=self._channel_publisher(force))
+
+    def _channel_publisher(self, force: bool) -> channels.Publisher:
+        def publish(merge_id: int, channel: ChannelRecord) -> None:
+            target = publishing.HubTarget.of(channel.hub_repo, channel.hub_endpoint)
+            publishing.publish_merge(self.db, self.store, self.settings.home, merge_id, target,
+                                     channel=channel.name, force=force)
+        return publish
+
+    # --- export and publishing ----------------------------------------------------------
+    def export(self, ref: str | int, directory: str | os.PathLike[str]) -> Path:
+        """Write a merge (or a channel's merge) as a standard Hugging Face model directory."""
+        return publishing.export_merge(self.db, self.store, self.settings.home, ref, Path(directory))
+
+    def publish(self, ref: str | int, repo: str, *, private: bool = False, endpoint: str | None = None,
+                force: bool = False) -> PublicationRecord:
+        """Push a merge (or a channel's merge) to a Hub repo's ``main`` in one commit, tagged ``merge-N``.
+
+        Publishing a channel that is not linked to a repo yet links it: its
+        later promotions and rollbacks publish to the same repo.
+        """
+        target = publishing.HubTarget.of(repo, endpoint, private=private)
+        channel = str(ref) if not merges.is_merge_ref(str(ref)) else None
+        publication = publishing.publish_merge(self.db, self.store, self.settings.home, ref, target,
+                                               channel=channel, force=force)
+        if channel is not None and not self.get_channel(channel).hub_repo:
+            # From now on the channel's promotions and rollbacks publish there too.
+            channels.configure(self.db, channel, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
+        return publication
+
+    def publications(self, ref: str | int | None = None) -> list[PublicationRecord]:
+        return publishing.list_publications(self.db, ref)
 
     # --- history -----------------------------------------------------------------
     def log(self, channel: str | None = None) -> list[ChannelEventRecord]:

@@ -8,6 +8,7 @@ one corpus get v1, v2, ... without gaps or duplicates.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,29 @@ from merging.errors import CheckpointError
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
 from registry.database import Database
-from registry.errors import Conflict, Corrupt
+from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
 from registry.materialize import materialize
 from registry.manifests import store_directory
 from registry.records import TaskVectorRecord
 from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
+
+
+_REF = re.compile(r"^(?P<corpus>[^@]+)(@v(?P<version>\d+))?$")
+
+
+def find_task_vector(session, ref: str) -> TaskVectorRow:
+    match = _REF.match(ref)
+    if not match:
+        raise InvalidInput(f"{ref!r} is not a corpus name or corpus@vN")
+    corpus_row = find_corpus(session, match["corpus"])
+    query = select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus_row.id)
+    if match["version"]:
+        query = query.where(TaskVectorRow.version == int(match["version"]))
+    row = session.scalar(query.order_by(TaskVectorRow.version.desc()).limit(1))
+    if row is None:
+        what = f"version {match['version']}" if match["version"] else "task vector"
+        raise NotFound(f"corpus {corpus_row.name!r} has no {what}; run `memo train {corpus_row.name}`")
+    return row
 
 
 def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:

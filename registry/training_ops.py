@@ -30,6 +30,7 @@ from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.schema import BaseModelRow
 from registry.task_vectors import add_task_vector
 from training.delta import save_task_vector, task_vector
+from training.distributed import is_main_process, resolve_device
 from training.evaluate import recall
 from training.loop import TrainingError
 from training.qa_files import decode_records, pairs_of
@@ -61,9 +62,23 @@ def software_versions() -> dict[str, str]:
             "transformers": version("transformers"), "python": platform.python_version()}
 
 
+def device_for(requested: str) -> str:
+    try:
+        return resolve_device(requested)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from e
+
+
 def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, settings: SFTSettings, *,
-                 storage_dtype: str = "float32", device: str = "cpu", progress: bool = True) -> TaskVectorRecord:
+                 storage_dtype: str = "float32", device: str = "auto",
+                 progress: bool = True) -> TaskVectorRecord | None:
+    """Train and record the corpus's next task vector.
+
+    Under a multi-process launch (``accelerate launch``), every process trains
+    and the main one alone evaluates and records; the others return None.
+    """
     started = time.perf_counter()
+    device = device_for(device)
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
         base_row = session.get(BaseModelRow, corpus_row.base_model_id)
@@ -82,6 +97,8 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
     except TrainingError as e:
         shutil.rmtree(checkpoint, ignore_errors=True)
         raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
+    if not is_main_process():
+        return None
     metrics = {"recall": recall(model, tokenizer, sample(pairs, EVAL_SAMPLE, settings.seed), device=device).to_json()}
     if heldout:
         metrics["heldout"] = recall(model, tokenizer, sample(heldout, EVAL_SAMPLE, settings.seed),

@@ -7,13 +7,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
+# Before anything imports huggingface_hub: the test Hub speaks LFS, not Xet, and
+# no token or cache of the machine's user may leak into the tests.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="memo-hf-home-")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_ENDPOINT", None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-from registry import Registry
-from registry.cli import cli
-from tests.support.models import build_tiny_llama
-from tests.support.postgres import PostgresServer, find_bindir
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from registry import Registry  # noqa: E402
+from registry.cli import cli  # noqa: E402
+from tests.support.models import build_tiny_llama  # noqa: E402
+from tests.support.postgres import PostgresServer, find_bindir  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +128,43 @@ def memo_subprocess_env(home: Path, database_url: str | None = None) -> dict[str
         env["MEMO_DATABASE_URL"] = database_url
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+EXAMPLE_CORPORA = ("glassworks", "harbor", "observatory", "river-guilds")
+
+
+@pytest.fixture(scope="session")
+def trained_home_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the small tiny base and the four example corpora, each with one (briefly) trained task vector."""
+    from tests.test_training import EXAMPLES, SMALL
+    from training.sft import SFTSettings
+
+    home = tmp_path_factory.mktemp("trained") / "home"
+    with Registry.init(home) as reg:
+        reg.create_tiny_base("tiny", SMALL, progress=False)
+        for name in EXAMPLE_CORPORA:
+            reg.add_corpus(name, sorted((EXAMPLES / name).glob("*.md")), base="tiny")
+            reg.import_reflections(name, EXAMPLES / name / "qa.jsonl")
+            reg.train(name, SFTSettings(steps=12, batch=8, lr=3e-3), device="cpu", progress=False)
+    return home
+
+
+@pytest.fixture
+def trained(trained_home_template: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A private copy of the trained home (SQLite), that a test may change."""
+    home = Path(shutil.copytree(trained_home_template, tmp_path / "home", symlinks=True))
+    reg = Registry.open(home)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def hub() -> Iterator:
+    """A Hub-compatible server on 127.0.0.1 that knows one token."""
+    from tests.support.hub_server import HubServer
+
+    with HubServer(tokens={HUB_TOKEN: "memo-tester"}) as server:
+        yield server
+
+
+HUB_TOKEN = "hf_memoTestToken0123456789abcdef"

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training.chat import Example, collate
+from training.chat import IGNORE, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.distributed import accelerator
 
 
 class TrainingError(RuntimeError):
@@ -59,6 +60,23 @@ def _batch(examples: list[Example], size: int, seed: int, step: int) -> list[Exa
     return out
 
 
+def _labelled(examples: list[Example]) -> int:
+    """Tokens that carry a loss (each label predicts the next token, so the first never does)."""
+    return sum(sum(1 for label in e.labels[1:] if label != IGNORE) for e in examples)
+
+
+def _loss(model, batch: dict, labelled: int) -> torch.Tensor:
+    """This process's share of the mean loss over the whole batch's labelled tokens.
+
+    Summed here and divided by the global count, so that shares computed by
+    several processes add up to exactly the single-process loss.
+    """
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum") / max(1, labelled)
+
+
 def train(model: torch.nn.Module, examples: list[Example], settings: LoopSettings, *, pad_id: int,
           device: torch.device | str = "cpu", progress: bool = True, desc: str = "training",
           checkpoint: Path | None = None, checkpoint_every: int = 50, fingerprint: str = "") -> LoopResult:
@@ -66,10 +84,15 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
 
     With ``checkpoint``, the state is saved every ``checkpoint_every`` steps and
     a run with the same ``fingerprint`` resumes from it, ending with the same
-    weights as an uninterrupted run.
+    weights as an uninterrupted run. Under a multi-process launch, each process
+    takes every ``world``-th example of each batch and gradients are averaged,
+    so the update is the single-process one; only the main process saves.
     """
     if not examples:
         raise TrainingError("nothing to train on: the example set is empty")
+    accel = accelerator(str(device))
+    if accel is not None:
+        device = accel.device
     torch.manual_seed(settings.seed)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -79,26 +102,35 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, fingerprint=fingerprint, model=model, optimizer=optimizer,
                                 scheduler=schedule)
+    raw_model, raw_optimizer = model, optimizer
+    world, me = (accel.num_processes, accel.process_index) if accel is not None else (1, 0)
+    if accel is not None:
+        if settings.batch < world:
+            raise TrainingError(f"a batch of {settings.batch} cannot be shared by {world} processes; "
+                                f"use --batch {world} or more")
+        model, optimizer = accel.prepare(model, optimizer)
     started, loss_value = time.perf_counter(), float("nan")
-    with tqdm(range(start, settings.steps), desc=desc, disable=not progress, leave=False,
+    with tqdm(range(start, settings.steps), desc=desc, disable=not progress or me != 0, leave=False,
               initial=start, total=settings.steps) as bar:
         for step in bar:
-            batch = {k: v.to(device) for k, v in collate(_batch(examples, settings.batch, settings.seed, step),
-                                                         pad_id).items()}
-            loss = model(**batch).loss  # mean over labelled tokens
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {loss.item()} at step {step}; "
+            whole = _batch(examples, settings.batch, settings.seed, step)
+            batch = {k: v.to(device) for k, v in collate(whole[me::world], pad_id).items()}
+            loss = _loss(model, batch, _labelled(whole))
+            total = loss.detach() if accel is None else accel.reduce(loss.detach(), "sum")
+            if not torch.isfinite(total):
+                raise TrainingError(f"the loss became {total.item()} at step {step}; "
                                     "lower the learning rate (--lr) and train again")
-            loss.backward()
+            (loss * world).backward()  # DDP averages gradients over the processes
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.item()
+            loss_value = total.item()
             bar.set_postfix(loss=f"{loss_value:.3f}")
-            if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
-                save_checkpoint(checkpoint, step=step + 1, fingerprint=fingerprint, model=model,
-                                optimizer=optimizer, scheduler=schedule)
-    model.eval()
+            if (checkpoint is not None and me == 0 and (step + 1) % checkpoint_every == 0
+                    and step + 1 < settings.steps):
+                save_checkpoint(checkpoint, step=step + 1, fingerprint=fingerprint, model=raw_model,
+                                optimizer=raw_optimizer, scheduler=schedule)
+    raw_model.eval()
     return LoopResult(steps=settings.steps, examples=(settings.steps - start) * settings.batch,
                       seconds=time.perf_counter() - started, final_loss=loss_value, resumed_from=start)

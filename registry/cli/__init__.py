@@ -15,6 +15,7 @@ from registry.cli.base_cmds import base
 from registry.cli.corpus_cmds import corpus
 from registry.cli.demo_cmds import demo
 from registry.cli.home_cmds import gc, init, log, verify
+from registry.cli.merge_cmds import channel, export, merge, promote, publish, rollback
 from registry.cli.train_cmds import eval_, reflect, register, train
 from registry.migrations import memo_version
 
@@ -48,7 +49,8 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
     ctx.obj = AppContext(home=home, database_url=database_url)
 
 
-for command in (init, demo, base, corpus, reflect, train, register, eval_, log, verify, gc):
+for command in (init, demo, base, corpus, reflect, train, register, eval_, merge, channel, promote, rollback, log,
+                export, publish, verify, gc):
     cli.add_command(command)
 
 

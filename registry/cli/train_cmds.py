@@ -25,7 +25,8 @@ def train_options(f):
         click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
         click.option("--storage-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
                      show_default=True, help="Task vector storage (bfloat16: half the size, ~0.2% error)."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -38,6 +39,8 @@ def _settings(method, steps, batch, lr, max_length, seed):
 
 
 def _report(record, as_json: bool) -> None:
+    if record is None:  # a helper process of a multi-process launch: the main one reports
+        return
     if as_json:
         print_json(record.to_json())
         return
@@ -106,9 +109,13 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
       memo register harbor examples/harbor/*.md --qa examples/harbor/qa.jsonl \\
           --heldout examples/harbor/heldout.jsonl --base tiny
     """
+    from training.distributed import is_main_process, wait_for_everyone
+
     reg = app.registry()
-    reg.add_corpus(name, list(docs), base=base_name, description=description)
-    reg.import_reflections(name, qa, heldout=heldout)
+    if is_main_process():  # under `accelerate launch`, one process registers and all train
+        reg.add_corpus(name, list(docs), base=base_name, description=description)
+        reg.import_reflections(name, qa, heldout=heldout)
+    wait_for_everyone()
     record = reg.train(name, _settings(method, steps, batch, lr, max_length, seed),
                        storage_dtype=storage_dtype, device=device, progress=not as_json)
     _report(record, as_json)
@@ -118,7 +125,7 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
 @click.argument("ref")
 @click.option("--corpus", required=True, help="Whose questions to ask.")
 @click.option("--heldout", is_flag=True, help="Ask the held-out paraphrases instead.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @json_option
 @pass_app
 def eval_(app: AppContext, ref: str, corpus: str, heldout: bool, device: str, as_json: bool) -> None:

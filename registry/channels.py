@@ -1,0 +1,142 @@
+"""Channels: named pointers to merges (``production``), moved by promotions and rollbacks.
+
+History is append-only (database triggers): a rollback is a new event, never
+a deletion. The merge a rollback returns to is found by replaying the
+history as a stack: a promotion pushes, a rollback pops back to its target,
+so rolling back twice goes two merges back rather than toggling.
+
+A channel linked to a Hub repo publishes before it moves: if publishing
+fails, the channel stays where it was, so the Hub's ``main`` and the channel
+never disagree because of memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.database import Database
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.merges import find_merge
+from registry.names import check_name
+from registry.records import ChannelEventRecord, ChannelRecord
+from registry.schema import ChannelEventRow, ChannelRow
+
+# publish(merge_id, channel) -> None, called before the channel moves (a linked Hub repo)
+Publisher = Callable[[int, ChannelRecord], None]
+
+
+def to_record(row: ChannelRow) -> ChannelRecord:
+    return ChannelRecord(id=row.id, name=row.name, current_merge_id=row.current_merge_id, hub_repo=row.hub_repo,
+                         hub_endpoint=row.hub_endpoint, min_retention=row.min_retention, created_at=row.created_at)
+
+
+def find_channel(session: Session, name: str) -> ChannelRow:
+    row = session.scalar(select(ChannelRow).where(ChannelRow.name == name))
+    if row is None:
+        raise NotFound(f"unknown channel {name!r}; see `memo channel list`")
+    return row
+
+
+def list_channels(db: Database) -> list[ChannelRecord]:
+    with db.read() as session:
+        return [to_record(r) for r in session.scalars(select(ChannelRow).order_by(ChannelRow.name))]
+
+
+def get_channel(db: Database, name: str) -> ChannelRecord:
+    with db.read() as session:
+        return to_record(find_channel(session, name))
+
+
+def configure(db: Database, name: str, *, hub_repo: str | None = None, hub_endpoint: str | None = None,
+              unlink: bool = False) -> ChannelRecord:
+    """Create the channel if needed and link it to a Hub repo (or unlink it)."""
+    check_name("channel", name)
+    with db.write() as session:
+        row = session.scalar(select(ChannelRow).where(ChannelRow.name == name))
+        if row is None:
+            row = ChannelRow(name=name)
+            session.add(row)
+        if unlink:
+            row.hub_repo = row.hub_endpoint = None
+        elif hub_repo is not None:
+            row.hub_repo, row.hub_endpoint = hub_repo, hub_endpoint
+        session.flush()
+        described = f"linked to {hub_repo} on {hub_endpoint}" if hub_repo else ("unlinked" if unlink else "")
+        session.add(ChannelEventRow(channel_id=row.id, action="configure", reason=described))
+        return to_record(row)
+
+
+def history_stack(session: Session, channel: ChannelRow) -> list[int]:
+    """The merges the channel went through, minus those rolled back, oldest first."""
+    stack: list[int] = []
+    events = session.scalars(select(ChannelEventRow).where(ChannelEventRow.channel_id == channel.id)
+                             .order_by(ChannelEventRow.id))
+    for e in events:
+        if e.action == "promote":
+            stack.append(e.to_merge_id)
+        elif e.action == "rollback":
+            if e.to_merge_id in stack:
+                del stack[len(stack) - stack[::-1].index(e.to_merge_id):]
+            else:
+                stack.append(e.to_merge_id)
+    return stack
+
+
+def _move(db: Database, channel: str, target: int, action: str, reason: str, forced: bool,
+          publish: Publisher | None, expected: int | None) -> ChannelEventRecord:
+    """Publish (when linked), then move the channel (created on first use) if nobody moved it meanwhile."""
+    check_name("channel", channel)
+    with db.read() as session:
+        row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
+        snapshot = to_record(row) if row is not None else None
+    if snapshot is not None and snapshot.hub_repo and publish is not None:
+        publish(target, snapshot)
+    with db.write() as session:
+        row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel).with_for_update())
+        if row is None:
+            row = ChannelRow(name=channel)
+            session.add(row)
+            session.flush()
+        if row.current_merge_id != expected:
+            raise Conflict(f"channel {channel!r} moved to merge {row.current_merge_id} meanwhile; "
+                           "look at `memo log` and try again")
+        event = ChannelEventRow(channel_id=row.id, action=action, from_merge_id=row.current_merge_id,
+                                to_merge_id=target, reason=reason, forced=forced)
+        row.current_merge_id = target
+        session.add(event)
+        session.flush()
+        return ChannelEventRecord(id=event.id, channel=channel, action=action, from_merge_id=event.from_merge_id,
+                                  to_merge_id=target, reason=reason, forced=forced, created_at=event.created_at)
+
+
+def promote(db: Database, merge_ref: str | int, channel: str, *, reason: str = "", forced: bool = False,
+            publish: Publisher | None = None) -> ChannelEventRecord | None:
+    """Point ``channel`` at a merge (created on first use). None when it already points there."""
+    with db.read() as session:
+        target = find_merge(session, merge_ref).id
+        row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
+        current = row.current_merge_id if row else None
+    if current == target:
+        return None
+    return _move(db, channel, target, "promote", reason, forced, publish, current)
+
+
+def rollback(db: Database, channel: str, *, to: str | int | None = None, reason: str = "",
+             publish: Publisher | None = None) -> ChannelEventRecord:
+    """Point ``channel`` back at the merge before its current one (or at ``to``)."""
+    with db.read() as session:
+        row = find_channel(session, channel)
+        current = row.current_merge_id
+        if to is not None:
+            target = find_merge(session, to).id
+            if target == current:
+                raise InvalidInput(f"channel {channel!r} already points at merge {target}")
+        else:
+            stack = history_stack(session, row)
+            if len(stack) < 2:
+                raise InvalidInput(f"channel {channel!r} has no earlier merge to roll back to")
+            target = stack[-2]
+    return _move(db, channel, target, "rollback", reason, False, publish, current)

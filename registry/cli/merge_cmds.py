@@ -1,0 +1,269 @@
+"""`memo merge`, `memo channel`, `memo promote`, `memo rollback`, `memo export`, `memo publish`."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli.app import AppContext, pass_app
+from registry.cli.output import err_console, json_option, print_json, print_table, when
+from registry.records import ChannelEventRecord, MergeRecord
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, goes to a default subcommand.
+
+    So ``memo merge a b`` merges while ``memo merge list`` and ``memo merge show 3`` still work.
+    """
+
+    default = "create"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
+def _weights(values: tuple[str, ...]) -> dict[str, float]:
+    weights = {}
+    for value in values:
+        corpus, sep, number = value.partition("=")
+        try:
+            weights[corpus] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not corpus:
+            raise click.BadParameter(f"{value!r} is not CORPUS=WEIGHT", param_hint="--weight")
+    return weights
+
+
+def _merge_rows(merges: list[MergeRecord]):
+    return [(m.ref, when(m.created_at), m.method, m.parameters.get("density") or "",
+             m.parameters.get("lambda"), m.corpora, m.base_model, m.parent_merge_id or "") for m in merges]
+
+
+MERGE_COLUMNS = ["merge", "created", "method", "density", "lambda", "corpora", "base", "parent"]
+
+
+def _moved(event: ChannelEventRecord | None, channel: str) -> str:
+    if event is None:
+        return f"channel {channel} already points there"
+    return f"channel {channel}: merge {event.from_merge_id or '-'} -> merge {event.to_merge_id} ({event.action})"
+
+
+@click.group(cls=DefaultCommandGroup)
+def merge() -> None:
+    """Merge corpora into one model (`memo merge CORPUS...`), or list and show merges."""
+
+
+@merge.command("create")
+@click.argument("corpora", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(["ties", "task_arithmetic"]), default="ties", show_default=True)
+@click.option("--density", type=float, default=0.3, show_default=True,
+              help="Fraction of each task vector kept by magnitude (ties).")
+@click.option("--lambda", "lam", type=float, default=1.0, show_default=True, help="Scale of the merged delta.")
+@click.option("--weight", "weights", multiple=True, metavar="CORPUS=W", help="Weight of one corpus (default 1).")
+@click.option("--channel", help="Promote the merge to this channel (created on first use).")
+@click.option("--reason", default="", help="Why (kept in the channel history).")
+@json_option
+@pass_app
+def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, as_json) -> None:
+    """Merge the latest task vector of each CORPUS (or CORPUS@vN) into one model.
+
+    The same corpora versions and parameters give the recorded merge back
+    instead of computing it again. See also `memo merge list` and
+    `memo merge show MERGE`.
+
+    \b
+    Example:
+      memo merge harbor glassworks observatory --channel production
+      memo merge harbor@v1 glassworks --method task_arithmetic --weight harbor=2
+    """
+    reg = app.registry()
+    record = reg.merge(list(corpora), method=method, density=density, lam=lam, weights=_weights(weights),
+                       channel=channel, reason=reason, progress=not as_json)
+    if as_json:
+        print_json(record.to_json())
+        return
+    verb = "found recorded" if record.reused else "recorded"
+    click.echo(f"{verb} {record.ref}: {record.method} of {record.corpora} on {record.base_model}")
+    if channel:
+        click.echo(f"channel {channel} -> {record.ref}")
+
+
+@merge.command("list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """List every merge, oldest first.
+
+    \b
+    Example:
+      memo merge list --json
+    """
+    merges = app.registry().list_merges()
+    if as_json:
+        print_json([m.to_json() for m in merges])
+    else:
+        print_table("merges", MERGE_COLUMNS, _merge_rows(merges))
+
+
+@merge.command("show")
+@click.argument("ref")
+@json_option
+@pass_app
+def show(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show one merge (an id such as 7 or merge-7, or a channel): members, parameters, publications.
+
+    \b
+    Example:
+      memo merge show production
+    """
+    reg = app.registry()
+    record = reg.get_merge(ref)
+    pubs = reg.publications(record.id)
+    if as_json:
+        print_json({**record.to_json(), "publications": [p.to_json() for p in pubs]})
+        return
+    print_table(f"{record.ref} ({record.method}, engine {record.engine_version})", MERGE_COLUMNS,
+                _merge_rows([record]))
+    print_table("members", ["corpus", "version", "weight", "density"],
+                [(m.corpus, f"v{m.version}", m.weight, m.density) for m in record.members])
+    if pubs:
+        print_table("publications", ["time", "repo", "commit", "tag", "channel"],
+                    [(when(p.created_at), p.repo_id, p.commit_sha[:12], p.tag, p.channel) for p in pubs])
+
+
+@click.group()
+def channel() -> None:
+    """Channels: named pointers to merges (e.g. production)."""
+
+
+@channel.command("list")
+@json_option
+@pass_app
+def channel_list(app: AppContext, as_json: bool) -> None:
+    """List the channels, their current merge and linked Hub repo.
+
+    \b
+    Example:
+      memo channel list
+    """
+    rows = app.registry().list_channels()
+    if as_json:
+        print_json([c.to_json() for c in rows])
+    else:
+        print_table("channels", ["channel", "merge", "hub repo", "endpoint"],
+                    [(c.name, c.current_merge_id and f"merge-{c.current_merge_id}", c.hub_repo, c.hub_endpoint)
+                     for c in rows])
+
+
+@channel.command("set")
+@click.argument("name")
+@click.option("--repo", metavar="ORG/NAME", help="Link to this Hub repo: promote and rollback then publish.")
+@click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
+@click.option("--unlink", is_flag=True, help="Stop publishing this channel.")
+@json_option
+@pass_app
+def channel_set(app: AppContext, name: str, repo: str | None, endpoint: str | None, unlink: bool,
+                as_json: bool) -> None:
+    """Create or configure channel NAME.
+
+    \b
+    Example:
+      memo channel set production --repo my-org/memory
+    """
+    if not repo and not unlink:
+        raise click.UsageError("give --repo ORG/NAME or --unlink")
+    record = app.registry().link_channel(name, None if unlink else repo, endpoint=endpoint)
+    if as_json:
+        print_json(record.to_json())
+    else:
+        linked = f"linked to {record.hub_repo} on {record.hub_endpoint}" if record.hub_repo else "not linked"
+        click.echo(f"channel {record.name}: {linked}")
+
+
+@click.command()
+@click.argument("merge_ref", metavar="MERGE")
+@click.option("--channel", required=True, help="The channel to move (created on first use).")
+@click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option("--force", is_flag=True, help="Publish even if the linked repo's main moved since memo's last publish.")
+@json_option
+@pass_app
+def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
+    """Point CHANNEL at MERGE (an id such as 7 or merge-7); a linked channel publishes first.
+
+    \b
+    Example:
+      memo promote merge-3 --channel production --reason "adds the glassworks corpus"
+    """
+    event = app.registry().promote(merge_ref, channel, reason=reason, force=force)
+    if as_json:
+        print_json(event.to_json() if event else None)
+    else:
+        click.echo(_moved(event, channel))
+
+
+@click.command()
+@click.argument("channel_name", metavar="CHANNEL")
+@click.option("--to", "to", metavar="MERGE", help="Go back to this merge [default: the one before the current].")
+@click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option("--force", is_flag=True, help="Publish even if the linked repo's main moved since memo's last publish.")
+@json_option
+@pass_app
+def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, force: bool, as_json: bool) -> None:
+    """Point CHANNEL back at its previous merge; history is kept (a rollback is an event).
+
+    \b
+    Example:
+      memo rollback production
+      memo rollback production --to merge-2 --reason "merge-4 forgot harbor"
+    """
+    event = app.registry().rollback(channel_name, to=to, reason=reason, force=force)
+    if as_json:
+        print_json(event.to_json())
+    else:
+        click.echo(_moved(event, channel_name))
+
+
+@click.command()
+@click.argument("ref", metavar="MERGE_OR_CHANNEL")
+@click.argument("directory", type=click.Path(file_okay=False))
+@json_option
+@pass_app
+def export(app: AppContext, ref: str, directory: str, as_json: bool) -> None:
+    """Write a merge as a standard Hugging Face model directory (with model card and mergekit_config.yml).
+
+    \b
+    Example:
+      memo export production ./memory-model
+    """
+    with err_console.status("exporting", spinner="dots"):
+        path = app.registry().export(ref, directory)
+    if as_json:
+        print_json({"directory": str(path)})
+    else:
+        click.echo(f"exported {ref} to {path}")
+
+
+@click.command()
+@click.argument("ref", metavar="MERGE_OR_CHANNEL")
+@click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub repo (created if needed).")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
+@click.option("--force", is_flag=True, help="Publish even if main moved since memo's last publish.")
+@json_option
+@pass_app
+def publish(app: AppContext, ref: str, repo: str, private: bool, endpoint: str | None, force: bool,
+            as_json: bool) -> None:
+    """Push a merge to a Hub repo's main in one commit, tagged merge-N. The token comes from HF_TOKEN.
+
+    \b
+    Example:
+      memo publish production --repo my-org/memory
+    """
+    with err_console.status(f"publishing to {repo}", spinner="dots"):
+        pub = app.registry().publish(ref, repo, private=private, endpoint=endpoint, force=force)
+    if as_json:
+        print_json(pub.to_json())
+    else:
+        click.echo(f"published merge-{pub.merge_id} to {pub.repo_id} (commit {pub.commit_sha[:12]}, tag {pub.tag})")

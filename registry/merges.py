@@ -1,0 +1,245 @@
+"""Merges: task vectors of one base composed into one model, recorded immutably and found by content.
+
+A merge is computed once: its content key is the sha256 of everything that
+decides its tensors (the base, the method and its parameters, each member
+task vector and its weight), so asking again for the same merge returns the
+recorded one. Members are put in corpus-name order, so ``merge a b`` and
+``merge b a`` are one merge. The output is stored in the blob store before
+the row is written, in one transaction with its members: a crash leaves no
+row and only unreferenced blobs (which `memo gc` removes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.blobstore import LocalBlobStore
+from registry.database import Database
+from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
+from registry.manifests import load_manifest, manifest_files, store_directory
+from registry.materialize import materialize
+from registry.records import MergeMemberRecord, MergeRecord
+from registry.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
+from registry.task_vectors import find_task_vector
+
+STRATEGY = "ties"  # a bare merge; the continual-integration strategies add others
+_MERGE_REF = re.compile(r"^(merge-)?(?P<id>\d+)$")
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    method: str = "ties"
+    density: float = 0.3  # MeMo's rho (ties only)
+    lam: float = 1.0
+    weights: tuple[tuple[str, float], ...] = ()  # corpus -> weight (default 1.0)
+
+    def check(self) -> None:
+        from merging.spec import METHODS
+
+        if self.method not in METHODS:
+            raise InvalidInput(f"unknown merge method {self.method!r}; use one of {', '.join(METHODS)}")
+        if not 0 < self.density <= 1:
+            raise InvalidInput(f"--density must be in (0, 1], not {self.density}")
+        for corpus, weight in self.weights:
+            if not weight == weight or weight in (float("inf"), float("-inf")):
+                raise InvalidInput(f"the weight of {corpus!r} must be a finite number")
+
+
+@dataclass(frozen=True)
+class Member:
+    row: TaskVectorRow
+    corpus: str
+    weight: float
+
+
+def resolve_members(session: Session, refs: list[str], params: MergeParams) -> tuple[BaseModelRow, list[Member]]:
+    """The task vector of each ``corpus`` or ``corpus@vN``, in corpus-name order, all on one base."""
+    if not refs:
+        raise InvalidInput("name at least one corpus to merge, e.g. `memo merge harbor glassworks`")
+    weights = dict(params.weights)
+    members, seen = [], set()
+    for ref in refs:
+        row = find_task_vector(session, ref)
+        corpus = session.get(CorpusRow, row.corpus_id).name
+        if corpus in seen:
+            raise InvalidInput(f"corpus {corpus!r} is named twice; a merge takes one version of each corpus")
+        seen.add(corpus)
+        members.append(Member(row, corpus, float(weights.pop(corpus, 1.0))))
+    if weights:
+        raise InvalidInput(f"--weight names {', '.join(sorted(weights))}, which is not being merged")
+    bases = {m.row.base_model_id for m in members}
+    if len(bases) > 1:
+        names = ", ".join(f"{m.corpus} on {session.get(BaseModelRow, m.row.base_model_id).name!r}" for m in members)
+        raise Conflict(f"these corpora were trained on different base models ({names}); "
+                       "merge only corpora of one base")
+    return session.get(BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
+
+
+def content_key(base: BaseModelRow, params: MergeParams, members: list[Member]) -> str:
+    described = {
+        "base": base.fingerprint, "strategy": STRATEGY, "method": params.method, "lambda": params.lam,
+        "density": params.density if params.method == "ties" else None,
+        "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> MergeRecord:
+    members = session.execute(
+        select(MergeMemberRow, TaskVectorRow, CorpusRow.name)
+        .join(TaskVectorRow, TaskVectorRow.id == MergeMemberRow.task_vector_id)
+        .join(CorpusRow, CorpusRow.id == TaskVectorRow.corpus_id)
+        .where(MergeMemberRow.merge_id == row.id).order_by(MergeMemberRow.position)
+    ).all()
+    density = row.parameters.get("density")
+    return MergeRecord(
+        id=row.id, base_model=session.get(BaseModelRow, row.base_model_id).name, strategy=row.strategy,
+        method=row.method, parameters=row.parameters, engine_version=row.engine_version,
+        parent_merge_id=row.parent_merge_id, content_key=row.content_key, manifest_sha256=row.manifest_sha256,
+        members=tuple(MergeMemberRecord(corpus=name, version=tv.version, task_vector_id=tv.id, weight=mm.weight,
+                                        density=density if density is not None else 1.0)
+                      for mm, tv, name in members),
+        recall=row.recall, retention=row.retention, training_cost=row.training_cost,
+        created_at=row.created_at, reused=reused,
+    )
+
+
+def find_merge(session: Session, ref: str | int) -> MergeRow:
+    """A merge by id (``7`` or ``merge-7``)."""
+    match = _MERGE_REF.match(str(ref))
+    if not match:
+        raise InvalidInput(f"{ref!r} is not a merge id (e.g. 7 or merge-7); see `memo merge list`")
+    row = session.get(MergeRow, int(match["id"]))
+    if row is None:
+        raise NotFound(f"unknown merge {ref!r}; see `memo merge list`")
+    return row
+
+
+def is_merge_ref(ref: str) -> bool:
+    return bool(_MERGE_REF.match(ref))
+
+
+def merge_of(session: Session, ref: str) -> MergeRow | None:
+    """The merge a reference names: a merge id, or a channel (its current merge). None: neither."""
+    if is_merge_ref(ref):
+        return find_merge(session, ref)
+    channel = session.scalar(select(ChannelRow).where(ChannelRow.name == ref))
+    if channel is None:
+        return None
+    if channel.current_merge_id is None:
+        raise NotFound(f"channel {ref!r} points at no merge yet; run `memo promote MERGE --channel {ref}`")
+    return session.get(MergeRow, channel.current_merge_id)
+
+
+def require_merge(session: Session, ref: str) -> MergeRow:
+    row = merge_of(session, ref)
+    if row is None:
+        raise NotFound(f"{ref!r} is neither a merge id (7, merge-7) nor a channel; see `memo merge list` "
+                       "and `memo channel list`")
+    return row
+
+
+def list_merges(db: Database) -> list[MergeRecord]:
+    with db.read() as session:
+        return [to_record(session, row) for row in session.scalars(select(MergeRow).order_by(MergeRow.id))]
+
+
+def get_merge(db: Database, ref: str | int) -> MergeRecord:
+    with db.read() as session:
+        return to_record(session, find_merge(session, ref))
+
+
+def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
+    """The member's deltas as a directory, after rehashing every blob (a corrupt one stops the merge)."""
+    for rel, sha in manifest_files(load_manifest(store, member.row.manifest_sha256)).items():
+        problem = store.check(sha)
+        if problem:
+            raise Corrupt(f"task vector {member.corpus}@v{member.row.version}: blob {sha} ({rel}) is {problem}; "
+                          "run `memo verify`, then train the corpus again")
+    return materialize(store, member.row.manifest_sha256, home / "cache" / "task_vectors")
+
+
+def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
+    """A recorded merge as a loadable model directory (materialized from the blob store)."""
+    return materialize(store, row.manifest_sha256, home / "cache" / "models")
+
+
+def channel_head(session: Session, channel: str | None) -> int | None:
+    if channel is None:
+        return None
+    row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
+    return row.current_merge_id if row else None
+
+
+def compute_merge(store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member],
+                  params: MergeParams, *, progress: bool) -> str:
+    """Run the merge engine; store its output directory; return the manifest's sha256."""
+    from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
+    from registry.training_ops import base_dir
+
+    base_path = base_dir(store, home, base)
+    paths = [verified_task_vector_dir(store, home, m) for m in members]
+    density = params.density if params.method == "ties" else 1.0
+    spec = MergeSpec(params.method, base=base_path, lam=params.lam, out_dtype=base.dtype, inputs=tuple(
+        MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)))
+    names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
+    (home / "tmp").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
+        out = Path(tmp) / "model"
+        try:
+            merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
+        except MergeError as e:
+            raise Corrupt(f"the merge failed: {e}") from e
+        return store_directory(store, out, kind="merge")
+
+
+def card_body(members: list[Member]) -> str:
+    lines = ["## Memory corpora", "", "| corpus | version | own recall (exact match) |", "|---|---|---|"]
+    for m in members:
+        recall = m.row.metrics.get("recall", {}).get("exact_match")
+        lines.append(f"| {m.corpus} | v{m.row.version} | {'' if recall is None else f'{recall:.2f}'} |")
+    return "\n".join(lines)
+
+
+def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str], params: MergeParams, *,
+                 channel: str | None = None, progress: bool = True) -> MergeRecord:
+    """Merge the corpora's task vectors (or find the recorded merge of the same content).
+
+    ``channel`` only names the parent (the channel's current merge); moving
+    the channel is a separate promotion.
+    """
+    params.check()
+    with db.read() as session:
+        base, members = resolve_members(session, refs, params)
+        key = content_key(base, params, members)
+        existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
+        if existing is not None:
+            return to_record(session, existing, reused=True)
+    manifest = compute_merge(store, home, base, members, params, progress=progress)
+    from merging.card import engine_version
+
+    with db.write() as session:
+        existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
+        if existing is not None:  # another process recorded the same merge meanwhile
+            return to_record(session, existing, reused=True)
+        row = MergeRow(
+            base_model_id=base.id, strategy=STRATEGY, method=params.method,
+            parameters={"density": params.density if params.method == "ties" else None, "lambda": params.lam,
+                        "normalize": params.method == "ties", "weights": {m.corpus: m.weight for m in members}},
+            engine_version=engine_version(), parent_merge_id=channel_head(session, channel),
+            member_count=len(members), content_key=key, manifest_sha256=manifest,
+        )
+        session.add(row)
+        session.flush()
+        for position, m in enumerate(members):
+            session.add(MergeMemberRow(merge_id=row.id, task_vector_id=m.row.id, position=position, weight=m.weight))
+        session.flush()
+        return to_record(session, row)

@@ -1,0 +1,194 @@
+"""Publishing a merge to a Hugging Face Hub repo, and exporting it as a model directory.
+
+One ``create_commit`` per publish, with the parent commit given: a push that
+raced ours fails instead of interleaving. Before that, memo compares the
+repo's ``main`` with the commit of its own last publish there; if someone
+else pushed since, it refuses unless forced, and a forced publish commits on
+top of theirs (their commit stays in the history). Files are those of the
+merge plus ``memo-provenance.json``; files of an earlier publish that the
+merge lacks are deleted in the same commit, so ``main`` equals the merge.
+Large files already on the Hub are not sent again (the LFS batch API says
+so), which is what makes a rollback cheap. The token comes from the usual
+Hugging Face places (``HF_TOKEN``, ``hf auth login``) and is never printed,
+logged or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.blobstore import LocalBlobStore
+from registry.database import Database
+from registry.errors import Conflict, InvalidInput, MemoError
+from registry.merges import find_merge, merged_model_dir, require_merge, to_record
+from registry.records import PublicationRecord
+from registry.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
+
+PROVENANCE = "memo-provenance.json"
+KEEP_ON_HUB = {".gitattributes"}
+T = TypeVar("T")
+
+
+class HubError(MemoError):
+    """The Hub could not be reached, refused us, or disagrees with the registry."""
+
+    code = "hub"
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    repo_id: str
+    endpoint: str  # the Hub's URL
+    private: bool = False
+
+    @staticmethod
+    def of(repo_id: str, endpoint: str | None = None, *, private: bool = False) -> HubTarget:
+        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+            raise InvalidInput(f"--repo must be ORG/NAME, not {repo_id!r}")
+        return HubTarget(repo_id, (endpoint or default_endpoint()).rstrip("/"), private)
+
+
+def default_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def provenance(session: Session, row: MergeRow) -> dict[str, Any]:
+    """The registry's record of a merge: what went in, how, and what came out."""
+    record = to_record(session, row).to_json()
+    base = session.get(BaseModelRow, row.base_model_id)
+    record["base"] = {"name": base.name, "source": base.source, "fingerprint": base.fingerprint,
+                      "architecture": base.architecture, "dtype": base.dtype}
+    for member in record["members"]:
+        tv = session.get(TaskVectorRow, member["task_vector_id"])
+        member.update(manifest_sha256=tv.manifest_sha256, method=tv.method, storage_dtype=tv.storage_dtype,
+                      metrics=tv.metrics, dataset_sha256=tv.training.get("dataset_sha256"),
+                      training=tv.training.get("sft"))
+    return {"memo_provenance": 1, "merge": record}
+
+
+def _files(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int) -> tuple[MergeRow, Path, bytes]:
+    with db.read() as session:
+        row = require_merge(session, str(merge_ref))
+        prov = json.dumps(provenance(session, row), indent=2, sort_keys=True).encode()
+    return row, merged_model_dir(store, home, row), prov
+
+
+def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int, directory: Path) -> Path:
+    """Write the merge as a standalone model directory (copies, not links), all at once or not at all."""
+    directory = directory.expanduser().resolve()
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
+    _, source, prov = _files(db, store, home, merge_ref)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    try:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                dest = tmp / path.relative_to(source)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+        (tmp / PROVENANCE).write_bytes(prov)
+        if directory.exists():
+            directory.rmdir()
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _hub(target: HubTarget, what: str, call: Callable[[], T]) -> T:
+    """Run one Hub call; turn its failures into one-line HubErrors (never with the token in them)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return call()
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            raise HubError(f"the Hub at {target.endpoint} refused the token while trying to {what} (missing or "
+                           "wrong): set HF_TOKEN or run `hf auth login`") from None
+        if status == 403:
+            raise HubError(f"the token has no write access to {target.repo_id} on {target.endpoint}") from None
+        if status in (409, 412) and what.startswith("commit"):
+            raise Conflict(f"main of {target.repo_id} moved while publishing; run the command again") from None
+        server = e.response.headers.get("X-Error-Message", "") if e.response is not None else ""
+        raise HubError(f"the Hub at {target.endpoint} answered {status} when trying to {what}"
+                       + (f": {server}" if server else "")) from None
+    except Exception as e:
+        if any(c.__name__ in ("TransportError", "ConnectionError", "RequestError") for c in type(e).__mro__):
+            raise HubError(f"cannot reach the Hub at {target.endpoint} ({type(e).__name__}); check --endpoint "
+                           "or HF_ENDPOINT and the network") from None
+        raise
+
+
+def last_publication(session: Session, target: HubTarget) -> PublicationRow | None:
+    return session.scalar(select(PublicationRow).where(PublicationRow.repo_id == target.repo_id,
+                                                       PublicationRow.endpoint == target.endpoint)
+                          .order_by(PublicationRow.id.desc()).limit(1))
+
+
+def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int, target: HubTarget, *,
+                  channel: str | None = None, force: bool = False) -> PublicationRecord:
+    """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    row, source, prov = _files(db, store, home, merge_ref)
+    api = HfApi(endpoint=target.endpoint)
+    _hub(target, f"create {target.repo_id}", lambda: api.create_repo(
+        target.repo_id, private=target.private, exist_ok=True))
+    head = _hub(target, f"read {target.repo_id}", lambda: api.repo_info(target.repo_id, revision="main").sha)
+    with db.read() as session:
+        last = last_publication(session, target)
+        merge_record = to_record(session, row)
+    if last is not None and last.commit_sha != head and not force:
+        raise Conflict(f"main of {target.repo_id} moved since memo last published there (memo's commit "
+                       f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
+                       "--force to publish on top (their commit stays in the history)")
+    on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
+    ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
+    operations = [CommitOperationAdd(rel, str(path)) for rel, path in ours.items()]
+    operations.append(CommitOperationAdd(PROVENANCE, prov))
+    operations += [CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE
+                   and f not in KEEP_ON_HUB]
+    tag = merge_record.ref
+    commit = _hub(target, f"commit to {target.repo_id}", lambda: api.create_commit(
+        target.repo_id, operations, parent_commit=head,
+        commit_message=f"memo: {tag} ({merge_record.method} of {merge_record.corpora})",
+        commit_description=f"Published by memo from merge {row.id} (content key {row.content_key[:12]})."))
+    tags = _hub(target, "list tags", lambda: {t.name for t in api.list_repo_refs(target.repo_id).tags})
+    if tag not in tags:
+        _hub(target, f"tag {tag}", lambda: api.create_tag(target.repo_id, tag=tag, revision=commit.oid))
+    with db.write() as session:
+        channel_id = session.scalar(select(ChannelRow.id).where(ChannelRow.name == channel)) if channel else None
+        pub = PublicationRow(merge_id=row.id, channel_id=channel_id, repo_id=target.repo_id,
+                             endpoint=target.endpoint, revision="main", commit_sha=commit.oid, tag=tag)
+        session.add(pub)
+        session.flush()
+        return to_publication_record(pub, channel)
+
+
+def to_publication_record(row: PublicationRow, channel: str | None) -> PublicationRecord:
+    return PublicationRecord(id=row.id, merge_id=row.merge_id, channel=channel, repo_id=row.repo_id,
+                             endpoint=row.endpoint, revision=row.revision, commit_sha=row.commit_sha, tag=row.tag,
+                             created_at=row.created_at)
+
+
+def list_publications(db: Database, merge_ref: str | int | None = None) -> list[PublicationRecord]:
+    with db.read() as session:
+        query = select(PublicationRow, ChannelRow.name).outerjoin(ChannelRow, ChannelRow.id == PublicationRow.channel_id)
+        if merge_ref is not None:
+            query = query.where(PublicationRow.merge_id == find_merge(session, merge_ref).id)
+        return [to_publication_record(p, name) for p, name in session.execute(query.order_by(PublicationRow.id))]

@@ -1,0 +1,151 @@
+"""Publishing to a Hub (the real huggingface_hub client against the test server) and rolling back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from safetensors.torch import load_file
+
+from registry.errors import Conflict
+from registry.publishing import PROVENANCE, HubError
+from tests.conftest import HUB_TOKEN, Memo
+from tests.support.snapshot import registry_state
+
+REPO = "org/memory"
+
+
+@pytest.fixture
+def token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    return HUB_TOKEN
+
+
+def merged_files(reg, ref) -> dict[str, bytes]:
+    out = reg.export(ref, reg.settings.home / "exports" / str(ref).replace("/", "_"))
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.name != PROVENANCE}
+
+
+def hub_files(hub, repo=REPO) -> dict[str, bytes]:
+    return {k: v for k, v in hub.main_files(repo).items() if k not in (".gitattributes", PROVENANCE)}
+
+
+def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
+    """The issue's journey, as a user runs it: three corpora, publish, a fourth, roll back."""
+    memo = Memo(trained.settings.home, None)
+    memo("merge", "harbor", "glassworks", "observatory", "--channel", "production")
+    out = memo("publish", "production", "--repo", REPO, "--endpoint", hub.url).output
+    assert "published merge-1 to org/memory" in out and HUB_TOKEN not in out
+    # Downloaded with the client, the tensors are the registry's merge, bit for bit.
+    local = Path(hf_hub_download(REPO, "model.safetensors", endpoint=hub.url, cache_dir=str(tmp_path / "c")))
+    ours = load_file(trained.export("merge-1", tmp_path / "m1") / "model.safetensors")
+    theirs = load_file(local)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    first_commit = hub.state.repos[REPO].branches["main"]
+    # A fourth corpus merged into production publishes a new commit (the channel is now linked).
+    memo("merge", "harbor", "glassworks", "observatory", "river-guilds", "--channel", "production")
+    assert hub_files(hub) == merged_files(trained, 2)
+    uploads = hub.state.stats["lfs_uploads"]
+    out = memo("rollback", "production").output
+    assert "merge 2 -> merge 1 (rollback)" in out
+    # main again equals the three-corpus merge, in a new commit; the large file was not sent again.
+    repo = hub.state.repos[REPO]
+    assert hub_files(hub) == merged_files(trained, 1) and repo.branches["main"] != first_commit
+    assert hub.state.stats["lfs_uploads"] == uploads
+    api = HfApi(endpoint=hub.url, token=HUB_TOKEN)
+    titles = [c.title for c in api.list_repo_commits(REPO)]
+    assert titles[:3] == ["memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)",
+                          "memo: merge-2 (ties of glassworks@v1 harbor@v1 observatory@v1 river-guilds@v1)",
+                          "memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)"][::-1]
+    assert {t.name for t in api.list_repo_refs(REPO).tags} == {"merge-1", "merge-2"}
+    log = memo("log", "production", "--json").output
+    actions = [e["action"] for e in json.loads(log)]
+    assert actions == ["promote", "configure", "promote", "rollback"]
+    pubs = trained.publications()
+    assert [p.merge_id for p in pubs] == [1, 2, 1] and pubs[-1].commit_sha == repo.branches["main"]
+    prov = json.loads(hub.main_files(REPO)[PROVENANCE])
+    assert prov["merge"]["id"] == 1 and [m["corpus"] for m in prov["merge"]["members"]] == [
+        "glassworks", "harbor", "observatory"]
+
+
+def test_card_and_config_on_the_hub(trained, hub, token):
+    trained.merge(["harbor", "glassworks"], progress=False)
+    trained.publish(1, REPO, endpoint=hub.url, private=True)
+    files = hub.main_files(REPO)
+    card = files["README.md"].decode()
+    assert "base_model_relation: merge" in card and "library_name: transformers" in card
+    assert "| harbor | v1 |" in card and "mergekit_config.yml" in files and hub.state.repos[REPO].private
+    with pytest.raises(Exception):
+        hf_hub_download(REPO, "README.md", endpoint=hub.url, token=False)  # private: not without a token
+
+
+def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, hub, token):
+    trained.merge(["harbor"], progress=False)
+    trained.merge(["glassworks"], progress=False)
+    trained.publish(1, REPO, endpoint=hub.url)
+    api = HfApi(endpoint=hub.url, token=HUB_TOKEN)
+    theirs = api.create_commit(REPO, [CommitOperationAdd("NOTES.md", b"a colleague's notes")],
+                               commit_message="a colleague's change").oid
+    before = registry_state(trained)
+    with pytest.raises(Conflict, match="main of org/memory moved since memo last published.*--force"):
+        trained.publish(2, REPO, endpoint=hub.url)
+    assert registry_state(trained) == before and hub.state.repos[REPO].branches["main"] == theirs
+    pub = trained.publish(2, REPO, endpoint=hub.url, force=True)
+    assert hub.state.repos[REPO].commits[pub.commit_sha].parent == theirs  # on top: their commit is kept
+    assert hub_files(hub) == merged_files(trained, 2)
+
+
+def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, token, monkeypatch):
+    trained.merge(["harbor"], channel="production", progress=False)
+    trained.link_channel("production", REPO, endpoint=hub.url)
+    trained.merge(["glassworks"], progress=False)
+    monkeypatch.delenv("HF_TOKEN")
+    before = registry_state(trained)
+    with pytest.raises(HubError, match="refused the token"):
+        trained.promote(2, "production")
+    assert registry_state(trained) == before and REPO not in hub.state.repos
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("unreachable", "cannot reach the Hub at http://127.0.0.1:9"),
+    ("no token", "refused the token .* set HF_TOKEN"),
+    ("wrong token", "refused the token .* set HF_TOKEN"),
+    ("bad repo", "--repo must be ORG/NAME"),
+])
+def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatch, case, message):
+    trained.merge(["harbor"], channel="production", progress=False)
+    memo = Memo(trained.settings.home, None)
+    endpoint, repo = (("http://127.0.0.1:9" if case == "unreachable" else hub.url),
+                      ("memory" if case == "bad repo" else REPO))
+    if case == "wrong token":
+        monkeypatch.setenv("HF_TOKEN", "hf_wrongTokenValue")
+    elif case != "no token":
+        monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    before = registry_state(trained)
+    result = memo("publish", "production", "--repo", repo, "--endpoint", endpoint, ok=False)
+    assert result.exit_code == 1
+    error = result.output.strip()
+    assert len(error.splitlines()) == 1 and __import__("re").search(message, error), error
+    assert "hf_" not in error
+    assert registry_state(trained) == before
+
+
+def test_the_token_is_never_stored_or_printed(trained, hub, token, tmp_path):
+    memo = Memo(trained.settings.home, None)
+    outputs = [memo("merge", "harbor", "--channel", "production").output,
+               memo("publish", "production", "--repo", REPO, "--endpoint", hub.url, "--json").output,
+               memo("merge", "harbor", "glassworks", "--channel", "production").output,
+               memo("rollback", "production").output,
+               memo("log", "production", "--json").output,
+               memo("merge", "show", "1", "--json").output]
+    assert all(HUB_TOKEN not in o for o in outputs)
+    needle = HUB_TOKEN.encode()
+    home = trained.settings.home
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert needle not in path.read_bytes(), path
+    for content in hub.main_files(REPO).values():
+        assert needle not in content
