@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from registry.database import Database
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.merges import find_merge
+from registry.merges import channel_head, find_merge
 from registry.names import check_name
 from registry.records import ChannelEventRecord, ChannelRecord
 from registry.schema import ChannelEventRow, ChannelRow
@@ -117,8 +117,7 @@ def promote(db: Database, merge_ref: str | int, channel: str, *, reason: str = "
     """Point ``channel`` at a merge (created on first use). None when it already points there."""
     with db.read() as session:
         target = find_merge(session, merge_ref).id
-        row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
-        current = row.current_merge_id if row else None
+        current = channel_head(session, channel)
     if current == target:
         return None
     return _move(db, channel, target, "promote", reason, forced, publish, current)

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
-
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.merges import merge_of, merged_model_dir
-from registry.task_vectors import find_task_vector
 from registry.database import Database
-from registry.errors import Corrupt, InvalidInput, NotFound
+from registry.errors import Corrupt, NotFound
 from registry.materialize import materialize
+from registry.merges import merge_of, merged_model_dir
 from registry.reflections import HELDOUT_KEY, latest_reflections
-from registry.schema import BaseModelRow, TaskVectorRow
+from registry.schema import BaseModelRow
+from registry.task_vectors import find_task_vector
 from registry.training_ops import base_dir, device_for
 from training.evaluate import recall
 from training.qa_files import decode_records, pairs_of
 from training.sft import load_model
+
 
 def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path:
     """A loadable model directory for ``ref`` (see the module doc)."""

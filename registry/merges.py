@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class MergeParams:
         if not 0 < self.density <= 1:
             raise InvalidInput(f"--density must be in (0, 1], not {self.density}")
         for corpus, weight in self.weights:
-            if not weight == weight or weight in (float("inf"), float("-inf")):
+            if not math.isfinite(weight):
                 raise InvalidInput(f"the weight of {corpus!r} must be a finite number")
 
 
@@ -153,8 +154,9 @@ def list_merges(db: Database) -> list[MergeRecord]:
 
 
 def get_merge(db: Database, ref: str | int) -> MergeRecord:
+    """A merge by id (``7``, ``merge-7``) or a channel's current merge."""
     with db.read() as session:
-        return to_record(session, find_merge(session, ref))
+        return to_record(session, require_merge(session, str(ref)))
 
 
 def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:

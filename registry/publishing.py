@@ -31,7 +31,7 @@ from registry.blobstore import LocalBlobStore
 from registry.database import Database
 from registry.errors import Conflict, InvalidInput, MemoError
 from registry.merges import find_merge, merged_model_dir, require_merge, to_record
-from registry.records import PublicationRecord
+from registry.records import MergeRecord, PublicationRecord
 from registry.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
 
 PROVENANCE = "memo-provenance.json"
@@ -64,9 +64,9 @@ def default_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
-def provenance(session: Session, row: MergeRow) -> dict[str, Any]:
+def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str, Any]:
     """The registry's record of a merge: what went in, how, and what came out."""
-    record = to_record(session, row).to_json()
+    record = merge.to_json()
     base = session.get(BaseModelRow, row.base_model_id)
     record["base"] = {"name": base.name, "source": base.source, "fingerprint": base.fingerprint,
                       "architecture": base.architecture, "dtype": base.dtype}
@@ -78,11 +78,14 @@ def provenance(session: Session, row: MergeRow) -> dict[str, Any]:
     return {"memo_provenance": 1, "merge": record}
 
 
-def _files(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int) -> tuple[MergeRow, Path, bytes]:
+def _files(db: Database, store: LocalBlobStore, home: Path,
+           merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, bytes]:
+    """The merge's row and record, its model directory, and its provenance file."""
     with db.read() as session:
         row = require_merge(session, str(merge_ref))
-        prov = json.dumps(provenance(session, row), indent=2, sort_keys=True).encode()
-    return row, merged_model_dir(store, home, row), prov
+        record = to_record(session, row)
+        prov = json.dumps(provenance(session, row, record), indent=2, sort_keys=True).encode()
+    return row, record, merged_model_dir(store, home, row), prov
 
 
 def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int, directory: Path) -> Path:
@@ -90,7 +93,7 @@ def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str
     directory = directory.expanduser().resolve()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
-    _, source, prov = _files(db, store, home, merge_ref)
+    _, _, source, prov = _files(db, store, home, merge_ref)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
     try:
@@ -145,14 +148,13 @@ def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: st
     """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    row, source, prov = _files(db, store, home, merge_ref)
+    row, merge_record, source, prov = _files(db, store, home, merge_ref)
     api = HfApi(endpoint=target.endpoint)
     _hub(target, f"create {target.repo_id}", lambda: api.create_repo(
         target.repo_id, private=target.private, exist_ok=True))
     head = _hub(target, f"read {target.repo_id}", lambda: api.repo_info(target.repo_id, revision="main").sha)
     with db.read() as session:
         last = last_publication(session, target)
-        merge_record = to_record(session, row)
     if last is not None and last.commit_sha != head and not force:
         raise Conflict(f"main of {target.repo_id} moved since memo last published there (memo's commit "
                        f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "

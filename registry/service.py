@@ -180,8 +180,7 @@ class Registry:
 
     def get_merge(self, ref: str | int) -> MergeRecord:
         """A merge by id (``7``, ``merge-7``) or a channel's current merge."""
-        with self.db.read() as session:
-            return merges.to_record(session, merges.require_merge(session, str(ref)))
+        return merges.get_merge(self.db, ref)
 
     # --- channels ----------------------------------------------------------------------
     def list_channels(self) -> list[ChannelRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,7 @@ def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatc
     result = memo("publish", "production", "--repo", repo, "--endpoint", endpoint, ok=False)
     assert result.exit_code == 1
     error = result.output.strip()
-    assert len(error.splitlines()) == 1 and __import__("re").search(message, error), error
+    assert len(error.splitlines()) == 1 and re.search(message, error), error
     assert "hf_" not in error
     assert registry_state(trained) == before
 

@@ -91,6 +91,7 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
     if not examples:
         raise TrainingError("nothing to train on: the example set is empty")
     accel = accelerator(str(device))
+    world, me = (accel.num_processes, accel.process_index) if accel is not None else (1, 0)
     if accel is not None:
         device = accel.device
     torch.manual_seed(settings.seed)
@@ -103,7 +104,6 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
         start = load_checkpoint(checkpoint, fingerprint=fingerprint, model=model, optimizer=optimizer,
                                 scheduler=schedule)
     raw_model, raw_optimizer = model, optimizer
-    world, me = (accel.num_processes, accel.process_index) if accel is not None else (1, 0)
     if accel is not None:
         if settings.batch < world:
             raise TrainingError(f"a batch of {settings.batch} cannot be shared by {world} processes; "

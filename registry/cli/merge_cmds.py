@@ -28,11 +28,11 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
     for value in values:
         corpus, sep, number = value.partition("=")
         try:
+            if not (corpus and sep):
+                raise ValueError(value)
             weights[corpus] = float(number)
         except ValueError:
-            sep = ""
-        if not sep or not corpus:
-            raise click.BadParameter(f"{value!r} is not CORPUS=WEIGHT", param_hint="--weight")
+            raise click.BadParameter(f"{value!r} is not CORPUS=WEIGHT", param_hint="--weight") from None
     return weights
 
 
