@@ -53,3 +53,9 @@ class SchemaMismatch(MemoError):
     """The database was migrated by a newer memo than this one."""
 
     code = "schema_mismatch"
+
+
+class LLMFailed(MemoError):
+    """An LLM endpoint (generator or executive) that cannot be reached or answers unusably."""
+
+    code = "llm_failed"

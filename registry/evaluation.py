@@ -22,6 +22,7 @@ from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.schema import BaseModelRow
 from registry.task_vectors import find_task_vector
 from registry.training_ops import base_dir, device_for
+from training.chat import QAPair
 from training.evaluate import recall
 from training.qa_files import decode_records, pairs_of
 from training.sft import load_model
@@ -49,15 +50,20 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
     return target
 
 
-def evaluate(db: Database, store: LocalBlobStore, home: Path, ref: str, corpus: str, *,
-             heldout: bool = False, device: str = "auto") -> dict:
+def qa_pairs(db: Database, store: LocalBlobStore, corpus: str, *, heldout: bool = False) -> list[QAPair]:
+    """A corpus's latest reflections (or their held-out paraphrases) as question-answer pairs."""
     with db.read() as session:
         reflections = latest_reflections(session, find_corpus(session, corpus))
     sha = reflections.settings.get(HELDOUT_KEY) if heldout else reflections.sha256
     if sha is None:
         raise NotFound(f"corpus {corpus!r} has no held-out set; import one with "
                        f"`memo reflect {corpus} --qa FILE --heldout FILE`")
-    pairs = pairs_of(decode_records(store.get_bytes(sha)))
+    return pairs_of(decode_records(store.get_bytes(sha)))
+
+
+def evaluate(db: Database, store: LocalBlobStore, home: Path, ref: str, corpus: str, *,
+             heldout: bool = False, device: str = "auto") -> dict:
+    pairs = qa_pairs(db, store, corpus, heldout=heldout)
     device = device_for(device)
     model, tokenizer = load_model(model_dir(db, store, home, ref), device)
     result = recall(model, tokenizer, pairs, device=device)

@@ -23,6 +23,7 @@ from registry.schema import (
     BaseModelRow,
     CorpusRow,
     DocumentRow,
+    GeneratorCallRow,
     MergeRow,
     ReflectionSetRow,
     TaskVectorRow,
@@ -48,6 +49,8 @@ def _row_references(db: Database) -> list[tuple[str, str, bool]]:
             refs.append((t.manifest_sha256, f"manifest of task vector {corpus}@v{t.version}", True))
         for m in session.scalars(select(MergeRow)):
             refs.append((m.manifest_sha256, f"manifest of merge {m.id}", True))
+        for c in session.scalars(select(GeneratorCallRow)):
+            refs.append((c.reply_sha256, f"cached generator reply {c.cache_key[:12]}", False))
     return refs
 
 

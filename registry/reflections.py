@@ -1,9 +1,12 @@
 """Reflection sets: the question-answer pairs a corpus is trained on.
 
-``import_reflections`` takes ready pairs (the generator pipeline comes with
-its own issue). An optional held-out file (the same facts asked in other
-words) is stored beside them, named in the row's settings, and used by
-evaluation only.
+``generate_reflections`` runs the GENERATOR's five stages
+(:mod:`training.reflections`) over the corpus's stored documents, caching
+every call in the blob store; ``import_reflections`` takes ready pairs. An
+optional held-out file (the same facts asked in other words) is stored beside
+imported pairs, named in the row's settings, and used by evaluation only.
+Either way the set is written as one row at the end: a failed or interrupted
+run registers nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from sqlalchemy.orm import Session
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
 from registry.database import Database
-from registry.errors import InvalidInput, NotFound
+from registry.errors import LLMFailed, InvalidInput, NotFound
 from registry.records import ReflectionSetRecord
 from registry.schema import CorpusRow, DocumentRow, ReflectionSetRow
+from registry.generator_cache import BlobCallCache
+from training.documents import document_text
+from training.llm import ChatClient, Endpoint, LLMError
 from training.qa_files import QAFileError, encode_records, read_qa_file
+from training.reflection_prompts import PROMPT_VERSION
+from training.reflections import ReflectionPipeline, ReflectSettings, SourceDocument
 
 HELDOUT_KEY = "heldout_sha256"
 
@@ -55,10 +63,39 @@ def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Pat
         return to_record(session, row)
 
 
+def generate_reflections(db: Database, store: LocalBlobStore, corpus: str, endpoint: Endpoint,
+                         settings: ReflectSettings = ReflectSettings(), *,
+                         progress: bool = True) -> ReflectionSetRecord:
+    with db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        rows = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_row.id)
+                               .order_by(DocumentRow.name)).all()
+    documents = [SourceDocument(d.name, document_text(d.media_type, store.get_bytes(d.sha256))) for d in rows]
+    pipeline = ReflectionPipeline(ChatClient(endpoint), BlobCallCache(db, store), settings, progress=progress)
+    try:
+        run = pipeline.run(documents)
+    except LLMError as e:
+        raise LLMFailed(f"reflections for corpus {corpus!r} stopped: {e}; nothing was registered, "
+                              "and a rerun reuses every reply received so far") from e
+    if not run.records:
+        raise LLMFailed(f"the generator made no verified question-answer pairs for corpus {corpus!r}; "
+                              "nothing was registered")
+    sha = store.put_bytes(encode_records(run.records))
+    recorded = {"prompt_version": PROMPT_VERSION, "endpoint": endpoint.url, "model": endpoint.model,
+                **settings.to_json(), "counts": run.counts, "usage": run.usage_json()}
+    with db.write() as session:
+        row = ReflectionSetRow(corpus_id=find_corpus(session, corpus).id, generator=endpoint.model,
+                               settings=recorded, pair_count=len(run.records), sha256=sha)
+        session.add(row)
+        session.flush()
+        return to_record(session, row)
+
+
 def latest_reflections(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow:
     row = session.scalar(select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_row.id)
                          .order_by(ReflectionSetRow.id.desc()).limit(1))
     if row is None:
         raise NotFound(f"corpus {corpus_row.name!r} has no reflections yet; "
-                       f"run `memo reflect {corpus_row.name} --qa FILE.jsonl`")
+                       f"run `memo reflect {corpus_row.name} --generator-url URL --generator-model NAME` "
+                       "or import pairs with `--qa FILE.jsonl`")
     return row

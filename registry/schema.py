@@ -250,6 +250,21 @@ class PublicationRow(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class GeneratorCallRow(Base):
+    """A validated reply of the reflection generator, cached by (prompt version, model, input) hash."""
+
+    __tablename__ = "generator_call"
+
+    cache_key: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(500))
+    prompt_version: Mapped[str] = mapped_column(String(64))
+    reply_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()
+
+
 # Every column that names a blob directly; manifests name further blobs inside them.
 BLOB_COLUMNS = (
     (BaseModelRow, BaseModelRow.manifest_sha256),
@@ -257,6 +272,7 @@ BLOB_COLUMNS = (
     (ReflectionSetRow, ReflectionSetRow.sha256),
     (TaskVectorRow, TaskVectorRow.manifest_sha256),
     (MergeRow, MergeRow.manifest_sha256),
+    (GeneratorCallRow, GeneratorCallRow.reply_sha256),
 )
 MANIFEST_COLUMNS = (
     BaseModelRow.manifest_sha256,

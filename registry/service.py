@@ -32,6 +32,11 @@ from registry.records import (
 )
 
 if TYPE_CHECKING:
+    from executive.memory import Memory
+    from executive.protocol import ProtocolSettings, Trace
+    from registry.asking import ChannelSource
+    from training.llm import Endpoint
+    from training.reflections import ReflectSettings
     from training.sft import SFTSettings
     from training.tiny import TinyConfig
 
@@ -116,6 +121,52 @@ class Registry:
         return corpora.get_corpus(self.db, name)
 
     # --- reflections, training, evaluation --------------------------------------------
+    def generate_reflections(self, corpus: str, endpoint: Endpoint, settings: ReflectSettings | None = None, *,
+                             progress: bool = True) -> ReflectionSetRecord:
+        """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
+        from training.reflections import ReflectSettings
+
+        return reflections.generate_reflections(self.db, self.store, corpus, endpoint,
+                                                settings or ReflectSettings(), progress=progress)
+
+    # --- the memory meets an executive ------------------------------------------------
+    def memory(self, ref: str | None = None, *, endpoint: Endpoint | None = None, device: str = "auto") -> Memory:
+        """A memory model to question: ``ref`` loaded locally, or the model behind ``endpoint``."""
+        from registry import asking
+
+        if endpoint is not None:
+            return asking.remote_memory(endpoint)
+        return asking.local_memory(self.db, self.store, self.settings.home, ref or "production", device)
+
+    def ask(self, question: str, executive: Endpoint, memory: Memory,
+            settings: ProtocolSettings | None = None) -> Trace:
+        """MeMo's three-stage Executive–Memory protocol on one question; the trace holds every call."""
+        from executive.protocol import ProtocolSettings
+        from registry import asking
+
+        return asking.ask(memory, executive, question, settings or ProtocolSettings())
+
+    def evaluate_with_executive(self, memory: Memory, executive: Endpoint, corpus: str, *,
+                                settings: ProtocolSettings | None = None, heldout: bool = False,
+                                judge: bool = False, limit: int | None = None, seed: int = 0,
+                                on_question: Callable[[int, int], None] | None = None) -> dict:
+        """Accuracy of executive + memory on a corpus's questions (exact match, F1, optional LLM judge)."""
+        from executive.protocol import ProtocolSettings
+        from registry import asking
+
+        return asking.evaluate_with_executive(self.db, self.store, memory, executive, corpus,
+                                              settings or ProtocolSettings(), heldout=heldout, use_judge=judge,
+                                              limit=limit, seed=seed, on_question=on_question)
+
+    def channel_source(self, channel: str, *, device: str = "auto") -> ChannelSource:
+        """The channel's current model, following promotes and rollbacks (what `memo serve` serves)."""
+        from registry.asking import ChannelSource
+        from registry.training_ops import device_for
+
+        source = ChannelSource(self.db, self.store, self.settings.home, channel, device=device_for(device))
+        source.current()  # fail now (unknown channel, no merge) rather than on the first request
+        return source
+
     def import_reflections(self, corpus: str, qa: str | os.PathLike[str], *,
                            heldout: str | os.PathLike[str] | None = None) -> ReflectionSetRecord:
         """Record ready question-answer pairs (JSON lines) as the corpus's reflections."""

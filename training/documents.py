@@ -68,3 +68,18 @@ def inspect_documents(paths: list[Path]) -> list[DocumentFile]:
             )
         seen[doc.name] = doc.path
     return docs
+
+
+def document_text(media_type: str, raw: bytes) -> str:
+    """The text a generator reads: the file itself, or for JSON lines each object's ``text`` (or itself)."""
+    import json
+
+    text = raw.decode("utf-8")
+    if media_type != "jsonl":
+        return text
+    parts = []
+    for line in text.splitlines():
+        if line.strip():
+            value = json.loads(line)
+            parts.append(value["text"] if isinstance(value.get("text"), str) else json.dumps(value, ensure_ascii=False))
+    return "\n\n".join(parts)

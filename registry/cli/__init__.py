@@ -14,6 +14,7 @@ from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
 from registry.cli.corpus_cmds import corpus
 from registry.cli.demo_cmds import demo
+from registry.cli.executive_cmds import ask, serve
 from registry.cli.home_cmds import gc, init, log, verify
 from registry.cli.merge_cmds import channel, export, merge, promote, publish, rollback
 from registry.cli.train_cmds import eval_, reflect, register, train
@@ -50,7 +51,7 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
 
 
 for command in (init, demo, base, corpus, reflect, train, register, eval_, merge, channel, promote, rollback, log,
-                export, publish, verify, gc):
+                export, publish, ask, serve, verify, gc):
     cli.add_command(command)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -51,3 +52,17 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 def when(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else ""
+
+
+@contextmanager
+def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr driven by ``update(done, total)`` callbacks."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, disable=hidden, file=sys.stderr) as bar:
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield update

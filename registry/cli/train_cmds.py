@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from registry.cli.app import AppContext, pass_app
-from registry.cli.output import err_console, json_option, print_json, print_table
+from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
+from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
+from training.llm import Endpoint
+from training.reflections import ReflectSettings
 from training.sft import SFTSettings
 
 LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
@@ -52,23 +55,80 @@ def _report(record, as_json: bool) -> None:
 
 @click.command()
 @click.argument("corpus")
-@click.option("--qa", "qa", required=True, type=click.Path(dir_okay=False),
-              help="JSON lines with question and answer (other fields kept).")
-@click.option("--heldout", type=click.Path(dir_okay=False), help="Paraphrased questions, for evaluation only.")
+@click.option("--generator-url", envvar="MEMO_GENERATOR_URL", metavar="URL",
+              help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 "
+                   "[env MEMO_GENERATOR_URL].")
+@click.option("--generator-model", envvar="MEMO_GENERATOR_MODEL", metavar="NAME",
+              help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL].")
+@click.option("--qa", "qa", type=click.Path(dir_okay=False),
+              help="Import ready pairs instead: JSON lines with question and answer (other fields kept).")
+@click.option("--heldout", type=click.Path(dir_okay=False),
+              help="With --qa: paraphrased questions, for evaluation only.")
+@click.option("--chunk-words", type=int, default=ReflectSettings.chunk_words, show_default=True,
+              help="Words per chunk the generator reads.")
+@click.option("--overlap-words", type=int, default=ReflectSettings.overlap_words, show_default=True)
+@click.option("--concurrency", type=int, default=ReflectSettings.concurrency, show_default=True,
+              help="Generator calls in flight at once.")
+@click.option("--temperature", type=float, default=ReflectSettings.temperature, show_default=True)
+@click.option("--top-p", type=float, default=ReflectSettings.top_p, show_default=True)
+@click.option("--json-mode/--no-json-mode", default=True, show_default=True,
+              help="Ask the endpoint for response_format json_object (turn off for servers without it).")
 @json_option
 @pass_app
-def reflect(app: AppContext, corpus: str, qa: str, heldout: str | None, as_json: bool) -> None:
-    """Import ready question-answer pairs as CORPUS's reflections.
+def reflect(app: AppContext, corpus: str, generator_url: str | None, generator_model: str | None,
+            qa: str | None, heldout: str | None, chunk_words: int, overlap_words: int, concurrency: int,
+            temperature: float, top_p: float, json_mode: bool, as_json: bool) -> None:
+    """Make CORPUS's reflections (question-answer pairs) with a GENERATOR, or import ready ones.
+
+    The generator runs five stages over the corpus's documents: fact
+    extraction, consolidation, verification against the source, entity
+    surfacing and cross-document synthesis. Every reply is cached, so an
+    interrupted run resumes where it stopped. The API key, if the endpoint
+    needs one, is read from OPENAI_API_KEY.
 
     \b
-    Example:
+    Examples:
+      memo reflect harbor --generator-url http://127.0.0.1:11434/v1 --generator-model qwen2.5:14b
       memo reflect harbor --qa examples/harbor/qa.jsonl --heldout examples/harbor/heldout.jsonl
     """
-    record = app.registry().import_reflections(corpus, qa, heldout=heldout)
+    if qa is not None:
+        if generator_url or generator_model:
+            raise click.UsageError("give either --qa or a generator (--generator-url/--generator-model), not both")
+        record = app.registry().import_reflections(corpus, qa, heldout=heldout)
+        verb = "imported"
+    else:
+        if not (generator_url and generator_model):
+            raise click.UsageError("give --generator-url and --generator-model (or --qa FILE to import pairs)")
+        if heldout:
+            raise click.UsageError("--heldout goes with --qa")
+        try:
+            settings = ReflectSettings(chunk_words=chunk_words, overlap_words=overlap_words,
+                                       concurrency=concurrency, temperature=temperature, top_p=top_p,
+                                       json_mode=json_mode)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from e
+        record = app.registry().generate_reflections(corpus, Endpoint(generator_url, generator_model), settings,
+                                                     progress=not as_json)
+        verb = "generated"
     if as_json:
         print_json(record.to_json())
-    else:
-        click.echo(f"imported {record.pair_count} pairs for corpus {record.corpus} (reflection set {record.id})")
+        return
+    click.echo(f"{verb} {record.pair_count} pairs for corpus {record.corpus} (reflection set {record.id})")
+    counts = record.settings.get("counts")
+    if counts:
+        print_table("stages", ["stage", "result", "calls", "cached", "tokens in", "tokens out"],
+                    _stage_rows(counts, record.settings.get("usage", {})))
+
+
+def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
+    rows = []
+    for stage, prompts in (("extract", ("extract-direct", "extract-indirect")), ("consolidate", ("consolidate",)),
+                           ("verify", ("verify",)), ("surface", ("surface",)), ("synthesize", ("synthesize",))):
+        u = [usage.get(p, {}) for p in prompts]
+        result = ", ".join(f"{k} {v}" for k, v in counts.get(stage, {}).items())
+        rows.append((stage, result, *(sum(x.get(k, 0) for x in u) for k in
+                                      ("calls", "cached", "prompt_tokens", "completion_tokens"))))
+    return rows
 
 
 @click.command()
@@ -125,22 +185,52 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
 @click.argument("ref")
 @click.option("--corpus", required=True, help="Whose questions to ask.")
 @click.option("--heldout", is_flag=True, help="Ask the held-out paraphrases instead.")
+@executive_options(required=False)
+@click.option("--judge", is_flag=True, help="With an executive: also score answers with it as an LLM judge.")
+@click.option("--limit", type=int, default=None, help="With an executive: ask a seeded sample of N questions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @json_option
 @pass_app
-def eval_(app: AppContext, ref: str, corpus: str, heldout: bool, device: str, as_json: bool) -> None:
-    """Recall (exact match, token F1) of REF on a corpus's questions.
+def eval_(app: AppContext, ref: str, corpus: str, heldout: bool, executive_url: str | None,
+          executive_model: str | None, memory_url: str | None, memory_model: str | None, max_questions: int,
+          narrow_rounds: int, gather_rounds: int, json_mode: bool, judge: bool, limit: int | None, seed: int,
+          device: str, as_json: bool) -> None:
+    """Recall of REF on a corpus's questions (exact match, token F1).
 
-    REF is a corpus (its latest task vector on its base), corpus@vN or a model directory.
+    REF is a channel, a merge (7, merge-7), a corpus (its latest task vector
+    on its base), corpus@vN or a model directory. With --executive-url and
+    --executive-model the questions go through the Executive–Memory protocol
+    end to end (REF is the memory), and --judge adds an LLM judge's verdict.
 
     \b
-    Example:
+    Examples:
       memo eval harbor@v1 --corpus harbor --heldout --json
+      memo eval production --corpus harbor --executive-url http://127.0.0.1:11434/v1 \\
+          --executive-model qwen2.5:14b --judge --limit 20
     """
-    with err_console.status("answering", spinner="dots"):
-        result = app.registry().evaluate(ref, corpus, heldout=heldout, device=device)
+    reg = app.registry()
+    if bool(executive_url) != bool(executive_model):
+        raise click.UsageError("give --executive-url and --executive-model together")
+    if not executive_url:
+        if judge or limit or memory_url:
+            raise click.UsageError("--judge, --limit and --memory-url need an executive (--executive-url)")
+        with err_console.status("answering", spinner="dots"):
+            result = reg.evaluate(ref, corpus, heldout=heldout, device=device)
+        columns, row = ["exact match", "F1", "questions"], [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}",
+                                                           result["count"]]
+    else:
+        settings = protocol_settings(max_questions, narrow_rounds, gather_rounds, json_mode)
+        memory = reg.memory(ref, endpoint=memory_endpoint(memory_url, memory_model), device=device)
+        with progress_bar("asking", as_json) as update:
+            result = reg.evaluate_with_executive(memory, Endpoint(executive_url, executive_model), corpus,
+                                                 settings=settings, heldout=heldout, judge=judge, limit=limit,
+                                                 seed=seed, on_question=update)
+        columns = ["exact match", "F1", *(["judge"] if judge else []), "executive calls", "questions"]
+        row = [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}",
+               *([f"{result['judge']:.3f}"] if judge else []), f"{result['executive_calls']:.1f}", result["count"]]
     if as_json:
         print_json(result)
     else:
-        print_table(f"{ref} on {corpus} ({result['set']})", ["exact match", "F1", "questions"],
-                    [(f"{result['exact_match']:.3f}", f"{result['f1']:.3f}", result["count"])])
+        how = "executive + memory" if executive_url else "memory alone"
+        print_table(f"{ref} on {corpus} ({result['set']}, {how})", columns, [row])
