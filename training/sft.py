@@ -39,7 +39,9 @@ class SFTSettings:
 def load_model(directory: Path, device: str | torch.device = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # memo draws its own progress; a bar per model load is noise
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
                                                  dtype=torch.float32)
