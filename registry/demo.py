@@ -1,21 +1,34 @@
 """`memo demo`: the product's journeys end to end on tiny local models, offline.
 
-Today: a home, a tiny base model built and pre-trained on the spot, then
-each example corpus registered the way a user would (documents, question-answer
-reflections with held-out paraphrases, fine-tuning into a task vector), with
-each corpus's recall against the base's, and a full verify. Merging,
-publishing and rollback join as they land.
+A home, a tiny base model built and pre-trained on the spot, then each
+example corpus registered the way a user would (documents, question-answer
+reflections with held-out paraphrases, fine-tuning into a task vector). After
+each registration every corpus so far is TIES-merged into the ``production``
+channel, which publishes to a Hub (a local one started for the run, or a real
+repo). At the end production rolls back one step, and the continual-integration
+study (:mod:`registry.study`) is printed and plotted: merged vs joint
+retraining, recall and compute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import AlreadyExists
-from registry.records import BaseModelRecord, CorpusRecord, TaskVectorRecord, VerifyReport
+from registry.plots import plot_continual
+from registry.records import (
+    BaseModelRecord,
+    ChannelEventRecord,
+    CorpusRecord,
+    PublicationRecord,
+    TaskVectorRecord,
+    VerifyReport,
+)
 from registry.service import Registry
+from registry.study import Arrival, Study
 from training.sft import SFTSettings
 from training.tiny import TinyConfig
 
@@ -52,12 +65,26 @@ class DemoResult:
     home: Path
     base: BaseModelRecord
     corpora: tuple[CorpusOutcome, ...]
+    arrivals: tuple[Arrival, ...]
+    publications: tuple[PublicationRecord, ...]
+    log: tuple[ChannelEventRecord, ...]
+    hub: str  # where production was published ("local Hub at URL" or the real Hub's URL)
+    plot: Path
     verify: VerifyReport
 
 
+CHANNEL = "production"
+
+
 def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyConfig(),
-             train: SFTSettings | None = None, say: Callable[[str], None] = print,
-             progress: bool = True) -> DemoResult:
+             train: SFTSettings | None = None, repo: str | None = None, device: str = "auto",
+             say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+    """The journeys end to end: base, then per corpus register + merge + publish; a rollback; the study.
+
+    Publishes to a Hub-compatible server started on 127.0.0.1 for the run,
+    or with ``repo`` to that repo on the real Hub (``HF_TOKEN``, ``HF_ENDPOINT``).
+    """
+    settings = train or SFTSettings()
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
@@ -66,29 +93,51 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
         base = reg.create_tiny_base("tiny", tiny, progress=progress)
         say(f"registered base model {base.name} ({base.parameter_count} parameters)")
         chosen = list(example_corpora().items())[: corpora or None]
-        outcomes = []
-        for name, files in chosen:
-            outcomes.append(_register(reg, name, files, base, train or SFTSettings(), say, progress))
-        report = reg.verify()
-        return DemoResult(home=home, base=base, corpora=tuple(outcomes), verify=report)
+        with _hub(repo) as (repo_id, endpoint, where):
+            reg.link_channel(CHANNEL, repo_id, endpoint=endpoint)
+            say(f"channel {CHANNEL} publishes to {repo_id} on {where}")
+            study = Study(reg, settings, device=device, progress=progress)
+            outcomes = []
+            for name, files in chosen:
+                outcome = _register(reg, name, files, base, settings, device, say, progress)
+                outcomes.append(outcome)
+                arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
+                say(f"merged {arrival.k} corpora into {arrival.merge.ref}, promoted to {CHANNEL} and published; "
+                    f"mean recall: TIES {arrival.mean('ties'):.2f}, joint retraining {arrival.mean('joint'):.2f}")
+            if len(study.arrivals) > 1:
+                event = reg.rollback(CHANNEL, reason="demo: roll back one step")
+                say(f"rolled {CHANNEL} back: merge-{event.from_merge_id} -> merge-{event.to_merge_id} "
+                    "(published as a new commit)")
+            publications = tuple(reg.publications())
+        plot = plot_continual(study.arrivals, home / "continual.png",
+                              title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base")
+        return DemoResult(home=home, base=base, corpora=tuple(outcomes), arrivals=tuple(study.arrivals),
+                          publications=publications, log=tuple(reg.log(CHANNEL)), hub=where, plot=plot,
+                          verify=reg.verify())
+
+
+@contextmanager
+def _hub(repo: str | None) -> Iterator[tuple[str, str | None, str]]:
+    """(repo id, endpoint, description): a local Hub for the run, or the real one with ``repo``."""
+    if repo is not None:
+        from registry.publishing import default_endpoint
+
+        yield repo, None, default_endpoint()
+        return
+    from registry.local_hub import local_hub
+
+    with local_hub() as hub:
+        yield "memo-demo/production", hub.url, f"a local Hub at {hub.url} (in memory, for this run)"
 
 
 def _register(reg: Registry, name: str, files: list[Path], base: BaseModelRecord, settings: SFTSettings,
-              say: Callable[[str], None], progress: bool) -> CorpusOutcome:
+              device: str, say: Callable[[str], None], progress: bool) -> CorpusOutcome:
     """One corpus, as `memo register` does it, plus the bare base's recall for comparison."""
     directory = files[0].parent
     corpus = reg.add_corpus(name, files, base=base.name, description="example corpus")
     reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
-    tv = reg.train(name, settings, progress=progress)
-    base_recall = reg.evaluate(str(_base_dir(reg, base)), name)["exact_match"]
+    tv = reg.train(name, settings, device=device, progress=progress)
+    base_recall = reg.evaluate(str(reg.base_dir(base.name)), name, device=device)["exact_match"]
     say(f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "
         f"{tv.metrics['recall']['exact_match']:.2f} (base alone {base_recall:.2f})")
     return CorpusOutcome(corpus=corpus, task_vector=tv, base_recall=base_recall)
-
-
-def _base_dir(reg: Registry, base: BaseModelRecord) -> Path:
-    from registry.schema import BaseModelRow
-    from registry.training_ops import base_dir
-
-    with reg.db.read() as session:
-        return base_dir(reg.store, reg.settings.home, session.get(BaseModelRow, base.id))

@@ -100,6 +100,15 @@ class Registry:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def base_dir(self, name: str) -> Path:
+        """The base model as a loadable directory (materialized from the blob store)."""
+        from registry.schema import BaseModelRow
+        from registry.training_ops import base_dir
+
+        record = self.get_base(name)
+        with self.db.read() as session:
+            return base_dir(self.store, self.settings.home, session.get(BaseModelRow, record.id))
+
     def list_bases(self) -> list[BaseModelRecord]:
         return bases.list_bases(self.db)
 

@@ -161,7 +161,7 @@ def trained(trained_home_template: Path, tmp_path: Path) -> Iterator[Registry]:
 @pytest.fixture
 def hub() -> Iterator:
     """A Hub-compatible server on 127.0.0.1 that knows one token."""
-    from tests.support.hub_server import HubServer
+    from registry.local_hub import HubServer
 
     with HubServer(tokens={HUB_TOKEN: "memo-tester"}) as server:
         yield server

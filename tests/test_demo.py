@@ -1,27 +1,71 @@
-"""`memo demo` runs end to end offline (the README's first command)."""
+"""`memo demo` runs end to end offline (the README's first command), shortened: 2 corpora, few steps."""
 
 from __future__ import annotations
 
 import json
+import os
 
 from click.testing import CliRunner
+from huggingface_hub import constants
 
 from registry import Registry
 from registry.cli import cli
+from registry.local_hub import local_hub
+
+ARGS = ["demo", "--corpora", "2", "--pretrain-steps", "5", "--train-steps", "5", "--device", "cpu"]
 
 
-def test_demo_registers_the_examples(tmp_path):
+def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_users_own_token")
     home = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["--home", str(home), "demo", "--corpora", "2", "--pretrain-steps", "5", "--train-steps", "5"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["--home", str(home), *ARGS], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "0 problems" in result.stdout
+    out = result.stdout
+    assert "0 problems" in out and "held-out" in out and "glassworks@v1" in out
+    assert "joint retraining" in out and "paper 33% less" in out and "11-19 points" in out
+    assert os.environ["HF_TOKEN"] == "hf_users_own_token", "the demo's local Hub token must not leak out"
+
     with Registry.open(home) as reg:
         assert [b.name for b in reg.list_bases()] == ["tiny"]
         corpora = reg.list_corpora()
-        assert len(corpora) == 2 and all(c.documents for c in corpora)
-        assert all(c.latest_version == 1 for c in corpora), "each corpus was trained into a task vector"
-    assert "held-out" in result.stdout and "glassworks@v1" in result.stdout
-    listed = CliRunner().invoke(cli, ["--home", str(home), "corpus", "list", "--json"])
-    assert len(json.loads(listed.stdout)) == 2
+        assert len(corpora) == 2 and all(c.latest_version == 1 for c in corpora)
+        log = reg.log("production")
+        assert [e.action for e in log] == ["configure", "promote", "promote", "rollback"]
+        first, second = log[1].to_merge_id, log[2].to_merge_id
+        assert log[3].from_merge_id == second and log[3].to_merge_id == first
+        assert reg.get_channel("production").current_merge_id == first
+        # Every move was published first: the last publication is the rolled-back-to merge.
+        pubs = reg.publications()
+        assert [p.merge_id for p in pubs] == [first, second, first]
+        assert {m.id for m in reg.list_merges()} >= {first, second}
+        assert len(reg.get_merge(second).members) == 2
+    png = home / "continual.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
     again = CliRunner().invoke(cli, ["--home", str(home), "demo"])
     assert again.exit_code == 1 and "already holds a registry" in again.stderr
+
+
+def test_demo_json_carries_the_study(tmp_path):
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "d"), *ARGS, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    first, second = data["arrivals"]
+    assert (first["k"], second["k"]) == (1, 2)
+    assert set(second["recall"]) == {"own", "ties", "task_arithmetic", "joint"}
+    assert set(second["recall"]["joint"]) == {"glassworks", "harbor"}
+    # Joint retraining runs as many steps per corpus as a corpus gets alone: twice as many examples at K=2.
+    assert second["examples"]["joint"] == 2 * second["examples"]["alone"] == 2 * 5 * 16
+    cum = data["cumulative_seconds"]
+    assert cum[1]["retrain"] > cum[0]["retrain"] > 0 and cum[1]["alone_plus_merge"] > cum[0]["alone_plus_merge"]
+    assert [e["action"] for e in data["log"]] == ["configure", "promote", "promote", "rollback"]
+    assert data["verify"]["problems"] == 0
+
+
+def test_local_hub_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    xet = constants.HF_HUB_DISABLE_XET
+    with local_hub() as hub:
+        assert os.environ["HF_TOKEN"].startswith("hf_memo_local_") and constants.HF_HUB_DISABLE_XET
+        assert hub.url.startswith("http://127.0.0.1:")
+    assert "HF_TOKEN" not in os.environ and constants.HF_HUB_DISABLE_XET == xet

@@ -6,7 +6,7 @@ import click
 from rich.progress import Progress
 
 from registry.cli.app import AppContext, pass_app
-from registry.cli.output import err_console, human_size, json_option, print_json, print_table, when
+from registry.cli.output import err_console, human_size, json_option, print_json, print_log, print_table
 from registry.maintenance import DEFAULT_GC_GRACE_SECONDS
 from registry.service import Registry
 
@@ -44,12 +44,7 @@ def log(app: AppContext, channel: str | None, as_json: bool) -> None:
     if as_json:
         print_json([e.to_json() for e in events])
         return
-    print_table(
-        f"history of {channel}" if channel else "channel history",
-        ["time", "channel", "action", "from", "to", "forced", "reason"],
-        [(when(e.created_at), e.channel, e.action, e.from_merge_id, e.to_merge_id,
-          "yes" if e.forced else "", e.reason) for e in events],
-    )
+    print_log(events, f"history of {channel}" if channel else "channel history")
 
 
 @click.command()

@@ -66,3 +66,10 @@ def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int
             bar.refresh()
 
         yield update
+
+
+def print_log(events, title: str) -> None:
+    """Channel events as a table (`memo log`, `memo demo`)."""
+    print_table(title, ["time", "channel", "action", "from", "to", "forced", "reason"],
+                [(when(e.created_at), e.channel, e.action, e.from_merge_id, e.to_merge_id,
+                  "yes" if e.forced else "", e.reason) for e in events])

@@ -1,4 +1,9 @@
-"""A small Hugging Face Hub-compatible HTTP server for the tests (127.0.0.1, in memory).
+"""A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, in memory: for `memo demo` and the tests.
+
+`memo demo` publishes to it so the publish and rollback journeys run offline
+(with ``--repo`` it publishes to a real Hub instead); the tests run the real
+``huggingface_hub`` client against it. It is not a Hub to keep models on:
+everything is lost when the process ends.
 
 It implements what memo's flows use, as the real ``huggingface_hub`` client
 calls it: repo create and info, preupload, the LFS batch API with basic
@@ -15,9 +20,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -375,3 +384,26 @@ class HubServer(ThreadingHTTPServer):
             repo = self.state.repos[repo_id]
             commit = repo.commits[repo.branches["main"]]
             return {p: self.state.objects[e.sha256] for p, e in commit.files.items()}
+
+
+@contextmanager
+def local_hub() -> Iterator[HubServer]:
+    """A Hub for this process until the block ends: its token in ``HF_TOKEN``, Xet off (it speaks LFS).
+
+    Both are restored afterwards, so a user's own token and settings are untouched.
+    """
+    from huggingface_hub import constants
+
+    token = "hf_memo_local_" + secrets.token_hex(12)
+    saved_token, saved_xet = os.environ.get("HF_TOKEN"), constants.HF_HUB_DISABLE_XET
+    with HubServer(tokens={token: "memo"}) as hub:
+        os.environ["HF_TOKEN"] = token
+        constants.HF_HUB_DISABLE_XET = True
+        try:
+            yield hub
+        finally:
+            constants.HF_HUB_DISABLE_XET = saved_xet
+            if saved_token is None:
+                os.environ.pop("HF_TOKEN", None)
+            else:
+                os.environ["HF_TOKEN"] = saved_token
