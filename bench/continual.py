@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
             tv = reg.train(name, settings, device=args.device, progress=False)
             a = study.arrive(name, tv)
             names = list(a.recall["own"])
-            mean = reg.merge(names, method="task_arithmetic", lam=1 / len(names), progress=False)
+            mean = reg.merge(names, method="task_arithmetic", lam=1 / len(names), progress=False, evaluate=False)
             scores = study.scores(mean.ref, names)
             averaging.append(sum(s.exact for s in scores.values()) / len(scores))
             console.print(f"K={a.k} {name}: TIES {a.mean('ties'):.2f}, task arithmetic "
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
         sweep = {}
         names = list(corpora)
         for density in DENSITIES:
-            merged = reg.merge(names, density=density, progress=False)
+            merged = reg.merge(names, density=density, progress=False, evaluate=False)
             s = study.scores(merged.ref, names)
             sweep[density] = (sum(x.exact for x in s.values()) / len(s),
                               sum(x.heldout for x in s.values()) / len(s))

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,12 +212,22 @@ def card_body(members: list[Member]) -> str:
     return "\n".join(lines)
 
 
+def _retention(db: Database, store: LocalBlobStore, home: Path, manifest: str, members: list[Member], device: str):
+    from registry.retention import measure
+    from registry.training_ops import device_for
+
+    return measure(db, store, home, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
+
+
 def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str], params: MergeParams, *,
-                 channel: str | None = None, progress: bool = True) -> MergeRecord:
+                 channel: str | None = None, progress: bool = True, evaluate: bool = True,
+                 device: str = "auto") -> MergeRecord:
     """Merge the corpora's task vectors (or find the recorded merge of the same content).
 
     ``channel`` only names the parent (the channel's current merge); moving
-    the channel is a separate promotion.
+    the channel is a separate promotion. With ``evaluate`` the merged model is
+    asked each member corpus's questions, and the recall and retention
+    (merged / own) go on the row (:mod:`registry.retention`).
     """
     params.check()
     with db.read() as session:
@@ -225,7 +236,11 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:
             return to_record(session, existing, reused=True)
+    started = time.perf_counter()
     manifest = compute_merge(store, home, base, members, params, progress=progress)
+    cost = {"merge_seconds": time.perf_counter() - started}
+    measured = _retention(db, store, home, manifest, members, device) if evaluate else None
+    cost["evaluation_seconds"] = time.perf_counter() - started - cost["merge_seconds"]
     from merging.card import engine_version
 
     with db.write() as session:
@@ -238,6 +253,8 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
                         "normalize": params.method == "ties", "weights": {m.corpus: m.weight for m in members}},
             engine_version=engine_version(), parent_merge_id=channel_head(session, channel),
             member_count=len(members), content_key=key, manifest_sha256=manifest,
+            recall=measured.recall if measured else {}, retention=measured.retention if measured else {},
+            training_cost=cost,
         )
         session.add(row)
         session.flush()

@@ -221,16 +221,18 @@ class Registry:
     # --- merges ---------------------------------------------------------------------
     def merge(self, corpora: list[str], *, method: str = "ties", density: float = 0.3, lam: float = 1.0,
               weights: dict[str, float] | None = None, channel: str | None = None, reason: str = "",
-              progress: bool = True) -> MergeRecord:
+              progress: bool = True, evaluate: bool = True, device: str = "auto") -> MergeRecord:
         """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
 
         The same corpora versions and parameters give the recorded merge back
-        (``record.reused``) instead of computing it again.
+        (``record.reused``) instead of computing it again. With ``evaluate``
+        (the default) the merge's recall and retention on every member corpus
+        are measured and recorded with it.
         """
         params = merges.MergeParams(method=method, density=density, lam=lam,
                                     weights=tuple(sorted((weights or {}).items())))
         record = merges.create_merge(self.db, self.store, self.settings.home, list(corpora), params,
-                                     channel=channel, progress=progress)
+                                     channel=channel, progress=progress, evaluate=evaluate, device=device)
         if channel is not None:
             self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}")
         return record

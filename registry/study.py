@@ -18,7 +18,6 @@ all corpora so far. `memo demo` and ``bench/continual.py`` print it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from registry.evaluation import qa_pairs
@@ -85,12 +84,13 @@ class Study:
         arrival.recall["own"] = {c: Score(tv.metrics["recall"]["exact_match"],
                                           tv.metrics.get("heldout", {}).get("exact_match"))
                                  for c, tv in self._own.items()}
-        started = time.perf_counter()
-        arrival.merge = self.reg.merge(names, channel=channel, progress=self.progress,
+        arrival.merge = self.reg.merge(names, channel=channel, progress=self.progress, device=self.device,
                                        reason=f"{corpus} arrived" if channel else "")
-        arrival.seconds["merge"] = time.perf_counter() - started
+        # The merge alone: its retention evaluation is bookkeeping, like the evaluation of joint retraining.
+        arrival.seconds["merge"] = arrival.merge.training_cost.get("merge_seconds", 0.0)
         arrival.recall["ties"] = self.scores(arrival.merge.ref, names)
-        arithmetic = self.reg.merge(names, method="task_arithmetic", lam=TASK_ARITHMETIC_LAMBDA, progress=False)
+        arithmetic = self.reg.merge(names, method="task_arithmetic", lam=TASK_ARITHMETIC_LAMBDA, progress=False,
+                                     evaluate=False)  # scored below, held-out included
         arrival.recall["task_arithmetic"] = self.scores(arithmetic.ref, names)
         arrival.recall["joint"] = self._joint(names, arrival)
         self.arrivals.append(arrival)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from registry.cli.app import AppContext, pass_app
+from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, json_option, print_json, print_log, print_table
 from registry.demo import DemoResult, run_demo
 from registry.study import METHODS, cumulative
@@ -79,7 +80,8 @@ def _print(result: DemoResult) -> None:
     for k, (merged, retrained) in PAPER_COMPUTE.items():
         ours = f"ours {_saving(*totals[k - 1])}" if k <= len(totals) else f"ours: run with {k} corpora"
         click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
-    print_log(result.log, f"history of production (published to {result.hub})")
+    retention = {a.merge.id: lowest_retention(a.merge) for a in result.arrivals}
+    print_log(result.log, f"history of production (published to {result.hub})", retention)
     click.echo(f"{len(result.publications)} publications; the plot is at {result.plot}")
     click.echo(f"verify: {result.verify.checked} blobs checked, {len(result.verify.problems)} problems")
     click.echo(f"the demo registry is at {result.home}; try `memo --home {result.home} merge list`")

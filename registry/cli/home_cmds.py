@@ -44,7 +44,10 @@ def log(app: AppContext, channel: str | None, as_json: bool) -> None:
     if as_json:
         print_json([e.to_json() for e in events])
         return
-    print_log(events, f"history of {channel}" if channel else "channel history")
+    from registry.cli.merge_cmds import lowest_retention
+
+    retention = {m.id: lowest_retention(m) for m in app.registry().list_merges()}
+    print_log(events, f"history of {channel}" if channel else "channel history", retention)
 
 
 @click.command()

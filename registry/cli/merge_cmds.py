@@ -38,10 +38,15 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
 
 def _merge_rows(merges: list[MergeRecord]):
     return [(m.ref, when(m.created_at), m.method, m.parameters.get("density") or "",
-             m.parameters.get("lambda"), m.corpora, m.base_model, m.parent_merge_id or "") for m in merges]
+             m.parameters.get("lambda"), m.corpora, m.parent_merge_id or "", lowest_retention(m)) for m in merges]
 
 
-MERGE_COLUMNS = ["merge", "created", "method", "density", "lambda", "corpora", "base", "parent"]
+def lowest_retention(record: MergeRecord) -> str:
+    values = [v for v in record.retention.values() if v is not None]
+    return f"{min(values):.2f}" if values else ""
+
+
+MERGE_COLUMNS = ["merge", "created", "method", "density", "lambda", "corpora", "parent", "retention"]
 
 
 def _moved(event: ChannelEventRecord | None, channel: str) -> str:
@@ -64,9 +69,13 @@ def merge() -> None:
 @click.option("--weight", "weights", multiple=True, metavar="CORPUS=W", help="Weight of one corpus (default 1).")
 @click.option("--channel", help="Promote the merge to this channel (created on first use).")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Measure recall and retention on every member corpus and record them with the merge.")
+@click.option("--device", default="auto", show_default=True, help="Where the evaluation runs.")
 @json_option
 @pass_app
-def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, as_json) -> None:
+def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, evaluate, device,
+           as_json) -> None:
     """Merge the latest task vector of each CORPUS (or CORPUS@vN) into one model.
 
     The same corpora versions and parameters give the recorded merge back
@@ -80,14 +89,27 @@ def create(app: AppContext, corpora, method, density, lam, weights, channel, rea
     """
     reg = app.registry()
     record = reg.merge(list(corpora), method=method, density=density, lam=lam, weights=_weights(weights),
-                       channel=channel, reason=reason, progress=not as_json)
+                       channel=channel, reason=reason, progress=not as_json, evaluate=evaluate, device=device)
     if as_json:
         print_json(record.to_json())
         return
     verb = "found recorded" if record.reused else "recorded"
     click.echo(f"{verb} {record.ref}: {record.method} of {record.corpora} on {record.base_model}")
+    if record.recall:
+        _print_retention(record)
     if channel:
         click.echo(f"channel {channel} -> {record.ref}")
+
+
+def _print_retention(record) -> None:
+    """Recall of the merge and of each corpus's own model on the same questions; retention = merged / own."""
+    def fmt(value):
+        return "" if value is None else f"{value:.2f}"
+
+    print_table(f"what {record.ref} still knows (exact match on each corpus's questions)",
+                ["corpus", "merged", "own model", "retention", "questions"],
+                [(c, fmt(r["exact_match"]), fmt(r.get("own")), fmt(record.retention.get(c)), r["count"])
+                 for c, r in record.recall.items()])
 
 
 @merge.command("list")
@@ -124,10 +146,13 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
     if as_json:
         print_json({**record.to_json(), "publications": [p.to_json() for p in pubs]})
         return
-    print_table(f"{record.ref} ({record.method}, engine {record.engine_version})", MERGE_COLUMNS,
+    print_table(f"{record.ref} ({record.method} on {record.base_model}, engine {record.engine_version})",
+                MERGE_COLUMNS,
                 _merge_rows([record]))
     print_table("members", ["corpus", "version", "weight", "density"],
                 [(m.corpus, f"v{m.version}", m.weight, m.density) for m in record.members])
+    if record.recall:
+        _print_retention(record)
     if pubs:
         print_table("publications", ["time", "repo", "commit", "tag", "channel"],
                     [(when(p.created_at), p.repo_id, p.commit_sha[:12], p.tag, p.channel) for p in pubs])

@@ -68,8 +68,9 @@ def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int
         yield update
 
 
-def print_log(events, title: str) -> None:
-    """Channel events as a table (`memo log`, `memo demo`)."""
-    print_table(title, ["time", "channel", "action", "from", "to", "forced", "reason"],
+def print_log(events, title: str, retention: dict[int, str] | None = None) -> None:
+    """Channel events as a table (`memo log`, `memo demo`); ``retention``: merge id -> its lowest retention."""
+    retention = retention or {}
+    print_table(title, ["time", "channel", "action", "from", "to", "retention", "forced", "reason"],
                 [(when(e.created_at), e.channel, e.action, e.from_merge_id, e.to_merge_id,
-                  "yes" if e.forced else "", e.reason) for e in events])
+                  retention.get(e.to_merge_id, ""), "yes" if e.forced else "", e.reason) for e in events])
