@@ -5,6 +5,11 @@ a deletion. The merge a rollback returns to is found by replaying the
 history as a stack: a promotion pushes, a rollback pops back to its target,
 so rolling back twice goes two merges back rather than toggling.
 
+A channel can require a minimum retention (``min_retention``): a promotion
+of a merge that keeps less of any member corpus is refused unless forced,
+and a forced one is marked in the history. Rollbacks are not gated: they
+return to a merge the channel already served.
+
 A channel linked to a Hub repo publishes before it moves: if publishing
 fails, the channel stays where it was, so the Hub's ``main`` and the channel
 never disagree because of memo.
@@ -18,11 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.database import Database
-from registry.errors import Conflict, InvalidInput, NotFound
+from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.merges import channel_head, find_merge
 from registry.names import check_name
 from registry.records import ChannelEventRecord, ChannelRecord
-from registry.schema import ChannelEventRow, ChannelRow
+from registry.schema import ChannelEventRow, ChannelRow, MergeRow
 
 # publish(merge_id, channel) -> None, called before the channel moves (a linked Hub repo)
 Publisher = Callable[[int, ChannelRecord], None]
@@ -50,23 +55,49 @@ def get_channel(db: Database, name: str) -> ChannelRecord:
         return to_record(find_channel(session, name))
 
 
+KEEP = object()  # "leave this setting as it is"
+
+
 def configure(db: Database, name: str, *, hub_repo: str | None = None, hub_endpoint: str | None = None,
-              unlink: bool = False) -> ChannelRecord:
-    """Create the channel if needed and link it to a Hub repo (or unlink it)."""
+              unlink: bool = False, min_retention: float | None | object = KEEP) -> ChannelRecord:
+    """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its retention gate."""
     check_name("channel", name)
+    if min_retention is not KEEP and min_retention is not None and not 0 <= min_retention <= 1:
+        raise InvalidInput(f"--min-retention must be between 0 and 1, not {min_retention}")
     with db.write() as session:
         row = session.scalar(select(ChannelRow).where(ChannelRow.name == name))
         if row is None:
             row = ChannelRow(name=name)
             session.add(row)
+        changes = []
         if unlink:
             row.hub_repo = row.hub_endpoint = None
+            changes.append("unlinked")
         elif hub_repo is not None:
             row.hub_repo, row.hub_endpoint = hub_repo, hub_endpoint
+            changes.append(f"linked to {hub_repo} on {hub_endpoint}")
+        if min_retention is not KEEP:
+            row.min_retention = min_retention
+            changes.append(f"min retention {min_retention:g}" if min_retention is not None else "no retention gate")
         session.flush()
-        described = f"linked to {hub_repo} on {hub_endpoint}" if hub_repo else ("unlinked" if unlink else "")
-        session.add(ChannelEventRow(channel_id=row.id, action="configure", reason=described))
+        session.add(ChannelEventRow(channel_id=row.id, action="configure", reason="; ".join(changes)))
         return to_record(row)
+
+
+def check_gate(session: Session, channel: str, merge: MergeRow) -> None:
+    """Refuse a merge whose retention on any member corpus is below the channel's minimum."""
+    row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
+    if row is None or row.min_retention is None:
+        return
+    fix = f"or promote it anyway with `memo promote {merge.id} --channel {channel} --force`"
+    if not merge.retention:
+        raise GateRefused(f"merge-{merge.id} has no retention figures (made with --no-eval) and channel "
+                          f"{channel!r} requires {row.min_retention:g}; merge again without --no-eval {fix}")
+    short = {c: r for c, r in merge.retention.items() if r is None or r < row.min_retention}
+    if short:
+        listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(short.items()))
+        raise GateRefused(f"merge-{merge.id} was recorded but not promoted to {channel!r}: retention below "
+                          f"{row.min_retention:g} on {listed}; retrain those corpora longer or merge fewer, {fix}")
 
 
 def history_stack(session: Session, channel: ChannelRow) -> list[int]:
@@ -116,8 +147,11 @@ def promote(db: Database, merge_ref: str | int, channel: str, *, reason: str = "
             publish: Publisher | None = None) -> ChannelEventRecord | None:
     """Point ``channel`` at a merge (created on first use). None when it already points there."""
     with db.read() as session:
-        target = find_merge(session, merge_ref).id
+        merge = find_merge(session, merge_ref)
+        target = merge.id
         current = channel_head(session, channel)
+        if current != target and not forced:
+            check_gate(session, channel, merge)
     if current == target:
         return None
     return _move(db, channel, target, "promote", reason, forced, publish, current)

@@ -59,3 +59,9 @@ class LLMFailed(MemoError):
     """An LLM endpoint (generator or executive) that cannot be reached or answers unusably."""
 
     code = "llm_failed"
+
+
+class GateRefused(Conflict):
+    """A promotion refused by a channel's retention gate (the merge itself stays recorded)."""
+
+    code = "gate_refused"

@@ -221,20 +221,24 @@ class Registry:
     # --- merges ---------------------------------------------------------------------
     def merge(self, corpora: list[str], *, method: str = "ties", density: float = 0.3, lam: float = 1.0,
               weights: dict[str, float] | None = None, channel: str | None = None, reason: str = "",
-              progress: bool = True, evaluate: bool = True, device: str = "auto") -> MergeRecord:
+              progress: bool = True, evaluate: bool = True, device: str = "auto", promote: bool = True,
+              force: bool = False) -> MergeRecord:
         """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
 
         The same corpora versions and parameters give the recorded merge back
         (``record.reused``) instead of computing it again. With ``evaluate``
         (the default) the merge's recall and retention on every member corpus
-        are measured and recorded with it.
+        are measured and recorded with it. ``promote=False`` records the merge
+        with the channel as its parent but leaves the channel where it is. A
+        channel's retention gate can refuse the promotion (:class:`GateRefused`);
+        the merge stays recorded, and ``force`` promotes it anyway.
         """
         params = merges.MergeParams(method=method, density=density, lam=lam,
                                     weights=tuple(sorted((weights or {}).items())))
         record = merges.create_merge(self.db, self.store, self.settings.home, list(corpora), params,
                                      channel=channel, progress=progress, evaluate=evaluate, device=device)
-        if channel is not None:
-            self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}")
+        if channel is not None and promote:
+            self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
         return record
 
     def list_merges(self) -> list[MergeRecord]:
@@ -258,9 +262,17 @@ class Registry:
         target = publishing.HubTarget.of(repo, endpoint)
         return channels.configure(self.db, name, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
 
+    def set_min_retention(self, name: str, value: float | None) -> ChannelRecord:
+        """Gate a channel: promotions of merges below ``value`` retention on any corpus are refused (None: no gate)."""
+        return channels.configure(self.db, name, min_retention=value)
+
     def promote(self, merge: str | int, channel: str, *, reason: str = "",
                 force: bool = False) -> ChannelEventRecord | None:
-        """Point ``channel`` at a merge (None if it already does); publishes first when linked."""
+        """Point ``channel`` at a merge (None if it already does); publishes first when linked.
+
+        ``force`` overrides the channel's retention gate (recorded in the
+        history) and publishes over a Hub ``main`` that moved.
+        """
         return channels.promote(self.db, merge, channel, reason=reason, forced=force,
                                 publish=self._channel_publisher(force))
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from executive.memory import LocalMemory
+from registry.errors import GateRefused
 from registry.evaluation import model_dir
 from registry.training_ops import EVAL_SAMPLE, sample
 from tests.conftest import Memo
@@ -74,3 +75,75 @@ def test_no_eval_records_no_retention(trained):
     data = json.loads(memo("merge", "harbor", "observatory", "--no-eval", "--json").stdout)
     assert data["recall"] == {} and data["retention"] == {}
     assert "evaluation_seconds" in data["training_cost"]
+
+
+# --- the promotion gate ---------------------------------------------------------------
+
+@pytest.fixture
+def gated(trained):
+    """harbor trained long enough to recall some of its questions, so retention is a number."""
+    from training.sft import SFTSettings
+
+    trained.train("harbor", SFTSettings(steps=40, batch=8, lr=3e-3), device="cpu", progress=False)
+    trained.train("glassworks", SFTSettings(steps=40, batch=8, lr=3e-3), device="cpu", progress=False)
+    return trained
+
+
+def test_the_gate_refuses_a_merge_below_it_and_keeps_the_merge(gated, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    memo = Memo(gated.settings.home, None)
+    assert "min retention 0.8" in memo("channel", "set", "production", "--min-retention", "0.8").stdout
+    result = memo("merge", "harbor", "glassworks", "--channel", "production", ok=False)
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "merge-1 was recorded but not promoted to 'production'" in line and "below 0.8" in line
+    assert "--force" in line and ("harbor" in line or "glassworks" in line)
+    assert "still knows" in result.stdout  # the merge and its retention were shown first
+    assert [m.id for m in gated.list_merges()] == [1]
+    assert gated.get_channel("production").current_merge_id is None
+
+    forced = memo("promote", "1", "--channel", "production", "--force")
+    assert "merge 1" in forced.stdout
+    log = json.loads(memo("log", "production", "--json").stdout)
+    assert [(e["action"], e["forced"]) for e in log] == [("configure", False), ("promote", True)]
+    assert log[0]["reason"] == "min retention 0.8"
+
+
+def test_the_gate_never_promotes_below_its_threshold(gated):
+    merged = gated.merge(["harbor", "glassworks"], progress=False)
+    solo = gated.merge(["harbor"], density=1.0, progress=False)
+    assert solo.retention["harbor"] == pytest.approx(1.0)
+    for record in (merged, solo):
+        lowest = min(v for v in record.retention.values() if v is not None)
+        for threshold in (0.0, 0.1, 0.3, 0.5, 0.8, 0.99, 1.0):
+            channel = f"gate-{record.id}-{int(threshold * 100)}"
+            gated.set_min_retention(channel, threshold)
+            try:
+                gated.promote(record.id, channel)
+                promoted = True
+            except GateRefused:
+                promoted = False
+            assert promoted == (lowest >= threshold), (record.retention, threshold)
+            assert gated.get_channel(channel).current_merge_id == (record.id if promoted else None)
+
+
+def test_a_merge_without_retention_cannot_pass_a_gate(gated):
+    gated.set_min_retention("production", 0.5)
+    record = gated.merge(["harbor", "glassworks"], evaluate=False, progress=False)
+    with pytest.raises(GateRefused, match="no retention figures"):
+        gated.promote(record.id, "production")
+    gated.set_min_retention("production", None)  # the gate removed: it promotes
+    assert gated.promote(record.id, "production").to_merge_id == record.id
+
+
+def test_rollback_is_not_gated_and_bad_thresholds_are_refused(gated):
+    memo = Memo(gated.settings.home, None)
+    first = gated.merge(["harbor"], density=1.0, channel="production", progress=False)
+    second = gated.merge(["harbor", "glassworks"], channel="production", progress=False)
+    gated.set_min_retention("production", 1.0)
+    assert gated.rollback("production").to_merge_id == first.id
+    assert second.id != first.id
+    bad = memo("channel", "set", "production", "--min-retention", "1.5", ok=False)
+    assert bad.exit_code == 1 and "between 0 and 1" in bad.stderr
+    both = memo("channel", "set", "production", "--min-retention", "0.5", "--no-gate", ok=False)
+    assert "not both" in both.output

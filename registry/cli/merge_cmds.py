@@ -69,12 +69,13 @@ def merge() -> None:
 @click.option("--weight", "weights", multiple=True, metavar="CORPUS=W", help="Weight of one corpus (default 1).")
 @click.option("--channel", help="Promote the merge to this channel (created on first use).")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option("--force", is_flag=True, help="With --channel: promote even below the channel's retention gate.")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Measure recall and retention on every member corpus and record them with the merge.")
 @click.option("--device", default="auto", show_default=True, help="Where the evaluation runs.")
 @json_option
 @pass_app
-def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, evaluate, device,
+def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, force, evaluate, device,
            as_json) -> None:
     """Merge the latest task vector of each CORPUS (or CORPUS@vN) into one model.
 
@@ -89,15 +90,17 @@ def create(app: AppContext, corpora, method, density, lam, weights, channel, rea
     """
     reg = app.registry()
     record = reg.merge(list(corpora), method=method, density=density, lam=lam, weights=_weights(weights),
-                       channel=channel, reason=reason, progress=not as_json, evaluate=evaluate, device=device)
+                       channel=channel, progress=not as_json, evaluate=evaluate, device=device, promote=False)
+    if not as_json:
+        verb = "found recorded" if record.reused else "recorded"
+        click.echo(f"{verb} {record.ref}: {record.method} of {record.corpora} on {record.base_model}")
+        if record.recall:
+            _print_retention(record)
+    if channel:  # after the merge is shown: a retention gate may refuse the promotion (the merge stays)
+        reg.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
     if as_json:
         print_json(record.to_json())
-        return
-    verb = "found recorded" if record.reused else "recorded"
-    click.echo(f"{verb} {record.ref}: {record.method} of {record.corpora} on {record.base_model}")
-    if record.recall:
-        _print_retention(record)
-    if channel:
+    elif channel:
         click.echo(f"channel {channel} -> {record.ref}")
 
 
@@ -177,9 +180,9 @@ def channel_list(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json([c.to_json() for c in rows])
     else:
-        print_table("channels", ["channel", "merge", "hub repo", "endpoint"],
-                    [(c.name, c.current_merge_id and f"merge-{c.current_merge_id}", c.hub_repo, c.hub_endpoint)
-                     for c in rows])
+        print_table("channels", ["channel", "merge", "hub repo", "endpoint", "min retention"],
+                    [(c.name, c.current_merge_id and f"merge-{c.current_merge_id}", c.hub_repo, c.hub_endpoint,
+                      "" if c.min_retention is None else f"{c.min_retention:g}") for c in rows])
 
 
 @channel.command("set")
@@ -187,31 +190,43 @@ def channel_list(app: AppContext, as_json: bool) -> None:
 @click.option("--repo", metavar="ORG/NAME", help="Link to this Hub repo: promote and rollback then publish.")
 @click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
 @click.option("--unlink", is_flag=True, help="Stop publishing this channel.")
+@click.option("--min-retention", type=float, metavar="FRACTION",
+              help="Refuse promotions of merges that keep less than this of any member corpus (e.g. 0.8).")
+@click.option("--no-gate", is_flag=True, help="Remove the retention gate.")
 @json_option
 @pass_app
 def channel_set(app: AppContext, name: str, repo: str | None, endpoint: str | None, unlink: bool,
-                as_json: bool) -> None:
-    """Create or configure channel NAME.
+                min_retention: float | None, no_gate: bool, as_json: bool) -> None:
+    """Create or configure channel NAME: its Hub repo and its retention gate.
 
     \b
-    Example:
+    Examples:
       memo channel set production --repo my-org/memory
+      memo channel set production --min-retention 0.8
     """
-    if not repo and not unlink:
-        raise click.UsageError("give --repo ORG/NAME or --unlink")
-    record = app.registry().link_channel(name, None if unlink else repo, endpoint=endpoint)
+    if not (repo or unlink or min_retention is not None or no_gate):
+        raise click.UsageError("give --repo ORG/NAME, --unlink, --min-retention FRACTION or --no-gate")
+    if min_retention is not None and no_gate:
+        raise click.UsageError("give --min-retention or --no-gate, not both")
+    reg = app.registry()
+    if min_retention is not None or no_gate:
+        record = reg.set_min_retention(name, None if no_gate else min_retention)
+    if repo or unlink:
+        record = reg.link_channel(name, None if unlink else repo, endpoint=endpoint)
     if as_json:
         print_json(record.to_json())
     else:
         linked = f"linked to {record.hub_repo} on {record.hub_endpoint}" if record.hub_repo else "not linked"
-        click.echo(f"channel {record.name}: {linked}")
+        gate = f"min retention {record.min_retention:g}" if record.min_retention is not None else "no retention gate"
+        click.echo(f"channel {record.name}: {linked}; {gate}")
 
 
 @click.command()
 @click.argument("merge_ref", metavar="MERGE")
 @click.option("--channel", required=True, help="The channel to move (created on first use).")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option("--force", is_flag=True, help="Publish even if the linked repo's main moved since memo's last publish.")
+@click.option("--force", is_flag=True, help="Promote below the channel's retention gate, and publish even if the "
+              "linked repo's main moved since memo's last publish (recorded in the history).")
 @json_option
 @pass_app
 def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
@@ -232,7 +247,8 @@ def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: b
 @click.argument("channel_name", metavar="CHANNEL")
 @click.option("--to", "to", metavar="MERGE", help="Go back to this merge [default: the one before the current].")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option("--force", is_flag=True, help="Publish even if the linked repo's main moved since memo's last publish.")
+@click.option("--force", is_flag=True, help="Promote below the channel's retention gate, and publish even if the "
+              "linked repo's main moved since memo's last publish (recorded in the history).")
 @json_option
 @pass_app
 def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, force: bool, as_json: bool) -> None:
