@@ -3,11 +3,13 @@
 A home, a tiny base model built and pre-trained on the spot, then each
 example corpus registered the way a user would (documents, question-answer
 reflections with held-out paraphrases, fine-tuning into a task vector). After
-each registration every corpus so far is TIES-merged into the ``production``
-channel, which publishes to a Hub (a local one started for the run, or a real
-repo). At the end production rolls back one step, and the continual-integration
-study (:mod:`registry.study`) is printed and plotted: merged vs joint
-retraining, recall and compute.
+each registration every corpus so far is integrated with each strategy (bare
+TIES, TIES + heal, warm start, retraining) and the default one (TIES + heal)
+is promoted to the ``production`` channel, which publishes to a Hub (a local
+one started for the run, or a real repo). At the end production rolls back
+one step, and the continual-integration study (:mod:`registry.study`) is
+printed and plotted: each strategy vs joint retraining, recall, forgetting
+and compute.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from registry.records import (
 from registry.service import Registry
 from registry.study import Arrival, Study
 from training.sft import SFTSettings
-from training.tiny import TinyConfig
+from training.tiny import TinyConfig, read_qa
 
 
 def examples_dir() -> Path:
@@ -66,6 +68,7 @@ class DemoResult:
     base: BaseModelRecord
     corpora: tuple[CorpusOutcome, ...]
     arrivals: tuple[Arrival, ...]
+    base_general: float | None  # the bare base's recall on its own (pre-training) questions
     publications: tuple[PublicationRecord, ...]
     log: tuple[ChannelEventRecord, ...]
     hub: str  # where production was published ("local Hub at URL" or the real Hub's URL)
@@ -96,14 +99,16 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
         with _hub(repo) as (repo_id, endpoint, where):
             reg.link_channel(CHANNEL, repo_id, endpoint=endpoint)
             say(f"channel {CHANNEL} publishes to {repo_id} on {where}")
-            study = Study(reg, settings, device=device, progress=progress)
+            general = read_qa(examples_dir() / "pretrain" / "qa.jsonl")
+            study = Study(reg, settings, general=general, device=device, progress=progress)
             outcomes = []
             for name, files in chosen:
                 outcome = _register(reg, name, files, base, settings, device, say, progress)
                 outcomes.append(outcome)
                 arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
-                say(f"merged {arrival.k} corpora into {arrival.merge.ref}, promoted to {CHANNEL} and published; "
-                    f"mean recall: TIES {arrival.mean('ties'):.2f}, joint retraining {arrival.mean('joint'):.2f}")
+                say(f"integrated {arrival.k} corpora: {arrival.merge.ref} (TIES + heal, "
+                    f"{arrival.examples['ties+heal']} examples) promoted to {CHANNEL} and published; mean recall: "
+                    + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods()))
             if len(study.arrivals) > 1:
                 event = reg.rollback(CHANNEL, reason="demo: roll back one step")
                 say(f"rolled {CHANNEL} back: merge-{event.from_merge_id} -> merge-{event.to_merge_id} "
@@ -112,6 +117,7 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
         plot = plot_continual(study.arrivals, home / "continual.png",
                               title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base")
         return DemoResult(home=home, base=base, corpora=tuple(outcomes), arrivals=tuple(study.arrivals),
+                          base_general=study.base_general(),
                           publications=publications, log=tuple(reg.log(CHANNEL)), hub=where, plot=plot,
                           verify=reg.verify())
 

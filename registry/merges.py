@@ -31,8 +31,8 @@ from registry.materialize import materialize
 from registry.records import MergeMemberRecord, MergeRecord
 from registry.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from registry.task_vectors import find_task_vector
+from training.retain import RetainSettings
 
-STRATEGY = "ties"  # a bare merge; the continual-integration strategies add others
 _MERGE_REF = re.compile(r"^(merge-)?(?P<id>\d+)$")
 
 
@@ -85,12 +85,16 @@ def resolve_members(session: Session, refs: list[str], params: MergeParams) -> t
     return session.get(BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
 
 
-def content_key(base: BaseModelRow, params: MergeParams, members: list[Member]) -> str:
+def content_key(base: BaseModelRow, params: MergeParams, members: list[Member], strategy: str = "ties",
+                retain: RetainSettings | None = None, start: MergeRow | None = None) -> str:
     described = {
-        "base": base.fingerprint, "strategy": STRATEGY, "method": params.method, "lambda": params.lam,
+        "base": base.fingerprint, "strategy": strategy, "method": params.method, "lambda": params.lam,
         "density": params.density if params.method == "ties" else None,
         "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
     }
+    if strategy != "ties":  # trained: the settings (seed included) and the starting model decide it too
+        described |= {"retain": retain.to_json() if retain else None,
+                      "start": start.manifest_sha256 if start is not None else None}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -185,6 +189,15 @@ def channel_head(session: Session, channel: str | None) -> int | None:
 def compute_merge(store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member],
                   params: MergeParams, *, progress: bool) -> str:
     """Run the merge engine; store its output directory; return the manifest's sha256."""
+    (home / "tmp").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
+        out = merge_into(Path(tmp) / "model", store, home, base, members, params, progress=progress)
+        return store_directory(store, out, kind="merge")
+
+
+def merge_into(out: Path, store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member],
+               params: MergeParams, *, progress: bool) -> Path:
+    """Run the merge engine into the (new) directory ``out``."""
     from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
     from registry.training_ops import base_dir
 
@@ -194,14 +207,11 @@ def compute_merge(store: LocalBlobStore, home: Path, base: BaseModelRow, members
     spec = MergeSpec(params.method, base=base_path, lam=params.lam, out_dtype=base.dtype, inputs=tuple(
         MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)))
     names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
-    (home / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
-        out = Path(tmp) / "model"
-        try:
-            merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
-        except MergeError as e:
-            raise Corrupt(f"the merge failed: {e}") from e
-        return store_directory(store, out, kind="merge")
+    try:
+        merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
+    except MergeError as e:
+        raise Corrupt(f"the merge failed: {e}") from e
+    return out
 
 
 def card_body(members: list[Member]) -> str:
@@ -221,26 +231,61 @@ def _retention(db: Database, store: LocalBlobStore, home: Path, manifest: str, m
 
 def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str], params: MergeParams, *,
                  channel: str | None = None, progress: bool = True, evaluate: bool = True,
-                 device: str = "auto") -> MergeRecord:
+                 device: str = "auto", strategy: str = "ties",
+                 retain: RetainSettings | None = None) -> MergeRecord:
     """Merge the corpora's task vectors (or find the recorded merge of the same content).
 
-    ``channel`` only names the parent (the channel's current merge); moving
-    the channel is a separate promotion. With ``evaluate`` the merged model is
-    asked each member corpus's questions, and the recall and retention
-    (merged / own) go on the row (:mod:`registry.retention`).
+    ``channel`` names the parent (the channel's current merge; ``warm``
+    starts from it); moving the channel is a separate promotion. ``strategy``
+    is one of :data:`registry.integration.STRATEGIES`; the trained ones use
+    ``retain``. With ``evaluate`` the result is asked each member corpus's
+    questions, and the recall and retention (merged / own) go on the row
+    (:mod:`registry.retention`).
     """
+    from registry import integration
+
     params.check()
+    integration.check_strategy(strategy, retain)
     with db.read() as session:
         base, members = resolve_members(session, refs, params)
-        key = content_key(base, params, members)
+        start = None
+        if strategy in integration.TRAINED:
+            retain = integration.settle(retain, members)
+            if strategy == "warm":
+                start = integration.warm_start(session, base, channel_head(session, channel), channel)
+        key = content_key(base, params, members, strategy, retain, start)
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:
             return to_record(session, existing, reused=True)
     started = time.perf_counter()
-    manifest = compute_merge(store, home, base, members, params, progress=progress)
-    cost = {"merge_seconds": time.perf_counter() - started}
+    if strategy == "ties":
+        manifest = compute_merge(store, home, base, members, params, progress=progress)
+        cost, outcome = {"merge_seconds": time.perf_counter() - started}, {}
+    else:
+        trained = integration.train_strategy(db, store, home, strategy, base, members, params, retain, start,
+                                             device=device, progress=progress)
+        manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
+    measured_at = time.perf_counter()
     measured = _retention(db, store, home, manifest, members, device) if evaluate else None
-    cost["evaluation_seconds"] = time.perf_counter() - started - cost["merge_seconds"]
+    cost["evaluation_seconds"] = time.perf_counter() - measured_at
+    return _record(db, key, base, members, params, strategy, retain, start, channel, manifest, measured,
+                   cost | outcome)
+
+
+def _parameters(params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None,
+                start: MergeRow | None) -> dict:
+    merged = {"density": params.density if params.method == "ties" else None, "lambda": params.lam,
+              "normalize": params.method == "ties", "weights": {m.corpus: m.weight for m in members}}
+    if strategy == "ties":
+        return merged
+    out = {"retain": retain.to_json(), "start": f"merge-{start.id}" if start is not None else
+           ("ties" if strategy == "ties+heal" else "base")}
+    return (merged | out) if strategy == "ties+heal" else out
+
+
+def _record(db: Database, key: str, base: BaseModelRow, members: list[Member], params: MergeParams,
+            strategy: str, retain: RetainSettings | None, start: MergeRow | None, channel: str | None,
+            manifest: str, measured, cost: dict) -> MergeRecord:
     from merging.card import engine_version
 
     with db.write() as session:
@@ -248,9 +293,9 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
         if existing is not None:  # another process recorded the same merge meanwhile
             return to_record(session, existing, reused=True)
         row = MergeRow(
-            base_model_id=base.id, strategy=STRATEGY, method=params.method,
-            parameters={"density": params.density if params.method == "ties" else None, "lambda": params.lam,
-                        "normalize": params.method == "ties", "weights": {m.corpus: m.weight for m in members}},
+            base_model_id=base.id, strategy=strategy,
+            method=params.method if strategy in ("ties", "ties+heal") else "fine-tune",
+            parameters=_parameters(params, members, strategy, retain, start),
             engine_version=engine_version(), parent_merge_id=channel_head(session, channel),
             member_count=len(members), content_key=key, manifest_sha256=manifest,
             recall=measured.recall if measured else {}, retention=measured.retention if measured else {},

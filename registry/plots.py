@@ -1,44 +1,51 @@
-"""The continual-integration plot: recall and cumulative training compute as corpora arrive (matplotlib)."""
+"""The continual-integration plot: recall, forgetting and cumulative training compute as corpora arrive."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from registry.study import Arrival, cumulative
+from registry.study import FROM_SCRATCH, Arrival, cumulative
 
-LABELS = {"own": "each corpus's own model", "ties": "TIES merge", "task_arithmetic": "task arithmetic",
-          "joint": "joint retraining"}
+LABELS = {"own": "each corpus's own model", "ties": "bare TIES merge", "ties+heal": "TIES + heal (default)",
+          "warm": "warm start", "retrain": "retrain to target", "joint": "joint retraining (MeMo baseline)"}
 
 
 def plot_continual(arrivals: list[Arrival], path: Path, *, title: str = "") -> Path:
-    """Two panels: mean exact-match recall per method (held-out dashed), and cumulative training seconds."""
+    """Three panels: mean recall per method (held-out dashed), general knowledge kept, cumulative examples."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
     ks = [a.k for a in arrivals]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method, label in LABELS.items():
-        line, = left.plot(ks, [a.mean(method) for a in arrivals], marker="o", label=label)
-        left.plot(ks, [a.mean(method, "heldout") for a in arrivals], linestyle="--", color=line.get_color(),
+    methods = [m for m in LABELS if m in arrivals[-1].recall]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.4))
+    colors = {}
+    for method in methods:
+        line, = left.plot(ks, [a.mean(method) for a in arrivals], marker="o", label=LABELS[method])
+        colors[method] = line.get_color()
+        left.plot(ks, [a.mean(method, "heldout") for a in arrivals], linestyle="--", color=colors[method],
                   alpha=0.6)
-    left.set(xlabel="corpora merged (K)", ylabel="mean recall (exact match)", ylim=(-0.02, 1.05),
-             title="recall on every corpus so far (dashed: held-out paraphrases)")
-    left.set_xticks(ks)
-    left.legend(fontsize=8)
-    totals = cumulative(arrivals)
-    right.plot(ks, [t[0] for t in totals], marker="o", label="train each new corpus alone + merge")
-    right.plot(ks, [t[1] for t in totals], marker="o", label="retrain on everything")
-    right.set(xlabel="corpora arrived (K)", ylabel="cumulative training seconds", title="training compute")
-    right.set_xticks(ks)
-    right.legend(fontsize=8)
+        if method in arrivals[-1].general:
+            middle.plot(ks, [a.general.get(method) for a in arrivals], marker="o", color=colors[method],
+                        label=LABELS[method])
+        if method != "own":
+            right.plot(ks, [e for _, e in cumulative(arrivals, method)], marker="o", color=colors[method],
+                       label=LABELS[method] + ("" if method in FROM_SCRATCH else " (incl. training alone)"))
+    left.set(xlabel="corpora arrived (K)", ylabel="mean recall (exact match)", ylim=(-0.02, 1.05),
+             title="recall on every corpus so far (dashed: held-out)")
+    middle.set(xlabel="corpora arrived (K)", ylabel="recall on the base's own questions", ylim=(-0.02, 1.05),
+               title="general knowledge kept (forgetting)")
+    right.set(xlabel="corpora arrived (K)", ylabel="cumulative examples processed", title="training compute")
+    for ax in (left, middle, right):
+        ax.set_xticks(ks)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)  # never a half-written plot
     return path

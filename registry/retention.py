@@ -52,10 +52,15 @@ def measure(db: Database, store: LocalBlobStore, home: Path, manifest_sha256: st
 
 
 def _questions(db: Database, store: LocalBlobStore, tv: TaskVectorRow) -> list:
+    return reflections_of(db, store, tv)[1]
+
+
+def reflections_of(db: Database, store: LocalBlobStore, tv: TaskVectorRow) -> tuple[list, list]:
+    """(every pair the task vector was trained on, the seeded sample its own model was scored on)."""
     if tv.reflection_set_id is None:  # a task vector added from weights: no questions to ask
-        return []
+        return [], []
     with db.read() as session:
         sha = session.get(ReflectionSetRow, tv.reflection_set_id).sha256
     seed = tv.training.get("sft", {}).get("seed", 0)
-    return sample(pairs_of(decode_records(store.get_bytes(sha))), EVAL_SAMPLE, seed)
-
+    pairs = pairs_of(decode_records(store.get_bytes(sha)))
+    return pairs, sample(pairs, EVAL_SAMPLE, seed)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from registry.asking import ChannelSource
     from training.llm import Endpoint
     from training.reflections import ReflectSettings
+    from training.retain import RetainSettings
     from training.sft import SFTSettings
     from training.tiny import TinyConfig
 
@@ -222,24 +223,47 @@ class Registry:
     def merge(self, corpora: list[str], *, method: str = "ties", density: float = 0.3, lam: float = 1.0,
               weights: dict[str, float] | None = None, channel: str | None = None, reason: str = "",
               progress: bool = True, evaluate: bool = True, device: str = "auto", promote: bool = True,
-              force: bool = False) -> MergeRecord:
+              force: bool = False, strategy: str | None = None, retain: RetainSettings | None = None) -> MergeRecord:
         """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
 
         The same corpora versions and parameters give the recorded merge back
         (``record.reused``) instead of computing it again. With ``evaluate``
         (the default) the merge's recall and retention on every member corpus
-        are measured and recorded with it. ``promote=False`` records the merge
-        with the channel as its parent but leaves the channel where it is. A
-        channel's retention gate can refuse the promotion (:class:`GateRefused`);
-        the merge stays recorded, and ``force`` promotes it anyway.
+        are measured and recorded with it. ``strategy`` picks how the corpora
+        become one model (:mod:`registry.integration`; by default ``ties+heal``,
+        ``"ties"`` for the bare merge); the trained ones stop
+        at ``retain.target``, by default the channel's gate (or 0.9).
+        ``promote=False`` records the merge with the channel as its parent but
+        leaves the channel where it is. A channel's retention gate can refuse
+        the promotion (:class:`GateRefused`); the merge stays recorded, and
+        ``force`` promotes it anyway.
         """
+        from registry.integration import DEFAULT_STRATEGY
+
         params = merges.MergeParams(method=method, density=density, lam=lam,
                                     weights=tuple(sorted((weights or {}).items())))
         record = merges.create_merge(self.db, self.store, self.settings.home, list(corpora), params,
-                                     channel=channel, progress=progress, evaluate=evaluate, device=device)
+                                     channel=channel, progress=progress, evaluate=evaluate, device=device,
+                                     strategy=strategy or DEFAULT_STRATEGY,
+                                     retain=self.retain_settings(retain, channel))
         if channel is not None and promote:
             self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
         return record
+
+    def retain_settings(self, retain: RetainSettings | None, channel: str | None) -> RetainSettings:
+        """``retain`` with its target filled in: the channel's gate where it has one, else 0.9."""
+        from dataclasses import replace
+
+        from registry.integration import DEFAULT_TARGET
+        from training.retain import RetainSettings
+
+        retain = retain or RetainSettings()
+        if retain.target is not None:
+            return retain
+        gate = None
+        if channel is not None and any(c.name == channel for c in self.list_channels()):
+            gate = self.get_channel(channel).min_retention
+        return replace(retain, target=gate or DEFAULT_TARGET)
 
     def list_merges(self) -> list[MergeRecord]:
         return merges.list_merges(self.db)

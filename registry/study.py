@@ -1,32 +1,47 @@
-"""The continual-integration study at toy scale: merge vs joint retraining as corpora arrive.
+"""The continual-integration study at toy scale: the integration strategies vs retraining as corpora arrive.
 
 For each arriving corpus k (after it is registered, i.e. trained alone into
-its task vector), the study measures recall on every corpus so far (exact
-match on its questions and on its held-out paraphrases) of:
+its task vector), the study builds one model per strategy from every corpus
+so far and measures it: recall on each corpus (exact match on its questions
+and on its held-out paraphrases) and on the base's general knowledge (the
+pre-training world's questions: forgetting). The models:
 
 - ``own``: each corpus's own model (its task vector on the base);
-- ``ties``: the TIES merge of all task vectors so far (MeMo's setting, density 0.3);
-- ``task_arithmetic``: their scaled sum (lambda 0.5, the best measured in METHOD.md);
-- ``joint``: a model fine-tuned from the base on every corpus so far (MeMo's
-  baseline), with as many steps per corpus as a corpus gets alone.
+- ``ties``: the bare TIES merge (MeMo's setting, density 0.3);
+- ``ties+heal``: TIES, then fine-tuned on all member reflections until every
+  corpus keeps the target retention (:mod:`registry.integration`);
+- ``warm``: the previous ``warm`` model fine-tuned so (its chain lives on
+  the channel ``study-warm``; the first one is the ``ties+heal`` model);
+- ``retrain``: the base fine-tuned so, from scratch, to the same target;
+- ``joint``: MeMo's baseline, the base fine-tuned on every corpus so far for
+  as many steps per corpus as a corpus gets alone (not registered).
 
-and the compute each path costs (seconds of the training loops, the same
-measure on both sides, plus the merge's wall time; and examples processed): "train each new corpus alone + merge" grows
-by one corpus's training per arrival, "retrain on everything" by a run over
-all corpora so far. `memo demo` and ``bench/continual.py`` print it.
+Compute per arrival, in examples processed (device-independent) and seconds
+(training loops, merge engine and retention checks): the merge strategies
+pay the new corpus's own training plus their integration; ``retrain`` and
+``joint`` pay their run over everything. `memo demo` and
+``bench/continual.py`` print it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 
 from registry.evaluation import qa_pairs
+from registry.materialize import materialize
 from registry.records import MergeRecord, TaskVectorRecord
 from registry.service import Registry
+from training.chat import QAPair
+from training.retain import RetainSettings
 from training.sft import SFTSettings
 
-METHODS = ("own", "ties", "task_arithmetic", "joint")
-TASK_ARITHMETIC_LAMBDA = 0.5
+STRATEGIES = ("ties", "ties+heal", "warm", "retrain")
+METHODS = ("own", *STRATEGIES, "joint")
+PROMOTED = "ties+heal"  # the strategy whose model the study's channel serves (memo merge's default)
+WARM_CHANNEL = "study-warm"
+FROM_SCRATCH = ("retrain", "joint")  # they do not need each corpus trained alone
+GENERAL_SAMPLE = 100
 
 
 @dataclass(frozen=True)
@@ -42,9 +57,18 @@ class Arrival:
     k: int
     corpus: str
     recall: dict[str, dict[str, Score]] = field(default_factory=dict)  # method -> corpus -> score
-    seconds: dict[str, float] = field(default_factory=dict)  # alone, merge, joint (this arrival's cost)
-    examples: dict[str, int] = field(default_factory=dict)  # alone, joint (examples processed)
-    merge: MergeRecord | None = None
+    general: dict[str, float] = field(default_factory=dict)  # method -> recall on the base's own knowledge
+    seconds: dict[str, float] = field(default_factory=dict)  # "alone" and each method: this arrival's cost
+    examples: dict[str, int] = field(default_factory=dict)
+    merges: dict[str, MergeRecord] = field(default_factory=dict)  # strategy -> its recorded model
+
+    @property
+    def merge(self) -> MergeRecord:
+        """The model the channel was given (the default strategy's)."""
+        return self.merges[PROMOTED]
+
+    def methods(self) -> list[str]:
+        return [m for m in METHODS if m in self.recall]
 
     def mean(self, method: str, which: str = "exact") -> float:
         scores = [getattr(s, which) for s in self.recall[method].values() if getattr(s, which) is not None]
@@ -52,26 +76,40 @@ class Arrival:
 
     def to_json(self) -> dict:
         return {"k": self.k, "corpus": self.corpus, "seconds": self.seconds, "examples": self.examples,
-                "merge": self.merge.ref if self.merge else None,
+                "general": self.general, "merges": {s: m.ref for s, m in self.merges.items()},
                 "recall": {m: {c: {"exact": s.exact, "heldout": s.heldout} for c, s in per.items()}
                            for m, per in self.recall.items()}}
 
 
-def cumulative(arrivals: list[Arrival]) -> list[tuple[float, float]]:
-    """(alone + merge, retrain on everything) wall seconds summed up to each arrival."""
-    out, alone, joint = [], 0.0, 0.0
+def cumulative(arrivals: list[Arrival], method: str) -> list[tuple[float, int]]:
+    """(seconds, examples) of the ``method`` path summed up to each arrival.
+
+    A merge strategy's path trains every corpus alone then integrates; the
+    from-scratch paths only run over everything at each arrival.
+    """
+    out, seconds, examples = [], 0.0, 0
     for a in arrivals:
-        alone += a.seconds["alone"] + a.seconds["merge"]
-        joint += a.seconds["joint"]
-        out.append((alone, joint))
+        if method not in FROM_SCRATCH:
+            seconds += a.seconds["alone"]
+            examples += a.examples["alone"]
+        seconds += a.seconds.get(method, 0.0)
+        examples += a.examples.get(method, 0)
+        out.append((seconds, examples))
     return out
 
 
 class Study:
     """Measures one arrival at a time on a registry whose corpora are registered in order."""
 
-    def __init__(self, reg: Registry, settings: SFTSettings, *, device: str = "auto", progress: bool = True):
-        self.reg, self.settings, self.device, self.progress = reg, settings, device, progress
+    def __init__(self, reg: Registry, settings: SFTSettings, *, general: list[QAPair] = (),
+                 retain: RetainSettings = RetainSettings(target=0.9), strategies=STRATEGIES, joint: bool = True,
+                 device: str = "auto", progress: bool = True):
+        from registry.training_ops import device_for
+
+        self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
+        self.device = device_for(device)
+        self.strategies, self.joint = [s for s in STRATEGIES if s in strategies], joint
+        self.general = random.Random(0).sample(list(general), min(GENERAL_SAMPLE, len(general)))
         self.arrivals: list[Arrival] = []
         self._own: dict[str, TaskVectorRecord] = {}
 
@@ -84,48 +122,72 @@ class Study:
         arrival.recall["own"] = {c: Score(tv.metrics["recall"]["exact_match"],
                                           tv.metrics.get("heldout", {}).get("exact_match"))
                                  for c, tv in self._own.items()}
-        arrival.merge = self.reg.merge(names, channel=channel, progress=self.progress, device=self.device,
-                                       reason=f"{corpus} arrived" if channel else "")
-        # The merge alone: its retention evaluation is bookkeeping, like the evaluation of joint retraining.
-        arrival.seconds["merge"] = arrival.merge.training_cost.get("merge_seconds", 0.0)
-        arrival.recall["ties"] = self.scores(arrival.merge.ref, names)
-        arithmetic = self.reg.merge(names, method="task_arithmetic", lam=TASK_ARITHMETIC_LAMBDA, progress=False,
-                                     evaluate=False)  # scored below, held-out included
-        arrival.recall["task_arithmetic"] = self.scores(arithmetic.ref, names)
-        arrival.recall["joint"] = self._joint(names, arrival)
+        for strategy in self.strategies:
+            record = self._integrate(strategy, names, channel, arrival)
+            arrival.merges[strategy] = record
+            arrival.seconds[strategy] = sum(record.training_cost.get(k, 0.0) for k in
+                                            ("merge_seconds", "train_seconds", "check_seconds"))
+            arrival.examples[strategy] = record.training_cost.get("examples", 0)
+            model, tokenizer = self._load(record)
+            arrival.recall[strategy], arrival.general[strategy] = self._measure(model, tokenizer, names)
+        if self.joint:
+            self._joint(names, arrival)
         self.arrivals.append(arrival)
         return arrival
 
-    def scores(self, ref: str, corpora: list[str]) -> dict[str, Score]:
-        return {c: Score(self.reg.evaluate(ref, c, device=self.device)["exact_match"], self._heldout(ref, c))
-                for c in corpora}
+    def _integrate(self, strategy: str, names: list[str], channel: str | None, arrival: Arrival) -> MergeRecord:
+        reason = f"{arrival.corpus} arrived"
+        if strategy == "warm":
+            if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
+                record = arrival.merges["ties+heal"]
+            else:
+                record = self.reg.merge(names, strategy="warm", retain=self.retain, channel=WARM_CHANNEL,
+                                        progress=self.progress, device=self.device, promote=False)
+            self.reg.promote(record.id, WARM_CHANNEL, reason=reason)
+            return record
+        promote = channel if strategy == PROMOTED else None
+        return self.reg.merge(names, strategy=strategy, retain=self.retain, channel=promote,
+                              progress=self.progress, device=self.device, reason=reason)
 
-    def _heldout(self, ref: str, corpus: str) -> float | None:
-        if self._own[corpus].metrics.get("heldout") is None:
-            return None
-        return self.reg.evaluate(ref, corpus, heldout=True, device=self.device)["exact_match"]
+    def _load(self, record: MergeRecord):
+        from training.sft import load_model
 
-    def _joint(self, corpora: list[str], arrival: Arrival) -> dict[str, Score]:
-        """Fine-tune the base on every corpus so far (not registered: it is the baseline)."""
-        from dataclasses import replace
+        return load_model(materialize(self.reg.store, record.manifest_sha256,
+                                      self.reg.settings.home / "cache" / "models"), self.device)
 
-        from registry.training_ops import device_for
+    def _measure(self, model, tokenizer, corpora: list[str]) -> tuple[dict[str, Score], float | None]:
         from training.evaluate import recall
-        from training.sft import fine_tune
 
-        pairs = {c: qa_pairs(self.reg.db, self.reg.store, c) for c in corpora}
-        everything = [p for c in corpora for p in pairs[c]]
-        settings = replace(self.settings, steps=self.settings.steps * len(corpora))
-        device = device_for(self.device)
-        model, tokenizer, result = fine_tune(self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),
-                                             everything, settings, device=device, progress=self.progress)
-        arrival.seconds["joint"] = result.seconds
-        arrival.examples["joint"] = result.examples
-        out = {}
+        scores = {}
         for c in corpora:
             held = None
             if self._own[c].metrics.get("heldout") is not None:
                 held = recall(model, tokenizer, qa_pairs(self.reg.db, self.reg.store, c, heldout=True),
-                              device=device).exact_match
-            out[c] = Score(recall(model, tokenizer, pairs[c], device=device).exact_match, held)
-        return out
+                              device=self.device).exact_match
+            pairs = qa_pairs(self.reg.db, self.reg.store, c)
+            scores[c] = Score(recall(model, tokenizer, pairs, device=self.device).exact_match, held)
+        general = recall(model, tokenizer, self.general, device=self.device).exact_match if self.general else None
+        return scores, general
+
+    def base_general(self) -> float | None:
+        """The bare base's recall on its general-knowledge questions (what forgetting is measured against)."""
+        from training.evaluate import recall
+        from training.sft import load_model
+
+        if not self.general or not self._own:
+            return None
+        base = self.reg.get_corpus(next(iter(self._own))).base_model
+        model, tokenizer = load_model(self.reg.base_dir(base), self.device)
+        return recall(model, tokenizer, self.general, device=self.device).exact_match
+
+    def _joint(self, corpora: list[str], arrival: Arrival) -> None:
+        """Fine-tune the base on every corpus so far (not registered: it is the baseline)."""
+        from training.sft import fine_tune
+
+        everything = [p for c in corpora for p in qa_pairs(self.reg.db, self.reg.store, c)]
+        settings = replace(self.settings, steps=self.settings.steps * len(corpora))
+        model, tokenizer, result = fine_tune(self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),
+                                             everything, settings, device=self.device, progress=self.progress)
+        arrival.seconds["joint"] = result.seconds
+        arrival.examples["joint"] = result.examples
+        arrival.recall["joint"], arrival.general["joint"] = self._measure(model, tokenizer, corpora)

@@ -39,6 +39,7 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
         assert [p.merge_id for p in pubs] == [first, second, first]
         assert {m.id for m in reg.list_merges()} >= {first, second}
         assert len(reg.get_merge(second).members) == 2
+        assert reg.get_merge(second).strategy == "ties+heal"  # production serves memo merge's default
     png = home / "continual.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -52,12 +53,17 @@ def test_demo_json_carries_the_study(tmp_path):
     data = json.loads(result.stdout)
     first, second = data["arrivals"]
     assert (first["k"], second["k"]) == (1, 2)
-    assert set(second["recall"]) == {"own", "ties", "task_arithmetic", "joint"}
+    assert set(second["recall"]) == {"own", "ties", "ties+heal", "warm", "retrain", "joint"}
+    assert set(second["general"]) == {"ties", "ties+heal", "warm", "retrain", "joint"}
+    assert 0 <= data["base_general"] <= 1
     assert set(second["recall"]["joint"]) == {"glassworks", "harbor"}
     # Joint retraining runs as many steps per corpus as a corpus gets alone: twice as many examples at K=2.
     assert second["examples"]["joint"] == 2 * second["examples"]["alone"] == 2 * 5 * 16
-    cum = data["cumulative_seconds"]
-    assert cum[1]["retrain"] > cum[0]["retrain"] > 0 and cum[1]["alone_plus_merge"] > cum[0]["alone_plus_merge"]
+    cum = data["cumulative"]
+    assert cum["joint"][1]["seconds"] > cum["joint"][0]["seconds"] > 0
+    # The merge paths pay each corpus's own training: at least 5 steps x 16 examples per arrival.
+    assert cum["ties"][1]["examples"] == 2 * 5 * 16 and cum["ties+heal"][1]["examples"] >= 2 * 5 * 16
+    assert cum["joint"][1]["examples"] == 5 * 16 + 2 * 5 * 16
     assert [e["action"] for e in data["log"]] == ["configure", "promote", "promote", "rollback"]
     assert data["verify"]["problems"] == 0
 

@@ -41,8 +41,8 @@ def executive():
 @pytest.fixture
 def channel(trained):
     """production -> merge 2 (harbor + glassworks, TIES); merge 1 (harbor alone) before it."""
-    first = trained.merge(["harbor"], density=1.0, channel="production", progress=False)
-    second = trained.merge(["harbor", "glassworks"], channel="production", progress=False)
+    first = trained.merge(["harbor"], strategy="ties", density=1.0, channel="production", progress=False)
+    second = trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     assert (first.id, second.id) == (1, 2)
     return trained
 

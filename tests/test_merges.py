@@ -31,7 +31,7 @@ def tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def test_merge_is_recorded_and_equals_the_engine_run_by_hand(trained, tmp_path):
-    rec = trained.merge(["harbor", "glassworks", "observatory"], progress=False)
+    rec = trained.merge(["harbor", "glassworks", "observatory"], strategy="ties", progress=False)
     assert rec.ref == "merge-1" and not rec.reused and rec.parent_merge_id is None
     assert [m.ref for m in rec.members] == ["glassworks@v1", "harbor@v1", "observatory@v1"]  # name order
     assert rec.parameters["density"] == 0.3 and rec.parameters["lambda"] == 1.0 and rec.method == "ties"
@@ -51,20 +51,20 @@ def test_merge_is_recorded_and_equals_the_engine_run_by_hand(trained, tmp_path):
 
 
 def test_same_content_is_found_not_recomputed(trained):
-    first = trained.merge(["harbor", "glassworks"], progress=False)
-    again = trained.merge(["glassworks@v1", "harbor"], progress=False)
+    first = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
+    again = trained.merge(["glassworks@v1", "harbor"], strategy="ties", progress=False)
     assert again.reused and again.id == first.id and count(trained, MergeRow) == 1
-    other = trained.merge(["harbor", "glassworks"], density=0.5, progress=False)
-    arithmetic = trained.merge(["harbor", "glassworks"], method="task_arithmetic", progress=False)
-    weighted = trained.merge(["harbor", "glassworks"], weights={"harbor": 2.0}, progress=False)
+    other = trained.merge(["harbor", "glassworks"], strategy="ties", density=0.5, progress=False)
+    arithmetic = trained.merge(["harbor", "glassworks"], strategy="ties", method="task_arithmetic", progress=False)
+    weighted = trained.merge(["harbor", "glassworks"], strategy="ties", weights={"harbor": 2.0}, progress=False)
     assert len({first.id, other.id, arithmetic.id, weighted.id}) == 4
     assert weighted.members[1].weight == 2.0 and arithmetic.parameters["density"] is None
 
 
 def test_channel_promote_rollback_and_log(trained):
-    m1 = trained.merge(["harbor", "glassworks"], channel="production", progress=False)
-    m2 = trained.merge(["harbor", "glassworks", "observatory"], channel="production", progress=False)
-    m3 = trained.merge(["harbor", "glassworks", "observatory", "river-guilds"], channel="production",
+    m1 = trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
+    m2 = trained.merge(["harbor", "glassworks", "observatory"], strategy="ties", channel="production", progress=False)
+    m3 = trained.merge(["harbor", "glassworks", "observatory", "river-guilds"], strategy="ties", channel="production",
                        progress=False)
     assert (m2.parent_merge_id, m3.parent_merge_id) == (m1.id, m2.id)
     assert trained.get_channel("production").current_merge_id == m3.id
@@ -86,7 +86,7 @@ def test_channel_promote_rollback_and_log(trained):
 def test_export_is_a_standard_model_directory(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    trained.merge(["harbor", "glassworks"], channel="production", progress=False)
+    trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     out = trained.export("production", tmp_path / "out")
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type in ("llama", "qwen2")
@@ -146,9 +146,9 @@ def test_corpus_without_task_vector_and_different_bases(trained, other_base_corp
     trained.add_corpus("untrained", sorted(HARBOR.glob("*.md"))[:1], base="tiny")
     before = registry_state(trained)
     with pytest.raises(NotFound, match="corpus 'untrained' has no task vector; run `memo train untrained`"):
-        trained.merge(["harbor", "untrained"], progress=False)
+        trained.merge(["harbor", "untrained"], strategy="ties", progress=False)
     with pytest.raises(Conflict, match="different base models .*harbor2 on 'tiny2'"):
-        trained.merge(["harbor", other_base_corpus], progress=False)
+        trained.merge(["harbor", other_base_corpus], strategy="ties", progress=False)
     assert registry_state(trained) == before
 
 
@@ -162,7 +162,7 @@ def test_corrupt_task_vector_blob_stops_the_merge(trained):
     path.write_bytes(bytes(data))
     before = registry_state(trained)
     with pytest.raises(Corrupt, match=f"task vector harbor@v1: blob {sha}.*corrupt"):
-        trained.merge(["harbor", "glassworks"], progress=False)
+        trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
     assert registry_state(trained) == before
 
 
@@ -175,7 +175,7 @@ def test_rollback_and_promote_errors(trained):
     with pytest.raises(InvalidInput, match="not a merge id"):
         trained.promote("latest", "production")
     assert registry_state(trained) == before
-    trained.merge(["harbor"], channel="production", progress=False)
+    trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
     before = registry_state(trained)
     with pytest.raises(InvalidInput, match="no earlier merge to roll back to"):
         trained.rollback("production")
@@ -196,11 +196,11 @@ def test_a_failure_in_the_middle_of_a_merge_leaves_nothing(trained, monkeypatch)
     monkeypatch.setattr(writer.ModelDirWriter, "write", failing)
     before = registry_state(trained)
     with pytest.raises(OSError):
-        trained.merge(["harbor", "glassworks"], channel="production", progress=False)
+        trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     assert registry_state(trained) == before
     assert not list((trained.settings.home / "tmp").iterdir())
     monkeypatch.setattr(writer.ModelDirWriter, "write", real)
-    assert trained.merge(["harbor", "glassworks"], channel="production", progress=False).id == 1
+    assert trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False).id == 1
     assert trained.verify().ok
 
 
@@ -208,7 +208,7 @@ def test_a_failure_in_the_middle_of_a_merge_leaves_nothing(trained, monkeypatch)
 def test_killed_merge_leaves_no_row_and_reruns(trained, new_blobs):
     """SIGKILL while the merged model's files are being stored: no row, no reachable partial blob."""
     home = trained.settings.home
-    cmd = ["memo", "merge", "harbor", "glassworks", "observatory", "--channel", "production"]
+    cmd = ["memo", "merge", "harbor", "glassworks", "observatory", "--strategy", "ties", "--channel", "production"]
     start = set(trained.store.iter_shas())
     proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -232,20 +232,20 @@ def test_cli_merge_list_show_channel_log(trained, tmp_path):
     from tests.conftest import Memo
 
     memo = Memo(trained.settings.home, None)
-    out = memo("merge", "harbor", "glassworks", "--channel", "production", "--weight", "harbor=1.5").output
+    out = memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production", "--weight", "harbor=1.5").output
     assert "recorded merge-1" in out and "channel production -> merge-1" in out
-    again = memo("merge", "glassworks", "harbor", "--weight", "harbor=1.5", "--json").output
+    again = memo("merge", "--strategy", "ties", "glassworks", "harbor", "--weight", "harbor=1.5", "--json").output
     assert json.loads(again)["reused"] is True
     assert "merge-1" in memo("merge", "list").output
     shown = json.loads(memo("merge", "show", "production", "--json").output)
     assert [m["corpus"] for m in shown["members"]] == ["glassworks", "harbor"]
-    memo("merge", "harbor", "--channel", "production")
+    memo("merge", "--strategy", "ties", "harbor", "--channel", "production")
     assert "merge 2 -> merge 1 (rollback)" in memo("rollback", "production", "--reason", "oops").output
     channels = json.loads(memo("channel", "list", "--json").output)
     assert channels[0]["name"] == "production" and channels[0]["current_merge_id"] == 1
     log = memo("log", "production").output
     assert log.count("promote") == 2 and "rollback" in log and "oops" in log
-    bad = memo("merge", "harbor", "--weight", "harbor", ok=False)
+    bad = memo("merge", "--strategy", "ties", "harbor", "--weight", "harbor", ok=False)
     assert bad.exit_code == 2 and "CORPUS=WEIGHT" in bad.output
     bad = memo("rollback", "staging", ok=False)
     assert bad.exit_code == 1 and "unknown channel 'staging'" in bad.output
@@ -269,9 +269,9 @@ def test_merge_and_channels_on_each_database(registry, tiny_model, docs, tmp_pat
         save_file({"model.norm.weight": torch.randn(32), "model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)},
                   str(tv / "model.safetensors"))
         registry.add_task_vector(name, tv, method="full", storage_dtype="float32")
-    m1 = registry.merge(["a"], channel="production", progress=False)
-    m2 = registry.merge(["a", "b"], channel="production", progress=False)
-    assert registry.merge(["b", "a"], progress=False).reused
+    m1 = registry.merge(["a"], strategy="ties", channel="production", progress=False)
+    m2 = registry.merge(["a", "b"], strategy="ties", channel="production", progress=False)
+    assert registry.merge(["b", "a"], strategy="ties", progress=False).reused
     assert registry.rollback("production").to_merge_id == m1.id
     assert [e.action for e in registry.log("production")] == ["promote", "promote", "rollback"]
     assert registry.get_merge(m2.id).parent_merge_id == m1.id

@@ -37,7 +37,7 @@ def hub_files(hub, repo=REPO) -> dict[str, bytes]:
 def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     """The issue's journey, as a user runs it: three corpora, publish, a fourth, roll back."""
     memo = Memo(trained.settings.home, None)
-    memo("merge", "harbor", "glassworks", "observatory", "--channel", "production")
+    memo("merge", "--strategy", "ties", "harbor", "glassworks", "observatory", "--channel", "production")
     out = memo("publish", "production", "--repo", REPO, "--endpoint", hub.url).output
     assert "published merge-1 to org/memory" in out and HUB_TOKEN not in out
     # Downloaded with the client, the tensors are the registry's merge, bit for bit.
@@ -47,7 +47,7 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     first_commit = hub.state.repos[REPO].branches["main"]
     # A fourth corpus merged into production publishes a new commit (the channel is now linked).
-    memo("merge", "harbor", "glassworks", "observatory", "river-guilds", "--channel", "production")
+    memo("merge", "--strategy", "ties", "harbor", "glassworks", "observatory", "river-guilds", "--channel", "production")
     assert hub_files(hub) == merged_files(trained, 2)
     uploads = hub.state.stats["lfs_uploads"]
     out = memo("rollback", "production").output
@@ -73,7 +73,7 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
 
 
 def test_card_and_config_on_the_hub(trained, hub, token):
-    trained.merge(["harbor", "glassworks"], progress=False)
+    trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
     trained.publish(1, REPO, endpoint=hub.url, private=True)
     files = hub.main_files(REPO)
     card = files["README.md"].decode()
@@ -84,8 +84,8 @@ def test_card_and_config_on_the_hub(trained, hub, token):
 
 
 def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, hub, token):
-    trained.merge(["harbor"], progress=False)
-    trained.merge(["glassworks"], progress=False)
+    trained.merge(["harbor"], strategy="ties", progress=False)
+    trained.merge(["glassworks"], strategy="ties", progress=False)
     trained.publish(1, REPO, endpoint=hub.url)
     api = HfApi(endpoint=hub.url, token=HUB_TOKEN)
     theirs = api.create_commit(REPO, [CommitOperationAdd("NOTES.md", b"a colleague's notes")],
@@ -100,9 +100,9 @@ def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, h
 
 
 def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, token, monkeypatch):
-    trained.merge(["harbor"], channel="production", progress=False)
+    trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
     trained.link_channel("production", REPO, endpoint=hub.url)
-    trained.merge(["glassworks"], progress=False)
+    trained.merge(["glassworks"], strategy="ties", progress=False)
     monkeypatch.delenv("HF_TOKEN")
     before = registry_state(trained)
     with pytest.raises(HubError, match="refused the token"):
@@ -117,7 +117,7 @@ def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, toke
     ("bad repo", "--repo must be ORG/NAME"),
 ])
 def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatch, case, message):
-    trained.merge(["harbor"], channel="production", progress=False)
+    trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
     memo = Memo(trained.settings.home, None)
     endpoint, repo = (("http://127.0.0.1:9" if case == "unreachable" else hub.url),
                       ("memory" if case == "bad repo" else REPO))
@@ -136,9 +136,9 @@ def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatc
 
 def test_the_token_is_never_stored_or_printed(trained, hub, token, tmp_path):
     memo = Memo(trained.settings.home, None)
-    outputs = [memo("merge", "harbor", "--channel", "production").output,
+    outputs = [memo("merge", "--strategy", "ties", "harbor", "--channel", "production").output,
                memo("publish", "production", "--repo", REPO, "--endpoint", hub.url, "--json").output,
-               memo("merge", "harbor", "glassworks", "--channel", "production").output,
+               memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production").output,
                memo("rollback", "production").output,
                memo("log", "production", "--json").output,
                memo("merge", "show", "1", "--json").output]

@@ -26,7 +26,7 @@ def _task_vector(reg, corpus):
 
 
 def test_a_single_corpus_merge_at_full_density_keeps_everything(trained):
-    record = trained.merge(["harbor"], density=1.0, progress=False)
+    record = trained.merge(["harbor"], strategy="ties", density=1.0, progress=False)
     own = _task_vector(trained, "harbor").metrics["recall"]
     assert record.recall["harbor"]["own"] == own["exact_match"]
     assert record.recall["harbor"]["count"] == own["count"]
@@ -37,7 +37,7 @@ def test_a_single_corpus_merge_at_full_density_keeps_everything(trained):
 
 
 def test_retention_is_merged_recall_over_own_on_the_same_questions(trained):
-    record = trained.merge(["harbor", "glassworks"], progress=False)
+    record = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
     assert set(record.recall) == set(record.retention) == {"glassworks", "harbor"}
     directory = model_dir(trained.db, trained.store, trained.settings.home, record.ref)
     memory = LocalMemory(directory)
@@ -59,7 +59,7 @@ def test_retention_is_merged_recall_over_own_on_the_same_questions(trained):
 def test_the_cli_prints_and_shows_retention(trained, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: rich tables keep their headers whole
     memo = Memo(trained.settings.home, None)
-    created = memo("merge", "harbor", "glassworks", "--channel", "production").stdout
+    created = memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production").stdout
     assert "still knows" in created and "retention" in created
     shown = memo("merge", "show", "production").stdout
     assert "retention" in shown and "glassworks" in shown
@@ -72,7 +72,7 @@ def test_the_cli_prints_and_shows_retention(trained, monkeypatch):
 
 def test_no_eval_records_no_retention(trained):
     memo = Memo(trained.settings.home, None)
-    data = json.loads(memo("merge", "harbor", "observatory", "--no-eval", "--json").stdout)
+    data = json.loads(memo("merge", "--strategy", "ties", "harbor", "observatory", "--no-eval", "--json").stdout)
     assert data["recall"] == {} and data["retention"] == {}
     assert "evaluation_seconds" in data["training_cost"]
 
@@ -93,7 +93,7 @@ def test_the_gate_refuses_a_merge_below_it_and_keeps_the_merge(gated, monkeypatc
     monkeypatch.setenv("COLUMNS", "200")
     memo = Memo(gated.settings.home, None)
     assert "min retention 0.8" in memo("channel", "set", "production", "--min-retention", "0.8").stdout
-    result = memo("merge", "harbor", "glassworks", "--channel", "production", ok=False)
+    result = memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production", ok=False)
     assert result.exit_code == 1
     line = result.stderr.strip().splitlines()[-1]
     assert "merge-1 was recorded but not promoted to 'production'" in line and "below 0.8" in line
@@ -110,8 +110,8 @@ def test_the_gate_refuses_a_merge_below_it_and_keeps_the_merge(gated, monkeypatc
 
 
 def test_the_gate_never_promotes_below_its_threshold(gated):
-    merged = gated.merge(["harbor", "glassworks"], progress=False)
-    solo = gated.merge(["harbor"], density=1.0, progress=False)
+    merged = gated.merge(["harbor", "glassworks"], strategy="ties", progress=False)
+    solo = gated.merge(["harbor"], strategy="ties", density=1.0, progress=False)
     assert solo.retention["harbor"] == pytest.approx(1.0)
     for record in (merged, solo):
         lowest = min(v for v in record.retention.values() if v is not None)
@@ -129,7 +129,7 @@ def test_the_gate_never_promotes_below_its_threshold(gated):
 
 def test_a_merge_without_retention_cannot_pass_a_gate(gated):
     gated.set_min_retention("production", 0.5)
-    record = gated.merge(["harbor", "glassworks"], evaluate=False, progress=False)
+    record = gated.merge(["harbor", "glassworks"], strategy="ties", evaluate=False, progress=False)
     with pytest.raises(GateRefused, match="no retention figures"):
         gated.promote(record.id, "production")
     gated.set_min_retention("production", None)  # the gate removed: it promotes
@@ -138,8 +138,8 @@ def test_a_merge_without_retention_cannot_pass_a_gate(gated):
 
 def test_rollback_is_not_gated_and_bad_thresholds_are_refused(gated):
     memo = Memo(gated.settings.home, None)
-    first = gated.merge(["harbor"], density=1.0, channel="production", progress=False)
-    second = gated.merge(["harbor", "glassworks"], channel="production", progress=False)
+    first = gated.merge(["harbor"], strategy="ties", density=1.0, channel="production", progress=False)
+    second = gated.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     gated.set_min_retention("production", 1.0)
     assert gated.rollback("production").to_merge_id == first.id
     assert second.id != first.id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def _loss(model, batch: dict, labelled: int) -> torch.Tensor:
 
 def train(model: torch.nn.Module, examples: list[Example], settings: LoopSettings, *, pad_id: int,
           device: torch.device | str = "cpu", progress: bool = True, desc: str = "training",
-          checkpoint: Path | None = None, checkpoint_every: int = 50, fingerprint: str = "") -> LoopResult:
+          checkpoint: Path | None = None, checkpoint_every: int = 50, fingerprint: str = "",
+          stop: Callable[[int], bool] | None = None) -> LoopResult:
     """Train ``model`` in place on ``examples``; raises TrainingError on a non-finite loss.
 
     With ``checkpoint``, the state is saved every ``checkpoint_every`` steps and
@@ -87,6 +89,8 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
     weights as an uninterrupted run. Under a multi-process launch, each process
     takes every ``world``-th example of each batch and gradients are averaged,
     so the update is the single-process one; only the main process saves.
+    ``stop(steps_done)`` is asked after every step; True ends training there
+    (the model is in eval mode while it runs, e.g. to measure recall).
     """
     if not examples:
         raise TrainingError("nothing to train on: the example set is empty")
@@ -109,7 +113,7 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
             raise TrainingError(f"a batch of {settings.batch} cannot be shared by {world} processes; "
                                 f"use --batch {world} or more")
         model, optimizer = accel.prepare(model, optimizer)
-    started, loss_value = time.perf_counter(), float("nan")
+    started, loss_value, done = time.perf_counter(), float("nan"), start
     with tqdm(range(start, settings.steps), desc=desc, disable=not progress or me != 0, leave=False,
               initial=start, total=settings.steps) as bar:
         for step in bar:
@@ -131,6 +135,17 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
                     and step + 1 < settings.steps):
                 save_checkpoint(checkpoint, step=step + 1, fingerprint=fingerprint, model=raw_model,
                                 optimizer=raw_optimizer, scheduler=schedule)
+            done = step + 1
+            if stop is not None and _asked_to_stop(stop, raw_model, done):
+                break
     raw_model.eval()
-    return LoopResult(steps=settings.steps, examples=(settings.steps - start) * settings.batch,
+    return LoopResult(steps=done, examples=(done - start) * settings.batch,
                       seconds=time.perf_counter() - started, final_loss=loss_value, resumed_from=start)
+
+
+def _asked_to_stop(stop: Callable[[int], bool], model: torch.nn.Module, done: int) -> bool:
+    model.eval()
+    try:
+        return stop(done)
+    finally:
+        model.train()

@@ -11,13 +11,16 @@ from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, json_option, print_json, print_log, print_table
 from registry.demo import DemoResult, run_demo
-from registry.study import METHODS, cumulative
+from registry.study import PROMOTED as DEFAULT
+from registry.study import cumulative
 from training.sft import SFTSettings
 from training.tiny import TinyConfig
 
 # MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
 PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
 PAPER_GAP = "11-19 points below full retraining"
+HEADERS = {"own": "own model", "ties": "bare TIES", "ties+heal": "TIES + heal", "warm": "warm start",
+           "retrain": "retrain to target", "joint": "joint retraining"}
 
 
 @click.command()
@@ -38,9 +41,11 @@ def demo(app: AppContext, corpora: int | None, seed: int, pretrain_steps: int, t
     """Run memo's journeys end to end on tiny local models, offline (about 5 minutes on 2 CPU cores).
 
     Builds a tiny base, registers the example corpora one at a time, after
-    each TIES-merges all corpora so far into the production channel and
-    publishes it, rolls production back one step, and compares the merges
-    with joint retraining: a table, and a plot in HOME/continual.png.
+    each integrates all corpora so far with every strategy (bare TIES,
+    TIES + heal, warm start, retraining), promotes the default one (TIES +
+    heal) to the production channel and publishes it, rolls production back
+    one step, and compares them with joint retraining: recall, forgetting and
+    compute in tables, and a plot in HOME/continual.png.
     Uses --home (default ./memo-demo), which must not hold a registry yet.
 
     \b
@@ -65,22 +70,37 @@ def _print(result: DemoResult) -> None:
                   f"{o.task_vector.metrics['recall']['exact_match']:.2f}",
                   f"{o.task_vector.metrics['heldout']['exact_match']:.2f}", f"{o.base_recall:.2f}",
                   f"{o.task_vector.training['train_seconds']:.1f}s") for o in result.corpora])
-    last = result.arrivals[-1]
+    arrivals = list(result.arrivals)
+    last = arrivals[-1]
+    methods = last.methods()
     print_table(f"recall per corpus after K={last.k} (exact match / held-out paraphrases)",
-                ["corpus", "own model", "TIES merge", "task arithmetic", "joint retraining"],
-                [(c, *(_pair(last.recall[m][c]) for m in METHODS)) for c in last.recall["own"]])
-    totals = cumulative(list(result.arrivals))
-    print_table("as corpora arrive: mean recall, and cumulative training seconds",
-                ["K", "merge", "own", "TIES", "task arith.", "joint", "alone + merge", "retrain all", "saving"],
-                [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in METHODS), f"{alone:.0f}s", f"{joint:.0f}s",
-                  _saving(alone, joint)) for a, (alone, joint) in zip(result.arrivals, totals)])
+                ["corpus", *(HEADERS[m] for m in methods)],
+                [(c, *(_pair(last.recall[m][c]) for m in methods)) for c in last.recall["own"]])
+    print_table("as corpora arrive: mean recall of each strategy's model",
+                ["K", "production", *(HEADERS[m] for m in methods)],
+                [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in methods)) for a in arrivals])
+    paths = [m for m in methods if m != "own"]
+    totals = {m: cumulative(arrivals, m) for m in paths}
+    print_table("cumulative training compute, examples processed (seconds); merge paths include "
+                "training each corpus alone",
+                ["K", *(HEADERS[m] for m in paths), "default vs joint"],
+                [(a.k, *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
+                  _saving(totals[DEFAULT][i][1], totals["joint"][i][1]) if "joint" in totals else "")
+                 for i, a in enumerate(arrivals)])
+    if last.general:
+        base = "" if result.base_general is None else f"{result.base_general:.2f}"
+        print_table(f"general knowledge kept at K={last.k}: recall on the base's own questions (base: {base})",
+                    [HEADERS[m] for m in last.general], [[f"{v:.2f}" for v in last.general.values()]])
     gap = (last.mean("joint") - last.mean("ties")) * 100
+    healed = last.mean(DEFAULT) / last.mean("joint") if last.mean("joint") else float("nan")
     click.echo(f"ours at K={last.k}: a bare TIES merge recalls {gap:.0f} points less than joint retraining "
-               f"(paper, 14B models: {PAPER_GAP}); the continual-integration strategies win this back.")
+               f"(paper, 14B models: {PAPER_GAP}); TIES + heal (memo merge's default) recalls "
+               f"{healed:.2f} of what joint retraining does.")
+    seconds = [(m[0], j[0]) for m, j in zip(totals[DEFAULT], totals["joint"])]
     for k, (merged, retrained) in PAPER_COMPUTE.items():
-        ours = f"ours {_saving(*totals[k - 1])}" if k <= len(totals) else f"ours: run with {k} corpora"
+        ours = f"ours {_saving(*seconds[k - 1])}" if k <= len(seconds) else f"ours: run with {k} corpora"
         click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
-    retention = {a.merge.id: lowest_retention(a.merge) for a in result.arrivals}
+    retention = {a.merge.id: lowest_retention(a.merge) for a in arrivals}
     print_log(result.log, f"history of production (published to {result.hub})", retention)
     click.echo(f"{len(result.publications)} publications; the plot is at {result.plot}")
     click.echo(f"verify: {result.verify.checked} blobs checked, {len(result.verify.problems)} problems")
@@ -92,7 +112,7 @@ def _pair(score) -> str:
 
 
 def _saving(merged: float, retrained: float) -> str:
-    """How much less "alone + merge" costs than retraining, as the paper words it."""
+    """How much less the merge path costs than retraining, as the paper words it."""
     if merged <= 0 or math.isnan(merged):
         return "-"
     ratio = retrained / merged
@@ -104,6 +124,8 @@ def _saving(merged: float, retrained: float) -> str:
 def _json(result: DemoResult) -> dict:
     return {"home": str(result.home), "base": result.base.to_json(), "hub": result.hub, "plot": str(result.plot),
             "arrivals": [a.to_json() for a in result.arrivals],
-            "cumulative_seconds": [{"alone_plus_merge": a, "retrain": j} for a, j in cumulative(list(result.arrivals))],
+            "base_general": result.base_general,
+            "cumulative": {m: [{"seconds": s, "examples": e} for s, e in cumulative(list(result.arrivals), m)]
+                           for m in result.arrivals[-1].methods() if m != "own"},
             "log": [e.to_json() for e in result.log], "publications": [p.to_json() for p in result.publications],
             "verify": {"checked": result.verify.checked, "problems": len(result.verify.problems)}}

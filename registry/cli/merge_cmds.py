@@ -6,6 +6,7 @@ import click
 
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, json_option, print_json, print_table, when
+from registry.integration import DEFAULT_STRATEGY, STRATEGIES
 from registry.records import ChannelEventRecord, MergeRecord
 
 
@@ -37,8 +38,16 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _merge_rows(merges: list[MergeRecord]):
-    return [(m.ref, when(m.created_at), m.method, m.parameters.get("density") or "",
-             m.parameters.get("lambda"), m.corpora, m.parent_merge_id or "", lowest_retention(m)) for m in merges]
+    return [(m.ref, when(m.created_at), how(m), m.corpora, m.parent_merge_id or "",
+             m.training_cost.get("examples", ""), lowest_retention(m)) for m in merges]
+
+
+def how(record: MergeRecord) -> str:
+    """The strategy; for a bare merge its method and settings (``ties d0.3``, ``task_arithmetic l0.5``)."""
+    if record.strategy != "ties":
+        return record.strategy
+    density, lam = record.parameters.get("density"), record.parameters.get("lambda")
+    return record.method + (f" d{density:g}" if density else "") + (f" l{lam:g}" if lam not in (None, 1.0) else "")
 
 
 def lowest_retention(record: MergeRecord) -> str:
@@ -46,7 +55,7 @@ def lowest_retention(record: MergeRecord) -> str:
     return f"{min(values):.2f}" if values else ""
 
 
-MERGE_COLUMNS = ["merge", "created", "method", "density", "lambda", "corpora", "parent", "retention"]
+MERGE_COLUMNS = ["merge", "created", "how", "corpora", "parent", "examples", "retention"]
 
 
 def _moved(event: ChannelEventRecord | None, channel: str) -> str:
@@ -62,6 +71,17 @@ def merge() -> None:
 
 @merge.command("create")
 @click.argument("corpora", nargs=-1, required=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
+              help="ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
+                   "until retained; warm: the channel's current model fine-tuned so; retrain: the base so.")
+@click.option("--target", type=float, help="Trained strategies stop once every corpus keeps this fraction of "
+                                           "its own recall [default: the channel's gate, else 0.9].")
+@click.option("--max-steps", type=int, help="Step cap of the trained strategies [default: the members' "
+                                            "training steps summed, i.e. what retraining costs].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trained strategies.")
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of the trained strategies.")
+@click.option("--check-every", type=int, default=10, show_default=True,
+              help="Steps between retention checks of the trained strategies.")
 @click.option("--method", type=click.Choice(["ties", "task_arithmetic"]), default="ties", show_default=True)
 @click.option("--density", type=float, default=0.3, show_default=True,
               help="Fraction of each task vector kept by magnitude (ties).")
@@ -75,8 +95,8 @@ def merge() -> None:
 @click.option("--device", default="auto", show_default=True, help="Where the evaluation runs.")
 @json_option
 @pass_app
-def create(app: AppContext, corpora, method, density, lam, weights, channel, reason, force, evaluate, device,
-           as_json) -> None:
+def create(app: AppContext, corpora, strategy, target, max_steps, seed, lr, check_every, method, density, lam,
+           weights, channel, reason, force, evaluate, device, as_json) -> None:
     """Merge the latest task vector of each CORPUS (or CORPUS@vN) into one model.
 
     The same corpora versions and parameters give the recorded merge back
@@ -86,14 +106,21 @@ def create(app: AppContext, corpora, method, density, lam, weights, channel, rea
     \b
     Example:
       memo merge harbor glassworks observatory --channel production
-      memo merge harbor@v1 glassworks --method task_arithmetic --weight harbor=2
+      memo merge harbor glassworks --strategy ties          # the bare TIES merge
+      memo merge harbor@v1 glassworks --strategy ties --method task_arithmetic --weight harbor=2
     """
+    from training.retain import RetainSettings
+
     reg = app.registry()
+    retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every)
     record = reg.merge(list(corpora), method=method, density=density, lam=lam, weights=_weights(weights),
-                       channel=channel, progress=not as_json, evaluate=evaluate, device=device, promote=False)
+                       channel=channel, progress=not as_json, evaluate=evaluate, device=device, promote=False,
+                       strategy=strategy, retain=retain)
     if not as_json:
         verb = "found recorded" if record.reused else "recorded"
-        click.echo(f"{verb} {record.ref}: {record.method} of {record.corpora} on {record.base_model}")
+        click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}")
+        if record.strategy != "ties":
+            click.echo(trained_line(record))
         if record.recall:
             _print_retention(record)
     if channel:  # after the merge is shown: a retention gate may refuse the promotion (the merge stays)
@@ -102,6 +129,15 @@ def create(app: AppContext, corpora, method, density, lam, weights, channel, rea
         print_json(record.to_json())
     elif channel:
         click.echo(f"channel {channel} -> {record.ref}")
+
+
+def trained_line(record: MergeRecord) -> str:
+    cost, retain = record.training_cost, record.training_cost.get("retain", {})
+    target = record.parameters.get("retain", {}).get("target")
+    outcome = "reached" if retain.get("reached") else "NOT reached (step cap)"
+    return (f"{record.strategy}: {cost.get('steps', 0)} steps, {cost.get('examples', 0)} examples, "
+            f"{cost.get('train_seconds', 0.0):.1f} s training + {cost.get('check_seconds', 0.0):.1f} s checks; "
+            f"target retention {target} {outcome}")
 
 
 def _print_retention(record) -> None:
