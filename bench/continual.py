@@ -1,16 +1,22 @@
-"""Benchmark: the continual-integration study to K corpora (default 10), with sweeps.
+"""Benchmark: the continual-integration study to K corpora (default 10), and a base-scale study.
 
 Generates a fresh invented world of K corpora (``examples/generate.py``),
 builds the tiny base, then lets the corpora arrive one at a time. After each
-arrival it measures, on every corpus so far, the recall (exact match, and on
-held-out paraphrases) of each corpus's own model, the TIES merge, task
-arithmetic (lambda 0.5), plain averaging (lambda 1/K), and joint retraining
-from the base on everything; and the cumulative training compute of "train
-each new corpus alone + merge" vs "retrain on everything" (seconds and
-examples processed). At the last K it sweeps the TIES density 0.1..1.0.
-Prints the tables, writes ``continual.json`` and ``continual.png`` under --out.
+arrival it builds one model per integration strategy (bare TIES, TIES + heal,
+warm start, retrain to the target) plus MeMo's joint retraining baseline, and
+measures on every corpus so far the recall (exact match, and on held-out
+paraphrases), the recall on the base's own general knowledge (forgetting),
+and the cumulative training compute (examples processed and seconds) of each
+path (:mod:`registry.study`). ``--sweep`` adds, at the last K, plain
+averaging and a TIES density sweep. Prints the tables, writes
+``continual.json`` and ``continual.png`` under --out.
 
-    python bench/continual.py                         # K=10, about 15 minutes on 2 CPU cores
+``--scale`` instead runs the base-scale study: on the example corpora, for
+several tiny bases (width and pre-training length), how much a bare TIES
+merge keeps at K=2 and K=4 and what healing it costs.
+
+    python bench/continual.py                         # K=10, about 25 minutes on 2 CPU cores
+    python bench/continual.py --scale                 # about 5 minutes
     python bench/continual.py --corpora 3 --pretrain-steps 200 --train-steps 20   # quick
 """
 
@@ -31,9 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from registry import Registry  # noqa: E402
 from registry.plots import plot_continual  # noqa: E402
-from registry.study import METHODS, Study, cumulative  # noqa: E402
+from registry.study import Study, cumulative  # noqa: E402
+from training.retain import RetainSettings  # noqa: E402
 from training.sft import SFTSettings  # noqa: E402
-from training.tiny import TinyConfig  # noqa: E402
+from training.tiny import TinyConfig, read_qa  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 console = Console(width=170)
@@ -58,58 +65,115 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="memo-continual-"))
     corpora = world(args.corpora, work / "world")
     settings = SFTSettings(steps=args.train_steps)
+    retain = RetainSettings(target=args.target)
     with Registry.init(work / "home") as reg:
         base = reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
         console.print(f"base: {base.parameter_count / 1e6:.1f}M parameters; {len(corpora)} corpora")
-        study = Study(reg, settings, device=args.device, progress=False)
-        averaging: list[float] = []
+        study = Study(reg, settings, general=read_qa(work / "world" / "pretrain" / "qa.jsonl"), retain=retain,
+                      device=args.device, progress=False)
         for name, directory in corpora.items():
-            reg.add_corpus(name, sorted(directory.glob("*.md")), base="tiny")
-            reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
-            tv = reg.train(name, settings, device=args.device, progress=False)
+            tv = register(reg, name, directory, settings, args.device)
             a = study.arrive(name, tv)
-            names = list(a.recall["own"])
-            mean = reg.merge(names, method="task_arithmetic", lam=1 / len(names), progress=False, evaluate=False)
-            scores = study.scores(mean.ref, names)
-            averaging.append(sum(s.exact for s in scores.values()) / len(scores))
-            console.print(f"K={a.k} {name}: TIES {a.mean('ties'):.2f}, task arithmetic "
-                          f"{a.mean('task_arithmetic'):.2f}, averaging {averaging[-1]:.2f}, "
-                          f"joint {a.mean('joint'):.2f}")
-        sweep = {}
-        names = list(corpora)
-        for density in DENSITIES:
-            merged = reg.merge(names, density=density, progress=False, evaluate=False)
-            s = study.scores(merged.ref, names)
-            sweep[density] = (sum(x.exact for x in s.values()) / len(s),
-                              sum(x.heldout for x in s.values()) / len(s))
-    report(study, averaging, sweep, args.out)
+            console.print(f"K={a.k} {name}: " + ", ".join(f"{m} {a.mean(m):.2f}" for m in a.methods())
+                          + f"; heal {a.examples.get('ties+heal')} ex, warm {a.examples.get('warm')} ex")
+        sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
+        report(study, study.base_general(), sweep, args.out)
 
 
-def report(study: Study, averaging: list[float], sweep: dict, out: Path) -> None:
+def register(reg: Registry, name: str, directory: Path, settings: SFTSettings, device: str):
+    reg.add_corpus(name, sorted(directory.glob("*.md")), base="tiny")
+    reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
+    return reg.train(name, settings, device=device, progress=False)
+
+
+def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
+    """Plain averaging (task arithmetic, lambda 1/K) and TIES at each density, at the last K."""
+    out = {}
+    merges = {"averaging": dict(method="task_arithmetic", lam=1 / len(names)),
+              **{f"ties d{d}": dict(density=d) for d in DENSITIES}}
+    for label, kwargs in merges.items():
+        record = reg.merge(names, strategy="ties", progress=False, evaluate=False, **kwargs)
+        scores, _ = study._measure(*study._load(record), names)
+        out[label] = (sum(x.exact for x in scores.values()) / len(scores),
+                      sum(x.heldout for x in scores.values()) / len(scores))
+    return out
+
+
+def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> None:
     arrivals = study.arrivals
-    totals = cumulative(arrivals)
-    examples_alone = examples_joint = 0
-    rows = []
-    for a, (alone, joint), avg in zip(arrivals, totals, averaging):
-        examples_alone += a.examples["alone"]
-        examples_joint += a.examples["joint"]
-        rows.append([a.k, *(f"{a.mean(m):.2f} / {a.mean(m, 'heldout'):.2f}" for m in METHODS), f"{avg:.2f}",
-                     f"{alone:.0f}", f"{joint:.0f}", f"{joint / alone:.1f}x",
-                     f"{examples_alone}", f"{examples_joint}", f"{examples_joint / examples_alone:.1f}x"])
-    table("mean recall (exact / held-out) and cumulative training compute as corpora arrive",
-          ["K", "own", "TIES", "task arith.", "joint", "averaging", "alone+merge s", "retrain s", "ratio",
-           "alone ex.", "retrain ex.", "ratio"], rows)
-    table(f"TIES density sweep at K={arrivals[-1].k} (mean recall)", ["density", "exact", "held-out"],
-          [[d, f"{e:.2f}", f"{h:.2f}"] for d, (e, h) in sweep.items()])
+    methods = arrivals[-1].methods()
+    paths = [m for m in methods if m != "own"]
+    table("mean recall (exact / held-out) as corpora arrive", ["K", *methods],
+          [[a.k, *(f"{a.mean(m):.2f} / {a.mean(m, 'heldout'):.2f}" for m in methods)] for a in arrivals])
+    totals = {m: cumulative(arrivals, m) for m in paths}
+    table("cumulative training compute: examples processed (seconds); merge paths include each corpus "
+          "trained alone", ["K", *paths, "heal vs joint", "heal vs retrain"],
+          [[a.k, *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
+            _ratio(totals, "joint", i), _ratio(totals, "retrain", i)] for i, a in enumerate(arrivals)])
+    table(f"general knowledge kept (recall on the base's own questions; base {base_general:.2f})",
+          ["K", *paths], [[a.k, *(f"{a.general.get(m, float('nan')):.2f}" for m in paths)] for a in arrivals])
     last = arrivals[-1]
-    table(f"recall per corpus at K={last.k} (exact match)", ["corpus", *METHODS],
-          [[c, *(f"{last.recall[m][c].exact:.2f}" for m in METHODS)] for c in last.recall["own"]])
+    table(f"recall per corpus at K={last.k} (exact match)", ["corpus", *methods],
+          [[c, *(f"{last.recall[m][c].exact:.2f}" for m in methods)] for c in last.recall["own"]])
+    if sweep:
+        table(f"bare merges at K={last.k} (mean recall)", ["merge", "exact", "held-out"],
+              [[label, f"{e:.2f}", f"{h:.2f}"] for label, (e, h) in sweep.items()])
     out.mkdir(parents=True, exist_ok=True)
     (out / "continual.json").write_text(json.dumps(
-        {"arrivals": [a.to_json() for a in arrivals], "averaging": averaging,
-         "density_sweep": {str(d): v for d, v in sweep.items()}}, indent=1))
+        {"arrivals": [a.to_json() for a in arrivals], "base_general": base_general,
+         "cumulative": {m: totals[m] for m in paths}, "sweep": sweep}, indent=1))
     plot = plot_continual(arrivals, out / "continual.png", title=f"memo continual study, K=1..{last.k}")
     console.print(f"wrote {out / 'continual.json'} and {plot}")
+
+
+def _ratio(totals: dict, other: str, i: int) -> str:
+    """Examples: how many times less the default path (TIES + heal) costs than ``other``."""
+    if other not in totals or "ties+heal" not in totals:
+        return ""
+    return f"{totals[other][i][1] / max(1, totals['ties+heal'][i][1]):.1f}x"
+
+
+SCALES = {  # label -> tiny base
+    "2 layers x 128, 300 steps": TinyConfig(hidden=128, intermediate=344, layers=2, heads=2, kv_heads=1),
+    "4 layers x 256, 100 steps": TinyConfig(pretrain_steps=100),
+    "4 layers x 256, 300 steps (default)": TinyConfig(),
+}
+
+
+def scale_study(args: argparse.Namespace) -> None:
+    """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
+    from registry.demo import example_corpora, examples_dir
+
+    settings = SFTSettings(steps=args.train_steps)
+    rows, out = [], {}
+    for label, config in SCALES.items():
+        with Registry.init(Path(tempfile.mkdtemp(prefix="memo-scale-")) / "home") as reg:
+            base = reg.create_tiny_base("tiny", config, progress=False)
+            names = list(example_corpora())[:4]
+            for name in names:
+                register(reg, name, examples_dir() / name, settings, args.device)
+            figures = {}
+            for k in (2, 4):
+                bare = reg.merge(names[:k], strategy="ties", progress=False, device=args.device)
+                healed = reg.merge(names[:k], strategy="ties+heal", retain=RetainSettings(target=args.target),
+                                   progress=False, device=args.device)
+                figures[k] = {"bare": _mean(bare.retention), "healed": _mean(healed.retention),
+                              "heal_examples": healed.training_cost["examples"]}
+            own = sum(tv.metrics["recall"]["exact_match"] for n in names for tv in reg.list_task_vectors(n)) / 4
+            out[label] = {"parameters": base.parameter_count, "own": own, **figures}
+            rows.append([label, f"{base.parameter_count / 1e6:.1f}M", f"{own:.2f}",
+                         *(f"{figures[k]['bare']:.2f}" for k in (2, 4)),
+                         *(f"{figures[k]['heal_examples']}" for k in (2, 4))])
+            console.print(rows[-1])
+    table("base scale: mean retention of a bare TIES merge, and the examples TIES + heal needs",
+          ["base", "parameters", "own recall", "bare K=2", "bare K=4", "heal ex. K=2", "heal ex. K=4"], rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(out, indent=1))
+
+
+def _mean(retention: dict) -> float:
+    values = [v for v in retention.values() if v is not None]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def main() -> None:
@@ -118,8 +182,12 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
     ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
+    ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")
+    ap.add_argument("--scale", action="store_true", help="Run the base-scale study instead.")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "continual")
-    run(ap.parse_args())
+    args = ap.parse_args()
+    scale_study(args) if args.scale else run(args)
 
 
 if __name__ == "__main__":
