@@ -4,9 +4,10 @@ A home, a tiny base model built and pre-trained on the spot, then each
 example corpus registered the way a user would (documents, question-answer
 reflections with held-out paraphrases, fine-tuning into a task vector). After
 each registration every corpus so far is integrated with each strategy (bare
-TIES, TIES + heal, warm start, retraining) and the default one (TIES + heal)
-is promoted to the ``production`` channel, which publishes to a Hub (a local
-one started for the run, or a real repo). At the end production rolls back
+TIES, TIES + heal, warm start, retraining); the warm-start chain, which is
+what ``memo merge --channel production`` does by default as corpora arrive,
+is the ``production`` channel, which publishes to a Hub (a local one started
+for the run, or a real repo). At the end production rolls back
 one step, and the continual-integration study (:mod:`registry.study`) is
 printed and plotted: each strategy vs joint retraining, recall, forgetting
 and compute.
@@ -106,8 +107,8 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
                 outcome = _register(reg, name, files, base, settings, device, say, progress)
                 outcomes.append(outcome)
                 arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
-                say(f"integrated {arrival.k} corpora: {arrival.merge.ref} (TIES + heal, "
-                    f"{arrival.examples['ties+heal']} examples) promoted to {CHANNEL} and published; mean recall: "
+                say(f"integrated {arrival.k} corpora: {arrival.merge.ref} ({arrival.merge.strategy}, "
+                    f"{arrival.examples['warm']} examples) promoted to {CHANNEL} and published; mean recall: "
                     + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods()))
             if len(study.arrivals) > 1:
                 event = reg.rollback(CHANNEL, reason="demo: roll back one step")

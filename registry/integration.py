@@ -6,6 +6,10 @@
 - ``warm``: the channel's current model fine-tuned the same way (new corpus
   plus every member's reflections); no merge.
 - ``retrain``: the base fine-tuned the same way, from scratch.
+- ``auto`` (the default): ``warm`` when the channel's current model already
+  holds only corpora being merged (a corpus arriving, or a new version), else
+  ``ties+heal``. Measured (README): healing a merge costs less for the first
+  few corpora, warm start from about six on and over K = 1..10 in all.
 
 The trained strategies' outputs are not functions of the task vectors alone,
 so their content key adds the strategy, its settings (seed included) and the
@@ -33,9 +37,9 @@ from registry.schema import BaseModelRow, MergeRow
 from training.retain import Member as RetainMember
 from training.retain import RetainSettings
 
-STRATEGIES = ("ties", "ties+heal", "warm", "retrain")
+STRATEGIES = ("auto", "ties", "ties+heal", "warm", "retrain")
 TRAINED = ("ties+heal", "warm", "retrain")
-DEFAULT_STRATEGY = "ties+heal"  # measured best (README, "Integration strategies")
+DEFAULT_STRATEGY = "auto"  # measured best (README, "Integration strategies")
 DEFAULT_TARGET = 0.9  # retention the trained strategies stop at when the channel has no gate
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja")
@@ -53,7 +57,7 @@ class Trained:
 def check_strategy(strategy: str, settings: RetainSettings | None) -> None:
     if strategy not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if strategy in TRAINED and settings is not None:
+    if strategy in (*TRAINED, "auto") and settings is not None:
         if settings.target is not None and not 0 < settings.target <= 1:
             raise InvalidInput(f"--target must be in (0, 1], not {settings.target}")
         if settings.max_steps is not None and settings.max_steps < 0:
@@ -70,6 +74,21 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
     if settings.max_steps is None:
         settings = replace(settings, max_steps=sum(int(m.row.training.get("steps", 0)) for m in members))
     return settings
+
+
+def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> str:
+    """``warm`` when the channel's model holds only corpora being merged (same base), else ``ties+heal``."""
+    from sqlalchemy import select
+
+    from registry.schema import MergeMemberRow, TaskVectorRow
+
+    if head_id is None:
+        return "ties+heal"
+    head = session.get(MergeRow, head_id)
+    held = set(session.scalars(select(TaskVectorRow.corpus_id).join(
+        MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id).where(MergeMemberRow.merge_id == head_id)))
+    asked = {m.row.corpus_id for m in members}
+    return "warm" if head.base_model_id == base.id and held <= asked else "ties+heal"
 
 
 def warm_start(session, base: BaseModelRow, parent_id: int | None, channel: str | None) -> MergeRow:

@@ -237,7 +237,8 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
 
     ``channel`` names the parent (the channel's current merge; ``warm``
     starts from it); moving the channel is a separate promotion. ``strategy``
-    is one of :data:`registry.integration.STRATEGIES`; the trained ones use
+    is one of :data:`registry.integration.STRATEGIES` (``auto`` is resolved
+    here to ``warm`` or ``ties+heal``); the trained ones use
     ``retain``. With ``evaluate`` the result is asked each member corpus's
     questions, and the recall and retention (merged / own) go on the row
     (:mod:`registry.retention`).
@@ -248,6 +249,8 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
     integration.check_strategy(strategy, retain)
     with db.read() as session:
         base, members = resolve_members(session, refs, params)
+        if strategy == "auto":
+            strategy = integration.resolve_auto(session, base, members, channel_head(session, channel))
         start = None
         if strategy in integration.TRAINED:
             retain = integration.settle(retain, members)

@@ -230,7 +230,8 @@ class Registry:
         (``record.reused``) instead of computing it again. With ``evaluate``
         (the default) the merge's recall and retention on every member corpus
         are measured and recorded with it. ``strategy`` picks how the corpora
-        become one model (:mod:`registry.integration`; by default ``ties+heal``,
+        become one model (:mod:`registry.integration`; by default ``auto``:
+        ``warm`` when extending the channel's model, else ``ties+heal``;
         ``"ties"`` for the bare merge); the trained ones stop
         at ``retain.target``, by default the channel's gate (or 0.9).
         ``promote=False`` records the merge with the channel as its parent but

@@ -11,7 +11,8 @@ pre-training world's questions: forgetting). The models:
 - ``ties+heal``: TIES, then fine-tuned on all member reflections until every
   corpus keeps the target retention (:mod:`registry.integration`);
 - ``warm``: the previous ``warm`` model fine-tuned so (its chain lives on
-  the channel ``study-warm``; the first one is the ``ties+heal`` model);
+  the study's channel; the first one is the ``ties+heal`` model). This is
+  what `memo merge --channel` does by default (``auto``) as corpora arrive;
 - ``retrain``: the base fine-tuned so, from scratch, to the same target;
 - ``joint``: MeMo's baseline, the base fine-tuned on every corpus so far for
   as many steps per corpus as a corpus gets alone (not registered).
@@ -38,8 +39,10 @@ from training.sft import SFTSettings
 
 STRATEGIES = ("ties", "ties+heal", "warm", "retrain")
 METHODS = ("own", *STRATEGIES, "joint")
-PROMOTED = "ties+heal"  # the strategy whose model the study's channel serves (memo merge's default)
-WARM_CHANNEL = "study-warm"
+# The strategy whose model the study's channel serves: what `memo merge --channel` (auto) does as corpora
+# arrive: warm start from the channel's model, the first one healed from a (one-corpus) merge.
+PROMOTED = "warm"
+WARM_CHANNEL = "study-warm"  # the warm chain's channel when the study is given none
 FROM_SCRATCH = ("retrain", "joint")  # they do not need each corpus trained alone
 GENERAL_SAMPLE = 100
 
@@ -137,17 +140,17 @@ class Study:
 
     def _integrate(self, strategy: str, names: list[str], channel: str | None, arrival: Arrival) -> MergeRecord:
         reason = f"{arrival.corpus} arrived"
-        if strategy == "warm":
-            if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
-                record = arrival.merges["ties+heal"]
-            else:
-                record = self.reg.merge(names, strategy="warm", retain=self.retain, channel=WARM_CHANNEL,
-                                        progress=self.progress, device=self.device, promote=False)
-            self.reg.promote(record.id, WARM_CHANNEL, reason=reason)
-            return record
-        promote = channel if strategy == PROMOTED else None
-        return self.reg.merge(names, strategy=strategy, retain=self.retain, channel=promote,
-                              progress=self.progress, device=self.device, reason=reason)
+        if strategy != "warm":
+            return self.reg.merge(names, strategy=strategy, retain=self.retain, progress=self.progress,
+                                  device=self.device)
+        chain = channel or WARM_CHANNEL
+        if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
+            record = arrival.merges["ties+heal"]
+        else:
+            record = self.reg.merge(names, strategy="warm", retain=self.retain, channel=chain,
+                                    progress=self.progress, device=self.device, promote=False)
+        self.reg.promote(record.id, chain, reason=reason)
+        return record
 
     def _load(self, record: MergeRecord):
         from training.sft import load_model

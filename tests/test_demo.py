@@ -39,7 +39,7 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
         assert [p.merge_id for p in pubs] == [first, second, first]
         assert {m.id for m in reg.list_merges()} >= {first, second}
         assert len(reg.get_merge(second).members) == 2
-        assert reg.get_merge(second).strategy == "ties+heal"  # production serves memo merge's default
+        assert reg.get_merge(second).strategy == "warm"  # memo merge --channel (auto) as corpora arrive
     png = home / "continual.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 

@@ -156,3 +156,13 @@ def test_teacher_forced_checks_never_count_more_than_decoding(learned):
         pairs = qa_pairs(learned.db, learned.store, name)
         forced = teacher_forced_exact(model, tokenizer, pairs)
         assert 0 < forced <= recall(model, tokenizer, pairs).exact_match
+
+
+def test_auto_warm_starts_only_when_extending_the_channels_model(learned):
+    start = learned.merge(["glassworks"], strategy="ties", density=1.0, channel="production", progress=False)
+    extended = learned.merge(CORPORA, retain=heal(target=0.8), channel="production", promote=False,
+                             progress=False, device="cpu")  # the default strategy: auto
+    assert extended.strategy == "warm" and extended.parameters["start"] == start.ref
+    other = learned.merge(["harbor"], retain=heal(target=0.8), channel="production", promote=False,
+                          progress=False, device="cpu")  # production holds glassworks, not asked for
+    assert other.strategy == "ties+heal" and other.parameters["start"] == "ties"

@@ -72,7 +72,8 @@ def merge() -> None:
 @merge.command("create")
 @click.argument("corpora", nargs=-1, required=True)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
-              help="ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
+              help="auto: warm when the channel's model holds only corpora being merged, else ties+heal; "
+                   "ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
                    "until retained; warm: the channel's current model fine-tuned so; retrain: the base so.")
 @click.option("--target", type=float, help="Trained strategies stop once every corpus keeps this fraction of "
                                            "its own recall [default: the channel's gate, else 0.9].")
