@@ -6,8 +6,9 @@ from pathlib import Path
 
 from registry.study import FROM_SCRATCH, Arrival, cumulative
 
-LABELS = {"own": "each corpus's own model", "ties": "bare TIES merge", "ties+heal": "TIES + heal (default)",
-          "warm": "warm start", "retrain": "retrain to target", "joint": "joint retraining (MeMo baseline)"}
+LABELS = {"own": "each corpus's own model", "ties": "bare TIES merge", "ties+heal": "TIES + heal",
+          "warm": "warm start (memo merge --channel)", "retrain": "retrain to target",
+          "joint": "joint retraining (MeMo baseline)"}
 
 
 def plot_continual(arrivals: list[Arrival], path: Path, *, title: str = "") -> Path:
