@@ -97,7 +97,8 @@ def check_gate(session: Session, channel: str, merge: MergeRow) -> None:
     if short:
         listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(short.items()))
         raise GateRefused(f"merge-{merge.id} was recorded but not promoted to {channel!r}: retention below "
-                          f"{row.min_retention:g} on {listed}; retrain those corpora longer or merge fewer, {fix}")
+                          f"{row.min_retention:g} on {listed}; merge with the default strategy (it heals to the gate) "
+                          f"or a higher --max-steps, {fix}")
 
 
 def history_stack(session: Session, channel: ChannelRow) -> list[int]:
