@@ -38,7 +38,7 @@ HEADERS = {"own": "own model", "ties": "bare TIES", "ties+heal": "TIES + heal", 
 @pass_app
 def demo(app: AppContext, corpora: int | None, seed: int, pretrain_steps: int, train_steps: int,
          repo: str | None, device: str, as_json: bool) -> None:
-    """Run memo's journeys end to end on tiny local models, offline (about 5 minutes on 2 CPU cores).
+    """Run memo's journeys end to end on tiny local models, offline (about 4 minutes on 2 CPU cores).
 
     Builds a tiny base, registers the example corpora one at a time, after
     each integrates all corpora so far with every strategy (bare TIES,
