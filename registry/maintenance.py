@@ -11,9 +11,11 @@ race a command that has stored blobs but not yet committed its rows.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from sqlalchemy import select
 
+from registry import workdirs
 from registry.blobstore import LocalBlobStore
 from registry.database import Database
 from registry.errors import Corrupt, MemoError
@@ -96,8 +98,10 @@ def verify(db: Database, store: LocalBlobStore, *, progress=None) -> VerifyRepor
 
 def gc(
     db: Database, store: LocalBlobStore, *, dry_run: bool = True,
-    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, home: Path | None = None, caches: bool = False,
 ) -> GcReport:
+    """Unreferenced blobs and temp files; with ``home`` also left-over work directories and,
+    with ``caches``, the rebuildable cache entries (:mod:`registry.workdirs`)."""
     referenced, unreadable = _references(db, store)
     if unreadable:
         # Without a manifest we cannot know what it reaches: deleting would lose data.
@@ -117,10 +121,15 @@ def gc(
         else:
             freed += store.path(sha).stat().st_size
     old_temps = [t for t in store.temp_files() if store.age_seconds(t, now) >= grace_seconds]
+    work = workdirs.stale_work(home, now, grace_seconds) if home else []
+    cached = workdirs.cache_entries(home, now, grace_seconds) if home and caches else []
     if not dry_run:
         for t in old_temps:
             t.unlink(missing_ok=True)
+        for leftover in work + cached:
+            workdirs.remove(leftover)
     return GcReport(
-        dry_run=dry_run, removed=tuple(removed), bytes_freed=freed,
+        dry_run=dry_run, removed=tuple(removed), bytes_freed=freed + sum(w.bytes for w in work + cached),
         temp_files_removed=len(old_temps), kept_recent=kept_recent,
+        work_dirs_removed=len(work), cache_entries_removed=len(cached),
     )

@@ -194,4 +194,6 @@ class GcReport(Record):
     bytes_freed: int = 0
     temp_files_removed: int = 0
     kept_recent: int = 0  # unreferenced but younger than the grace period
+    work_dirs_removed: int = 0  # left in HOME/tmp by interrupted commands
+    cache_entries_removed: int = 0  # rebuildable copies under HOME/cache (only with caches=True)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -345,5 +345,7 @@ class Registry:
     def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
         return maintenance.verify(self.db, self.store, progress=progress)
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS) -> GcReport:
-        return maintenance.gc(self.db, self.store, dry_run=dry_run, grace_seconds=grace_seconds)
+    def gc(self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS,
+           caches: bool = False) -> GcReport:
+        return maintenance.gc(self.db, self.store, dry_run=dry_run, grace_seconds=grace_seconds,
+                              home=self.settings.home, caches=caches)

@@ -127,3 +127,55 @@ def test_cli_gc_is_a_dry_run_by_default(memo):
     out = memo("gc").stdout
     assert "would remove 0 blobs" in out
     assert json.loads(memo("gc", "--yes", "--json").stdout)["dry_run"] is False
+
+
+def _aged(path, seconds: float = 7200) -> None:
+    old = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (old, old), follow_symlinks=False)
+
+
+def test_gc_removes_work_left_by_killed_commands_and_caches_on_request(registry, tiny_model):
+    from registry.materialize import materialize
+
+    base = registry.add_base(tiny_model, name="tiny")
+    home = registry.settings.home
+    killed = home / "tmp" / "integrate-killed"  # a heal's model, written but never stored
+    (killed / "model").mkdir(parents=True)
+    (killed / "model" / "model.safetensors").write_bytes(b"x" * 1000)
+    _aged(killed)
+    running = home / "tmp" / "merge-running"  # an old directory a running command is writing into now
+    (running / "model").mkdir(parents=True)
+    _aged(running)
+    (running / "model" / "part.safetensors").write_bytes(b"y" * 10)
+    cached = materialize(registry.store, base.manifest_sha256, home / "cache" / "models")
+    partial = cached.parent / f".{base.manifest_sha256[:12]}-half"  # a killed cache build
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+    _aged(partial)
+    _aged(cached)
+
+    dry = registry.gc(dry_run=True)
+    assert (dry.work_dirs_removed, dry.cache_entries_removed, dry.bytes_freed) == (2, 0, 1002)
+    assert killed.is_dir() and partial.is_dir()
+    done = registry.gc(dry_run=False)
+    assert done.work_dirs_removed == 2 and not killed.exists() and not partial.exists()
+    assert running.is_dir() and cached.is_dir()  # young work and complete caches stay
+    assert registry.gc(dry_run=False, caches=True).cache_entries_removed == 1 and not cached.exists()
+    # Blob-linked cache files free no space; the registry rebuilds the entry when next needed.
+    assert registry.verify().ok
+    assert (materialize(registry.store, base.manifest_sha256, home / "cache" / "models") / "config.json").is_file()
+
+
+def test_cli_gc_reports_work_directories(registry, tiny_model, tmp_path):
+    from tests.conftest import Memo
+
+    registry.add_base(tiny_model, name="tiny")
+    (registry.settings.home / "tmp" / "merge-old").mkdir(parents=True)
+    _aged(registry.settings.home / "tmp" / "merge-old")
+    memo = Memo(registry.settings.home, registry.settings.database_url)
+    out = memo("gc").output
+    assert "would remove 0 blobs, 0 temp files, 1 work directories" in out and "memo gc --yes" in out
+    report = json.loads(memo("gc", "--yes", "--cache", "--grace", "0", "--json").output)
+    assert report["work_dirs_removed"] == 1 and report["cache_entries_removed"] >= 0
+    assert not (registry.settings.home / "tmp" / "merge-old").exists()

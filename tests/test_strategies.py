@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,9 @@ import pytest
 
 from registry import Registry
 from registry.errors import GateRefused, InvalidInput
-from tests.conftest import Memo
+from registry.schema import ChannelEventRow, MergeRow
+from tests.conftest import Memo, memo_subprocess_env
+from tests.support.snapshot import count, registry_state
 from tests.test_training import EXAMPLES, SMALL
 from training.retain import RetainSettings
 from training.sft import SFTSettings
@@ -166,3 +171,48 @@ def test_auto_warm_starts_only_when_extending_the_channels_model(learned):
     other = learned.merge(["harbor"], retain=heal(target=0.8), channel="production", promote=False,
                           progress=False, device="cpu")  # production holds glassworks, not asked for
     assert other.strategy == "ties+heal" and other.parameters["start"] == "ties"
+
+
+def test_a_failure_in_the_middle_of_a_heal_leaves_nothing(learned, monkeypatch):
+    from training import retain
+
+    real, calls = retain._retention, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # after the bare merge's check and 2 training steps
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retain, "_retention", failing)
+    before = registry_state(learned)
+    with pytest.raises(OSError, match="No space left"):
+        learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=1.0), channel="production",
+                      progress=False, device="cpu")
+    assert registry_state(learned) == before
+    assert not list((learned.settings.home / "tmp").iterdir())
+    monkeypatch.setattr(retain, "_retention", real)
+    healed = learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=0.8), channel="production",
+                           progress=False, device="cpu")
+    assert healed.id == 1 and healed.training_cost["retain"]["reached"] and learned.verify().ok
+
+
+def test_a_heal_killed_while_training_leaves_no_row_and_gc_takes_its_work(learned):
+    home = learned.settings.home
+    cmd = ["memo", "merge", *CORPORA, "--strategy", "ties+heal", "--target", "1.0", "--max-steps", "100000",
+           "--check-every", "50", "--lr", "1e-6", "--channel", "production", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not list((home / "tmp").glob("integrate-*/merged")):
+        time.sleep(0.05)
+    time.sleep(2.0)  # the merged model is written: the heal is training now (the target cannot be reached)
+    assert proc.poll() is None, "the heal ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert count(learned, MergeRow) == count(learned, ChannelEventRow) == 0
+    assert learned.verify().ok  # no row reaches a partial blob
+    left = list((home / "tmp").glob("integrate-*"))
+    assert len(left) == 1 and (left[0] / "merged" / "config.json").is_file()
+    report = learned.gc(dry_run=False, grace_seconds=0)
+    assert report.work_dirs_removed == 1 and not left[0].exists() and learned.verify().ok

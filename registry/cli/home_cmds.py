@@ -83,26 +83,32 @@ def verify(app: AppContext, as_json: bool) -> None:
 @click.option("--yes", "delete", is_flag=True, help="Really delete (default: dry run, list only).")
 @click.option(
     "--grace", type=float, default=DEFAULT_GC_GRACE_SECONDS, show_default=True, metavar="SECONDS",
-    help="Keep unreferenced blobs younger than this (a running command may still need them).",
+    help="Keep what is younger than this (a running command may still need it).",
 )
+@click.option("--cache", "caches", is_flag=True,
+              help="Also remove the model caches under HOME/cache (rebuilt from the blobs when next needed).")
 @json_option
 @pass_app
-def gc(app: AppContext, delete: bool, grace: float, as_json: bool) -> None:
-    """Remove blobs that no registry row reaches. A dry run unless --yes.
+def gc(app: AppContext, delete: bool, grace: float, caches: bool, as_json: bool) -> None:
+    """Remove blobs that no registry row reaches, and the work directories
+    that interrupted commands left in HOME/tmp. A dry run unless --yes.
 
     \b
     Example:
-      memo gc          # what would go
-      memo gc --yes    # delete it
+      memo gc                 # what would go
+      memo gc --yes           # delete it
+      memo gc --yes --cache   # and the rebuildable model caches
     """
-    report = app.registry().gc(dry_run=not delete, grace_seconds=grace)
+    report = app.registry().gc(dry_run=not delete, grace_seconds=grace, caches=caches)
     if as_json:
         print_json(report.to_json())
         return
     verb = "would remove" if report.dry_run else "removed"
     click.echo(
-        f"{verb} {len(report.removed)} blobs ({human_size(report.bytes_freed)}) and "
-        f"{report.temp_files_removed} temp files; kept {report.kept_recent} recent unreferenced blobs"
+        f"{verb} {len(report.removed)} blobs, {report.temp_files_removed} temp files, "
+        f"{report.work_dirs_removed} work directories"
+        + (f", {report.cache_entries_removed} cache entries" if caches else "")
+        + f" ({human_size(report.bytes_freed)}); kept {report.kept_recent} recent unreferenced blobs"
     )
-    if report.dry_run and report.removed:
+    if report.dry_run and (report.removed or report.work_dirs_removed or report.cache_entries_removed):
         click.echo("run `memo gc --yes` to delete them")
