@@ -7,6 +7,10 @@ else pushed since, it refuses unless forced, and a forced publish commits on
 top of theirs (their commit stays in the history). Files are those of the
 merge plus ``memo-provenance.json``; files of an earlier publish that the
 merge lacks are deleted in the same commit, so ``main`` equals the merge.
+A publish interrupted after its commit but before its row (a kill, a lost
+connection while tagging) is finished by running it again: when ``main``
+already holds exactly the merge's files and provenance, byte for byte, the
+commit is tagged and recorded, and nothing is sent again.
 Large files already on the Hub are not sent again (the LFS batch API says
 so), which is what makes a rollback cheap. The token comes from the usual
 Hugging Face places (``HF_TOKEN``, ``hf auth login``) and is never printed,
@@ -15,6 +19,7 @@ logged or stored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -153,14 +158,19 @@ def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: st
     _hub(target, f"create {target.repo_id}", lambda: api.create_repo(
         target.repo_id, private=target.private, exist_ok=True))
     head = _hub(target, f"read {target.repo_id}", lambda: api.repo_info(target.repo_id, revision="main").sha)
+    on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
     with db.read() as session:
         last = last_publication(session, target)
+    ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
+    if (last is None or last.commit_sha != head) and on_hub and _holds_exactly(
+            api, target, head, {**ours, PROVENANCE: prov}):
+        # An unrecorded commit with exactly this merge: this publish was interrupted after committing.
+        _tag(api, target, merge_record.ref, head)
+        return _record(db, row.id, target, head, merge_record.ref, channel)
     if last is not None and last.commit_sha != head and not force:
         raise Conflict(f"main of {target.repo_id} moved since memo last published there (memo's commit "
                        f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
                        "--force to publish on top (their commit stays in the history)")
-    on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
-    ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
     operations = [CommitOperationAdd(rel, str(path)) for rel, path in ours.items()]
     operations.append(CommitOperationAdd(PROVENANCE, prov))
     operations += [CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE
@@ -170,13 +180,56 @@ def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: st
         target.repo_id, operations, parent_commit=head,
         commit_message=f"memo: {tag} ({merge_record.method} of {merge_record.corpora})",
         commit_description=f"Published by memo from merge {row.id} (content key {row.content_key[:12]})."))
+    _tag(api, target, tag, commit.oid)
+    return _record(db, row.id, target, commit.oid, tag, channel)
+
+
+def _holds_exactly(api, target: HubTarget, head: str, files: dict[str, bytes | Path]) -> bool:
+    """Whether the repo at ``head`` has exactly ``files`` (the merge's and its provenance), byte for byte.
+
+    Compared by the hashes the Hub lists (sha256 for LFS files, the git blob
+    id for others), so nothing is downloaded.
+    """
+    tree = _hub(target, "list files", lambda: [f for f in api.list_repo_tree(
+        target.repo_id, revision=head, recursive=True) if hasattr(f, "blob_id")])
+    if {f.path for f in tree} - KEEP_ON_HUB != set(files):
+        return False
+    for f in tree:
+        if f.path in KEEP_ON_HUB:
+            continue
+        if f.lfs is not None:
+            if f.lfs.sha256 != _digest(files[f.path], "sha256"):
+                return False
+        elif f.blob_id != _digest(files[f.path], "git"):
+            return False
+    return True
+
+
+def _digest(content: bytes | Path, kind: str) -> str:
+    """sha256 of the content, or its git blob id (sha1 of a ``blob <size>`` header and the content)."""
+    size = len(content) if isinstance(content, bytes) else content.stat().st_size
+    h = hashlib.sha1(b"blob %d\0" % size) if kind == "git" else hashlib.sha256()
+    if isinstance(content, bytes):
+        h.update(content)
+    else:
+        with content.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _tag(api, target: HubTarget, tag: str, commit_sha: str) -> None:
     tags = _hub(target, "list tags", lambda: {t.name for t in api.list_repo_refs(target.repo_id).tags})
     if tag not in tags:
-        _hub(target, f"tag {tag}", lambda: api.create_tag(target.repo_id, tag=tag, revision=commit.oid))
+        _hub(target, f"tag {tag}", lambda: api.create_tag(target.repo_id, tag=tag, revision=commit_sha))
+
+
+def _record(db: Database, merge_id: int, target: HubTarget, commit_sha: str, tag: str,
+            channel: str | None) -> PublicationRecord:
     with db.write() as session:
         channel_id = session.scalar(select(ChannelRow.id).where(ChannelRow.name == channel)) if channel else None
-        pub = PublicationRow(merge_id=row.id, channel_id=channel_id, repo_id=target.repo_id,
-                             endpoint=target.endpoint, revision="main", commit_sha=commit.oid, tag=tag)
+        pub = PublicationRow(merge_id=merge_id, channel_id=channel_id, repo_id=target.repo_id,
+                             endpoint=target.endpoint, revision="main", commit_sha=commit_sha, tag=tag)
         session.add(pub)
         session.flush()
         return to_publication_record(pub, channel)

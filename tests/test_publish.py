@@ -99,6 +99,39 @@ def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, h
     assert hub_files(hub) == merged_files(trained, 2)
 
 
+def test_a_publish_interrupted_after_its_commit_is_finished_by_running_it_again(trained, hub, token, monkeypatch):
+    """Killed between the Hub commit and the row: the rerun records memo's own commit instead of refusing."""
+    trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
+    trained.merge(["glassworks"], strategy="ties", progress=False)
+    real = HfApi.create_tag
+    monkeypatch.setattr(HfApi, "create_tag", lambda *a, **k: (_ for _ in ()).throw(OSError("connection lost")))
+    before = registry_state(trained)
+    with pytest.raises(OSError):
+        trained.publish("production", REPO, endpoint=hub.url)
+    assert registry_state(trained) == before  # no publication row, the channel not linked
+    head = hub.state.repos[REPO].branches["main"]
+    commits = len(hub.state.repos[REPO].commits)
+    monkeypatch.setattr(HfApi, "create_tag", real)
+
+    pub = trained.publish("production", REPO, endpoint=hub.url)  # no --force needed
+    assert (pub.commit_sha, pub.merge_id, pub.tag, pub.channel) == (head, 1, "merge-1", "production")
+    assert len(hub.state.repos[REPO].commits) == commits  # nothing sent again
+    assert hub.state.repos[REPO].tags["merge-1"] == head
+    assert trained.get_channel("production").hub_repo == REPO
+    assert trained.publish(2, REPO, endpoint=hub.url).commit_sha == hub.state.repos[REPO].branches["main"] != head
+    assert hub_files(hub) == merged_files(trained, 2)
+    # The same file names with other bytes are not this merge: published again on top, not taken as done.
+    with pytest.raises(OSError):
+        monkeypatch.setattr(HfApi, "create_tag", lambda *a, **k: (_ for _ in ()).throw(OSError("lost")))
+        trained.publish(1, "org/other", endpoint=hub.url)
+    monkeypatch.setattr(HfApi, "create_tag", real)
+    edited = HfApi(endpoint=hub.url, token=HUB_TOKEN).create_commit(
+        "org/other", [CommitOperationAdd("config.json", b"{}")], commit_message="a colleague's edit").oid
+    again = trained.publish(1, "org/other", endpoint=hub.url)
+    assert hub.state.repos["org/other"].commits[again.commit_sha].parent == edited
+    assert hub_files(hub, "org/other") == merged_files(trained, 1)
+
+
 def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, token, monkeypatch):
     trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
     trained.link_channel("production", REPO, endpoint=hub.url)
