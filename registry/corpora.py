@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -45,19 +46,25 @@ def find_corpus(session: Session, name: str) -> CorpusRow:
 
 def add_corpus(
     db: Database, store: LocalBlobStore, name: str, files: list[Path], *,
-    base: str, description: str = "",
+    base: str, description: str = "", reuse: bool = False,
 ) -> CorpusRecord:
+    """Record a corpus and its documents. With ``reuse``, an existing corpus of the
+    same name, base and documents (byte for byte) is returned instead of refused,
+    so an interrupted `memo register` can be run again."""
     check_name("corpus", name)
     if not files:
         raise InvalidInput(f"corpus {name!r} needs at least one document")
     with db.read() as session:
         find_base(session, base)
-        if session.scalar(select(CorpusRow.id).where(CorpusRow.name == name)) is not None:
+        existing = session.scalar(select(CorpusRow.id).where(CorpusRow.name == name))
+        if existing is not None and not reuse:
             raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
     try:
         docs = inspect_documents([Path(f).expanduser() for f in files])
     except DocumentError as e:
         raise InvalidInput(str(e)) from e
+    if existing is not None:
+        return _the_same_corpus(db, existing, base, docs)
     # Blobs first, rows last in one transaction: a crash leaves no half corpus.
     shas = [store.put_file(d.path) for d in docs]
     try:
@@ -76,6 +83,24 @@ def add_corpus(
             return _to_record(session, row)
     except IntegrityError as e:  # lost a race on the unique name
         raise AlreadyExists(f"corpus {name!r} already exists; choose another name") from e
+
+
+def _the_same_corpus(db: Database, corpus_id: int, base: str, docs) -> CorpusRecord:
+    with db.read() as session:
+        record = _to_record(session, session.get(CorpusRow, corpus_id))
+    wanted = {(d.name, file_sha256(d.path)) for d in docs}
+    if record.base_model != base or wanted != {(d.name, d.sha256) for d in record.documents}:
+        raise AlreadyExists(f"corpus {record.name!r} already exists with other documents or another base "
+                            f"(see `memo corpus show {record.name}`); choose another name")
+    return record
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def list_corpora(db: Database) -> list[CorpusRecord]:

@@ -86,6 +86,7 @@ class TaskVectorRecord(Record):
     norms: dict[str, Any]
     metrics: dict[str, Any]
     created_at: datetime
+    reused: bool = False  # an earlier identical training returned instead of training again
 
     @property
     def ref(self) -> str:

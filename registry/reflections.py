@@ -41,7 +41,7 @@ def to_record(session: Session, row: ReflectionSetRow) -> ReflectionSetRecord:
 
 
 def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Path, *,
-                       heldout: Path | None = None) -> ReflectionSetRecord:
+                       heldout: Path | None = None, reuse: bool = False) -> ReflectionSetRecord:
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
         names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
@@ -55,17 +55,13 @@ def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Pat
     if held is not None:
         settings |= {HELDOUT_KEY: store.put_bytes(encode_records(held)), "heldout_pairs": len(held),
                      "heldout_source": Path(heldout).name}
-    with db.write() as session:
-        row = ReflectionSetRow(corpus_id=find_corpus(session, corpus).id, generator="imported",
-                               settings=settings, pair_count=len(records), sha256=sha)
-        session.add(row)
-        session.flush()
-        return to_record(session, row)
+    row = ReflectionSetRow(generator="imported", settings=settings, pair_count=len(records), sha256=sha)
+    return _add(db, corpus, row, reuse)
 
 
 def generate_reflections(db: Database, store: LocalBlobStore, corpus: str, endpoint: Endpoint,
                          settings: ReflectSettings = ReflectSettings(), *,
-                         progress: bool = True) -> ReflectionSetRecord:
+                         progress: bool = True, reuse: bool = False) -> ReflectionSetRecord:
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
         rows = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_row.id)
@@ -83,17 +79,32 @@ def generate_reflections(db: Database, store: LocalBlobStore, corpus: str, endpo
     sha = store.put_bytes(encode_records(run.records))
     recorded = {"prompt_version": PROMPT_VERSION, "endpoint": endpoint.url, "model": endpoint.model,
                 **settings.to_json(), "counts": run.counts, "usage": run.usage_json()}
+    row = ReflectionSetRow(generator=endpoint.model, settings=recorded, pair_count=len(run.records), sha256=sha)
+    return _add(db, corpus, row, reuse)
+
+
+def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> ReflectionSetRecord:
+    """Record ``row`` as the corpus's latest reflections. With ``reuse``, when the latest
+    set already holds the same pairs (and held-out set) from the same generator, return it."""
     with db.write() as session:
-        row = ReflectionSetRow(corpus_id=find_corpus(session, corpus).id, generator=endpoint.model,
-                               settings=recorded, pair_count=len(run.records), sha256=sha)
+        corpus_row = find_corpus(session, corpus)
+        latest = _latest(session, corpus_row)
+        if reuse and latest is not None and (latest.sha256, latest.generator, latest.settings.get(HELDOUT_KEY)) \
+                == (row.sha256, row.generator, row.settings.get(HELDOUT_KEY)):
+            return to_record(session, latest)
+        row.corpus_id = corpus_row.id
         session.add(row)
         session.flush()
         return to_record(session, row)
 
 
+def _latest(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow | None:
+    return session.scalar(select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_row.id)
+                          .order_by(ReflectionSetRow.id.desc()).limit(1))
+
+
 def latest_reflections(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow:
-    row = session.scalar(select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_row.id)
-                         .order_by(ReflectionSetRow.id.desc()).limit(1))
+    row = _latest(session, corpus_row)
     if row is None:
         raise NotFound(f"corpus {corpus_row.name!r} has no reflections yet; "
                        f"run `memo reflect {corpus_row.name} --generator-url URL --generator-model NAME` "

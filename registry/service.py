@@ -118,10 +118,12 @@ class Registry:
 
     # --- corpora -----------------------------------------------------------------
     def add_corpus(
-        self, name: str, files: list[str | os.PathLike[str]], *, base: str, description: str = ""
+        self, name: str, files: list[str | os.PathLike[str]], *, base: str, description: str = "",
+        reuse: bool = False,
     ) -> CorpusRecord:
+        """Record a corpus; with ``reuse`` the same corpus (name, base, documents) is returned, not refused."""
         return corpora.add_corpus(
-            self.db, self.store, name, [Path(f) for f in files], base=base, description=description
+            self.db, self.store, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
         )
 
     def list_corpora(self) -> list[CorpusRecord]:
@@ -132,12 +134,12 @@ class Registry:
 
     # --- reflections, training, evaluation --------------------------------------------
     def generate_reflections(self, corpus: str, endpoint: Endpoint, settings: ReflectSettings | None = None, *,
-                             progress: bool = True) -> ReflectionSetRecord:
+                             progress: bool = True, reuse: bool = False) -> ReflectionSetRecord:
         """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
         from training.reflections import ReflectSettings
 
         return reflections.generate_reflections(self.db, self.store, corpus, endpoint,
-                                                settings or ReflectSettings(), progress=progress)
+                                                settings or ReflectSettings(), progress=progress, reuse=reuse)
 
     # --- the memory meets an executive ------------------------------------------------
     def memory(self, ref: str | None = None, *, endpoint: Endpoint | None = None, device: str = "auto") -> Memory:
@@ -178,13 +180,16 @@ class Registry:
         return source
 
     def import_reflections(self, corpus: str, qa: str | os.PathLike[str], *,
-                           heldout: str | os.PathLike[str] | None = None) -> ReflectionSetRecord:
-        """Record ready question-answer pairs (JSON lines) as the corpus's reflections."""
+                           heldout: str | os.PathLike[str] | None = None, reuse: bool = False) -> ReflectionSetRecord:
+        """Record ready question-answer pairs (JSON lines) as the corpus's reflections.
+
+        With ``reuse``, when the latest set holds the same pairs, it is returned instead.
+        """
         return reflections.import_reflections(self.db, self.store, corpus, Path(qa),
-                                              heldout=Path(heldout) if heldout else None)
+                                              heldout=Path(heldout) if heldout else None, reuse=reuse)
 
     def train(self, corpus: str, settings: SFTSettings | None = None, *, storage_dtype: str = "float32",
-              device: str = "auto", progress: bool = True) -> TaskVectorRecord | None:
+              device: str = "auto", progress: bool = True, reuse: bool = False) -> TaskVectorRecord | None:
         """Fine-tune the corpus's base on its latest reflections; record the next task vector.
 
         ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
@@ -195,7 +200,7 @@ class Registry:
 
         return training_ops.train_corpus(self.db, self.store, self.settings.home, corpus,
                                          settings or SFTSettings(), storage_dtype=storage_dtype,
-                                         device=device, progress=progress)
+                                         device=device, progress=progress, reuse=reuse)
 
     def evaluate(self, ref: str, corpus: str, *, heldout: bool = False, device: str = "auto") -> dict:
         """Exact match and F1 of ``ref`` (model dir, corpus, corpus@vN) on a corpus's questions."""

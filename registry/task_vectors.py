@@ -8,7 +8,9 @@ one corpus get v1, v2, ... without gaps or duplicates.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,20 @@ def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
         storage_dtype=row.storage_dtype, manifest_sha256=row.manifest_sha256,
         training=row.training, norms=row.norms, metrics=row.metrics, created_at=row.created_at,
     )
+
+
+def find_trained(session: Session, corpus: CorpusRow, reflection_set_id: int, training: dict[str, Any],
+                 storage_dtype: str) -> TaskVectorRecord | None:
+    """The corpus's task vector already trained on these reflections with these settings, if any."""
+    rows = session.scalars(select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus.id,
+                                                       TaskVectorRow.reflection_set_id == reflection_set_id,
+                                                       TaskVectorRow.storage_dtype == storage_dtype)
+                           .order_by(TaskVectorRow.version.desc())).all()
+    wanted = json.loads(json.dumps(training))
+    for row in rows:
+        if row.training.get("sft") == wanted:
+            return replace(_to_record(session, row), reused=True)
+    return None
 
 
 def next_version(session: Session, corpus: CorpusRow) -> int:

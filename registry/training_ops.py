@@ -28,7 +28,7 @@ from registry.materialize import materialize
 from registry.records import TaskVectorRecord
 from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.schema import BaseModelRow
-from registry.task_vectors import add_task_vector
+from registry.task_vectors import add_task_vector, find_trained
 from training.delta import save_task_vector, task_vector
 from training.distributed import is_main_process, resolve_device
 from training.evaluate import recall
@@ -70,12 +70,14 @@ def device_for(requested: str) -> str:
 
 
 def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, settings: SFTSettings, *,
-                 storage_dtype: str = "float32", device: str = "auto",
-                 progress: bool = True) -> TaskVectorRecord | None:
+                 storage_dtype: str = "float32", device: str = "auto", progress: bool = True,
+                 reuse: bool = False) -> TaskVectorRecord | None:
     """Train and record the corpus's next task vector.
 
     Under a multi-process launch (``accelerate launch``), every process trains
     and the main one alone evaluates and records; the others return None.
+    With ``reuse``, a task vector already trained on the latest reflections
+    with the same settings is returned (``reused``) instead of training again.
     """
     started = time.perf_counter()
     device = device_for(device)
@@ -83,6 +85,9 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
         corpus_row = find_corpus(session, corpus)
         base_row = session.get(BaseModelRow, corpus_row.base_model_id)
         reflections = latest_reflections(session, corpus_row)
+        done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
+    if reuse and done is not None:
+        return done if is_main_process() else None
     directory = base_dir(store, home, base_row)
     pairs = pairs_of(decode_records(store.get_bytes(reflections.sha256)))
     heldout_sha = reflections.settings.get(HELDOUT_KEY)

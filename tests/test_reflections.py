@@ -223,3 +223,20 @@ def test_library_errors_name_the_endpoint(trained):
     with pytest.raises(LLMFailed, match="cannot reach"):
         trained.generate_reflections(CORPUS, Endpoint("http://127.0.0.1:9/v1", "m", max_retries=0), progress=False)
     assert issubclass(LLMFailed, Exception) and not issubclass(LLMError, LLMFailed)
+
+
+def test_register_with_a_generator_in_one_command_and_again(trained, generator):
+    memo = Memo(trained.settings.home, None)
+    docs = [str(d) for d in sorted((EXAMPLES / CORPUS).glob("*.md"))]
+    args = ["register", "harbor-gen", *docs, "--base", "tiny", "--generator-url", generator.url,
+            "--generator-model", "scripted", "--steps", "2", "--batch", "4", "--device", "cpu"]
+    out = memo(*args).stdout
+    assert "generated" in out and "pairs for corpus harbor-gen" in out and "registered task vector harbor-gen@v1" in out
+    sets, calls = _reflection_sets(trained), len(generator.requests)
+    again = memo(*args).stdout  # every reply cached, the same pairs, the same training: nothing new
+    assert "already registered" in again and "harbor-gen@v1" in again
+    assert _reflection_sets(trained) == sets and len(generator.requests) == calls
+    assert [tv.version for tv in trained.list_task_vectors("harbor-gen")] == [1]
+    bad = memo("register", "x", *docs, "--base", "tiny", "--qa", str(EXAMPLES / CORPUS / "qa.jsonl"),
+               "--generator-url", generator.url, "--generator-model", "scripted", ok=False)
+    assert bad.exit_code == 2 and "not both" in bad.output and "x" not in [c.name for c in trained.list_corpora()]

@@ -108,13 +108,12 @@ def test_nan_loss_registers_nothing(tiny_registry):
     assert count(reg, TaskVectorRow) == 0
 
 
-def test_kill_during_training_leaves_no_row_and_the_rerun_resumes(tiny_registry):
+def test_a_killed_register_resumes_when_run_again_and_never_duplicates(tiny_registry):
     reg = tiny_registry
-    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
-    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
     env = memo_subprocess_env(reg.settings.home)
     memo = str(Path(env["PATH"].split(os.pathsep)[0]) / "memo")
-    cmd = [memo, "train", "harbor", "--steps", "400", "--batch", "8", "--lr", "3e-3", "--json"]
+    cmd = [memo, "register", "harbor", *map(str, sorted(HARBOR.glob("*.md"))), "--qa", str(HARBOR / "qa.jsonl"),
+           "--base", "tiny", "--steps", "400", "--batch", "8", "--lr", "3e-3", "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = reg.settings.home / "checkpoints"
     deadline = time.time() + 120
@@ -123,13 +122,22 @@ def test_kill_during_training_leaves_no_row_and_the_rerun_resumes(tiny_registry)
     proc.send_signal(signal.SIGKILL)  # mid-training, with a checkpoint on disk
     proc.wait()
     assert list(checkpoints.glob("*/checkpoint.json")), "no checkpoint was written within 2 minutes"
-    assert count(reg, TaskVectorRow) == 0
+    assert count(reg, TaskVectorRow) == 0 and count(reg, ReflectionSetRow) == 1
     assert reg.verify().ok
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)  # the same command again
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
-    assert record["version"] == 1 and record["training"]["resumed_from_step"] >= 50
+    assert record["version"] == 1 and record["training"]["resumed_from_step"] >= 50 and not record["reused"]
     assert not list(checkpoints.iterdir()), "the checkpoint is removed once the task vector is recorded"
+    again = subprocess.run(cmd[:-1], env=env, capture_output=True, text=True)  # and once more: nothing new
+    assert again.returncode == 0, again.stderr
+    assert "already registered (the same reflections and settings) task vector harbor@v1" in again.stdout
+    assert count(reg, TaskVectorRow) == 1 and count(reg, ReflectionSetRow) == 1 and len(reg.list_corpora()) == 1
+    # The name with other documents is another corpus: refused in one line, nothing written.
+    elsewhere = str(sorted((EXAMPLES / "glassworks").glob("*.md"))[0])
+    other = subprocess.run([*cmd[:3], elsewhere, *cmd[-13:]], env=env, capture_output=True, text=True)
+    assert other.returncode == 1 and "'harbor' already exists with other documents" in other.stderr
+    assert count(reg, ReflectionSetRow) == 1
 
 
 def test_register_cli_in_one_command(tmp_path):

@@ -49,35 +49,61 @@ def _report(record, as_json: bool) -> None:
         return
     m = record.metrics
     held = f", held-out {m['heldout']['exact_match']:.2f}" if "heldout" in m else ""
-    click.echo(f"registered task vector {record.ref}: recall {m['recall']['exact_match']:.2f} exact match"
+    verb = "already registered (the same reflections and settings)" if record.reused else "registered"
+    click.echo(f"{verb} task vector {record.ref}: recall {m['recall']['exact_match']:.2f} exact match"
                f"{held}; {record.training['examples']} examples in {record.training['wall_seconds']:.1f}s")
+
+
+def generator_options(f):
+    """The GENERATOR's endpoint and the reflection settings, shared by `reflect` and `register`."""
+    options = [
+        click.option("--generator-url", envvar="MEMO_GENERATOR_URL", metavar="URL",
+                     help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 "
+                          "[env MEMO_GENERATOR_URL]."),
+        click.option("--generator-model", envvar="MEMO_GENERATOR_MODEL", metavar="NAME",
+                     help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL]."),
+        click.option("--chunk-words", type=int, default=ReflectSettings.chunk_words, show_default=True,
+                     help="Words per chunk the generator reads."),
+        click.option("--overlap-words", type=int, default=ReflectSettings.overlap_words, show_default=True),
+        click.option("--concurrency", type=int, default=ReflectSettings.concurrency, show_default=True,
+                     help="Generator calls in flight at once."),
+        click.option("--temperature", type=float, default=ReflectSettings.temperature, show_default=True),
+        click.option("--top-p", type=float, default=ReflectSettings.top_p, show_default=True),
+        click.option("--json-mode/--no-json-mode", default=True, show_default=True,
+                     help="Ask the endpoint for response_format json_object (turn off for servers without it)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _generator(qa: str | None, heldout: str | None, generator_url: str | None, generator_model: str | None,
+               **settings) -> tuple[Endpoint, ReflectSettings] | None:
+    """The generator to run, or None to import --qa; usage errors for the combinations that make no sense."""
+    if qa is not None:
+        if generator_url or generator_model:
+            raise click.UsageError("give either --qa or a generator (--generator-url/--generator-model), not both")
+        return None
+    if not (generator_url and generator_model):
+        raise click.UsageError("give --generator-url and --generator-model (or --qa FILE to import pairs)")
+    if heldout:
+        raise click.UsageError("--heldout goes with --qa")
+    try:
+        return Endpoint(generator_url, generator_model), ReflectSettings(**settings)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
 
 
 @click.command()
 @click.argument("corpus")
-@click.option("--generator-url", envvar="MEMO_GENERATOR_URL", metavar="URL",
-              help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 "
-                   "[env MEMO_GENERATOR_URL].")
-@click.option("--generator-model", envvar="MEMO_GENERATOR_MODEL", metavar="NAME",
-              help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL].")
 @click.option("--qa", "qa", type=click.Path(dir_okay=False),
               help="Import ready pairs instead: JSON lines with question and answer (other fields kept).")
 @click.option("--heldout", type=click.Path(dir_okay=False),
               help="With --qa: paraphrased questions, for evaluation only.")
-@click.option("--chunk-words", type=int, default=ReflectSettings.chunk_words, show_default=True,
-              help="Words per chunk the generator reads.")
-@click.option("--overlap-words", type=int, default=ReflectSettings.overlap_words, show_default=True)
-@click.option("--concurrency", type=int, default=ReflectSettings.concurrency, show_default=True,
-              help="Generator calls in flight at once.")
-@click.option("--temperature", type=float, default=ReflectSettings.temperature, show_default=True)
-@click.option("--top-p", type=float, default=ReflectSettings.top_p, show_default=True)
-@click.option("--json-mode/--no-json-mode", default=True, show_default=True,
-              help="Ask the endpoint for response_format json_object (turn off for servers without it).")
+@generator_options
 @json_option
 @pass_app
-def reflect(app: AppContext, corpus: str, generator_url: str | None, generator_model: str | None,
-            qa: str | None, heldout: str | None, chunk_words: int, overlap_words: int, concurrency: int,
-            temperature: float, top_p: float, json_mode: bool, as_json: bool) -> None:
+def reflect(app: AppContext, corpus: str, qa: str | None, heldout: str | None, as_json: bool, **generator) -> None:
     """Make CORPUS's reflections (question-answer pairs) with a GENERATOR, or import ready ones.
 
     The generator runs five stages over the corpus's documents: fact
@@ -91,28 +117,18 @@ def reflect(app: AppContext, corpus: str, generator_url: str | None, generator_m
       memo reflect harbor --generator-url http://127.0.0.1:11434/v1 --generator-model qwen2.5:14b
       memo reflect harbor --qa examples/harbor/qa.jsonl --heldout examples/harbor/heldout.jsonl
     """
-    if qa is not None:
-        if generator_url or generator_model:
-            raise click.UsageError("give either --qa or a generator (--generator-url/--generator-model), not both")
-        record = app.registry().import_reflections(corpus, qa, heldout=heldout)
-        verb = "imported"
+    run = _generator(qa, heldout, **generator)
+    if run is None:
+        record, verb = app.registry().import_reflections(corpus, qa, heldout=heldout), "imported"
     else:
-        if not (generator_url and generator_model):
-            raise click.UsageError("give --generator-url and --generator-model (or --qa FILE to import pairs)")
-        if heldout:
-            raise click.UsageError("--heldout goes with --qa")
-        try:
-            settings = ReflectSettings(chunk_words=chunk_words, overlap_words=overlap_words,
-                                       concurrency=concurrency, temperature=temperature, top_p=top_p,
-                                       json_mode=json_mode)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from e
-        record = app.registry().generate_reflections(corpus, Endpoint(generator_url, generator_model), settings,
-                                                     progress=not as_json)
-        verb = "generated"
+        record, verb = app.registry().generate_reflections(corpus, *run, progress=not as_json), "generated"
     if as_json:
         print_json(record.to_json())
         return
+    _report_reflections(record, verb)
+
+
+def _report_reflections(record, verb: str) -> None:
     click.echo(f"{verb} {record.pair_count} pairs for corpus {record.corpus} (reflection set {record.id})")
     counts = record.settings.get("counts")
     if counts:
@@ -153,31 +169,47 @@ def train(app: AppContext, corpus: str, method, steps, batch, lr, max_length, se
 @click.command()
 @click.argument("name")
 @click.argument("docs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--qa", required=True, type=click.Path(dir_okay=False), help="Question-answer pairs (JSON lines).")
-@click.option("--heldout", type=click.Path(dir_okay=False), help="Paraphrased questions, for evaluation only.")
+@click.option("--qa", type=click.Path(dir_okay=False), help="Ready question-answer pairs (JSON lines).")
+@click.option("--heldout", type=click.Path(dir_okay=False), help="With --qa: paraphrased questions, for evaluation only.")
 @click.option("--base", "base_name", required=True, help="The base model to train from.")
 @click.option("--description", default="", help="Free text shown in listings.")
+@generator_options
 @train_options
 @json_option
 @pass_app
 def register(app: AppContext, name, docs, qa, heldout, base_name, description, method, steps, batch, lr,
-             max_length, seed, storage_dtype, device, as_json: bool) -> None:
+             max_length, seed, storage_dtype, device, as_json: bool, **generator) -> None:
     """Register a new corpus in one go: documents, reflections, training, task vector.
 
+    The reflections are imported (--qa) or made by a GENERATOR
+    (--generator-url, --generator-model). Run again after a failure or a
+    kill, the same command picks up where it stopped: the corpus, the
+    reflections and a finished training are reused, never duplicated, and
+    an interrupted training resumes from its checkpoint.
+
     \b
-    Example:
+    Examples:
       memo register harbor examples/harbor/*.md --qa examples/harbor/qa.jsonl \\
           --heldout examples/harbor/heldout.jsonl --base tiny
+      memo register harbor docs/*.md --base qwen \\
+          --generator-url http://127.0.0.1:11434/v1 --generator-model qwen2.5:14b
     """
     from training.distributed import is_main_process, wait_for_everyone
 
+    run = _generator(qa, heldout, **generator)
+    settings = _settings(method, steps, batch, lr, max_length, seed)
     reg = app.registry()
     if is_main_process():  # under `accelerate launch`, one process registers and all train
-        reg.add_corpus(name, list(docs), base=base_name, description=description)
-        reg.import_reflections(name, qa, heldout=heldout)
+        reg.add_corpus(name, list(docs), base=base_name, description=description, reuse=True)
+        if run is None:
+            reg.import_reflections(name, qa, heldout=heldout, reuse=True)
+        else:
+            reflections = reg.generate_reflections(name, *run, progress=not as_json, reuse=True)
+            if not as_json:
+                _report_reflections(reflections, "generated")
     wait_for_everyone()
-    record = reg.train(name, _settings(method, steps, batch, lr, max_length, seed),
-                       storage_dtype=storage_dtype, device=device, progress=not as_json)
+    record = reg.train(name, settings, storage_dtype=storage_dtype, device=device, progress=not as_json,
+                       reuse=True)
     _report(record, as_json)
 
 
