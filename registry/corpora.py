@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -10,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry.bases import find_base
-from registry.blobstore import LocalBlobStore
+from registry.blobstore import LocalBlobStore, sha256_file
 from registry.database import Database
 from registry.errors import AlreadyExists, InvalidInput, NotFound
 from registry.names import check_name
@@ -88,19 +87,11 @@ def add_corpus(
 def _the_same_corpus(db: Database, corpus_id: int, base: str, docs) -> CorpusRecord:
     with db.read() as session:
         record = _to_record(session, session.get(CorpusRow, corpus_id))
-    wanted = {(d.name, file_sha256(d.path)) for d in docs}
+    wanted = {(d.name, sha256_file(d.path)) for d in docs}
     if record.base_model != base or wanted != {(d.name, d.sha256) for d in record.documents}:
         raise AlreadyExists(f"corpus {record.name!r} already exists with other documents or another base "
                             f"(see `memo corpus show {record.name}`); choose another name")
     return record
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_corpora(db: Database) -> list[CorpusRecord]:

@@ -41,8 +41,6 @@ STRATEGIES = ("auto", "ties", "ties+heal", "warm", "retrain")
 TRAINED = ("ties+heal", "warm", "retrain")
 DEFAULT_STRATEGY = "auto"  # measured best (README, "Integration strategies")
 DEFAULT_TARGET = 0.9  # retention the trained strategies stop at when the channel has no gate
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja")
 
 
 @dataclass(frozen=True)
@@ -149,11 +147,12 @@ def retain_members(db: Database, store: LocalBlobStore, members) -> list[RetainM
 
 def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: str) -> None:
     """The trained model in the base's dtype, with the starting model's tokenizer files and a card."""
+    from merging.card import BASE_FILES
     from merging.spec import parse_dtype
 
     model.to("cpu", parse_dtype(base.dtype)).save_pretrained(out, safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        if (origin / name).is_file():
+    for name in BASE_FILES:  # what save_pretrained wrote (the generation config) stays as it wrote it
+        if (origin / name).is_file() and not (out / name).exists():
             shutil.copyfile(origin / name, out / name)
     (out / "README.md").write_text(card_text)
 

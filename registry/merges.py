@@ -249,13 +249,14 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
     integration.check_strategy(strategy, retain)
     with db.read() as session:
         base, members = resolve_members(session, refs, params)
+        head = channel_head(session, channel)
         if strategy == "auto":
-            strategy = integration.resolve_auto(session, base, members, channel_head(session, channel))
+            strategy = integration.resolve_auto(session, base, members, head)
         start = None
         if strategy in integration.TRAINED:
             retain = integration.settle(retain, members)
             if strategy == "warm":
-                start = integration.warm_start(session, base, channel_head(session, channel), channel)
+                start = integration.warm_start(session, base, head, channel)
         key = content_key(base, params, members, strategy, retain, start)
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:

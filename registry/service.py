@@ -257,19 +257,17 @@ class Registry:
         return record
 
     def retain_settings(self, retain: RetainSettings | None, channel: str | None) -> RetainSettings:
-        """``retain`` with its target filled in: the channel's gate where it has one, else 0.9."""
+        """``retain`` with the channel's gate as its target where none is given (else the
+        strategy's default, :func:`registry.integration.settle`)."""
         from dataclasses import replace
 
-        from registry.integration import DEFAULT_TARGET
         from training.retain import RetainSettings
 
         retain = retain or RetainSettings()
-        if retain.target is not None:
+        if retain.target is not None or channel is None:
             return retain
-        gate = None
-        if channel is not None and any(c.name == channel for c in self.list_channels()):
-            gate = self.get_channel(channel).min_retention
-        return replace(retain, target=gate or DEFAULT_TARGET)
+        gate = next((c.min_retention for c in self.list_channels() if c.name == channel), None)
+        return replace(retain, target=gate) if gate else retain
 
     def list_merges(self) -> list[MergeRecord]:
         return merges.list_merges(self.db)

@@ -29,8 +29,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
-from registry.evaluation import qa_pairs
-from registry.materialize import materialize
+from registry.evaluation import model_dir, qa_pairs
 from registry.records import MergeRecord, TaskVectorRecord
 from registry.service import Registry
 from training.chat import QAPair
@@ -155,8 +154,7 @@ class Study:
     def _load(self, record: MergeRecord):
         from training.sft import load_model
 
-        return load_model(materialize(self.reg.store, record.manifest_sha256,
-                                      self.reg.settings.home / "cache" / "models"), self.device)
+        return load_model(model_dir(self.reg.db, self.reg.store, self.reg.settings.home, record.ref), self.device)
 
     def _measure(self, model, tokenizer, corpora: list[str]) -> tuple[dict[str, Score], float | None]:
         from training.evaluate import recall

@@ -50,11 +50,6 @@ class RetainResult:
     reached: bool = False
     history: list[dict] = field(default_factory=list)  # {"step", "retention": {corpus: value}}
 
-    @property
-    def lowest(self) -> float | None:
-        values = [v for v in self.history[-1]["retention"].values() if v is not None] if self.history else []
-        return min(values) if values else None
-
     def to_json(self) -> dict:
         return {"steps": self.steps, "examples": self.examples, "train_seconds": self.train_seconds,
                 "check_seconds": self.check_seconds, "reached": self.reached, "checks": self.history}
@@ -87,9 +82,7 @@ def train_until_retained(model, tokenizer, members: list[Member], settings: Reta
                                                seed=settings.seed),
                  pad_id=tokenizer.pad_token_id, device=device, progress=progress, desc=desc,
                  stop=lambda step: (step % settings.check_every == 0 or step == cap)
-                 and check(step))
-    if result.history[-1]["step"] != loop.steps:  # the cap fell between checks
-        check(loop.steps)
+                 and check(step))  # the last step is always checked
     result.steps, result.examples = loop.steps, loop.examples
     result.train_seconds = loop.seconds - (result.check_seconds - checked_at)
     return result
