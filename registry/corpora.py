@@ -15,7 +15,7 @@ from registry.errors import AlreadyExists, InvalidInput, NotFound
 from registry.names import check_name
 from registry.records import CorpusRecord, DocumentRecord
 from registry.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
-from training.documents import DocumentError, inspect_documents
+from training.documents import DocumentError, DocumentFile, inspect_documents
 
 
 def _to_record(session: Session, row: CorpusRow) -> CorpusRecord:
@@ -43,6 +43,19 @@ def find_corpus(session: Session, name: str) -> CorpusRow:
     return row
 
 
+def check_documents(db: Database, name: str, files: list[Path], *, base: str) -> list[DocumentFile]:
+    """A corpus's name, base and documents checked, recording nothing; the documents as read."""
+    check_name("corpus", name)
+    if not files:
+        raise InvalidInput(f"corpus {name!r} needs at least one document")
+    with db.read() as session:
+        find_base(session, base)
+    try:
+        return inspect_documents([Path(f).expanduser() for f in files])
+    except DocumentError as e:
+        raise InvalidInput(str(e)) from e
+
+
 def add_corpus(
     db: Database, store: LocalBlobStore, name: str, files: list[Path], *,
     base: str, description: str = "", reuse: bool = False,
@@ -50,18 +63,11 @@ def add_corpus(
     """Record a corpus and its documents. With ``reuse``, an existing corpus of the
     same name, base and documents (byte for byte) is returned instead of refused,
     so an interrupted `memo register` can be run again."""
-    check_name("corpus", name)
-    if not files:
-        raise InvalidInput(f"corpus {name!r} needs at least one document")
+    docs = check_documents(db, name, files, base=base)
     with db.read() as session:
-        find_base(session, base)
         existing = session.scalar(select(CorpusRow.id).where(CorpusRow.name == name))
         if existing is not None and not reuse:
             raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
-    try:
-        docs = inspect_documents([Path(f).expanduser() for f in files])
-    except DocumentError as e:
-        raise InvalidInput(str(e)) from e
     if existing is not None:
         return _the_same_corpus(db, existing, base, docs)
     # Blobs first, rows last in one transaction: a crash leaves no half corpus.

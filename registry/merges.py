@@ -33,7 +33,7 @@ from registry.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow,
 from registry.task_vectors import find_task_vector
 from training.retain import RetainSettings
 
-_MERGE_REF = re.compile(r"^(merge-)?(?P<id>\d+)$")
+_MERGE_REF = re.compile(r"(merge-)?(?P<id>\d+)")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> Merge
 
 def find_merge(session: Session, ref: str | int) -> MergeRow:
     """A merge by id (``7`` or ``merge-7``)."""
-    match = _MERGE_REF.match(str(ref))
+    match = _MERGE_REF.fullmatch(str(ref))
     if not match:
         raise InvalidInput(f"{ref!r} is not a merge id (e.g. 7 or merge-7); see `memo merge list`")
     row = session.get(MergeRow, int(match["id"]))
@@ -130,7 +130,7 @@ def find_merge(session: Session, ref: str | int) -> MergeRow:
 
 
 def is_merge_ref(ref: str) -> bool:
-    return bool(_MERGE_REF.match(ref))
+    return bool(_MERGE_REF.fullmatch(ref))
 
 
 def merge_of(session: Session, ref: str) -> MergeRow | None:

@@ -40,16 +40,22 @@ def to_record(session: Session, row: ReflectionSetRow) -> ReflectionSetRecord:
     )
 
 
+def read_pairs(qa: Path, heldout: Path | None, *, documents: set[str]) -> tuple[list[dict], list[dict] | None]:
+    """The records of a QA file and its held-out file, validated (a ``document`` field must name one
+    of ``documents``); recording nothing, so `register` checks them before it records the corpus."""
+    try:
+        return read_qa_file(qa, documents=documents), (read_qa_file(heldout, documents=documents)
+                                                      if heldout else None)
+    except QAFileError as e:
+        raise InvalidInput(str(e)) from e
+
+
 def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Path, *,
                        heldout: Path | None = None, reuse: bool = False) -> ReflectionSetRecord:
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
         names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
-    try:
-        records = read_qa_file(qa, documents=names)
-        held = read_qa_file(heldout, documents=names) if heldout else None
-    except QAFileError as e:
-        raise InvalidInput(str(e)) from e
+    records, held = read_pairs(qa, heldout, documents=names)
     sha = store.put_bytes(encode_records(records))
     settings = {"source": Path(qa).name}
     if held is not None:

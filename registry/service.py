@@ -126,6 +126,17 @@ class Registry:
             self.db, self.store, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
         )
 
+    def check_registration(
+        self, name: str, files: list[str | os.PathLike[str]], *, base: str,
+        qa: str | os.PathLike[str] | None = None, heldout: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Every input of `memo register` checked, recording nothing: a bad QA file must not leave
+        the corpus recorded without its reflections."""
+        docs = corpora.check_documents(self.db, name, [Path(f) for f in files], base=base)
+        if qa is not None:
+            reflections.read_pairs(Path(qa), Path(heldout) if heldout else None,
+                                   documents={d.name for d in docs})
+
     def list_corpora(self) -> list[CorpusRecord]:
         return corpora.list_corpora(self.db)
 

@@ -29,11 +29,11 @@ from registry.records import TaskVectorRecord
 from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
 
 
-_REF = re.compile(r"^(?P<corpus>[^@]+)(@v(?P<version>\d+))?$")
+_REF = re.compile(r"(?P<corpus>[^@]+)(@v(?P<version>\d+))?")
 
 
 def find_task_vector(session, ref: str) -> TaskVectorRow:
-    match = _REF.match(ref)
+    match = _REF.fullmatch(ref)
     if not match:
         raise InvalidInput(f"{ref!r} is not a corpus name or corpus@vN")
     corpus_row = find_corpus(session, match["corpus"])

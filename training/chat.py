@@ -44,10 +44,20 @@ def prompt_ids(tokenizer, question: str) -> list[int]:
     )
 
 
+# No token spans more characters than this, so cutting text at ``max_length`` times it before
+# tokenising keeps every token that can land in the first ``max_length`` (and a huge record fast).
+MAX_CHARS_PER_TOKEN = 16
+
+
+def clip(text: str, max_length: int) -> str:
+    return text[: max_length * MAX_CHARS_PER_TOKEN]
+
+
 def encode(tokenizer, pair: QAPair, max_length: int) -> Example:
-    prompt = prompt_ids(tokenizer, pair.question)
+    question, answer = clip(pair.question, max_length), clip(pair.answer, max_length)
+    prompt = prompt_ids(tokenizer, question)
     full = tokenizer.apply_chat_template(
-        [{"role": "user", "content": pair.question}, {"role": "assistant", "content": pair.answer}],
+        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
         tokenize=True, return_dict=False,
     )
     if full[: len(prompt)] != prompt:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.jsonl import json_objects
+from training.jsonl import json_objects, lines_of, loads
 
 MEDIA_TYPES = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".jsonl": "jsonl"}
 
@@ -78,8 +78,7 @@ def document_text(media_type: str, raw: bytes) -> str:
     if media_type != "jsonl":
         return text
     parts = []
-    for line in text.splitlines():
-        if line.strip():
-            value = json.loads(line)
-            parts.append(value["text"] if isinstance(value.get("text"), str) else json.dumps(value, ensure_ascii=False))
+    for _, line in lines_of(text):
+        value = loads(line)
+        parts.append(value["text"] if isinstance(value.get("text"), str) else json.dumps(value, ensure_ascii=False))
     return "\n\n".join(parts)

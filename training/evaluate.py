@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.chat import QAPair, prompt_ids
+from training.chat import QAPair, clip, prompt_ids
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -49,9 +49,11 @@ def generate_answers(model, tokenizer, questions: list[str], *, batch: int = 32,
     """Greedy answers, left-padded batches, stopping at the end-of-turn token."""
     model.to(device).eval()
     pad = tokenizer.pad_token_id
+    # A prompt longer than the model's context keeps its end (where the answer starts).
+    room = max(1, getattr(model.config, "max_position_embeddings", 2048) - max_new_tokens)
     answers: list[str] = []
     for start in range(0, len(questions), batch):
-        prompts = [prompt_ids(tokenizer, q) for q in questions[start:start + batch]]
+        prompts = [prompt_ids(tokenizer, clip(q, room))[-room:] for q in questions[start:start + batch]]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from training.jsonl import JSONTooDeep, loads
+
 T = TypeVar("T", bound=BaseModel)
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
@@ -118,7 +120,9 @@ def parse_json(text: str, schema: type[T]) -> T:
     if fenced:
         text = fenced.group(1)
     try:
-        value = json.loads(text)
+        value = loads(text)
+    except JSONTooDeep as e:
+        raise ValueError(f"not usable JSON ({e})") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg} at character {e.pos})") from e
     try:

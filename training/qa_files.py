@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 from training.chat import QAPair
-from training.jsonl import json_objects
+from training.jsonl import json_objects, lines_of, loads
+
+# A question-answer record is a sentence or a paragraph; a line this long is a mistake, and it
+# would stall tokenising (the prompt is encoded before it is truncated to the training length).
+MAX_RECORD_CHARS = 64 * 1024
 
 
 class QAFileError(ValueError):
@@ -23,7 +27,7 @@ def read_qa_file(path: Path, *, documents: set[str] | None = None) -> list[dict]
     except (OSError, UnicodeDecodeError) as e:
         raise QAFileError(f"{path}: cannot read as UTF-8 text ({e})") from e
     records = []
-    for lineno, record in json_objects(path, text, QAFileError):
+    for lineno, record in json_objects(path, text, QAFileError, max_line_chars=MAX_RECORD_CHARS):
         for key in ("question", "answer"):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise QAFileError(f"{path}:{lineno}: needs a non-empty string {key!r}")
@@ -42,7 +46,7 @@ def encode_records(records: list[dict]) -> bytes:
 
 
 def decode_records(data: bytes) -> list[dict]:
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+    return [loads(line) for _, line in lines_of(data.decode())]
 
 
 def pairs_of(records: list[dict]) -> list[QAPair]:

@@ -23,12 +23,26 @@ class AppContext:
         return self._registry
 
 
+def _one_line(e: click.UsageError) -> click.ClickException:
+    """A usage error as the rest are reported: one line, exit code 1 (click's own is 4 lines, exit 2)."""
+    hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    return click.ClickException(" ".join(e.format_message().split()) + hint)
+
+
 class MemoGroup(click.Group):
-    """Turns library errors into one-line messages with exit code 1."""
+    """Turns library errors and usage errors into one-line messages with exit code 1."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # the top-level options (--home, --db, an unknown command)
+            raise _one_line(e) from e
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a sub-command's arguments and options
+            raise _one_line(e) from e
         except MemoError as e:
             raise click.ClickException(str(e).replace("\n", " ")) from e
         except OSError as e:  # disk full, permissions, ...: every write is atomic, so nothing half-done remains

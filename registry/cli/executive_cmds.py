@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
 from registry.cli.app import AppContext, pass_app
-from registry.cli.output import err_console, json_option, print_json
+from registry.cli.output import console, err_console, json_option, print_json
 from training.llm import Endpoint
+
 
 def executive_options(required: bool):
     """The executive endpoint and protocol bounds, shared by `ask` and `eval`."""
@@ -90,7 +90,7 @@ def ask(app: AppContext, question: str, channel: str | None, merge_ref: str | No
 
 
 def print_transcript(trace) -> None:
-    out = Console()
+    out = console()
     out.print(f"[bold]question[/bold] {trace.question}")
     for step in trace.steps:
         decision = {k: v for k, v in step.executive.items() if k not in ("questions", "clues") and v}

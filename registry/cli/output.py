@@ -12,8 +12,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+# Wide enough that a table is never cut or wrapped when output goes to a log file or a pipe
+# (rich falls back to 80 columns there); on a terminal rich uses the terminal's width.
+_UNBOUNDED = 1_000
+
+
+def console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else _UNBOUNDED)
+
+
 # Human-facing messages and progress go to stderr; stdout carries the results.
-err_console = Console(stderr=True)
+err_console = console(stderr=True)
 
 
 def json_option(f: Callable) -> Callable:
@@ -47,7 +57,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(col)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+    console().print(table)
 
 
 def when(dt) -> str:

@@ -200,6 +200,7 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
     settings = _settings(method, steps, batch, lr, max_length, seed)
     reg = app.registry()
     if is_main_process():  # under `accelerate launch`, one process registers and all train
+        reg.check_registration(name, list(docs), base=base_name, qa=qa, heldout=heldout)
         reg.add_corpus(name, list(docs), base=base_name, description=description, reuse=True)
         if run is None:
             reg.import_reflections(name, qa, heldout=heldout, reuse=True)
