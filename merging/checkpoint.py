@@ -117,9 +117,15 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+    except RecursionError as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header (nested too deeply)") from e
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
     return _tensor_infos(path, header, data_start=8 + header_len, size=size)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> dict[str, TensorInfo]:
@@ -129,10 +135,13 @@ def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> di
         if name == "__metadata__":
             continue
         try:
-            dtype, shape = meta["dtype"], tuple(int(d) for d in meta["shape"])
-            begin, end = (int(o) for o in meta["data_offsets"])
+            dtype, shape, offsets = meta["dtype"], tuple(meta["shape"]), tuple(meta["data_offsets"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: corrupt header entry for tensor {name!r}") from e
+        if not all(_whole(d) for d in shape) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
+            raise CheckpointError(f"{path}: tensor {name!r} has a shape or offsets that are not "
+                                  f"non-negative whole numbers ({list(shape)}, {list(offsets)})")
+        begin, end = offsets
         if dtype not in DTYPE_BYTES:
             raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
         if end - begin != math.prod(shape) * DTYPE_BYTES[dtype] or begin < 0:

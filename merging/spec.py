@@ -6,6 +6,7 @@ Methods are data: each is one configuration of the kernel in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,24 @@ DTYPES = {
     "float16": torch.float16, "fp16": torch.float16,
     "float64": torch.float64,
 }
+
+
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def check_scale(value: float, where: str) -> float:
+    """A weight or lambda: finite, and small enough that it cannot overflow a float32 merge."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > _FLOAT32_MAX:
+        raise MergeError(f"{where} must be a finite number (at most {_FLOAT32_MAX:.3g} in size), not {value!r}")
+    return float(value)
+
+
+def check_density(value: float, where: str) -> float:
+    """The fraction of each task vector's entries a trim keeps: in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise MergeError(f"{where} must be in (0, 1] (the fraction of entries kept), not {value!r}")
+    return float(value)
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:
@@ -86,6 +105,11 @@ class MergeSpec:
             raise MergeError(f"unknown tie break {self.tie_break!r}; use 'index' or 'torch-cpu'")
         parse_dtype(self.dtype)
         parse_dtype(self.out_dtype)
+        # Checked here, before any tensor is read, so a bad value fails at once and names itself.
+        check_scale(self.lam, "lambda")
+        for n, inp in enumerate(self.inputs):
+            check_scale(inp.weight, f"the weight of input {n} ({inp.path.name})")
+            check_density(inp.density, f"the density of input {n} ({inp.path.name})")
 
     @property
     def method_def(self) -> Method:

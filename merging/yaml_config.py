@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 
 from merging.errors import MergeError
-from merging.spec import MergeInput, MergeSpec
+from merging.spec import MergeInput, MergeSpec, check_density, check_scale
 
 _TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype"}
+_MODEL_PARAMETERS = {"weight", "density"}
 _UNSUPPORTED = {"slices", "modules", "tokenizer_source", "tokenizer", "chat_template"}
 MERGEKIT_DEFAULT_DENSITY = 1.0
 
@@ -74,6 +75,8 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         raise MergeError(f"merge_method {method!r} needs a base_model")
     base = _local_dir(config["base_model"], "base_model", root)
     shared = config.get("parameters") or {}
+    if not isinstance(shared, dict):
+        raise MergeError("parameters must be a mapping")
     for key in shared:
         if key not in {"normalize", "lambda", "weight", "density", "int8_mask", "rescale"}:
             raise MergeError(f"parameter {key!r} is not one of {method}'s parameters")
@@ -88,18 +91,30 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         path = _local_dir(entry.get(kind), f"{where}.{kind}", root)
         if kind == "model" and path.resolve() == base.resolve():
             continue
-        params = {**shared, **(entry.get("parameters") or {})}
+        for key in entry:
+            if key not in {"model", "task_vector", "parameters"}:
+                raise MergeError(f"{where}: unknown key {key!r} (use 'model' or 'task_vector', and 'parameters')")
+        own = entry.get("parameters") or {}
+        if not isinstance(own, dict):
+            raise MergeError(f"{where}.parameters must be a mapping of weight and density")
+        for key in own:
+            if key not in _MODEL_PARAMETERS:
+                raise MergeError(f"{where}.parameters: unknown parameter {key!r} "
+                                 f"(use {' or '.join(sorted(_MODEL_PARAMETERS))})")
+        params = {**shared, **own}
         if "weight" not in params:
             raise MergeError(f"{where} has no weight (mergekit requires parameters.weight)")
         inputs.append(MergeInput(
             path=path, kind=kind,
-            weight=_scalar(params["weight"], f"{where}.parameters.weight"),
-            density=_scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY), f"{where}.parameters.density"),
+            weight=check_scale(_scalar(params["weight"], f"{where}.parameters.weight"),
+                               f"{where}.parameters.weight"),
+            density=check_density(_scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY),
+                                          f"{where}.parameters.density"), f"{where}.parameters.density"),
         ))
     return MergeSpec(
         method=method, base=base, inputs=tuple(inputs),
         normalize=_bool(shared["normalize"], "parameters.normalize") if "normalize" in shared else None,
-        lam=_scalar(shared.get("lambda", 1.0), "parameters.lambda"),
+        lam=check_scale(_scalar(shared.get("lambda", 1.0), "parameters.lambda"), "parameters.lambda"),
         dtype=config.get("dtype"), out_dtype=config.get("out_dtype"),
     )
 

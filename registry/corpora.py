@@ -90,6 +90,14 @@ def add_corpus(
         raise AlreadyExists(f"corpus {name!r} already exists; choose another name") from e
 
 
+def check_reusable(db: Database, name: str, base: str, docs: list[DocumentFile]) -> None:
+    """Refuse (AlreadyExists) when a corpus of this name exists with other documents or another base."""
+    with db.read() as session:
+        existing = session.scalar(select(CorpusRow.id).where(CorpusRow.name == name))
+    if existing is not None:
+        _the_same_corpus(db, existing, base, docs)
+
+
 def _the_same_corpus(db: Database, corpus_id: int, base: str, docs) -> CorpusRecord:
     with db.read() as session:
         record = _to_record(session, session.get(CorpusRow, corpus_id))

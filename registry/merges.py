@@ -44,15 +44,19 @@ class MergeParams:
     weights: tuple[tuple[str, float], ...] = ()  # corpus -> weight (default 1.0)
 
     def check(self) -> None:
-        from merging.spec import METHODS
+        """Before any work: the same bounds the merge engine holds its inputs to."""
+        from merging import MergeError
+        from merging.spec import METHODS, check_density, check_scale
 
         if self.method not in METHODS:
             raise InvalidInput(f"unknown merge method {self.method!r}; use one of {', '.join(METHODS)}")
-        if not 0 < self.density <= 1:
-            raise InvalidInput(f"--density must be in (0, 1], not {self.density}")
-        for corpus, weight in self.weights:
-            if not math.isfinite(weight):
-                raise InvalidInput(f"the weight of {corpus!r} must be a finite number")
+        try:
+            check_density(self.density, "--density")
+            check_scale(self.lam, "--lambda")
+            for corpus, weight in self.weights:
+                check_scale(weight, f"the weight of {corpus!r}")
+        except MergeError as e:
+            raise InvalidInput(str(e)) from e
 
 
 @dataclass(frozen=True)

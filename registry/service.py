@@ -133,6 +133,7 @@ class Registry:
         """Every input of `memo register` checked, recording nothing: a bad QA file must not leave
         the corpus recorded without its reflections."""
         docs = corpora.check_documents(self.db, name, [Path(f) for f in files], base=base)
+        corpora.check_reusable(self.db, name, base, docs)
         if qa is not None:
             reflections.read_pairs(Path(qa), Path(heldout) if heldout else None,
                                    documents={d.name for d in docs})

@@ -239,4 +239,4 @@ def test_register_with_a_generator_in_one_command_and_again(trained, generator):
     assert [tv.version for tv in trained.list_task_vectors("harbor-gen")] == [1]
     bad = memo("register", "x", *docs, "--base", "tiny", "--qa", str(EXAMPLES / CORPUS / "qa.jsonl"),
                "--generator-url", generator.url, "--generator-model", "scripted", ok=False)
-    assert bad.exit_code == 2 and "not both" in bad.output and "x" not in [c.name for c in trained.list_corpora()]
+    assert bad.exit_code == 1 and "not both" in bad.output and "x" not in [c.name for c in trained.list_corpora()]
