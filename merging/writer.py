@@ -74,6 +74,20 @@ def _header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str]) -> None:
+    """One safetensors file whose bytes depend on its content only: tensors in name order and the
+    metadata's keys sorted (``safetensors.save_file`` writes metadata in a per-process hash order,
+    so the same tensors would give other bytes, and another blob, in every run)."""
+    names = sorted(tensors)
+    planned = [OutputTensor(n, tensors[n].dtype, tuple(tensors[n].shape)) for n in names]
+    with open(path, "wb") as f:
+        f.write(_header(planned, dict(sorted(metadata.items()))))
+        for n in names:
+            f.write(memoryview(tensors[n].detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class ModelDirWriter:
     """``with ModelDirWriter(out, tensors, ...) as w: w.write(name, chunk) ...; w.commit()``."""
 

@@ -123,7 +123,10 @@ def train_strategy(db: Database, store: LocalBlobStore, home: Path, strategy: st
         result = train_until_retained(model, tokenizer, retain_members(db, store, members), settings,
                                       device=device, progress=progress, desc=strategy)
         out = Path(tmp) / "model"
-        save_model(model, origin, out, base, card(strategy, base, members, settings, result.to_json()))
+        started_from = {"ties+heal": "the TIES merge of its members", "retrain": f"the base `{base.name}`",
+                        "warm": f"merge-{start.id}" if start is not None else ""}[strategy]
+        save_model(model, origin, out, base,
+                   card(strategy, base, members, settings, result.to_json(), started_from=started_from))
         manifest = store_directory(store, out, kind="merge")
     retain = result.to_json()
     cost = {"merge_seconds": merge_seconds, "train_seconds": retain.pop("train_seconds"),
@@ -157,15 +160,21 @@ def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: st
     (out / "README.md").write_text(card_text)
 
 
-def card(strategy: str, base: BaseModelRow, members, settings: RetainSettings, retain: dict) -> str:
+def card(strategy: str, base: BaseModelRow, members, settings: RetainSettings, retain: dict, *,
+         started_from: str) -> str:
+    """A trained strategy's card: a fine-tune of the base (so the Hub's model tree links it), its
+    member corpora, the model its training started from, and the retention it reached."""
     from merging.card import engine_version
 
-    meta = {"base_model": [base.name], "library_name": "transformers", "tags": ["memo", strategy]}
+    meta = {"base_model": [base.name], "base_model_relation": "finetune", "library_name": "transformers",
+            "tags": ["memo", strategy]}
     last = retain["checks"][-1]["retention"] if retain["checks"] else {}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "", "# Memory model", "",
              f"Made with memo {engine_version()}, strategy **{strategy}**, from base `{base.name}`: "
              f"{retain['steps']} fine-tuning steps ({retain['examples']} examples) on every member corpus's "
              f"reflections, stopping at retention {settings.target} (reached: {retain['reached']}).", "",
+             f"Training started from {started_from}.", "",
+             "## Member corpora", "",
              "| corpus | version | retention at the last check |", "|---|---|---|"]
     for m in members:
         value = last.get(m.corpus)

@@ -73,7 +73,8 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
     """The registry's record of a merge: what went in, how, and what came out."""
     record = merge.to_json()
     base = session.get(BaseModelRow, row.base_model_id)
-    record["base"] = {"name": base.name, "source": base.source, "fingerprint": base.fingerprint,
+    # Named by name and weights fingerprint: its source is often a path on the publisher's disk.
+    record["base"] = {"name": base.name, "fingerprint": base.fingerprint,
                       "architecture": base.architecture, "dtype": base.dtype}
     for member in record["members"]:
         tv = session.get(TaskVectorRow, member["task_vector_id"])
@@ -161,6 +162,10 @@ def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: st
     on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
     with db.read() as session:
         last = last_publication(session, target)
+        if last is not None and last.commit_sha == head and last.merge_id == row.id:
+            # Already done: main is memo's own commit of this merge. Nothing to send or record.
+            name = session.scalar(select(ChannelRow.name).where(ChannelRow.id == last.channel_id))
+            return to_publication_record(last, name)
     ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
     if (last is None or last.commit_sha != head) and on_hub and _holds_exactly(
             api, target, head, {**ours, PROVENANCE: prov}):

@@ -183,3 +183,64 @@ def test_the_token_is_never_stored_or_printed(trained, hub, token, tmp_path):
             assert needle not in path.read_bytes(), path
     for content in hub.main_files(REPO).values():
         assert needle not in content
+
+
+def test_running_a_finished_publish_again_records_nothing_new(trained, hub, token):
+    trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
+    first = trained.publish("production", REPO, endpoint=hub.url)
+    commits, before = len(hub.state.repos[REPO].commits), registry_state(trained)
+    again = trained.publish("production", REPO, endpoint=hub.url)
+    assert (again.id, again.commit_sha, again.channel) == (first.id, first.commit_sha, "production")
+    assert registry_state(trained) == before and len(hub.state.repos[REPO].commits) == commits
+    assert len(trained.publications()) == 1
+
+
+def test_provenance_names_the_base_without_a_local_path(trained, hub, token):
+    trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
+    trained.publish(1, REPO, endpoint=hub.url)
+    raw = hub.main_files(REPO)[PROVENANCE].decode()
+    base = json.loads(raw)["merge"]["base"]
+    assert base["name"] == "tiny" and len(base["fingerprint"]) == 64 and "source" not in base
+    home = str(trained.settings.home)
+    assert home not in raw and str(Path(home).resolve()) not in raw and "/tmp" not in raw
+
+
+def test_a_commit_landing_between_read_and_commit_is_refused(trained, hub, token, monkeypatch):
+    """The Hub's parent-commit check: a colleague commits after memo read main, before memo commits."""
+    trained.merge(["harbor"], strategy="ties", progress=False)
+    trained.publish(1, REPO, endpoint=hub.url)  # the repo and memo's last publication exist
+    trained.merge(["glassworks"], strategy="ties", progress=False)
+    real = HfApi.create_commit
+
+    def colleague_first(self, repo_id, operations, **kwargs):
+        theirs = HfApi(endpoint=hub.url, token=HUB_TOKEN)
+        real(theirs, repo_id, [CommitOperationAdd("NOTES.md", b"a colleague's notes")], commit_message="theirs")
+        return real(self, repo_id, operations, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", colleague_first)
+    before = registry_state(trained)
+    with pytest.raises(Conflict) as info:
+        trained.publish(2, REPO, endpoint=hub.url)
+    message = str(info.value)
+    assert "org/memory" in message and "moved while publishing" in message and "\n" not in message
+    assert registry_state(trained) == before
+    assert "NOTES.md" in hub.main_files(REPO), "their commit stands"
+    monkeypatch.setattr(HfApi, "create_commit", real)
+    # Their commit is now main: the plain rerun says so, and --force publishes on top of it.
+    with pytest.raises(Conflict, match="someone else pushed"):
+        trained.publish(2, REPO, endpoint=hub.url)
+    pub = trained.publish(2, REPO, endpoint=hub.url, force=True)
+    assert pub.merge_id == 2 and hub_files(hub) == merged_files(trained, 2)
+
+
+def test_a_trained_strategy_card_is_a_finetune_of_the_base(trained, hub, token):
+    from training.retain import RetainSettings
+
+    record = trained.merge(["harbor", "glassworks"], strategy="ties+heal", progress=False, evaluate=False,
+                           retain=RetainSettings(target=0.5, max_steps=8, check_every=4))
+    trained.publish(record.id, REPO, endpoint=hub.url)
+    card = hub.main_files(REPO)["README.md"].decode()
+    front = card.split("---")[1]
+    assert "base_model_relation: finetune" in front and "- tiny" in front
+    assert "Training started from the TIES merge of its members" in card
+    assert "| harbor | v1 |" in card and "| glassworks | v1 |" in card

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from merging.writer import save_tensors
 
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MAX_NUDGES = 8
@@ -97,7 +99,7 @@ def apply_task_vector(base: dict[str, torch.Tensor], deltas: dict[str, torch.Ten
 def save_task_vector(deltas: dict[str, torch.Tensor], directory: Path, stats: TaskVectorStats) -> Path:
     """One safetensors file plus a JSON sidecar (dtype, sizes, norms, round-trip figures)."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(deltas, str(directory / "model.safetensors"), metadata={"format": "pt", "memo": "task_vector"})
+    save_tensors(deltas, directory / "model.safetensors", metadata={"format": "pt", "memo": "task_vector"})
     sidecar = {"storage_dtype": stats.storage_dtype, "tensors": stats.tensors, "parameters": stats.parameters,
                "mismatches": stats.mismatches, "relative_error": stats.relative_error,
                "total_norm": stats.total_norm}
