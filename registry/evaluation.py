@@ -41,7 +41,7 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
     target = home / "cache" / "applied" / tv.manifest_sha256
     if not target.is_dir():
         spec = MergeSpec("ties", base=base_dir(store, home, base), inputs=(MergeInput(
-            materialize(store, tv.manifest_sha256, home / "cache" / "task_vectors"),
+            materialize(store, tv.manifest_sha256, home / "cache" / "task_vectors", what=f"task vector {ref}"),
             kind="task_vector", density=1.0),), out_dtype=base.dtype)
         try:
             merge(spec, target, MergeOptions(progress=False))

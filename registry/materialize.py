@@ -1,41 +1,42 @@
 """Stored artifacts back as directories that transformers and the merge engine can read.
 
-A manifest's files are hard-linked (or copied, across filesystems) from the
-blob store into ``HOME/cache/<kind>/<manifest sha>/``, built in a temporary
-sibling and renamed into place, so a cache entry is always complete. Blobs
-are read-only, so a link cannot be used to change them.
+A manifest's files are copied from the blob store into
+``HOME/cache/<kind>/<manifest sha>/``, each hashed as it is copied: a blob
+whose bytes no longer match its name (bit rot, a stray write) stops the
+command with one line naming the artifact, before anything reads it. The
+entry is built in a temporary sibling and renamed into place, so a cache entry
+is always complete and always a verified private copy: never a hard link,
+through which damage to the cache would be damage to the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from registry.blobstore import LocalBlobStore
+from registry.blobstore import CHUNK, LocalBlobStore
 from registry.errors import Corrupt
 from registry.manifests import load_manifest, manifest_files
 
 
-def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path) -> Path:
+def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, what: str = "") -> Path:
+    """The manifest's directory in the cache (built and verified on first use); ``what`` names the
+    artifact in errors, e.g. ``base model 'tiny'``."""
     target = cache_root / manifest_sha
     if target.is_dir():
         return target
+    what = what or f"the artifact of manifest {manifest_sha[:12]}"
     files = manifest_files(load_manifest(store, manifest_sha))
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{manifest_sha[:12]}-", dir=cache_root))
     try:
         for rel, sha in files.items():
-            source = store.path(sha)
-            if not source.is_file():
-                raise Corrupt(f"blob {sha} ({rel}) is missing; run `memo verify`")
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, dest)
-            except OSError:
-                shutil.copyfile(source, dest)
+            _copy_verified(store, sha, dest, f"{what}: blob {sha} ({rel})")
         try:
             os.replace(tmp, target)
         except OSError:
@@ -46,3 +47,22 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _copy_verified(store: LocalBlobStore, sha: str, dest: Path, what: str) -> None:
+    source = store.path(sha)
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(dest, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except FileNotFoundError as e:
+        if e.filename == str(source):
+            raise Corrupt(f"{what} is missing from the blob store; run `memo verify`") from None
+        raise
+    if digest.hexdigest() != sha:
+        raise Corrupt(f"{what} is corrupt (sha256 mismatch); nothing was used; run `memo verify`")
+    os.chmod(dest, 0o444)

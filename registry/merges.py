@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from registry.blobstore import LocalBlobStore
 from registry.database import Database
 from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
-from registry.manifests import load_manifest, manifest_files, store_directory
+from registry.manifests import store_directory
 from registry.materialize import materialize
 from registry.records import MergeMemberRecord, MergeRecord
 from registry.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
@@ -169,18 +169,14 @@ def get_merge(db: Database, ref: str | int) -> MergeRecord:
 
 
 def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
-    """The member's deltas as a directory, after rehashing every blob (a corrupt one stops the merge)."""
-    for rel, sha in manifest_files(load_manifest(store, member.row.manifest_sha256)).items():
-        problem = store.check(sha)
-        if problem:
-            raise Corrupt(f"task vector {member.corpus}@v{member.row.version}: blob {sha} ({rel}) is {problem}; "
-                          "run `memo verify`, then train the corpus again")
-    return materialize(store, member.row.manifest_sha256, home / "cache" / "task_vectors")
+    """The member's deltas as a directory (every blob rehashed as it is materialized)."""
+    return materialize(store, member.row.manifest_sha256, home / "cache" / "task_vectors",
+                       what=f"task vector {member.corpus}@v{member.row.version}")
 
 
 def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
     """A recorded merge as a loadable model directory (materialized from the blob store)."""
-    return materialize(store, row.manifest_sha256, home / "cache" / "models")
+    return materialize(store, row.manifest_sha256, home / "cache" / "models", what=f"merge-{row.id}")
 
 
 def channel_head(session: Session, channel: str | None) -> int | None:

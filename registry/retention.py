@@ -37,7 +37,7 @@ def measure(db: Database, store: LocalBlobStore, home: Path, manifest_sha256: st
     from training.evaluate import recall
     from training.sft import load_model
 
-    model, tokenizer = load_model(materialize(store, manifest_sha256, home / "cache" / "models"), device)
+    model, tokenizer = load_model(materialize(store, manifest_sha256, home / "cache" / "models", what="the merged model"), device)
     recalls: dict[str, dict] = {}
     retention: dict[str, float | None] = {}
     for corpus, tv in members:

@@ -100,7 +100,7 @@ def add_task_vector(
         base = session.get(BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
         tv = open_checkpoint(directory)
-        base_ckpt = open_checkpoint(materialize(store, base.manifest_sha256, cache_root))
+        base_ckpt = open_checkpoint(materialize(store, base.manifest_sha256, cache_root, what=f"base model {base.name!r}"))
     except CheckpointError as e:
         raise Corrupt(str(e)) from e
     _check_against_base(tv, base_ckpt, base.name)

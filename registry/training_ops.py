@@ -46,7 +46,7 @@ class TrainingFailed(MemoError):
 
 def base_dir(store: LocalBlobStore, home: Path, base: BaseModelRow) -> Path:
     """The base model as a directory (materialized from the blob store), with its tokenizer."""
-    directory = materialize(store, base.manifest_sha256, home / "cache" / "models")
+    directory = materialize(store, base.manifest_sha256, home / "cache" / "models", what=f"base model {base.name!r}")
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
         raise InvalidInput(f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
                            "add the model directory again with its tokenizer files")
