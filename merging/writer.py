@@ -23,7 +23,6 @@ import math
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from merging.errors import MergeError
+from merging.partial import partial_dir
 
 _ST_DTYPE = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -111,8 +111,8 @@ class ModelDirWriter:
         self._error: BaseException | None = None
 
     def __enter__(self) -> ModelDirWriter:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        self._partial = partial_dir(self.out_dir)  # also removes what killed writers left here
+        self.tmp = self._partial.__enter__()
         self._thread = threading.Thread(target=self._drain, name="memo-shard-writer", daemon=True)
         self._thread.start()
         return self
@@ -122,8 +122,7 @@ class ModelDirWriter:
         if self._file:
             self._file.close()
             self._file = None
-        if self.tmp is not None and self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self._partial.__exit__(exc_type, exc, tb)
 
     # --- the background thread: runs every file operation, in order -------------------
     def _drain(self) -> None:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from merging.partial import partial_dir
 from registry.blobstore import LocalBlobStore
 from registry.database import Database
 from registry.errors import Conflict, InvalidInput, MemoError
@@ -100,9 +100,7 @@ def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
     _, _, source, prov = _files(db, store, home, merge_ref)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
-    try:
+    with partial_dir(directory) as tmp:  # also removes what killed exports left here
         for path in sorted(source.rglob("*")):
             if path.is_file():
                 dest = tmp / path.relative_to(source)
@@ -112,9 +110,6 @@ def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str
         if directory.exists():
             directory.rmdir()
         os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -17,6 +17,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from merging import partial
+
+# The blob store holds only content-named files, and a killed training resumes from its checkpoint.
+_NEVER_WALKED = {"blobs", "checkpoints"}
+
 
 @dataclass(frozen=True)
 class Leftover:
@@ -45,11 +50,26 @@ def freed_bytes(path: Path) -> int:
 
 
 def stale_work(home: Path, now: float, grace_seconds: float) -> list[Leftover]:
-    """Work directories of interrupted commands, and half-built cache entries."""
+    """Work directories of interrupted commands, half-built cache entries, and the partial outputs
+    of killed merges and exports anywhere under the home (those whose writer is gone, at once)."""
     candidates = sorted((home / "tmp").iterdir()) if (home / "tmp").is_dir() else []
     for kind in _cache_kinds(home):
         candidates += sorted(p for p in kind.iterdir() if p.name.startswith("."))
-    return [Leftover(p, freed_bytes(p)) for p in candidates if now - newest_mtime(p) >= grace_seconds]
+    old = [p for p in candidates if now - newest_mtime(p) >= grace_seconds]
+    dead = [p for p in _dead_partials(home) if not any(p.is_relative_to(o) for o in old)]
+    return [Leftover(p, freed_bytes(p)) for p in old + dead]
+
+
+def _dead_partials(home: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, _ in os.walk(home):
+        here = Path(root)
+        if here == home:
+            dirs[:] = [d for d in dirs if d not in _NEVER_WALKED]
+        dead = set(p.name for p in partial.leftovers(here))
+        found += [here / d for d in sorted(dead)]
+        dirs[:] = [d for d in dirs if d not in dead and not d.startswith(".")]
+    return found
 
 
 def cache_entries(home: Path, now: float, grace_seconds: float) -> list[Leftover]:

@@ -90,8 +90,10 @@ def verify(app: AppContext, as_json: bool) -> None:
 @json_option
 @pass_app
 def gc(app: AppContext, delete: bool, grace: float, caches: bool, as_json: bool) -> None:
-    """Remove blobs that no registry row reaches, and the work directories
-    that interrupted commands left in HOME/tmp. A dry run unless --yes.
+    """Remove blobs that no registry row reaches, the work directories that
+    interrupted commands left in HOME/tmp, and the partial outputs of killed
+    merges and exports under the home (a live command's are never touched).
+    A dry run unless --yes.
 
     \b
     Example:
