@@ -27,7 +27,7 @@ from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.merges import channel_head, find_merge
 from registry.names import check_name
 from registry.records import ChannelEventRecord, ChannelRecord
-from registry.schema import ChannelEventRow, ChannelRow, MergeRow
+from registry.schema import ChannelEventRow, ChannelRow, MergeRow, utcnow
 
 # publish(merge_id, channel) -> None, called before the channel moves (a linked Hub repo)
 Publisher = Callable[[int, ChannelRecord], None]
@@ -58,6 +58,29 @@ def get_channel(db: Database, name: str) -> ChannelRecord:
 KEEP = object()  # "leave this setting as it is"
 
 
+def lock_or_create(session: Session, name: str) -> ChannelRow:
+    """The channel's row, locked for this transaction, created first if it does not exist.
+
+    The row is created with ``INSERT ... ON CONFLICT DO NOTHING``: when several
+    processes create the same channel at once, one inserts it and the others
+    wait for it, then lock it; a plain ``SELECT ... FOR UPDATE`` finds no row
+    to lock, and every process but one would fail on the unique name.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    insert = dialects.get(session.get_bind().dialect.name)
+    if insert is not None:
+        session.execute(insert(ChannelRow).values(name=name, created_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["name"]))
+    row = session.scalar(select(ChannelRow).where(ChannelRow.name == name).with_for_update())
+    if row is None:  # another database: create it the ORM way (unique name still holds)
+        row = ChannelRow(name=name)
+        session.add(row)
+        session.flush()
+    return row
+
+
 def configure(db: Database, name: str, *, hub_repo: str | None = None, hub_endpoint: str | None = None,
               unlink: bool = False, min_retention: float | None | object = KEEP) -> ChannelRecord:
     """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its retention gate."""
@@ -65,10 +88,7 @@ def configure(db: Database, name: str, *, hub_repo: str | None = None, hub_endpo
     if min_retention is not KEEP and min_retention is not None and not 0 <= min_retention <= 1:
         raise InvalidInput(f"--min-retention must be between 0 and 1, not {min_retention}")
     with db.write() as session:
-        row = session.scalar(select(ChannelRow).where(ChannelRow.name == name))
-        if row is None:
-            row = ChannelRow(name=name)
-            session.add(row)
+        row = lock_or_create(session, name)
         changes = []
         if unlink:
             row.hub_repo = row.hub_endpoint = None
@@ -127,11 +147,7 @@ def _move(db: Database, channel: str, target: int, action: str, reason: str, for
     if snapshot is not None and snapshot.hub_repo and publish is not None:
         publish(target, snapshot)
     with db.write() as session:
-        row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel).with_for_update())
-        if row is None:
-            row = ChannelRow(name=channel)
-            session.add(row)
-            session.flush()
+        row = lock_or_create(session, channel)
         if row.current_merge_id != expected:
             raise Conflict(f"channel {channel!r} moved to merge {row.current_merge_id} meanwhile; "
                            "look at `memo log` and try again")

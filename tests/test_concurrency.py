@@ -95,3 +95,70 @@ def test_task_vector_of_another_base_is_refused(registry, tiny_model, tiny_model
     with pytest.raises(Conflict, match="no such tensor: it was not computed against this corpus's base"):
         registry.add_task_vector("c", tv, method="full", storage_dtype="float32")
     assert registry.list_task_vectors("c") == []
+
+
+@pytest.fixture
+def six_merges(shared, tmp_path):
+    """Six small recorded merges (one per task vector of corpus c) to promote."""
+    from tests.support.models import build_tiny_llama
+    from training.tiny import train_tokenizer
+
+    registry, env, url, docs_dir = shared
+    base = build_tiny_llama(tmp_path / "with-tokenizer", seed=7)
+    train_tokenizer(["Port Velin was founded in 1712 by Ada Korr."] * 20, 120).save_pretrained(base)
+    registry.add_base(base, name="tok")
+    registry.add_corpus("c", sorted(docs_dir.iterdir()), base="tok")
+    for i in range(PROCESSES):
+        tv = tmp_path / f"tv{i}"
+        tv.mkdir()
+        save_file({"model.norm.weight": torch.full((32,), 0.01 * (i + 1))}, str(tv / "model.safetensors"))
+        registry.add_task_vector("c", tv, method="full", storage_dtype="float32")
+    ids = [registry.merge([f"c@v{i + 1}"], strategy="ties", evaluate=False, progress=False).id
+           for i in range(PROCESSES)]
+    assert ids == list(range(1, PROCESSES + 1))
+    return registry, env, url
+
+
+def _promote_at_once(env, home, url, channel: str, merge_ids: list[int]) -> list[dict]:
+    """Every worker reads the channel's head, then all write at once."""
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.workers", "promote", str(home), url or "",
+                               str(m), channel], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in merge_ids]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return _results(procs)
+
+
+def _assert_chain(registry, channel: str) -> None:
+    moves = [e for e in registry.log(channel) if e.action in ("promote", "rollback")]
+    for before, after in zip(moves, moves[1:]):
+        assert after.from_merge_id == before.to_merge_id, f"a gap in the history: {before} then {after}"
+    assert registry.get_channel(channel).current_merge_id == moves[-1].to_merge_id
+
+
+def test_six_processes_promoting_to_a_new_channel(six_merges):
+    registry, env, url = six_merges
+    results = _promote_at_once(env, registry.settings.home, url, "fresh", list(range(1, PROCESSES + 1)))
+    assert sum(r["won"] for r in results) == 1, results
+    losers = [r for r in results if not r["won"]]
+    assert {r["error"] for r in losers} == {"Conflict"}, losers
+    assert all("channel 'fresh' moved to merge" in r["message"] and "\n" not in r["message"] for r in losers)
+    [event] = [e for e in registry.log("fresh") if e.action == "promote"]
+    assert event.from_merge_id is None and registry.get_channel("fresh").current_merge_id == event.to_merge_id
+    _assert_chain(registry, "fresh")
+
+
+def test_two_processes_moving_one_channel(six_merges):
+    """The FOR UPDATE check: both read merge 1 as the head; one moves it, the other gets a conflict."""
+    registry, env, url = six_merges
+    registry.promote(1, "production")
+    results = _promote_at_once(env, registry.settings.home, url, "production", [2, 3])
+    assert sorted(r["won"] for r in results) == [False, True], results
+    [loser] = [r for r in results if not r["won"]]
+    assert loser["error"] == "Conflict" and "look at `memo log` and try again" in loser["message"]
+    moves = [e for e in registry.log("production") if e.action == "promote"]
+    assert [e.from_merge_id for e in moves] == [None, 1] and moves[-1].to_merge_id in (2, 3)
+    _assert_chain(registry, "production")

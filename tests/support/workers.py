@@ -39,8 +39,35 @@ def race_same_name(home: str, url: str, name: str, docs_dir: str) -> dict:
             return {"won": False, "error": type(e).__name__, "message": str(e)}
 
 
+def promote_together(home: str, url: str, merge_id: int, channel: str) -> dict:
+    """Promote after every worker has read the channel's head: a real race on the write.
+
+    The channel's head is read, then the worker says it is ready and waits
+    for the test's go (on stdin), so every worker's read happens before any
+    worker's write.
+    """
+    from registry import channels
+
+    real = channels.channel_head
+
+    def read_then_wait(session, name):
+        head = real(session, name)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        return head
+
+    channels.channel_head = read_then_wait
+    with Registry.open(home, database_url=url or None) as reg:
+        try:
+            reg.promote(merge_id, channel, reason=f"worker for merge {merge_id}")
+            return {"won": True}
+        except MemoError as e:
+            return {"won": False, "error": type(e).__name__, "message": str(e)}
+
+
 if __name__ == "__main__":
     verb, *args = sys.argv[1:]
-    fn = {"add-corpora": add_corpora, "add-task-vectors": add_task_vectors, "race": race_same_name}[verb]
+    fn = {"add-corpora": add_corpora, "add-task-vectors": add_task_vectors, "race": race_same_name,
+          "promote": promote_together}[verb]
     typed = [int(a) if a.isdigit() else a for a in args]
     print(json.dumps(fn(*typed)))
