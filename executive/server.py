@@ -5,22 +5,50 @@ MeMo describes. The last user message is the question (each call is
 context-free, as the protocol wants); the answer is greedy. ``stream: true``
 is answered as server-sent events (one content chunk, then ``[DONE]``).
 
-The source is asked for the current model on every request, which is how
+The source is asked for the current model for every batch, which is how
 ``memo serve`` follows a channel: a promote or rollback swaps the model
 without a restart. Each reply names the model it came from in
 ``system_fingerprint`` (and the ``X-Memo-Model`` header).
+
+It is an ASGI app (Starlette) served by uvicorn, built to stay up under
+hostile or heavy traffic:
+
+- a body over ``max_body`` bytes is answered 413 before it is read (from its
+  ``Content-Length``, or as soon as a chunked body passes the limit);
+- requests are validated against the OpenAI chat request's shape (pydantic),
+  and every error is an OpenAI-style JSON body (400, 404, 405, 413, 422,
+  429, 500); a malformed ``Content-Length`` is refused by the HTTP layer at once;
+- questions wait in one bounded queue and are answered in batches (one
+  ``generate`` call for up to ``batch`` questions), so many concurrent
+  clients share the model instead of queueing on a lock; past
+  ``max_pending`` waiting questions a request gets 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from executive.memory import Memory
+
+DEFAULT_MAX_BODY = 1 << 20  # bytes; a chat request with one question is a few hundred
+DEFAULT_MAX_PENDING = 256  # questions waiting or being answered
+DEFAULT_BATCH = 16  # questions answered by one generate call
 
 
 class MemorySource(Protocol):
@@ -31,24 +59,64 @@ class MemorySource(Protocol):
         ...
 
 
-class RequestError(ValueError):
-    """A request the endpoint cannot answer (400)."""
+# --- the request, as the OpenAI chat API defines the parts memo reads -----------------------
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # other OpenAI fields are accepted and ignored
 
 
-def question_of(body: dict) -> str:
+class ContentPart(_Open):
+    type: str
+    text: str | None = None
+
+
+class Message(_Open):
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(_Open):
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    message: str
+    kind: str = "invalid_request_error"
+    headers: dict[str, str] | None = None
+
+
+def question_of(request: ChatRequest) -> str:
     """The text of the last user message (plain, or OpenAI content parts of type text)."""
-    chat = body.get("messages")
-    if not isinstance(chat, list) or not chat:
-        raise RequestError("'messages' must be a non-empty list")
-    users = [m for m in chat if isinstance(m, dict) and m.get("role") == "user"]
+    users = [m for m in request.messages if m.role == "user"]
     if not users:
-        raise RequestError("no user message to answer")
-    content = users[-1].get("content")
+        raise ApiError(400, "no user message to answer")
+    content = users[-1].content
     if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        content = " ".join(p.text for p in content if p.type == "text" and p.text is not None)
     if not isinstance(content, str) or not content.strip():
-        raise RequestError("the last user message has no text")
+        raise ApiError(400, "the last user message has no text")
     return content.strip()
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    try:
+        value = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not usable JSON (nested too deeply)") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return ChatRequest.model_validate(value)
+    except ValidationError as e:
+        deepest = max(e.errors(), key=lambda error: len(error["loc"]))  # of a union, the branch that got furthest
+        where = ".".join(map(str, deepest["loc"])) or "the body"
+        raise ApiError(422, f"{where}: {deepest['msg']}") from None
 
 
 def completion(name: str, label: str, answer: str, question: str) -> dict:
@@ -61,99 +129,184 @@ def completion(name: str, label: str, answer: str, question: str) -> dict:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: MemoryServer
-    protocol_version = "HTTP/1.1"
+def stream_body(reply: dict) -> str:
+    base = {k: reply[k] for k in ("id", "created", "model", "system_fingerprint")} | {
+        "object": "chat.completion.chunk"}
+    content = reply["choices"][0]["message"]["content"]
+    events = [base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
+                                   "finish_reason": None}]},
+              base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
-    def log_message(self, *args) -> None:  # quiet: the CLI prints what matters
-        pass
 
-    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+# --- answering: one bounded queue, answered in batches ----------------------------------------
 
-    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        self._send(status, {"error": {"message": message, "type": kind}})
+class Batcher:
+    """Questions from every request go through one queue; a single worker answers them in batches
+    off the event loop, so the model runs one generate call at a time."""
 
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0].rstrip("/")
-        if path in ("/v1/models", "/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.server.source.name, "object": "model",
-                                                         "created": 0, "owned_by": "memo"}]})
-        elif path in ("/health", "/v1/health"):
-            label, _ = self.server.source.current()
-            self._send(200, {"status": "ok", "model": self.server.source.name, "serving": label})
-        else:
-            self._error(404, f"no route {self.path}", "not_found")
+    def __init__(self, source: MemorySource, *, batch: int, max_pending: int) -> None:
+        self.source, self.batch, self.max_pending = source, batch, max_pending
+        self.pending = 0
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future]] | None = None
 
-    def do_POST(self) -> None:
-        if self.path.split("?")[0].rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._error(404, f"no route {self.path}", "not_found")
-            return
+    async def ask(self, question: str) -> tuple[str, str]:
+        if self._queue is None:
+            raise ApiError(503, "the server is starting", "server_error")
+        if self.pending >= self.max_pending:
+            raise ApiError(429, f"{self.pending} questions are waiting; retry shortly", "rate_limit_error",
+                           {"Retry-After": "1"})
+        self.pending += 1
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"null")
-            if not isinstance(body, dict):
-                raise RequestError("the body must be a JSON object")
-            question = question_of(body)
-        except (ValueError, RequestError) as e:
-            self._error(400, str(e))
-            return
+            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            await self._queue.put((question, future))
+            return await future
+        finally:
+            self.pending -= 1
+
+    async def run(self) -> None:
+        self._queue = asyncio.Queue()
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            items = [(q, f) for q, f in items if not f.done()]  # clients that went away
+            if not items:
+                continue
+            try:
+                label, answers = await asyncio.to_thread(self._answer, [q for q, _ in items])
+            except Exception as e:  # noqa: BLE001 - each waiting client gets a 500 with the reason
+                for _, f in items:
+                    if not f.done():
+                        f.set_exception(ApiError(500, f"the memory model failed: {e}", "server_error"))
+                continue
+            for (_, f), answer in zip(items, answers):
+                if not f.done():
+                    f.set_result((label, answer))
+
+    def _answer(self, questions: list[str]) -> tuple[str, list[str]]:
+        label, memory = self.source.current()
+        return label, memory.answer(questions)
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}},
+                        status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body has {int(declared):,} bytes; the limit is {limit:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the body is over the limit of {limit:,} bytes")
+    return bytes(body)
+
+
+def create_app(source: MemorySource, *, max_body: int = DEFAULT_MAX_BODY, max_pending: int = DEFAULT_MAX_PENDING,
+               batch: int = DEFAULT_BATCH) -> Starlette:
+    batcher = Batcher(source, batch=batch, max_pending=max_pending)
+
+    async def chat(request: Request) -> Response:
         try:
-            label, memory = self.server.source.current()
-            answer = memory.answer([question])[0]
-        except Exception as e:  # noqa: BLE001 - the client gets a 500 with the reason, the server goes on
-            self._error(500, f"the memory model failed: {e}", "server_error")
-            return
-        reply = completion(self.server.source.name, label, answer, question)
-        if body.get("stream"):
-            self._stream(reply)
-        else:
-            self._send(200, reply, {"X-Memo-Model": label})
+            chat_request = parse_request(await _read_body(request, max_body))
+            question = question_of(chat_request)
+            label, answer = await batcher.ask(question)
+        except ApiError as e:
+            return _error(e.status, e.message, e.kind, e.headers)
+        reply = completion(source.name, label, answer, question)
+        if chat_request.stream:
+            return Response(stream_body(reply), media_type="text/event-stream", headers={"X-Memo-Model": label})
+        return JSONResponse(reply, headers={"X-Memo-Model": label})
 
-    def _stream(self, reply: dict) -> None:
-        base = {k: reply[k] for k in ("id", "created", "model", "system_fingerprint")} | {
-            "object": "chat.completion.chunk"}
-        content = reply["choices"][0]["message"]["content"]
-        events = [base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
-                                       "finish_reason": None}]},
-                  base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
-        data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(data.encode())))
-        self.send_header("X-Memo-Model", reply["system_fingerprint"])
-        self.end_headers()
-        self.wfile.write(data.encode())
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": source.name, "object": "model", "created": 0,
+                                                         "owned_by": "memo"}]})
+
+    async def health(_: Request) -> Response:
+        try:
+            label, _memory = await asyncio.to_thread(source.current)
+        except Exception as e:  # noqa: BLE001 - reported, the server goes on
+            return _error(503, f"no model to serve: {e}", "server_error")
+        return JSONResponse({"status": "ok", "model": source.name, "serving": label})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        kind, message = {
+            404: ("not_found", f"no route {request.url.path}"),
+            405: ("method_not_allowed", f"{request.method} is not allowed on {request.url.path}"),
+        }.get(status, ("invalid_request_error", str(getattr(exc, "detail", exc))))
+        return _error(status, message, kind, getattr(exc, "headers", None))
+
+    async def server_error(_: Request, exc: Exception) -> Response:
+        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        worker = asyncio.create_task(batcher.run())
+        try:
+            yield
+        finally:
+            worker.cancel()
+
+    routes = [Route(p, chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
+    routes += [Route(p, models, methods=["GET"]) for p in ("/v1/models", "/models")]
+    routes += [Route(p, health, methods=["GET"]) for p in ("/health", "/v1/health")]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: server_error})
 
 
-class MemoryServer(ThreadingHTTPServer):
-    daemon_threads = True
+class MemoryServer:
+    """The app on a listening socket: ``serve_forever()`` here, or ``start()`` in a background thread.
 
-    def __init__(self, source: MemorySource, host: str = "127.0.0.1", port: int = 8000) -> None:
-        super().__init__((host, port), _Handler)
-        self.source = source
+    The socket is bound in the constructor, so a busy port fails at once (``OSError``) and port 0
+    gets a free port whose address ``url`` tells.
+    """
+
+    def __init__(self, source: MemorySource, host: str = "127.0.0.1", port: int = 8000, *,
+                 max_body: int = DEFAULT_MAX_BODY, max_pending: int = DEFAULT_MAX_PENDING,
+                 batch: int = DEFAULT_BATCH) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=2048)
+        app = create_app(source, max_body=max_body, max_pending=max_pending, batch=batch)
+        # uvicorn's own cap on connections in flight is a backstop past the queue's (it answers 503).
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                limit_concurrency=2 * max_pending + 64, timeout_keep_alive=5)
+        self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        host, port = self.socket.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+    def serve_forever(self) -> None:
+        """Serve until Ctrl-C (or ``close()`` from another thread)."""
+        self.server.run(sockets=[self.socket])
 
     def start(self) -> MemoryServer:
-        """Serve from a background thread (``serve_forever`` serves from this one)."""
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self
 
     def close(self) -> None:
+        self.server.should_exit = True
         if self._thread is not None:
-            self.shutdown()
             self._thread.join()
-        self.server_close()
+        self.socket.close()
+
+    def __enter__(self) -> MemoryServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

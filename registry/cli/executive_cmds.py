@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from executive.server import DEFAULT_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import console, err_console, json_option, print_json
 from training.llm import Endpoint
@@ -106,16 +107,26 @@ def print_transcript(trace) -> None:
 
 @click.command()
 @click.argument("channel")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 serves other machines too).")
 @click.option("--port", type=int, default=8100, show_default=True, help="Port (0: any free port).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--max-body", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY, show_default=True,
+              help="Largest request body in bytes; larger ones get 413.")
+@click.option("--max-pending", type=click.IntRange(min=1), default=DEFAULT_MAX_PENDING, show_default=True,
+              help="Questions waiting at once; past it, requests get 429 with Retry-After.")
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
+              help="Questions answered by one generate call.")
 @pass_app
-def serve(app: AppContext, channel: str, host: str, port: int, device: str) -> None:
+def serve(app: AppContext, channel: str, host: str, port: int, device: str, max_body: int, max_pending: int,
+          batch: int) -> None:
     """Serve CHANNEL's memory model as an OpenAI-compatible endpoint.
 
     POST /v1/chat/completions answers the last user message with the model
     the channel points at now: a `memo promote` or `memo rollback` swaps it
     without a restart. Every reply names its merge in system_fingerprint.
+    Concurrent questions are answered in batches; errors are OpenAI-style
+    JSON.
 
     \b
     Example:
@@ -128,14 +139,9 @@ def serve(app: AppContext, channel: str, host: str, port: int, device: str) -> N
     with err_console.status("loading the memory model", spinner="dots"):
         source = app.registry().channel_source(channel, device=device)
     try:
-        server = MemoryServer(source, host, port)
+        server = MemoryServer(source, host, port, max_body=max_body, max_pending=max_pending, batch=batch)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port")
     label, _ = source.current()
     click.echo(f"serving channel {channel} ({label}) at {server.url}  (Ctrl-C stops)", err=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.serve_forever()
