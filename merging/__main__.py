@@ -6,12 +6,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import click
+from merging.tuning import keep_freed_memory, share_cores
 
-from merging.engine import MergeOptions, merge
-from merging.errors import MergeError
-from merging.tuning import keep_freed_memory
-from merging.yaml_config import load_config
+share_cores()  # before torch loads (the engine imports it): OpenMP reads its settings once
+
+import click  # noqa: E402
+
+from merging.engine import MergeOptions, merge  # noqa: E402
+from merging.errors import MergeError  # noqa: E402
+from merging.yaml_config import load_config  # noqa: E402
 
 
 def _size(text: str) -> int:

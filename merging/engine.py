@@ -27,6 +27,7 @@ from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
 from merging.spec import MergeSpec, dtype_name, parse_dtype
 from merging.tensor_merge import TensorJob, all_finite, merge_tensor
+from merging.tuning import pin_threads, rebalance
 from merging.writer import ModelDirWriter, OutputTensor
 from merging.yaml_config import config_from_spec, dump_config
 
@@ -108,7 +109,7 @@ def merge(spec: MergeSpec, out_dir: Path, options: MergeOptions = MergeOptions()
     started = time.perf_counter()
     _check_inputs(spec, options)
     if options.threads:
-        torch.set_num_threads(options.threads)
+        pin_threads(options.threads)
     base = open_checkpoint(spec.base)
     inputs = [open_checkpoint(i.path) for i in spec.inputs]
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
@@ -150,6 +151,7 @@ def _write_tensors(job: TensorJob, plans: list[TensorPlan], writer: ModelDirWrit
     total = sum(p.numel for p in plans)
     with tqdm(total=total, unit="param", unit_scale=True, desc="merging", disable=not progress) as bar:
         while writer.next_tensor is not None:
+            rebalance()  # this process's share of the cores, as other memo processes come and go
             out = writer.next_tensor
             plan = by_name[out.name]
             chunks = merge_tensor(job, plan) if plan.merged else _copy_tensor(job, plan, out.dtype)

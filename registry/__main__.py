@@ -1,5 +1,5 @@
 """``python -m registry`` is the ``memo`` command (for launchers: ``accelerate launch -m registry train ...``)."""
 
-from registry.cli import main
+from registry.launch import main
 
 main()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from merging.tuning import rebalance
 from training.chat import QAPair, clip, prompt_ids
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -53,6 +54,7 @@ def generate_answers(model, tokenizer, questions: list[str], *, batch: int = 32,
     room = max(1, getattr(model.config, "max_position_embeddings", 2048) - max_new_tokens)
     answers: list[str] = []
     for start in range(0, len(questions), batch):
+        rebalance()
         prompts = [prompt_ids(tokenizer, clip(q, room))[-room:] for q in questions[start:start + batch]]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)

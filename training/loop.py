@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from merging.tuning import rebalance
 from training.chat import IGNORE, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distributed import accelerator
@@ -117,6 +118,7 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
     with tqdm(range(start, settings.steps), desc=desc, disable=not progress or me != 0, leave=False,
               initial=start, total=settings.steps) as bar:
         for step in bar:
+            rebalance()  # this process's share of the cores, as other memo processes come and go
             whole = _batch(examples, settings.batch, settings.seed, step)
             batch = {k: v.to(device) for k, v in collate(whole[me::world], pad_id).items()}
             loss = _loss(model, batch, _labelled(whole))
