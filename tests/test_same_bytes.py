@@ -28,3 +28,22 @@ def test_identical_trainings_give_identical_manifests(trained):
     again = trained.train("harbor", SFTSettings(**first.training["sft"]), device="cpu", progress=False)
     assert again.version == first.version + 1
     assert again.manifest_sha256 == first.manifest_sha256
+
+
+def test_the_same_training_under_other_thread_counts(trained):
+    """memo moves a process between 1 and 2 threads as other memo processes come and go; on this model
+    (as on the demo's) both give the same bytes. Odd counts (3) can differ: see the README."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import memo_subprocess_env
+
+    manifests = []
+    for n in ("1", "2"):
+        env = memo_subprocess_env(trained.settings.home) | {"MEMO_THREADS": n}
+        done = subprocess.run([sys.executable, "-m", "registry", "train", "harbor", "--steps", "12", "--batch", "8",
+                               "--lr", "3e-3", "--device", "cpu", "--json"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        manifests.append(json.loads(done.stdout)["manifest_sha256"])
+    assert manifests[0] == manifests[1] == trained.list_task_vectors("harbor")[0].manifest_sha256
