@@ -27,7 +27,9 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, w
     artifact in errors, e.g. ``base model 'tiny'``."""
     target = cache_root / manifest_sha
     if target.is_dir():
-        return target
+        if not _linked_into_the_store(target):
+            return target
+        _set_aside(target)  # an entry of an older memo: hard links into the store; rebuilt as copies
     what = what or f"the artifact of manifest {manifest_sha[:12]}"
     files = manifest_files(load_manifest(store, manifest_sha))
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -66,3 +68,17 @@ def _copy_verified(store: LocalBlobStore, sha: str, dest: Path, what: str) -> No
     if digest.hexdigest() != sha:
         raise Corrupt(f"{what} is corrupt (sha256 mismatch); nothing was used; run `memo verify`")
     os.chmod(dest, 0o444)
+
+
+def _linked_into_the_store(entry: Path) -> bool:
+    return any(p.is_file() and p.stat().st_nlink > 1 for p in entry.iterdir())
+
+
+def _set_aside(entry: Path) -> None:
+    """Move the entry out of the way (a reader that has it open keeps its files), then remove it."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{entry.name[:12]}-old-", dir=entry.parent))
+    try:
+        os.replace(entry, aside / entry.name)
+    except FileNotFoundError:
+        pass  # another process set it aside first
+    shutil.rmtree(aside, ignore_errors=True)

@@ -76,3 +76,17 @@ def test_a_cache_entry_is_a_verified_copy_not_a_link(trained):
     os.chmod(shard, 0o644)
     shard.write_bytes(b"scribbled over")
     assert trained.verify().ok
+
+
+def test_a_cache_entry_of_hard_links_is_rebuilt_as_copies(trained):
+    """Homes made by an older memo hold cache entries linked into the store."""
+    base = trained.get_base("tiny").manifest_sha256
+    _drop_caches(trained)
+    entry = trained.settings.home / "cache" / "models" / base
+    entry.mkdir(parents=True)
+    for rel, sha in manifest_files(load_manifest(trained.store, base)).items():
+        (entry / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(trained.store.path(sha), entry / rel)
+    directory = materialize(trained.store, base, trained.settings.home / "cache" / "models")
+    assert directory == entry and all(p.stat().st_nlink == 1 for p in entry.iterdir() if p.is_file())
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")], "nothing left aside"
