@@ -89,3 +89,17 @@ def test_os_errors_are_one_line(memo, monkeypatch, docs, tiny_model):
     result = memo("corpus", "add", "c", *docs, "--base", "tiny", ok=False)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == ["Error: No space left on device; the command was not completed"]
+
+
+@pytest.mark.parametrize("form", ["before", "after", "environment"])
+def test_the_home_can_be_given_before_after_or_in_the_environment(tmp_path, monkeypatch, form):
+    home = tmp_path / "reg"
+    args = {"before": ["--home", str(home), "init"], "after": ["init", "--home", str(home)],
+            "environment": ["init"]}[form]
+    if form == "environment":
+        monkeypatch.setenv("MEMO_HOME", str(home))
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["home"] == str(home.resolve()) and (home / "memo-home.json").is_file()
+    listed = CliRunner().invoke(cli, ["corpus", "list", "--home", str(home), "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []

@@ -50,8 +50,30 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
     ctx.obj = AppContext(home=home, database_url=database_url)
 
 
+def _set(field: str):
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            setattr(ctx.ensure_object(AppContext), field, value)
+    return callback
+
+
+def _accept_home_options(command: click.Command) -> None:
+    """``--home`` and ``--db`` after the command too (``memo init --home DIR``), as before it."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_home_options(sub)
+        return
+    command.params += [
+        click.Option(["--home"], type=click.Path(file_okay=False), expose_value=False, callback=_set("home"),
+                     help="The memo home (same as `memo --home DIR ...`)."),
+        click.Option(["--db", "database_url"], metavar="URL", expose_value=False, callback=_set("database_url"),
+                     help="The database URL (same as `memo --db URL ...`)."),
+    ]
+
+
 for command in (init, demo, base, corpus, reflect, train, register, eval_, merge, channel, promote, rollback, log,
                 export, publish, ask, serve, verify, gc):
+    _accept_home_options(command)
     cli.add_command(command)
 
 
