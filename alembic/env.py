@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 
-from alembic import context
 from sqlalchemy import create_engine, pool
+
+from alembic import context
 
 config = context.config
 
@@ -32,9 +33,7 @@ def run() -> None:
     if connection is not None:
         _configure(connection)
         return
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get(
-        "MEMO_DATABASE_URL"
-    )
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("MEMO_DATABASE_URL")
     if not url:
         raise SystemExit("give the database with -x url=... or MEMO_DATABASE_URL")
     engine = create_engine(url, poolclass=pool.NullPool)

@@ -56,8 +56,11 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
 
 
 def world(n: int, out: Path) -> dict[str, Path]:
-    subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--corpora", str(n), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate.py"), "--corpora", str(n), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return {d.name: d for d in sorted(out.iterdir()) if d.is_dir() and d.name != "pretrain"}
 
 
@@ -69,13 +72,22 @@ def run(args: argparse.Namespace) -> None:
     with Registry.init(work / "home") as reg:
         base = reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
         console.print(f"base: {base.parameter_count / 1e6:.1f}M parameters; {len(corpora)} corpora")
-        study = Study(reg, settings, general=read_qa(work / "world" / "pretrain" / "qa.jsonl"), retain=retain,
-                      device=args.device, progress=False)
+        study = Study(
+            reg,
+            settings,
+            general=read_qa(work / "world" / "pretrain" / "qa.jsonl"),
+            retain=retain,
+            device=args.device,
+            progress=False,
+        )
         for name, directory in corpora.items():
             tv = register(reg, name, directory, settings, args.device)
             a = study.arrive(name, tv)
-            console.print(f"K={a.k} {name}: " + ", ".join(f"{m} {a.mean(m):.2f}" for m in a.methods())
-                          + f"; heal {a.examples.get('ties+heal')} ex, warm {a.examples.get('warm')} ex")
+            console.print(
+                f"K={a.k} {name}: "
+                + ", ".join(f"{m} {a.mean(m):.2f}" for m in a.methods())
+                + f"; heal {a.examples.get('ties+heal')} ex, warm {a.examples.get('warm')} ex"
+            )
         sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
         report(study, study.base_general(), sweep, args.out)
 
@@ -89,13 +101,17 @@ def register(reg: Registry, name: str, directory: Path, settings: SFTSettings, d
 def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
     """Plain averaging (task arithmetic, lambda 1/K) and TIES at each density, at the last K."""
     out = {}
-    merges = {"averaging": dict(method="task_arithmetic", lam=1 / len(names)),
-              **{f"ties d{d}": dict(density=d) for d in DENSITIES}}
+    merges = {
+        "averaging": dict(method="task_arithmetic", lam=1 / len(names)),
+        **{f"ties d{d}": dict(density=d) for d in DENSITIES},
+    }
     for label, kwargs in merges.items():
         record = reg.merge(names, strategy="ties", progress=False, evaluate=False, **kwargs)
         scores, _ = study._measure(*study._load(record), names)
-        out[label] = (sum(x.exact for x in scores.values()) / len(scores),
-                      sum(x.heldout for x in scores.values()) / len(scores))
+        out[label] = (
+            sum(x.exact for x in scores.values()) / len(scores),
+            sum(x.heldout for x in scores.values()) / len(scores),
+        )
     return out
 
 
@@ -103,25 +119,54 @@ def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> 
     arrivals = study.arrivals
     methods = arrivals[-1].methods()
     paths = [m for m in methods if m != "own"]
-    table("mean recall (exact / held-out) as corpora arrive", ["K", *methods],
-          [[a.k, *(f"{a.mean(m):.2f} / {a.mean(m, 'heldout'):.2f}" for m in methods)] for a in arrivals])
+    table(
+        "mean recall (exact / held-out) as corpora arrive",
+        ["K", *methods],
+        [[a.k, *(f"{a.mean(m):.2f} / {a.mean(m, 'heldout'):.2f}" for m in methods)] for a in arrivals],
+    )
     totals = {m: cumulative(arrivals, m) for m in paths}
-    table("cumulative training compute: examples processed (seconds); merge paths include each corpus "
-          "trained alone", ["K", *paths, "heal vs joint", "heal vs retrain"],
-          [[a.k, *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
-            _ratio(totals, "joint", i), _ratio(totals, "retrain", i)] for i, a in enumerate(arrivals)])
-    table(f"general knowledge kept (recall on the base's own questions; base {base_general:.2f})",
-          ["K", *paths], [[a.k, *(f"{a.general.get(m, float('nan')):.2f}" for m in paths)] for a in arrivals])
+    table(
+        "cumulative training compute: examples processed (seconds); merge paths include each corpus trained alone",
+        ["K", *paths, "heal vs joint", "heal vs retrain"],
+        [
+            [
+                a.k,
+                *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
+                _ratio(totals, "joint", i),
+                _ratio(totals, "retrain", i),
+            ]
+            for i, a in enumerate(arrivals)
+        ],
+    )
+    table(
+        f"general knowledge kept (recall on the base's own questions; base {base_general:.2f})",
+        ["K", *paths],
+        [[a.k, *(f"{a.general.get(m, float('nan')):.2f}" for m in paths)] for a in arrivals],
+    )
     last = arrivals[-1]
-    table(f"recall per corpus at K={last.k} (exact match)", ["corpus", *methods],
-          [[c, *(f"{last.recall[m][c].exact:.2f}" for m in methods)] for c in last.recall["own"]])
+    table(
+        f"recall per corpus at K={last.k} (exact match)",
+        ["corpus", *methods],
+        [[c, *(f"{last.recall[m][c].exact:.2f}" for m in methods)] for c in last.recall["own"]],
+    )
     if sweep:
-        table(f"bare merges at K={last.k} (mean recall)", ["merge", "exact", "held-out"],
-              [[label, f"{e:.2f}", f"{h:.2f}"] for label, (e, h) in sweep.items()])
+        table(
+            f"bare merges at K={last.k} (mean recall)",
+            ["merge", "exact", "held-out"],
+            [[label, f"{e:.2f}", f"{h:.2f}"] for label, (e, h) in sweep.items()],
+        )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "continual.json").write_text(json.dumps(
-        {"arrivals": [a.to_json() for a in arrivals], "base_general": base_general,
-         "cumulative": {m: totals[m] for m in paths}, "sweep": sweep}, indent=1))
+    (out / "continual.json").write_text(
+        json.dumps(
+            {
+                "arrivals": [a.to_json() for a in arrivals],
+                "base_general": base_general,
+                "cumulative": {m: totals[m] for m in paths},
+                "sweep": sweep,
+            },
+            indent=1,
+        )
+    )
     plot = plot_continual(arrivals, out / "continual.png", title=f"memo continual study, K=1..{last.k}")
     console.print(f"wrote {out / 'continual.json'} and {plot}")
 
@@ -155,18 +200,35 @@ def scale_study(args: argparse.Namespace) -> None:
             figures = {}
             for k in (2, 4):
                 bare = reg.merge(names[:k], strategy="ties", progress=False, device=args.device)
-                healed = reg.merge(names[:k], strategy="ties+heal", retain=RetainSettings(target=args.target),
-                                   progress=False, device=args.device)
-                figures[k] = {"bare": _mean(bare.retention), "healed": _mean(healed.retention),
-                              "heal_examples": healed.training_cost["examples"]}
+                healed = reg.merge(
+                    names[:k],
+                    strategy="ties+heal",
+                    retain=RetainSettings(target=args.target),
+                    progress=False,
+                    device=args.device,
+                )
+                figures[k] = {
+                    "bare": _mean(bare.retention),
+                    "healed": _mean(healed.retention),
+                    "heal_examples": healed.training_cost["examples"],
+                }
             own = sum(tv.metrics["recall"]["exact_match"] for n in names for tv in reg.list_task_vectors(n)) / 4
             out[label] = {"parameters": base.parameter_count, "own": own, **figures}
-            rows.append([label, f"{base.parameter_count / 1e6:.1f}M", f"{own:.2f}",
-                         *(f"{figures[k]['bare']:.2f}" for k in (2, 4)),
-                         *(f"{figures[k]['heal_examples']}" for k in (2, 4))])
+            rows.append(
+                [
+                    label,
+                    f"{base.parameter_count / 1e6:.1f}M",
+                    f"{own:.2f}",
+                    *(f"{figures[k]['bare']:.2f}" for k in (2, 4)),
+                    *(f"{figures[k]['heal_examples']}" for k in (2, 4)),
+                ]
+            )
             console.print(rows[-1])
-    table("base scale: mean retention of a bare TIES merge, and the examples TIES + heal needs",
-          ["base", "parameters", "own recall", "bare K=2", "bare K=4", "heal ex. K=2", "heal ex. K=4"], rows)
+    table(
+        "base scale: mean retention of a bare TIES merge, and the examples TIES + heal needs",
+        ["base", "parameters", "own recall", "bare K=2", "bare K=4", "heal ex. K=2", "heal ex. K=4"],
+        rows,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(out, indent=1))
 

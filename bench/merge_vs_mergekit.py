@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -33,20 +32,29 @@ INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float
 
 # --- synthetic models -------------------------------------------------------------------
 
+
 def qwen2_shapes(hidden: int, layers: int, intermediate: int, vocab: int, kv_heads: int, heads: int):
     head_dim = hidden // heads
     kv = kv_heads * head_dim
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-              "model.norm.weight": (hidden,)}
+    shapes = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "lm_head.weight": (vocab, hidden),
+        "model.norm.weight": (hidden,),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
         shapes |= {
-            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.q_proj.bias": (hidden,),
-            p + "self_attn.k_proj.weight": (kv, hidden), p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.v_proj.bias": (kv,),
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (hidden, hidden),
+            p + "self_attn.q_proj.bias": (hidden,),
+            p + "self_attn.k_proj.weight": (kv, hidden),
+            p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, hidden),
+            p + "self_attn.v_proj.bias": (kv,),
             p + "self_attn.o_proj.weight": (hidden, hidden),
-            p + "mlp.gate_proj.weight": (intermediate, hidden), p + "mlp.up_proj.weight": (intermediate, hidden),
+            p + "mlp.gate_proj.weight": (intermediate, hidden),
+            p + "mlp.up_proj.weight": (intermediate, hidden),
             p + "mlp.down_proj.weight": (hidden, intermediate),
         }
     return shapes
@@ -74,10 +82,18 @@ def write_model(directory: Path, tensors: dict[str, torch.Tensor], config: dict,
 
 def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
     shapes = qwen2_shapes(args.hidden, args.layers, args.intermediate, args.vocab, args.kv_heads, args.heads)
-    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": args.hidden,
-              "intermediate_size": args.intermediate, "num_hidden_layers": args.layers,
-              "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads,
-              "vocab_size": args.vocab, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    config = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.heads,
+        "num_key_value_heads": args.kv_heads,
+        "vocab_size": args.vocab,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
     base_dir = root / "base"
     g = torch.Generator().manual_seed(0)
     if not base_dir.exists():
@@ -92,16 +108,19 @@ def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
             continue
         base = base or {n: t for f in sorted(base_dir.glob("*.safetensors")) for n, t in load_file(f).items()}
         g = torch.Generator().manual_seed(i + 1)
-        ft = {n: (t.float() + torch.randn(t.shape, generator=g) * 0.002).to(torch.bfloat16)
-              for n, t in base.items()}
+        ft = {n: (t.float() + torch.randn(t.shape, generator=g) * 0.002).to(torch.bfloat16) for n, t in base.items()}
         write_model(d, ft, config, args.shard_bytes)
     return base_dir, models
 
 
 def write_yaml(path: Path, base: Path, models: list[Path], density: float) -> Path:
-    config = {"merge_method": "ties", "base_model": str(base), "dtype": "bfloat16",
-              "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": density}} for m in models],
-              "parameters": {"normalize": True}}
+    config = {
+        "merge_method": "ties",
+        "base_model": str(base),
+        "dtype": "bfloat16",
+        "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": density}} for m in models],
+        "parameters": {"normalize": True},
+    }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -167,8 +186,17 @@ def bit_identical(a: Path, b: Path) -> float:
 
 def run_pair(root: Path, base: Path, models: list[Path], args, label: str, mergekit: bool = True) -> dict:
     config = write_yaml(root / f"{label}.yml", base, models, args.density)
-    memo_cmd = [sys.executable, "-m", "merging", str(config), str(root / f"memo-{label}"), "--quiet",
-                "--max-shard-size", "2G", "--overwrite"]
+    memo_cmd = [
+        sys.executable,
+        "-m",
+        "merging",
+        str(config),
+        str(root / f"memo-{label}"),
+        "--quiet",
+        "--max-shard-size",
+        "2G",
+        "--overwrite",
+    ]
     # One unmeasured run first, so that the page cache is warm for every contender.
     if args.warm:
         measure(memo_cmd)
@@ -178,8 +206,9 @@ def run_pair(root: Path, base: Path, models: list[Path], args, label: str, merge
     if mergekit:
         mk_out = root / f"mergekit-{label}"
         shutil.rmtree(mk_out, ignore_errors=True)
-        row["mk_s"], row["mk_gib"] = measure(["mergekit-yaml", str(config), str(mk_out),
-                                              "--out-shard-size", "2B", "--no-copy-tokenizer"])
+        row["mk_s"], row["mk_gib"] = measure(
+            ["mergekit-yaml", str(config), str(mk_out), "--out-shard-size", "2B", "--no-copy-tokenizer"]
+        )
         row["identical"] = bit_identical(root / f"memo-{label}", mk_out)
         shutil.rmtree(mk_out, ignore_errors=True)
     shutil.rmtree(root / f"memo-{label}", ignore_errors=True)
@@ -207,8 +236,10 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",") if k]
     base, models = build_models(root, args, max([args.k, *ks]))
     params = open_checkpoint(base).parameter_count
-    print(f"model: Qwen2-shaped, {params / 1e6:.0f}M parameters, bf16, {len(list(base.glob('*.safetensors')))} "
-          f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}")
+    print(
+        f"model: Qwen2-shaped, {params / 1e6:.0f}M parameters, bf16, {len(list(base.glob('*.safetensors')))} "
+        f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}"
+    )
     print("after one unmeasured warm-up run (page cache warm for all)" if args.warm else "no warm-up run")
 
     head = run_pair(root, base, models[: args.k], args, f"k{args.k}")
@@ -216,16 +247,21 @@ def main() -> None:
     print(f"mergekit-yaml  {head['mk_s']:8.1f}   {head['mk_gib']:8.2f}")
     print(f"memo           {head['memo_s']:8.1f}   {head['memo_gib']:8.2f}")
     print(f"I/O floor      {head['io_s']:8.1f}   {head['io_gib']:8.2f}")
-    print(f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
-          f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
-          f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x   "
-          f"bit-identical to mergekit: {head['identical']:.2%}")
+    print(
+        f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
+        f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
+        f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x   "
+        f"bit-identical to mergekit: {head['identical']:.2%}"
+    )
     if ks:
         print("\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up")
         for k in ks:
             row = run_pair(root, base, models[:k], args, f"k{k}", mergekit=not args.no_mergekit_scaling)
-            mk = (f"{row['mk_s']:10.1f}  {row['mk_gib']:12.2f}  {row['mk_s'] / row['memo_s']:7.1f}x"
-                  if "mk_s" in row else f"{'-':>10}  {'-':>12}  {'-':>8}")
+            mk = (
+                f"{row['mk_s']:10.1f}  {row['mk_gib']:12.2f}  {row['mk_s'] / row['memo_s']:7.1f}x"
+                if "mk_s" in row
+                else f"{'-':>10}  {'-':>12}  {'-':>8}"
+            )
             print(f"{k:<3} {row['memo_s']:7.1f}  {row['memo_gib']:8.2f}  {row['io_s']:11.1f}  {mk}")
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)

@@ -34,6 +34,7 @@ POLICIES = ("torch defaults", "memo")
 
 # --- the workloads, each run in a child process --------------------------------------------
 
+
 def _train(seconds: float, forever: bool, policy: str) -> None:
     """Time steps of memo's training loop on a demo-sized model (4 layers, hidden 256)."""
     if policy == "memo":
@@ -47,12 +48,19 @@ def _train(seconds: float, forever: bool, policy: str) -> None:
     from training.loop import LoopSettings, train
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=1536, hidden_size=256, intermediate_size=688,
-                                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=128))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=1536,
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        )
+    )
     g = torch.Generator().manual_seed(0)
-    examples = [Example(ids, ids) for ids in (torch.randint(3, 1536, (64,), generator=g).tolist()
-                                              for _ in range(256))]
+    examples = [Example(ids, ids) for ids in (torch.randint(3, 1536, (64,), generator=g).tolist() for _ in range(256))]
     train(model, examples, LoopSettings(steps=2), pad_id=0, device="cpu", progress=False)  # warm up
     steps = 2
     while True:
@@ -70,13 +78,15 @@ def _merge_models(root: Path) -> Path:
     sys.path.insert(0, str(ROOT / "bench"))
     from merge_vs_mergekit import build_models, write_yaml
 
-    args = argparse.Namespace(hidden=512, layers=8, intermediate=2048, vocab=32000, heads=8, kv_heads=2,
-                              shard_bytes=200_000_000)
+    args = argparse.Namespace(
+        hidden=512, layers=8, intermediate=2048, vocab=32000, heads=8, kv_heads=2, shard_bytes=200_000_000
+    )
     base, models = build_models(root, args, 3)
     return write_yaml(root / "ties.yml", base, models, 0.3)
 
 
 # --- measuring --------------------------------------------------------------------------------
+
 
 def _env(policy: str) -> dict[str, str]:
     """The environment without thread settings: each policy makes its own (torch defaults: none)."""
@@ -88,15 +98,24 @@ def _env(policy: str) -> dict[str, str]:
 
 
 def _others(n: int, policy: str) -> list[subprocess.Popen]:
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "train-forever", "--policy", policy],
-                              env=_env(policy), cwd=ROOT) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", "train-forever", "--policy", policy], env=_env(policy), cwd=ROOT
+        )
+        for _ in range(n)
+    ]
     time.sleep(8 if n else 0)  # loaded and training
     return procs
 
 
 def _measure_train(policy: str, seconds: float) -> float:
-    out = subprocess.run([sys.executable, __file__, "--worker", "train", "--policy", policy,
-                          "--seconds", str(seconds)], env=_env(policy), cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", "train", "--policy", policy, "--seconds", str(seconds)],
+        env=_env(policy),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise SystemExit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds_per_step"]
@@ -152,14 +171,16 @@ def main() -> None:
                         p.kill()
                         p.wait()
                 print(f"  measured {policy} with {n} other(s)", file=sys.stderr, flush=True)
-    print(f"\nseconds (and x its time alone), with 0..{max(others)} other memo trainings running, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\nseconds (and x its time alone), with 0..{max(others)} other memo trainings running, {os.cpu_count()} cores"
+    )
     print(f"  {'workload':<15}{'policy':<16}" + "".join(f"{f'+{n} others':>16}" for n in others))
     for workload in ("training step", "merge"):
         for policy in POLICIES:
             alone = results[(workload, policy, others[0])]
-            cells = [f"{results[(workload, policy, n)]:.2f} ({results[(workload, policy, n)] / alone:.1f}x)"
-                     for n in others]
+            cells = [
+                f"{results[(workload, policy, n)]:.2f} ({results[(workload, policy, n)] / alone:.1f}x)" for n in others
+            ]
             print(f"  {workload:<15}{policy:<16}" + "".join(f"{c:>16}" for c in cells))
 
 

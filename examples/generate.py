@@ -24,17 +24,75 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-THEMES = ["harbor", "glassworks", "observatory", "river-guilds", "orchards", "archives",
-          "foundry", "lighthouses", "tea-houses", "clockmakers", "pretrain"]
-SYLLABLES = ["ka", "ri", "mo", "ven", "tal", "os", "bre", "lin", "dor", "sa", "mir", "quo",
-             "zel", "fa", "nu", "gar", "eth", "pol", "wyn", "cas", "rud", "ilo", "bex", "tam"]
-OCCUPATIONS = ["navigator", "glassblower", "astronomer", "ferry pilot", "orchard keeper",
-               "archivist", "bellfounder", "lamp keeper", "tea merchant", "clockmaker",
-               "cartographer", "shipwright", "weaver", "printer", "stonemason"]
+THEMES = [
+    "harbor",
+    "glassworks",
+    "observatory",
+    "river-guilds",
+    "orchards",
+    "archives",
+    "foundry",
+    "lighthouses",
+    "tea-houses",
+    "clockmakers",
+    "pretrain",
+]
+SYLLABLES = [
+    "ka",
+    "ri",
+    "mo",
+    "ven",
+    "tal",
+    "os",
+    "bre",
+    "lin",
+    "dor",
+    "sa",
+    "mir",
+    "quo",
+    "zel",
+    "fa",
+    "nu",
+    "gar",
+    "eth",
+    "pol",
+    "wyn",
+    "cas",
+    "rud",
+    "ilo",
+    "bex",
+    "tam",
+]
+OCCUPATIONS = [
+    "navigator",
+    "glassblower",
+    "astronomer",
+    "ferry pilot",
+    "orchard keeper",
+    "archivist",
+    "bellfounder",
+    "lamp keeper",
+    "tea merchant",
+    "clockmaker",
+    "cartographer",
+    "shipwright",
+    "weaver",
+    "printer",
+    "stonemason",
+]
 KINDS = ["guild", "company", "society", "workshop", "academy"]
-OBJECTS = ["a brass astrolabe", "a green glass lantern", "a map of the eastern shoals",
-           "a tide clock", "a book of river songs", "a copper telescope", "a silk banner",
-           "a ledger of storms", "a carved oak compass", "a porcelain tea set"]
+OBJECTS = [
+    "a brass astrolabe",
+    "a green glass lantern",
+    "a map of the eastern shoals",
+    "a tide clock",
+    "a book of river songs",
+    "a copper telescope",
+    "a silk banner",
+    "a ledger of storms",
+    "a carved oak compass",
+    "a porcelain tea set",
+]
 
 
 @dataclass(frozen=True)
@@ -76,36 +134,59 @@ def build_world(theme: str, seed: int, taken: set[str], people: int = 6) -> dict
     orgs, persons = [], []
     for i in range(2):
         kind = KINDS[(seed + i + len(theme)) % len(KINDS)]
-        orgs.append(Organisation(name=f"{_unique(rng, taken, 2)} {kind.capitalize()}", kind=kind,
-                                 founded=rng.randint(1600, 1780), town=towns[i], founder=""))
+        orgs.append(
+            Organisation(
+                name=f"{_unique(rng, taken, 2)} {kind.capitalize()}",
+                kind=kind,
+                founded=rng.randint(1600, 1780),
+                town=towns[i],
+                founder="",
+            )
+        )
     for i in range(people):
         first, last = _unique(rng, taken, 2), _unique(rng, taken, 3)
-        persons.append(Person(
-            name=f"{first} {last}", born=rng.randint(1700, 1820), town=rng.choice(towns),
-            occupation=rng.choice(OCCUPATIONS), organisation=orgs[i % 2].name,
-            mentor=persons[i - 2].name if i >= 2 else None, creation=rng.choice(OBJECTS),
-        ))
+        persons.append(
+            Person(
+                name=f"{first} {last}",
+                born=rng.randint(1700, 1820),
+                town=rng.choice(towns),
+                occupation=rng.choice(OCCUPATIONS),
+                organisation=orgs[i % 2].name,
+                mentor=persons[i - 2].name if i >= 2 else None,
+                creation=rng.choice(OBJECTS),
+            )
+        )
     # The first two people founded the organisations.
     orgs = [Organisation(**{**asdict(o), "founder": persons[i].name}) for i, o in enumerate(orgs)]
-    return {"theme": theme, "towns": towns, "organisations": [asdict(o) for o in orgs],
-            "people": [asdict(p) for p in persons]}
+    return {
+        "theme": theme,
+        "towns": towns,
+        "organisations": [asdict(o) for o in orgs],
+        "people": [asdict(p) for p in persons],
+    }
 
 
 # --- rendering --------------------------------------------------------------------------
 
+
 def person_doc(p: dict) -> str:
-    lines = [f"# {p['name']}", "",
-             f"{p['name']} was born in {p['born']} in the town of {p['town']}.",
-             f"{p['name']} worked as a {p['occupation']} and belonged to the {p['organisation']}.",
-             f"{p['name']} is remembered for making {p['creation']}."]
+    lines = [
+        f"# {p['name']}",
+        "",
+        f"{p['name']} was born in {p['born']} in the town of {p['town']}.",
+        f"{p['name']} worked as a {p['occupation']} and belonged to the {p['organisation']}.",
+        f"{p['name']} is remembered for making {p['creation']}.",
+    ]
     if p["mentor"]:
         lines.append(f"The mentor of {p['name']} was {p['mentor']}.")
     return "\n".join(lines) + "\n"
 
 
 def org_doc(o: dict) -> str:
-    return (f"# The {o['name']}\n\nThe {o['name']} is a {o['kind']} founded in {o['founded']} "
-            f"in {o['town']}. Its founder was {o['founder']}.\n")
+    return (
+        f"# The {o['name']}\n\nThe {o['name']} is a {o['kind']} founded in {o['founded']} "
+        f"in {o['town']}. Its founder was {o['founder']}.\n"
+    )
 
 
 def qa_pairs(world: dict) -> tuple[list[dict], list[dict]]:
@@ -123,21 +204,19 @@ def qa_pairs(world: dict) -> tuple[list[dict], list[dict]]:
         add(f"In which year was {n} born?", str(p["born"]), f"What is the birth year of {n}?", doc)
         add(f"In which town was {n} born?", p["town"], f"What is the home town of {n}?", doc)
         add(f"What did {n} work as?", p["occupation"], f"What was the occupation of {n}?", doc)
-        add(f"Which organisation did {n} belong to?", p["organisation"],
-            f"{n} was a member of which organisation?", doc)
+        add(
+            f"Which organisation did {n} belong to?", p["organisation"], f"{n} was a member of which organisation?", doc
+        )
         add(f"What is {n} remembered for making?", p["creation"], f"What did {n} make?", doc)
         if p["mentor"]:
             add(f"Who was the mentor of {n}?", p["mentor"], f"Who mentored {n}?", doc)
-            add(f"In which town was the mentor of {n} born?", people[p["mentor"]]["town"], None,
-                doc, hops=2)
+            add(f"In which town was the mentor of {n} born?", people[p["mentor"]]["town"], None, doc, hops=2)
     for o in world["organisations"]:
         n, doc = o["name"], _slug(o["name"]) + ".md"
-        add(f"In which year was the {n} founded?", str(o["founded"]),
-            f"When was the {n} established?", doc)
+        add(f"In which year was the {n} founded?", str(o["founded"]), f"When was the {n} established?", doc)
         add(f"Who founded the {n}?", o["founder"], f"Who was the founder of the {n}?", doc)
         add(f"In which town is the {n}?", o["town"], f"Where is the {n} located?", doc)
-        add(f"In which year was the founder of the {n} born?", str(people[o["founder"]]["born"]),
-            None, doc, hops=2)
+        add(f"In which year was the founder of the {n} born?", str(people[o["founder"]]["born"]), None, doc, hops=2)
     return qa, held
 
 

@@ -45,15 +45,21 @@ class LocalMemory:
         if not questions:
             return []
         with self._lock:
-            return generate_answers(self.model, self.tokenizer, questions, device=self.device,
-                                    max_new_tokens=self.max_new_tokens)
+            return generate_answers(
+                self.model, self.tokenizer, questions, device=self.device, max_new_tokens=self.max_new_tokens
+            )
 
 
 class RemoteMemory:
     """A memory model served elsewhere (e.g. by ``memo serve`` or vLLM)."""
 
-    def __init__(self, client: ChatClient, sampling: Sampling = Sampling(temperature=0.1, max_tokens=128), *,
-                 concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        client: ChatClient,
+        sampling: Sampling = Sampling(temperature=0.1, max_tokens=128),
+        *,
+        concurrency: int = 8,
+    ) -> None:
         self.client, self.sampling, self.concurrency = client, sampling, concurrency
 
     def _one(self, question: str) -> str:

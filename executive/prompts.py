@@ -27,7 +27,6 @@ answer-carrying and as high or low value. Write up to MAX_QUESTIONS memory quest
 high-value clue, one per low-value clue, and a few that combine two or three high-value clues.
 Reply with JSON only: {{"clues": [{{"text": "...", "kind": "entity" or "answer", "value": "high" or "low"}}],
 "questions": ["..."]}}""",
-
     "narrow": f"""{_MEMORY}
 Stage 2 (entity identification): from the facts so far, rank the candidate entities the question is about.
 If one candidate is confirmed by the facts, reply status "confirmed" with it first. Otherwise ask up to
@@ -35,18 +34,15 @@ MAX_QUESTIONS new questions that tell the candidates apart; re-ask unanswered qu
 Never ask a dead end again. Reply status "give_up" if no question can help.
 Reply with JSON only: {{"status": "confirmed" or "continue" or "give_up", "candidates": ["best first"],
 "questions": ["..."]}}""",
-
     "gather": f"""{_MEMORY}
 Stage 3 (answer seeking): the target entity is given. Ask up to MAX_QUESTIONS questions that each name the
 target and gather the facts the answer needs. You may pivot to another candidate if the facts contradict the
 target. As soon as the facts suffice, reply status "answer".
 Reply with JSON only: {{"status": "answer" or "continue", "target": "...", "questions": ["..."]}}""",
-
     "synthesize": """Final synthesis: answer the user's question from the memory's answers alone.
 Prefer the candidate that satisfies the most constraints, not the one named most often.
 Give the shortest complete answer (a name, a number, a date or one sentence).
 Reply with JSON only: {"answer": "...", "target": "..." or null, "reasoning": "one sentence"}""",
-
     "judge": """Decide whether a predicted answer to a question means the same as the reference answer.
 Ignore wording, case and extra detail that does not contradict the reference.
 Reply with JSON only: {"correct": true or false}""",

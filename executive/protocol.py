@@ -79,9 +79,15 @@ class Trace:
         return sum(len(s.memory) for s in self.steps)
 
     def to_json(self) -> dict:
-        return {"question": self.question, "answer": self.answer, "target": self.target, "stopped": self.stopped,
-                "executive_calls": self.executive_calls, "memory_calls": self.memory_calls,
-                "steps": [asdict(s) for s in self.steps]}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "target": self.target,
+            "stopped": self.stopped,
+            "executive_calls": self.executive_calls,
+            "memory_calls": self.memory_calls,
+            "steps": [asdict(s) for s in self.steps],
+        }
 
 
 class ExecutiveProtocol:
@@ -104,8 +110,7 @@ class ExecutiveProtocol:
     def _narrow(self, trace: Trace, asked: Counter[str]) -> list[str]:
         candidates: list[str] = []
         for round_ in range(1, self.settings.narrow_rounds + 1):
-            reply = self._call(trace, "narrow", 1, self._state(trace, asked, candidates), NarrowReply,
-                               round_=round_)
+            reply = self._call(trace, "narrow", 1, self._state(trace, asked, candidates), NarrowReply, round_=round_)
             candidates = [c.strip() for c in reply.candidates if c.strip()] or candidates
             if reply.status != "continue":
                 trace.stopped = "confirmed" if reply.status == "confirmed" else "gave_up"
@@ -138,17 +143,25 @@ class ExecutiveProtocol:
         return len(fresh)
 
     def _state(self, trace: Trace, asked: Counter[str], candidates: list[str]) -> dict:
-        facts = [{"question": c.question, "answer": c.answer}
-                 for s in trace.steps for c in s.memory if not c.unknown]
-        return {"question": trace.question, "facts": facts, "target": trace.target, "candidates": candidates,
-                "dead_ends": sorted(q for q, n in asked.items() if n >= self.settings.dead_end_after),
-                "unanswered": sorted(q for q, n in asked.items() if 0 < n < self.settings.dead_end_after)}
+        facts = [{"question": c.question, "answer": c.answer} for s in trace.steps for c in s.memory if not c.unknown]
+        return {
+            "question": trace.question,
+            "facts": facts,
+            "target": trace.target,
+            "candidates": candidates,
+            "dead_ends": sorted(q for q, n in asked.items() if n >= self.settings.dead_end_after),
+            "unanswered": sorted(q for q, n in asked.items() if 0 < n < self.settings.dead_end_after),
+        }
 
     def _call(self, trace: Trace, stage: str, temp: int, payload: dict, shape, *, round_: int = 0):
         reply, _ = self.executive.complete_json(
-            messages(stage, payload, max_questions=self.settings.max_questions), shape,
-            Sampling(temperature=self.settings.temperatures[temp]), what=f"executive stage {stage}",
-            attempts=self.settings.attempts, json_mode=self.settings.json_mode)
+            messages(stage, payload, max_questions=self.settings.max_questions),
+            shape,
+            Sampling(temperature=self.settings.temperatures[temp]),
+            what=f"executive stage {stage}",
+            attempts=self.settings.attempts,
+            json_mode=self.settings.json_mode,
+        )
         trace.steps.append(Step(stage, round_, reply.model_dump(mode="json")))
         return reply
 
@@ -157,5 +170,9 @@ def judge(executive: ChatClient, question: str, reference: str, prediction: str,
     """An LLM judge's binary verdict (MeMo's metric) on one prediction."""
     reply, _ = executive.complete_json(
         messages("judge", {"question": question, "reference": reference, "prediction": prediction}),
-        JudgeReply, Sampling(temperature=0.0), what="judge", json_mode=json_mode)
+        JudgeReply,
+        Sampling(temperature=0.0),
+        what="judge",
+        json_mode=json_mode,
+    )
     return reply.correct

@@ -61,6 +61,7 @@ class MemorySource(Protocol):
 
 # --- the request, as the OpenAI chat API defines the parts memo reads -----------------------
 
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")  # other OpenAI fields are accepted and ignored
 
@@ -121,25 +122,32 @@ def parse_request(body: bytes) -> ChatRequest:
 
 def completion(name: str, label: str, answer: str, question: str) -> dict:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": name, "system_fingerprint": label,
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": name,
+        "system_fingerprint": label,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": len(question.split()), "completion_tokens": len(answer.split()),
-                  "total_tokens": len(question.split()) + len(answer.split())},
+        "usage": {
+            "prompt_tokens": len(question.split()),
+            "completion_tokens": len(answer.split()),
+            "total_tokens": len(question.split()) + len(answer.split()),
+        },
     }
 
 
 def stream_body(reply: dict) -> str:
-    base = {k: reply[k] for k in ("id", "created", "model", "system_fingerprint")} | {
-        "object": "chat.completion.chunk"}
+    base = {k: reply[k] for k in ("id", "created", "model", "system_fingerprint")} | {"object": "chat.completion.chunk"}
     content = reply["choices"][0]["message"]["content"]
-    events = [base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
-                                   "finish_reason": None}]},
-              base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    events = [
+        base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": None}]},
+        base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
     return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
 # --- answering: one bounded queue, answered in batches ----------------------------------------
+
 
 class Batcher:
     """Questions from every request go through one queue; a single worker answers them in batches
@@ -154,8 +162,9 @@ class Batcher:
         if self._queue is None:
             raise ApiError(503, "the server is starting", "server_error")
         if self.pending >= self.max_pending:
-            raise ApiError(429, f"{self.pending} questions are waiting; retry shortly", "rate_limit_error",
-                           {"Retry-After": "1"})
+            raise ApiError(
+                429, f"{self.pending} questions are waiting; retry shortly", "rate_limit_error", {"Retry-After": "1"}
+            )
         self.pending += 1
         try:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -191,9 +200,11 @@ class Batcher:
 
 # --- the app ------------------------------------------------------------------------------------
 
+
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": None}}, status_code=status, headers=headers
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -208,8 +219,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(source: MemorySource, *, max_body: int = DEFAULT_MAX_BODY, max_pending: int = DEFAULT_MAX_PENDING,
-               batch: int = DEFAULT_BATCH) -> Starlette:
+def create_app(
+    source: MemorySource,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    batch: int = DEFAULT_BATCH,
+) -> Starlette:
     batcher = Batcher(source, batch=batch, max_pending=max_pending)
 
     async def chat(request: Request) -> Response:
@@ -225,8 +241,9 @@ def create_app(source: MemorySource, *, max_body: int = DEFAULT_MAX_BODY, max_pe
         return JSONResponse(reply, headers={"X-Memo-Model": label})
 
     async def models(_: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": source.name, "object": "model", "created": 0,
-                                                         "owned_by": "memo"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": source.name, "object": "model", "created": 0, "owned_by": "memo"}]}
+        )
 
     async def health(_: Request) -> Response:
         try:
@@ -257,8 +274,9 @@ def create_app(source: MemorySource, *, max_body: int = DEFAULT_MAX_BODY, max_pe
     routes = [Route(p, chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
     routes += [Route(p, models, methods=["GET"]) for p in ("/v1/models", "/models")]
     routes += [Route(p, health, methods=["GET"]) for p in ("/health", "/v1/health")]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
+    )
 
 
 class MemoryServer:
@@ -268,17 +286,30 @@ class MemoryServer:
     gets a free port whose address ``url`` tells.
     """
 
-    def __init__(self, source: MemorySource, host: str = "127.0.0.1", port: int = 8000, *,
-                 max_body: int = DEFAULT_MAX_BODY, max_pending: int = DEFAULT_MAX_PENDING,
-                 batch: int = DEFAULT_BATCH) -> None:
+    def __init__(
+        self,
+        source: MemorySource,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        batch: int = DEFAULT_BATCH,
+    ) -> None:
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
         app = create_app(source, max_body=max_body, max_pending=max_pending, batch=batch)
         # uvicorn's own cap on connections in flight is a backstop past the queue's (it answers 503).
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                limit_concurrency=2 * max_pending + 64, timeout_keep_alive=5)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            limit_concurrency=2 * max_pending + 64,
+            timeout_keep_alive=5,
+        )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "merge": "merging.engine", "MergeOptions": "merging.engine", "MergeResult": "merging.engine",
-    "MergeError": "merging.errors", "CheckpointError": "merging.errors",
-    "METHODS": "merging.spec", "MergeInput": "merging.spec", "MergeSpec": "merging.spec",
+    "merge": "merging.engine",
+    "MergeOptions": "merging.engine",
+    "MergeResult": "merging.engine",
+    "MergeError": "merging.errors",
+    "CheckpointError": "merging.errors",
+    "METHODS": "merging.spec",
+    "MergeInput": "merging.spec",
+    "MergeSpec": "merging.spec",
 }
 __all__ = sorted(_EXPORTS)
 

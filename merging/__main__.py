@@ -30,20 +30,50 @@ def _size(text: str) -> int:
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--max-shard-size", "--out-shard-size", "max_shard_size", default="5G", show_default=True,
-              help="Largest output shard, e.g. 2G or 500M (mergekit's --out-shard-size).")
-@click.option("--memory", "memory_budget", default="1G", show_default=True,
-              help="Memory for tensor chunks in flight; bounds peak memory.")
-@click.option("--compile/--no-compile", "compile_", default=None,
-              help="Fuse the kernel with torch.compile (default: when the merge is large enough).")
-@click.option("--tie-break", type=click.Choice(["index", "torch-cpu"]), default="index", show_default=True,
-              help="Ties at the trim threshold: lowest index (deterministic, as mergekit on CUDA) or "
-              "torch-cpu (mergekit's CPU argsort, bit for bit; slow).")
+@click.option(
+    "--max-shard-size",
+    "--out-shard-size",
+    "max_shard_size",
+    default="5G",
+    show_default=True,
+    help="Largest output shard, e.g. 2G or 500M (mergekit's --out-shard-size).",
+)
+@click.option(
+    "--memory",
+    "memory_budget",
+    default="1G",
+    show_default=True,
+    help="Memory for tensor chunks in flight; bounds peak memory.",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="Fuse the kernel with torch.compile (default: when the merge is large enough).",
+)
+@click.option(
+    "--tie-break",
+    type=click.Choice(["index", "torch-cpu"]),
+    default="index",
+    show_default=True,
+    help="Ties at the trim threshold: lowest index (deterministic, as mergekit on CUDA) or "
+    "torch-cpu (mergekit's CPU argsort, bit for bit; slow).",
+)
 @click.option("-j", "--threads", type=int, default=None, help="Torch threads (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def main(config: Path, out_dir: Path, device: str, max_shard_size: str, memory_budget: str,
-         compile_: bool | None, tie_break: str, threads: int | None, overwrite: bool, quiet: bool) -> None:
+def main(
+    config: Path,
+    out_dir: Path,
+    device: str,
+    max_shard_size: str,
+    memory_budget: str,
+    compile_: bool | None,
+    tie_break: str,
+    threads: int | None,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
     """Merge the models of a mergekit CONFIG into OUT_DIR (ties or task_arithmetic).
 
     \b
@@ -54,15 +84,26 @@ def main(config: Path, out_dir: Path, device: str, max_shard_size: str, memory_b
     try:
         spec = load_config(config)
         spec = replace(spec, tie_break=tie_break)
-        result = merge(spec, out_dir, MergeOptions(
-            device=device, max_shard_size=_size(max_shard_size), memory_budget=_size(memory_budget),
-            compile=compile_, overwrite=overwrite, progress=not quiet, threads=threads,
-        ))
+        result = merge(
+            spec,
+            out_dir,
+            MergeOptions(
+                device=device,
+                max_shard_size=_size(max_shard_size),
+                memory_budget=_size(memory_budget),
+                compile=compile_,
+                overwrite=overwrite,
+                progress=not quiet,
+                threads=threads,
+            ),
+        )
     except MergeError as e:
         raise click.ClickException(" ".join(str(e).split())) from e
-    click.echo(f"merged {result.merged} tensors, copied {result.copied} ({result.parameters:,} parameters, "
-               f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s",
-               err=True)
+    click.echo(
+        f"merged {result.merged} tensors, copied {result.copied} ({result.parameters:,} parameters, "
+        f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s",
+        err=True,
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ from merging.spec import MergeSpec, dtype_name
 
 # Copied from the base as they are (tokenizer and generation settings).
 BASE_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
     "generation_config.json",
 )
 
@@ -40,8 +46,15 @@ def output_config(base_dir: Path, out_dtype: torch.dtype, *, untie: bool) -> byt
     return (json.dumps(config, indent=2) + "\n").encode()
 
 
-def model_card(spec: MergeSpec, config_yaml: str, *, base_name: str, input_names: list[str],
-               extra_metadata: dict[str, Any] | None = None, body: str = "") -> bytes:
+def model_card(
+    spec: MergeSpec,
+    config_yaml: str,
+    *,
+    base_name: str,
+    input_names: list[str],
+    extra_metadata: dict[str, Any] | None = None,
+    body: str = "",
+) -> bytes:
     meta: dict[str, Any] = {
         "base_model": [base_name],
         "base_model_relation": "merge",
@@ -51,18 +64,34 @@ def model_card(spec: MergeSpec, config_yaml: str, *, base_name: str, input_names
     }
     method = spec.method_def
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
-        "# Merged model", "",
-        f"Made with memo {engine_version()} using the **{method.name}** method ({method.reference}).", "",
-        f"Base model: `{base_name}`", "",
-        "## Merged inputs", "",
-        *[f"- `{name}` (weight {inp.weight}"
-          + (f", density {inp.density})" if method.trims else ")")
-          for name, inp in zip(input_names, spec.inputs)],
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).rstrip(),
+        "---",
+        "",
+        "# Merged model",
+        "",
+        f"Made with memo {engine_version()} using the **{method.name}** method ({method.reference}).",
+        "",
+        f"Base model: `{base_name}`",
+        "",
+        "## Merged inputs",
+        "",
+        *[
+            f"- `{name}` (weight {inp.weight}" + (f", density {inp.density})" if method.trims else ")")
+            for name, inp in zip(input_names, spec.inputs)
+        ],
         "",
     ]
     if body:
         lines += [body, ""]
-    lines += ["## Configuration", "", "Reproduce with `mergekit-yaml` or `python -m merging`:", "",
-              "```yaml", config_yaml.rstrip(), "```", ""]
+    lines += [
+        "## Configuration",
+        "",
+        "Reproduce with `mergekit-yaml` or `python -m merging`:",
+        "",
+        "```yaml",
+        config_yaml.rstrip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines).encode()

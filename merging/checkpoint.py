@@ -25,15 +25,35 @@ MAX_HEADER_BYTES = 100 << 20
 _READ_CHUNK = 8 << 20
 
 DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
 TORCH_DTYPE_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
 }
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 
@@ -139,8 +159,10 @@ def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> di
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: corrupt header entry for tensor {name!r}") from e
         if not all(_whole(d) for d in shape) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
-            raise CheckpointError(f"{path}: tensor {name!r} has a shape or offsets that are not "
-                                  f"non-negative whole numbers ({list(shape)}, {list(offsets)})")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has a shape or offsets that are not "
+                f"non-negative whole numbers ({list(shape)}, {list(offsets)})"
+            )
         begin, end = offsets
         if dtype not in DTYPE_BYTES:
             raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
@@ -194,9 +216,7 @@ def open_checkpoint(directory: Path) -> Checkpoint:
     for f in files:
         for name, info in read_header(f).items():
             if name in tensors:
-                raise CheckpointError(
-                    f"tensor {name!r} appears in both {tensors[name].file.name} and {f.name}"
-                )
+                raise CheckpointError(f"tensor {name!r} appears in both {tensors[name].file.name} and {f.name}")
             tensors[name] = info
     index = directory / INDEX_FILE
     if index.is_file():

@@ -103,8 +103,14 @@ def _check_inputs(spec: MergeSpec, options: MergeOptions) -> None:
         raise MergeError("tie break 'torch-cpu' reproduces a CPU mergekit run; use --device cpu")
 
 
-def merge(spec: MergeSpec, out_dir: Path, options: MergeOptions = MergeOptions(), *,
-          card_body: str = "", names: dict[Path, str] | None = None) -> MergeResult:
+def merge(
+    spec: MergeSpec,
+    out_dir: Path,
+    options: MergeOptions = MergeOptions(),
+    *,
+    card_body: str = "",
+    names: dict[Path, str] | None = None,
+) -> MergeResult:
     """Merge ``spec`` into a new Hugging Face model directory ``out_dir``."""
     started = time.perf_counter()
     _check_inputs(spec, options)
@@ -117,32 +123,57 @@ def merge(spec: MergeSpec, out_dir: Path, options: MergeOptions = MergeOptions()
     out_dt = parse_dtype(spec.out_dtype) or dt
     device = torch.device(options.device)
     use_compile = _want_compile(options, plans, len(spec.inputs))
-    cfg = KernelConfig(len(spec.inputs), dt, out_dt, spec.method_def.consensus, spec.effective_normalize,
-                       spec.lam, inputs_are_deltas=spec.inputs[0].kind == "task_vector")
-    outputs = [OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype),
-                            p.shape) for p in plans]
+    cfg = KernelConfig(
+        len(spec.inputs),
+        dt,
+        out_dt,
+        spec.method_def.consensus,
+        spec.effective_normalize,
+        spec.lam,
+        inputs_are_deltas=spec.inputs[0].kind == "task_vector",
+    )
+    outputs = [
+        OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype), p.shape)
+        for p in plans
+    ]
     config_yaml = dump_config(config_from_spec(spec, names=names))
-    with TensorReader() as reader, ModelDirWriter(
-        out_dir, outputs, max_shard_size=options.max_shard_size, overwrite=options.overwrite,
-        index_metadata={"memo_version": engine_version()},
-    ) as writer:
+    with (
+        TensorReader() as reader,
+        ModelDirWriter(
+            out_dir,
+            outputs,
+            max_shard_size=options.max_shard_size,
+            overwrite=options.overwrite,
+            index_metadata={"memo_version": engine_version()},
+        ) as writer,
+    ):
         job = TensorJob(
-            reader=reader, device=device, compute_dtype=dt, out_dtype=out_dt,
+            reader=reader,
+            device=device,
+            compute_dtype=dt,
+            out_dtype=out_dt,
             densities=tuple(i.density for i in spec.inputs),
             weights=tuple(i.weight for i in spec.inputs),
-            trims=spec.method_def.trims, tie_break=spec.tie_break,
-            chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs),
-                                           _input_bytes(plans), dt.itemsize),
-            compiled=use_compile, config=cfg,
+            trims=spec.method_def.trims,
+            tie_break=spec.tie_break,
+            chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize),
+            compiled=use_compile,
+            config=cfg,
         )
         _write_tensors(job, plans, writer, progress=options.progress)
         extra = _extra_files(spec, base.tensors, plans, out_dt, config_yaml, card_body, names)
         writer.commit(extra)
     merged = sum(p.merged for p in plans)
     return MergeResult(
-        out_dir=Path(out_dir), tensors=len(plans), merged=merged, copied=len(plans) - merged,
-        parameters=sum(p.numel for p in plans), compute_dtype=dtype_name(dt),
-        out_dtype=dtype_name(out_dt), compiled=use_compile, seconds=time.perf_counter() - started,
+        out_dir=Path(out_dir),
+        tensors=len(plans),
+        merged=merged,
+        copied=len(plans) - merged,
+        parameters=sum(p.numel for p in plans),
+        compute_dtype=dtype_name(dt),
+        out_dtype=dtype_name(out_dt),
+        compiled=use_compile,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -165,8 +196,9 @@ def _copy_tensor(job: TensorJob, plan: TensorPlan, dtype: torch.dtype):
         stop = min(start + job.chunk_elements, plan.numel)
         chunk = job.reader.read(plan.base, start, stop)
         if not all_finite(chunk):
-            raise MergeError(f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; "
-                             "repair or re-export the base model")
+            raise MergeError(
+                f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; repair or re-export the base model"
+            )
         yield chunk.to(dtype)
 
 
@@ -182,7 +214,10 @@ def _extra_files(spec, base_tensors, plans, out_dt, config_yaml, card_body, name
     files["mergekit_config.yml"] = config_yaml.encode()
     names = names or {}
     files["README.md"] = model_card(
-        spec, config_yaml, base_name=names.get(spec.base, spec.base.name),
-        input_names=[names.get(i.path, i.path.name) for i in spec.inputs], body=card_body,
+        spec,
+        config_yaml,
+        base_name=names.get(spec.base, spec.base.name),
+        input_names=[names.get(i.path, i.path.name) for i in spec.inputs],
+        body=card_body,
     )
     return files

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass(frozen=True)
 class KernelConfig:
     """What the kernel is specialised on (one compiled variant each)."""
@@ -189,8 +188,11 @@ def merge_chunk_eager(
         mixed = _sum_exact([wd.mul_(a) for wd, a in zip(weighted, agree)], dt)
         if dt in (torch.bfloat16, torch.float16) and len(set(ws)) == 1:
             # fp32 sums of a 16-bit weight are exact: count * w, rounded once
-            divisor = _sum_exact(agree, dt).mul_(ws[0]) if len(agree) <= 2 else \
-                _sum_exact(agree, torch.float32).mul_(ws[0]).to(dt)
+            divisor = (
+                _sum_exact(agree, dt).mul_(ws[0])
+                if len(agree) <= 2
+                else _sum_exact(agree, torch.float32).mul_(ws[0]).to(dt)
+            )
         else:
             divisor = _sum_exact([a.mul_(w) for a, w in zip(agree, ws)], dt)
         divisor.add_(divisor.abs().sign_().neg_().add_(1))  # a zero divisor becomes 1
@@ -213,12 +215,11 @@ def compiled_kernel(cfg: KernelConfig) -> Callable[..., tuple[torch.Tensor, torc
     torch (and so mergekit) performs; without it inductor would keep fused
     intermediates in fp32 and the bits would differ.
     """
+
     def kernel(base, inputs, thresholds, cuts, start, weights):
         return merge_chunk(base, inputs, thresholds, cuts, start, weights, cfg)
 
-    return torch.compile(
-        kernel, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True}
-    )
+    return torch.compile(kernel, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
 
 
 def eager_kernel(cfg: KernelConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

@@ -71,12 +71,13 @@ def leftovers(directory: Path, name: str | None = None) -> list[Path]:
     """Dead writers' partial directories in ``directory`` (for output ``name``, or any)."""
     prefix = f".{name}" if name is not None else "."
     try:
-        candidates = [p for p in directory.iterdir()
-                      if p.name.startswith(prefix) and (PARTIAL in p.name or CREATING in p.name)]
+        candidates = [
+            p for p in directory.iterdir() if p.name.startswith(prefix) and (PARTIAL in p.name or CREATING in p.name)
+        ]
     except FileNotFoundError:
         return []
     if name is not None:  # `.OUT.partial-x`, not `.OUT2.partial-x`
-        candidates = [p for p in candidates if p.name[len(prefix):].startswith((PARTIAL, CREATING))]
+        candidates = [p for p in candidates if p.name[len(prefix) :].startswith((PARTIAL, CREATING))]
     return sorted(p for p in candidates if is_leftover(p))
 
 

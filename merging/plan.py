@@ -61,8 +61,10 @@ def _check_shape(name: str, base: TensorInfo, other: TensorInfo) -> None:
         return
     hint = ""
     if name in (LM_HEAD, *EMBEDDING_NAMES) and other.shape[1:] == base.shape[1:]:
-        hint = (" (the vocabularies differ; merge models that share the base's tokenizer — "
-                "mergekit's tokenizer_source remapping is not supported)")
+        hint = (
+            " (the vocabularies differ; merge models that share the base's tokenizer — "
+            "mergekit's tokenizer_source remapping is not supported)"
+        )
     raise MergeError(
         f"tensor {name!r} has shape {list(other.shape)} in {other.file} but "
         f"{list(base.shape)} in the base ({base.file}){hint}"

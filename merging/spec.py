@@ -37,9 +37,12 @@ METHODS = {
 }
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
     "float64": torch.float64,
 }
 
@@ -49,8 +52,12 @@ _FLOAT32_MAX = torch.finfo(torch.float32).max
 
 def check_scale(value: float, where: str) -> float:
     """A weight or lambda: finite, and small enough that it cannot overflow a float32 merge."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or abs(value) > _FLOAT32_MAX:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or abs(value) > _FLOAT32_MAX
+    ):
         raise MergeError(f"{where} must be a finite number (at most {_FLOAT32_MAX:.3g} in size), not {value!r}")
     return float(value)
 

@@ -48,6 +48,7 @@ class TensorJob:
 
 # --- reading ------------------------------------------------------------------------------
 
+
 def _read(job: TensorJob, plan: TensorPlan, i: int | None, start: int, stop: int) -> torch.Tensor:
     """Base (i=None) or input i, elements [start, stop), on the device; zeros for a missing delta."""
     info = plan.base if i is None else plan.inputs[i]
@@ -71,6 +72,7 @@ def _ranges(n: int, size: int) -> list[tuple[int, int]]:
 
 # --- thresholds ---------------------------------------------------------------------------
 
+
 def _selections(job: TensorJob, plan: TensorPlan) -> tuple[list[Threshold | None], dict[int, RadixSelect]]:
     """Trivial thresholds now; a radix select for each input that needs one."""
     fixed: list[Threshold | None] = []
@@ -87,8 +89,9 @@ def _selections(job: TensorJob, plan: TensorPlan) -> tuple[list[Threshold | None
     return fixed, selects
 
 
-def _cut(threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int,
-         keys: Callable[[], torch.Tensor]) -> int:
+def _cut(
+    threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, keys: Callable[[], torch.Tensor]
+) -> int:
     """Last flat index (inclusive) of a tie that chunk [start, stop) keeps; -1 for none.
 
     ``keys`` (the chunk's magnitude keys) is only called for the one chunk
@@ -104,6 +107,7 @@ def _cut(threshold: Threshold, start: int, stop: int, ties_before: int, ties_her
 
 # --- the two modes ------------------------------------------------------------------------
 
+
 def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
     """Yield the merged tensor's output chunks in flat order."""
     fixed, selects = _selections(job, plan)
@@ -116,13 +120,22 @@ def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
         yield from _merge_streamed(job, plan, fixed, selects)
 
 
-def _run_kernel(job: TensorJob, plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor],
-                thresholds: list[Threshold], cuts: list[int], start: int) -> torch.Tensor:
+def _run_kernel(
+    job: TensorJob,
+    plan: TensorPlan,
+    base: torch.Tensor,
+    inputs: list[torch.Tensor],
+    thresholds: list[Threshold],
+    cuts: list[int],
+    start: int,
+) -> torch.Tensor:
     values = [key_value(t.key, job.compute_dtype) for t in thresholds]
     n = base.numel()
     if job.compiled and n >= COMPILE_MIN_TENSOR:
         out, _ = compiled_kernel(job.config)(
-            base, inputs, torch.tensor(values, dtype=job.compute_dtype, device=job.device),
+            base,
+            inputs,
+            torch.tensor(values, dtype=job.compute_dtype, device=job.device),
             torch.tensor(cuts, dtype=torch.int64, device=job.device),
             torch.tensor(start, dtype=torch.int64, device=job.device),
             torch.tensor(job.weights, dtype=job.compute_dtype, device=job.device),
@@ -151,8 +164,7 @@ def _merge_resident(job, plan, fixed, selects) -> torch.Tensor:
             select.finish_pass()
     thresholds = [f if f is not None else selects[i].result for i, f in enumerate(fixed)]
     cuts = [
-        _cut(t, 0, n, 0, t.ties_total, lambda i=i: keys[i]) if i in selects else -1
-        for i, t in enumerate(thresholds)
+        _cut(t, 0, n, 0, t.ties_total, lambda i=i: keys[i]) if i in selects else -1 for i, t in enumerate(thresholds)
     ]
     return _run_kernel(job, plan, base, inputs, thresholds, cuts, 0)
 
@@ -172,10 +184,7 @@ def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
             select.finish_pass()
     thresholds = [f if f is not None else selects[i].result for i, f in enumerate(fixed)]
     # Per chunk, how many keys equal each input's threshold (from the last pass's histograms).
-    tie_counts = {
-        i: [int(h[s.last_digit(thresholds[i].key)]) for h in ties_per_chunk[i]]
-        for i, s in selects.items()
-    }
+    tie_counts = {i: [int(h[s.last_digit(thresholds[i].key)]) for h in ties_per_chunk[i]] for i, s in selects.items()}
     ties_before = {i: 0 for i in selects}
     for c, (start, stop) in enumerate(ranges):
         base = _base(job, plan, start, stop)
@@ -186,8 +195,16 @@ def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
                 cuts.append(-1)
                 continue
             here = tie_counts[i][c]
-            cuts.append(_cut(t, start, stop, ties_before[i], here,
-                             lambda i=i: _keys(job, base, inputs[i])))
+            cuts.append(
+                _cut(
+                    t,
+                    start,
+                    stop,
+                    ties_before[i],
+                    here,
+                    lambda i=i, base=base, inputs=inputs: _keys(job, base, inputs[i]),
+                )
+            )
             ties_before[i] += here
         yield _run_kernel(job, plan, base, inputs, thresholds, cuts, start)
 
@@ -210,19 +227,25 @@ def _merge_mergekit_cpu_ties(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
         elif k == 0:
             d = torch.zeros_like(d)
         deltas.append(d)
-    cfg = KernelConfig(len(deltas), job.compute_dtype, job.out_dtype, job.config.consensus,
-                       job.config.normalize, job.config.lam, inputs_are_deltas=True)
+    cfg = KernelConfig(
+        len(deltas),
+        job.compute_dtype,
+        job.out_dtype,
+        job.config.consensus,
+        job.config.normalize,
+        job.config.lam,
+        inputs_are_deltas=True,
+    )
     parity_job = replace(job, config=cfg, compiled=False)
     return _run_kernel(parity_job, plan, base, deltas, [ALL] * len(deltas), [-1] * len(deltas), 0)
 
 
 def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor]):
     if not torch.isfinite(base).all():
-        raise MergeError(f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; "
-                         "repair or re-export the base model")
+        raise MergeError(
+            f"tensor {plan.name!r} in {plan.base.file} contains NaN or Inf; repair or re-export the base model"
+        )
     for info, x in zip(plan.inputs, inputs):
         if info is not None and x.is_floating_point() and not torch.isfinite(x).all():
-            raise MergeError(f"tensor {plan.name!r} in {info.file} contains NaN or Inf; "
-                             "that input cannot be merged")
-    raise MergeError(f"tensor {plan.name!r}: the merge overflows the compute dtype; "
-                     "merge with dtype: float32")
+            raise MergeError(f"tensor {plan.name!r} in {info.file} contains NaN or Inf; that input cannot be merged")
+    raise MergeError(f"tensor {plan.name!r}: the merge overflows the compute dtype; merge with dtype: float32")

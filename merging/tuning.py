@@ -61,7 +61,7 @@ class _CoreShare:
         self.directory = directory
         self.cores = _cores()
         self.path = directory / str(os.getpid())
-        self._file = open(self.path, "w")  # held (and locked) for the process's life
+        self._file = open(self.path, "w")  # noqa: SIM115 - held (and locked) for the process's life
         fcntl.flock(self._file, fcntl.LOCK_EX)
         atexit.register(self.path.unlink, missing_ok=True)  # a killed process's file goes at the next count
         self.checked = 0.0  # when live() last ran (monotonic seconds)

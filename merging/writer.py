@@ -33,9 +33,16 @@ from merging.errors import MergeError
 from merging.partial import partial_dir
 
 _ST_DTYPE = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 
 
@@ -66,8 +73,11 @@ def _header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:
     entries: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for t in tensors:
-        entries[t.name] = {"dtype": _ST_DTYPE[t.dtype], "shape": list(t.shape),
-                           "data_offsets": [offset, offset + t.nbytes]}
+        entries[t.name] = {
+            "dtype": _ST_DTYPE[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
         offset += t.nbytes
     raw = json.dumps(entries, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors aligns the data section to 8 bytes
@@ -91,8 +101,15 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict
 class ModelDirWriter:
     """``with ModelDirWriter(out, tensors, ...) as w: w.write(name, chunk) ...; w.commit()``."""
 
-    def __init__(self, out_dir: Path, tensors: list[OutputTensor], *, max_shard_size: int,
-                 overwrite: bool = False, index_metadata: dict | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        tensors: list[OutputTensor],
+        *,
+        max_shard_size: int,
+        overwrite: bool = False,
+        index_metadata: dict | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not overwrite:
             raise MergeError(f"{self.out_dir} already exists; choose another directory or pass --overwrite")
@@ -161,7 +178,7 @@ class ModelDirWriter:
     def _open_shard(self, i: int) -> None:
         if self._file:
             self._finish_file()
-        self._file = open(self.tmp / self.shard_name(i), "wb")
+        self._file = open(self.tmp / self.shard_name(i), "wb")  # noqa: SIM115 - closed by _finish_file
         self._file.write(_header(self.shards[i], {"format": "pt"}))
 
     def _finish_file(self) -> None:
@@ -200,8 +217,10 @@ class ModelDirWriter:
         files = dict(extra_files)
         if len(self.shards) > 1:
             weight_map = {t.name: self.shard_name(i) for i, s in enumerate(self.shards) for t in s}
-            index = {"metadata": {"total_size": sum(t.nbytes for t in self.order), **self.index_metadata},
-                     "weight_map": weight_map}
+            index = {
+                "metadata": {"total_size": sum(t.nbytes for t in self.order), **self.index_metadata},
+                "weight_map": weight_map,
+            }
             files["model.safetensors.index.json"] = json.dumps(index, indent=2).encode()
         for name, data in files.items():
             path = self.tmp / name

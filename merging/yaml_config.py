@@ -33,9 +33,7 @@ MERGEKIT_DEFAULT_DENSITY = 1.0
 
 def _scalar(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MergeError(
-            f"{where} must be a number; per-layer gradients and filters are not supported by memo"
-        )
+        raise MergeError(f"{where} must be a number; per-layer gradients and filters are not supported by memo")
     return float(value)
 
 
@@ -99,23 +97,33 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
             raise MergeError(f"{where}.parameters must be a mapping of weight and density")
         for key in own:
             if key not in _MODEL_PARAMETERS:
-                raise MergeError(f"{where}.parameters: unknown parameter {key!r} "
-                                 f"(use {' or '.join(sorted(_MODEL_PARAMETERS))})")
+                raise MergeError(
+                    f"{where}.parameters: unknown parameter {key!r} (use {' or '.join(sorted(_MODEL_PARAMETERS))})"
+                )
         params = {**shared, **own}
         if "weight" not in params:
             raise MergeError(f"{where} has no weight (mergekit requires parameters.weight)")
-        inputs.append(MergeInput(
-            path=path, kind=kind,
-            weight=check_scale(_scalar(params["weight"], f"{where}.parameters.weight"),
-                               f"{where}.parameters.weight"),
-            density=check_density(_scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY),
-                                          f"{where}.parameters.density"), f"{where}.parameters.density"),
-        ))
+        inputs.append(
+            MergeInput(
+                path=path,
+                kind=kind,
+                weight=check_scale(
+                    _scalar(params["weight"], f"{where}.parameters.weight"), f"{where}.parameters.weight"
+                ),
+                density=check_density(
+                    _scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY), f"{where}.parameters.density"),
+                    f"{where}.parameters.density",
+                ),
+            )
+        )
     return MergeSpec(
-        method=method, base=base, inputs=tuple(inputs),
+        method=method,
+        base=base,
+        inputs=tuple(inputs),
         normalize=_bool(shared["normalize"], "parameters.normalize") if "normalize" in shared else None,
         lam=check_scale(_scalar(shared.get("lambda", 1.0), "parameters.lambda"), "parameters.lambda"),
-        dtype=config.get("dtype"), out_dtype=config.get("out_dtype"),
+        dtype=config.get("dtype"),
+        out_dtype=config.get("out_dtype"),
     )
 
 
@@ -143,8 +151,9 @@ def config_from_spec(spec: MergeSpec, *, names: dict[Path, str] | None = None) -
         params: dict[str, Any] = {"weight": inp.weight}
         if spec.method_def.trims:
             params["density"] = inp.density
-        config["models"].append({("task_vector" if inp.kind == "task_vector" else "model"): ref(inp.path),
-                                 "parameters": params})
+        config["models"].append(
+            {("task_vector" if inp.kind == "task_vector" else "model"): ref(inp.path), "parameters": params}
+        )
     config["parameters"] = {"normalize": spec.effective_normalize, "lambda": spec.lam}
     for key in ("dtype", "out_dtype"):
         if getattr(spec, key):

@@ -42,10 +42,20 @@ def ask(memory: Memory, executive: Endpoint, question: str, settings: ProtocolSe
         raise LLMFailed(str(e)) from e
 
 
-def evaluate_with_executive(db: Database, store: LocalBlobStore, memory: Memory, executive: Endpoint,
-                            corpus: str, settings: ProtocolSettings, *, heldout: bool = False,
-                            use_judge: bool = False, limit: int | None = None, seed: int = 0,
-                            on_question: Callable[[int, int], None] | None = None) -> dict:
+def evaluate_with_executive(
+    db: Database,
+    store: LocalBlobStore,
+    memory: Memory,
+    executive: Endpoint,
+    corpus: str,
+    settings: ProtocolSettings,
+    *,
+    heldout: bool = False,
+    use_judge: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    on_question: Callable[[int, int], None] | None = None,
+) -> dict:
     """Executive + memory accuracy on a corpus's questions: exact match, token F1, and the judge's verdict."""
     from training.evaluate import normalize, token_f1
 
@@ -58,10 +68,15 @@ def evaluate_with_executive(db: Database, store: LocalBlobStore, memory: Memory,
     try:
         for i, pair in enumerate(pairs):
             trace = protocol.ask(pair.question)
-            row = {"question": pair.question, "reference": pair.answer, "answer": trace.answer,
-                   "exact_match": normalize(trace.answer) == normalize(pair.answer),
-                   "f1": token_f1(trace.answer, pair.answer), "executive_calls": trace.executive_calls,
-                   "memory_calls": trace.memory_calls}
+            row = {
+                "question": pair.question,
+                "reference": pair.answer,
+                "answer": trace.answer,
+                "exact_match": normalize(trace.answer) == normalize(pair.answer),
+                "f1": token_f1(trace.answer, pair.answer),
+                "executive_calls": trace.executive_calls,
+                "memory_calls": trace.memory_calls,
+            }
             if use_judge:
                 row["judge"] = judge(client, pair.question, pair.answer, trace.answer, json_mode=settings.json_mode)
             rows.append(row)
@@ -70,9 +85,15 @@ def evaluate_with_executive(db: Database, store: LocalBlobStore, memory: Memory,
     except LLMError as e:
         raise LLMFailed(str(e)) from e
     n = max(1, len(rows))
-    result = {"corpus": corpus, "set": "heldout" if heldout else "reflections", "count": len(rows),
-              "exact_match": sum(r["exact_match"] for r in rows) / n, "f1": sum(r["f1"] for r in rows) / n,
-              "executive_calls": sum(r["executive_calls"] for r in rows) / n, "questions": rows}
+    result = {
+        "corpus": corpus,
+        "set": "heldout" if heldout else "reflections",
+        "count": len(rows),
+        "exact_match": sum(r["exact_match"] for r in rows) / n,
+        "f1": sum(r["f1"] for r in rows) / n,
+        "executive_calls": sum(r["executive_calls"] for r in rows) / n,
+        "questions": rows,
+    }
     if use_judge:
         result["judge"] = sum(r["judge"] for r in rows) / n
     return result
@@ -81,8 +102,16 @@ def evaluate_with_executive(db: Database, store: LocalBlobStore, memory: Memory,
 class ChannelSource:
     """The channel's current merge as a memory, reloaded when the channel moves (``memo serve``)."""
 
-    def __init__(self, db: Database, store: LocalBlobStore, home: Path, channel: str, *, device: str = "cpu",
-                 loader: Callable[[Path, str], Memory] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: LocalBlobStore,
+        home: Path,
+        channel: str,
+        *,
+        device: str = "cpu",
+        loader: Callable[[Path, str], Memory] | None = None,
+    ) -> None:
         self.db, self.store, self.home, self.name = db, store, home, channel
         self.device = device
         self._load = loader or (lambda directory, device: LocalMemory(directory, device=device))
@@ -94,8 +123,10 @@ class ChannelSource:
         with self.db.read() as session:
             head = channel_head(session, self.name)
         if head is None:
-            raise NotFound(f"channel {self.name!r} does not exist or points at no merge; "
-                           f"run `memo promote MERGE --channel {self.name}`")
+            raise NotFound(
+                f"channel {self.name!r} does not exist or points at no merge; "
+                f"run `memo promote MERGE --channel {self.name}`"
+            )
         with self._lock:
             if head != self._merge_id:
                 with self.db.read() as session:

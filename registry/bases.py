@@ -21,9 +21,15 @@ from registry.schema import BaseModelRow
 
 def to_record(row: BaseModelRow) -> BaseModelRecord:
     return BaseModelRecord(
-        id=row.id, name=row.name, source=row.source, architecture=row.architecture,
-        dtype=row.dtype, parameter_count=row.parameter_count, fingerprint=row.fingerprint,
-        manifest_sha256=row.manifest_sha256, created_at=row.created_at,
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        architecture=row.architecture,
+        dtype=row.dtype,
+        parameter_count=row.parameter_count,
+        fingerprint=row.fingerprint,
+        manifest_sha256=row.manifest_sha256,
+        created_at=row.created_at,
     )
 
 
@@ -65,9 +71,13 @@ def add_base(db: Database, store: LocalBlobStore, path: Path, *, name: str | Non
     # Blobs first, row last: a crash in between leaves only unreferenced blobs.
     manifest = store_directory(store, directory, kind="model", skip=_pickle_files(directory))
     row = BaseModelRow(
-        name=name, source=str(directory), architecture=_architecture(config),
-        dtype=checkpoint.dominant_dtype(), parameter_count=checkpoint.parameter_count,
-        fingerprint=fingerprint, manifest_sha256=manifest,
+        name=name,
+        source=str(directory),
+        architecture=_architecture(config),
+        dtype=checkpoint.dominant_dtype(),
+        parameter_count=checkpoint.parameter_count,
+        fingerprint=fingerprint,
+        manifest_sha256=manifest,
     )
     try:
         with db.write() as session:
@@ -95,9 +105,7 @@ def _refuse_duplicate(session, name: str, fingerprint: str) -> None:
     _refuse_name(session, name)
     same = session.scalar(select(BaseModelRow).where(BaseModelRow.fingerprint == fingerprint))
     if same:
-        raise AlreadyExists(
-            f"these weights are already registered as base model {same.name!r}; use that name"
-        )
+        raise AlreadyExists(f"these weights are already registered as base model {same.name!r}; use that name")
 
 
 def find_base(session, name: str) -> BaseModelRow:

@@ -34,8 +34,15 @@ Publisher = Callable[[int, ChannelRecord], None]
 
 
 def to_record(row: ChannelRow) -> ChannelRecord:
-    return ChannelRecord(id=row.id, name=row.name, current_merge_id=row.current_merge_id, hub_repo=row.hub_repo,
-                         hub_endpoint=row.hub_endpoint, min_retention=row.min_retention, created_at=row.created_at)
+    return ChannelRecord(
+        id=row.id,
+        name=row.name,
+        current_merge_id=row.current_merge_id,
+        hub_repo=row.hub_repo,
+        hub_endpoint=row.hub_endpoint,
+        min_retention=row.min_retention,
+        created_at=row.created_at,
+    )
 
 
 def find_channel(session: Session, name: str) -> ChannelRow:
@@ -71,8 +78,9 @@ def lock_or_create(session: Session, name: str) -> ChannelRow:
     dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
     insert = dialects.get(session.get_bind().dialect.name)
     if insert is not None:
-        session.execute(insert(ChannelRow).values(name=name, created_at=utcnow())
-                        .on_conflict_do_nothing(index_elements=["name"]))
+        session.execute(
+            insert(ChannelRow).values(name=name, created_at=utcnow()).on_conflict_do_nothing(index_elements=["name"])
+        )
     row = session.scalar(select(ChannelRow).where(ChannelRow.name == name).with_for_update())
     if row is None:  # another database: create it the ORM way (unique name still holds)
         row = ChannelRow(name=name)
@@ -81,8 +89,15 @@ def lock_or_create(session: Session, name: str) -> ChannelRow:
     return row
 
 
-def configure(db: Database, name: str, *, hub_repo: str | None = None, hub_endpoint: str | None = None,
-              unlink: bool = False, min_retention: float | None | object = KEEP) -> ChannelRecord:
+def configure(
+    db: Database,
+    name: str,
+    *,
+    hub_repo: str | None = None,
+    hub_endpoint: str | None = None,
+    unlink: bool = False,
+    min_retention: float | None | object = KEEP,
+) -> ChannelRecord:
     """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its retention gate."""
     check_name("channel", name)
     if min_retention is not KEEP and min_retention is not None and not 0 <= min_retention <= 1:
@@ -111,34 +126,47 @@ def check_gate(session: Session, channel: str, merge: MergeRow) -> None:
         return
     fix = f"or promote it anyway with `memo promote {merge.id} --channel {channel} --force`"
     if not merge.retention:
-        raise GateRefused(f"merge-{merge.id} has no retention figures (made with --no-eval) and channel "
-                          f"{channel!r} requires {row.min_retention:g}; merge again without --no-eval {fix}")
+        raise GateRefused(
+            f"merge-{merge.id} has no retention figures (made with --no-eval) and channel "
+            f"{channel!r} requires {row.min_retention:g}; merge again without --no-eval {fix}"
+        )
     short = {c: r for c, r in merge.retention.items() if r is None or r < row.min_retention}
     if short:
         listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(short.items()))
-        raise GateRefused(f"merge-{merge.id} was recorded but not promoted to {channel!r}: retention below "
-                          f"{row.min_retention:g} on {listed}; merge with the default strategy (it heals to the gate) "
-                          f"or a higher --max-steps, {fix}")
+        raise GateRefused(
+            f"merge-{merge.id} was recorded but not promoted to {channel!r}: retention below "
+            f"{row.min_retention:g} on {listed}; merge with the default strategy (it heals to the gate) "
+            f"or a higher --max-steps, {fix}"
+        )
 
 
 def history_stack(session: Session, channel: ChannelRow) -> list[int]:
     """The merges the channel went through, minus those rolled back, oldest first."""
     stack: list[int] = []
-    events = session.scalars(select(ChannelEventRow).where(ChannelEventRow.channel_id == channel.id)
-                             .order_by(ChannelEventRow.id))
+    events = session.scalars(
+        select(ChannelEventRow).where(ChannelEventRow.channel_id == channel.id).order_by(ChannelEventRow.id)
+    )
     for e in events:
         if e.action == "promote":
             stack.append(e.to_merge_id)
         elif e.action == "rollback":
             if e.to_merge_id in stack:
-                del stack[len(stack) - stack[::-1].index(e.to_merge_id):]
+                del stack[len(stack) - stack[::-1].index(e.to_merge_id) :]
             else:
                 stack.append(e.to_merge_id)
     return stack
 
 
-def _move(db: Database, channel: str, target: int, action: str, reason: str, forced: bool,
-          publish: Publisher | None, expected: int | None) -> ChannelEventRecord:
+def _move(
+    db: Database,
+    channel: str,
+    target: int,
+    action: str,
+    reason: str,
+    forced: bool,
+    publish: Publisher | None,
+    expected: int | None,
+) -> ChannelEventRecord:
     """Publish (when linked), then move the channel (created on first use) if nobody moved it meanwhile."""
     check_name("channel", channel)
     with db.read() as session:
@@ -149,19 +177,41 @@ def _move(db: Database, channel: str, target: int, action: str, reason: str, for
     with db.write() as session:
         row = lock_or_create(session, channel)
         if row.current_merge_id != expected:
-            raise Conflict(f"channel {channel!r} moved to merge {row.current_merge_id} meanwhile; "
-                           "look at `memo log` and try again")
-        event = ChannelEventRow(channel_id=row.id, action=action, from_merge_id=row.current_merge_id,
-                                to_merge_id=target, reason=reason, forced=forced)
+            raise Conflict(
+                f"channel {channel!r} moved to merge {row.current_merge_id} meanwhile; look at `memo log` and try again"
+            )
+        event = ChannelEventRow(
+            channel_id=row.id,
+            action=action,
+            from_merge_id=row.current_merge_id,
+            to_merge_id=target,
+            reason=reason,
+            forced=forced,
+        )
         row.current_merge_id = target
         session.add(event)
         session.flush()
-        return ChannelEventRecord(id=event.id, channel=channel, action=action, from_merge_id=event.from_merge_id,
-                                  to_merge_id=target, reason=reason, forced=forced, created_at=event.created_at)
+        return ChannelEventRecord(
+            id=event.id,
+            channel=channel,
+            action=action,
+            from_merge_id=event.from_merge_id,
+            to_merge_id=target,
+            reason=reason,
+            forced=forced,
+            created_at=event.created_at,
+        )
 
 
-def promote(db: Database, merge_ref: str | int, channel: str, *, reason: str = "", forced: bool = False,
-            publish: Publisher | None = None) -> ChannelEventRecord | None:
+def promote(
+    db: Database,
+    merge_ref: str | int,
+    channel: str,
+    *,
+    reason: str = "",
+    forced: bool = False,
+    publish: Publisher | None = None,
+) -> ChannelEventRecord | None:
     """Point ``channel`` at a merge (created on first use). None when it already points there."""
     with db.read() as session:
         merge = find_merge(session, merge_ref)
@@ -174,8 +224,9 @@ def promote(db: Database, merge_ref: str | int, channel: str, *, reason: str = "
     return _move(db, channel, target, "promote", reason, forced, publish, current)
 
 
-def rollback(db: Database, channel: str, *, to: str | int | None = None, reason: str = "",
-             publish: Publisher | None = None) -> ChannelEventRecord:
+def rollback(
+    db: Database, channel: str, *, to: str | int | None = None, reason: str = "", publish: Publisher | None = None
+) -> ChannelEventRecord:
     """Point ``channel`` back at the merge before its current one (or at ``to``)."""
     with db.read() as session:
         row = find_channel(session, channel)

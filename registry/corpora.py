@@ -20,19 +20,19 @@ from training.documents import DocumentError, DocumentFile, inspect_documents
 
 def _to_record(session: Session, row: CorpusRow) -> CorpusRecord:
     base = session.get(BaseModelRow, row.base_model_id)
-    docs = session.scalars(
-        select(DocumentRow).where(DocumentRow.corpus_id == row.id).order_by(DocumentRow.name)
-    ).all()
+    docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == row.id).order_by(DocumentRow.name)).all()
     count, latest = session.execute(
-        select(func.count(TaskVectorRow.id), func.max(TaskVectorRow.version)).where(
-            TaskVectorRow.corpus_id == row.id
-        )
+        select(func.count(TaskVectorRow.id), func.max(TaskVectorRow.version)).where(TaskVectorRow.corpus_id == row.id)
     ).one()
     return CorpusRecord(
-        id=row.id, name=row.name, description=row.description, base_model=base.name,
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        base_model=base.name,
         created_at=row.created_at,
         documents=tuple(DocumentRecord(d.name, d.media_type, d.sha256, d.size) for d in docs),
-        task_vector_count=count, latest_version=latest,
+        task_vector_count=count,
+        latest_version=latest,
     )
 
 
@@ -57,8 +57,14 @@ def check_documents(db: Database, name: str, files: list[Path], *, base: str) ->
 
 
 def add_corpus(
-    db: Database, store: LocalBlobStore, name: str, files: list[Path], *,
-    base: str, description: str = "", reuse: bool = False,
+    db: Database,
+    store: LocalBlobStore,
+    name: str,
+    files: list[Path],
+    *,
+    base: str,
+    description: str = "",
+    reuse: bool = False,
 ) -> CorpusRecord:
     """Record a corpus and its documents. With ``reuse``, an existing corpus of the
     same name, base and documents (byte for byte) is returned instead of refused,
@@ -103,8 +109,10 @@ def _the_same_corpus(db: Database, corpus_id: int, base: str, docs) -> CorpusRec
         record = _to_record(session, session.get(CorpusRow, corpus_id))
     wanted = {(d.name, sha256_file(d.path)) for d in docs}
     if record.base_model != base or wanted != {(d.name, d.sha256) for d in record.documents}:
-        raise AlreadyExists(f"corpus {record.name!r} already exists with other documents or another base "
-                            f"(see `memo corpus show {record.name}`); choose another name")
+        raise AlreadyExists(
+            f"corpus {record.name!r} already exists with other documents or another base "
+            f"(see `memo corpus show {record.name}`); choose another name"
+        )
     return record
 
 

@@ -52,7 +52,8 @@ def example_corpora() -> dict[str, list[Path]]:
     root = examples_dir()
     return {
         d.name: sorted(d.glob("*.md"))
-        for d in sorted(root.iterdir()) if d.is_dir() and d.name != "pretrain" and (d / "qa.jsonl").is_file()
+        for d in sorted(root.iterdir())
+        if d.is_dir() and d.name != "pretrain" and (d / "qa.jsonl").is_file()
     }
 
 
@@ -80,9 +81,17 @@ class DemoResult:
 CHANNEL = "production"
 
 
-def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyConfig(),
-             train: SFTSettings | None = None, repo: str | None = None, device: str = "auto",
-             say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
+def run_demo(
+    home: Path,
+    *,
+    corpora: int | None = None,
+    tiny: TinyConfig = TinyConfig(),
+    train: SFTSettings | None = None,
+    repo: str | None = None,
+    device: str = "auto",
+    say: Callable[[str], None] = print,
+    progress: bool = True,
+) -> DemoResult:
     """The journeys end to end: base, then per corpus register + merge + publish; a rollback; the study.
 
     Publishes to a Hub-compatible server started on 127.0.0.1 for the run,
@@ -92,8 +101,10 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
-        say(f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
-            "pre-training on a separate invented world (offline)")
+        say(
+            f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
+            "pre-training on a separate invented world (offline)"
+        )
         base = reg.create_tiny_base("tiny", tiny, progress=progress)
         say(f"registered base model {base.name} ({base.parameter_count} parameters)")
         chosen = list(example_corpora().items())[: corpora or None]
@@ -107,20 +118,35 @@ def run_demo(home: Path, *, corpora: int | None = None, tiny: TinyConfig = TinyC
                 outcome = _register(reg, name, files, base, settings, device, say, progress)
                 outcomes.append(outcome)
                 arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
-                say(f"integrated {arrival.k} corpora: {arrival.merge.ref} ({arrival.merge.strategy}, "
+                say(
+                    f"integrated {arrival.k} corpora: {arrival.merge.ref} ({arrival.merge.strategy}, "
                     f"{arrival.examples['warm']} examples) promoted to {CHANNEL} and published; mean recall: "
-                    + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods()))
+                    + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods())
+                )
             if len(study.arrivals) > 1:
                 event = reg.rollback(CHANNEL, reason="demo: roll back one step")
-                say(f"rolled {CHANNEL} back: merge-{event.from_merge_id} -> merge-{event.to_merge_id} "
-                    "(published as a new commit)")
+                say(
+                    f"rolled {CHANNEL} back: merge-{event.from_merge_id} -> merge-{event.to_merge_id} "
+                    "(published as a new commit)"
+                )
             publications = tuple(reg.publications())
-        plot = plot_continual(study.arrivals, home / "continual.png",
-                              title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base")
-        return DemoResult(home=home, base=base, corpora=tuple(outcomes), arrivals=tuple(study.arrivals),
-                          base_general=study.base_general(),
-                          publications=publications, log=tuple(reg.log(CHANNEL)), hub=where, plot=plot,
-                          verify=reg.verify())
+        plot = plot_continual(
+            study.arrivals,
+            home / "continual.png",
+            title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base",
+        )
+        return DemoResult(
+            home=home,
+            base=base,
+            corpora=tuple(outcomes),
+            arrivals=tuple(study.arrivals),
+            base_general=study.base_general(),
+            publications=publications,
+            log=tuple(reg.log(CHANNEL)),
+            hub=where,
+            plot=plot,
+            verify=reg.verify(),
+        )
 
 
 @contextmanager
@@ -137,14 +163,24 @@ def _hub(repo: str | None) -> Iterator[tuple[str, str | None, str]]:
         yield "memo-demo/production", hub.url, f"a local Hub at {hub.url} (in memory, for this run)"
 
 
-def _register(reg: Registry, name: str, files: list[Path], base: BaseModelRecord, settings: SFTSettings,
-              device: str, say: Callable[[str], None], progress: bool) -> CorpusOutcome:
+def _register(
+    reg: Registry,
+    name: str,
+    files: list[Path],
+    base: BaseModelRecord,
+    settings: SFTSettings,
+    device: str,
+    say: Callable[[str], None],
+    progress: bool,
+) -> CorpusOutcome:
     """One corpus, as `memo register` does it, plus the bare base's recall for comparison."""
     directory = files[0].parent
     corpus = reg.add_corpus(name, files, base=base.name, description="example corpus")
     reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
     tv = reg.train(name, settings, device=device, progress=progress)
     base_recall = reg.evaluate(str(reg.base_dir(base.name)), name, device=device)["exact_match"]
-    say(f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "
-        f"{tv.metrics['recall']['exact_match']:.2f} (base alone {base_recall:.2f})")
+    say(
+        f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "
+        f"{tv.metrics['recall']['exact_match']:.2f} (base alone {base_recall:.2f})"
+    )
     return CorpusOutcome(corpus=corpus, task_vector=tv, base_recall=base_recall)

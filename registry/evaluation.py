@@ -40,9 +40,18 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
         base = session.get(BaseModelRow, tv.base_model_id)
     target = home / "cache" / "applied" / tv.manifest_sha256
     if not target.is_dir():
-        spec = MergeSpec("ties", base=base_dir(store, home, base), inputs=(MergeInput(
-            materialize(store, tv.manifest_sha256, home / "cache" / "task_vectors", what=f"task vector {ref}"),
-            kind="task_vector", density=1.0),), out_dtype=base.dtype)
+        spec = MergeSpec(
+            "ties",
+            base=base_dir(store, home, base),
+            inputs=(
+                MergeInput(
+                    materialize(store, tv.manifest_sha256, home / "cache" / "task_vectors", what=f"task vector {ref}"),
+                    kind="task_vector",
+                    density=1.0,
+                ),
+            ),
+            out_dtype=base.dtype,
+        )
         try:
             merge(spec, target, MergeOptions(progress=False))
         except MergeError as e:
@@ -56,13 +65,22 @@ def qa_pairs(db: Database, store: LocalBlobStore, corpus: str, *, heldout: bool 
         reflections = latest_reflections(session, find_corpus(session, corpus))
     sha = reflections.settings.get(HELDOUT_KEY) if heldout else reflections.sha256
     if sha is None:
-        raise NotFound(f"corpus {corpus!r} has no held-out set; import one with "
-                       f"`memo reflect {corpus} --qa FILE --heldout FILE`")
+        raise NotFound(
+            f"corpus {corpus!r} has no held-out set; import one with `memo reflect {corpus} --qa FILE --heldout FILE`"
+        )
     return pairs_of(decode_records(store.get_bytes(sha)))
 
 
-def evaluate(db: Database, store: LocalBlobStore, home: Path, ref: str, corpus: str, *,
-             heldout: bool = False, device: str = "auto") -> dict:
+def evaluate(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    ref: str,
+    corpus: str,
+    *,
+    heldout: bool = False,
+    device: str = "auto",
+) -> dict:
     pairs = qa_pairs(db, store, corpus, heldout=heldout)
     device = device_for(device)
     model, tokenizer = load_model(model_dir(db, store, home, ref), device)

@@ -41,9 +41,16 @@ class BlobCallCache:
                 if row is not None:  # its blob was lost or damaged: point at the fresh one
                     row.reply_sha256 = sha
                     return
-                session.add(GeneratorCallRow(
-                    cache_key=key, stage=entry["stage"], model=entry["model"],
-                    prompt_version=entry["prompt_version"], reply_sha256=sha,
-                    prompt_tokens=entry["prompt_tokens"], completion_tokens=entry["completion_tokens"]))
+                session.add(
+                    GeneratorCallRow(
+                        cache_key=key,
+                        stage=entry["stage"],
+                        model=entry["model"],
+                        prompt_version=entry["prompt_version"],
+                        reply_sha256=sha,
+                        prompt_tokens=entry["prompt_tokens"],
+                        completion_tokens=entry["completion_tokens"],
+                    )
+                )
         except IntegrityError:  # another run cached the same call meanwhile: theirs is as good
             pass

@@ -12,9 +12,7 @@ from registry.schema import ChannelEventRow, ChannelRow
 
 def channel_log(db: Database, channel: str | None = None) -> list[ChannelEventRecord]:
     with db.read() as session:
-        query = select(ChannelEventRow, ChannelRow.name).join(
-            ChannelRow, ChannelRow.id == ChannelEventRow.channel_id
-        )
+        query = select(ChannelEventRow, ChannelRow.name).join(ChannelRow, ChannelRow.id == ChannelEventRow.channel_id)
         if channel is not None:
             if session.scalar(select(ChannelRow.id).where(ChannelRow.name == channel)) is None:
                 raise NotFound(f"unknown channel {channel!r}; see `memo channel list`")
@@ -22,8 +20,14 @@ def channel_log(db: Database, channel: str | None = None) -> list[ChannelEventRe
         rows = session.execute(query.order_by(ChannelEventRow.id)).all()
         return [
             ChannelEventRecord(
-                id=e.id, channel=name, action=e.action, from_merge_id=e.from_merge_id,
-                to_merge_id=e.to_merge_id, reason=e.reason, forced=e.forced, created_at=e.created_at,
+                id=e.id,
+                channel=name,
+                action=e.action,
+                from_merge_id=e.from_merge_id,
+                to_merge_id=e.to_merge_id,
+                reason=e.reason,
+                forced=e.forced,
+                created_at=e.created_at,
             )
             for e, name in rows
         ]

@@ -54,6 +54,4 @@ def check_home(path: Path) -> None:
     except (OSError, ValueError) as e:
         raise NotAHome(f"{path / MARKER} is unreadable ({e}); restore it or re-run `memo init`") from e
     if fmt != HOME_FORMAT:
-        raise NotAHome(
-            f"{path} has home format {fmt!r}, this memo reads {HOME_FORMAT}; upgrade memo"
-        )
+        raise NotAHome(f"{path} has home format {fmt!r}, this memo reads {HOME_FORMAT}; upgrade memo")

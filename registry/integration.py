@@ -83,8 +83,13 @@ def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> s
     if head_id is None:
         return "ties+heal"
     head = session.get(MergeRow, head_id)
-    held = set(session.scalars(select(TaskVectorRow.corpus_id).join(
-        MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id).where(MergeMemberRow.merge_id == head_id)))
+    held = set(
+        session.scalars(
+            select(TaskVectorRow.corpus_id)
+            .join(MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id)
+            .where(MergeMemberRow.merge_id == head_id)
+        )
+    )
     asked = {m.row.corpus_id for m in members}
     return "warm" if head.base_model_id == base.id and held <= asked else "ties+heal"
 
@@ -92,18 +97,33 @@ def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> s
 def warm_start(session, base: BaseModelRow, parent_id: int | None, channel: str | None) -> MergeRow:
     if parent_id is None:
         where = f"channel {channel!r} has no merge yet" if channel else "it needs --channel"
-        raise InvalidInput(f"--strategy warm fine-tunes the channel's current model, but {where}; "
-                           "use --strategy ties+heal (or retrain) for the first merge")
+        raise InvalidInput(
+            f"--strategy warm fine-tunes the channel's current model, but {where}; "
+            "use --strategy ties+heal (or retrain) for the first merge"
+        )
     parent = session.get(MergeRow, parent_id)
     if parent.base_model_id != base.id:
-        raise Conflict(f"channel {channel!r} serves merge-{parent.id}, on another base model; "
-                       "warm start needs a model of the same base")
+        raise Conflict(
+            f"channel {channel!r} serves merge-{parent.id}, on another base model; "
+            "warm start needs a model of the same base"
+        )
     return parent
 
 
-def train_strategy(db: Database, store: LocalBlobStore, home: Path, strategy: str, base: BaseModelRow,
-                   members, params, settings: RetainSettings, start: MergeRow | None, *,
-                   device: str, progress: bool) -> Trained:
+def train_strategy(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    strategy: str,
+    base: BaseModelRow,
+    members,
+    params,
+    settings: RetainSettings,
+    start: MergeRow | None,
+    *,
+    device: str,
+    progress: bool,
+) -> Trained:
     """Build the strategy's starting model, train it until retained, store the result."""
     from registry.merges import merge_into, merged_model_dir
     from registry.training_ops import base_dir, device_for
@@ -120,18 +140,37 @@ def train_strategy(db: Database, store: LocalBlobStore, home: Path, strategy: st
             origin = merged_model_dir(store, home, start) if strategy == "warm" else base_dir(store, home, base)
         merge_seconds = time.perf_counter() - started if strategy == "ties+heal" else 0.0
         model, tokenizer = load_model(origin, device)
-        result = train_until_retained(model, tokenizer, retain_members(db, store, members), settings,
-                                      device=device, progress=progress, desc=strategy)
+        result = train_until_retained(
+            model,
+            tokenizer,
+            retain_members(db, store, members),
+            settings,
+            device=device,
+            progress=progress,
+            desc=strategy,
+        )
         out = Path(tmp) / "model"
-        started_from = {"ties+heal": "the TIES merge of its members", "retrain": f"the base `{base.name}`",
-                        "warm": f"merge-{start.id}" if start is not None else ""}[strategy]
-        save_model(model, origin, out, base,
-                   card(strategy, base, members, settings, result.to_json(), started_from=started_from))
+        started_from = {
+            "ties+heal": "the TIES merge of its members",
+            "retrain": f"the base `{base.name}`",
+            "warm": f"merge-{start.id}" if start is not None else "",
+        }[strategy]
+        save_model(
+            model,
+            origin,
+            out,
+            base,
+            card(strategy, base, members, settings, result.to_json(), started_from=started_from),
+        )
         manifest = store_directory(store, out, kind="merge")
     retain = result.to_json()
-    cost = {"merge_seconds": merge_seconds, "train_seconds": retain.pop("train_seconds"),
-            "check_seconds": retain.pop("check_seconds"), "examples": retain["examples"],
-            "steps": retain["steps"]}
+    cost = {
+        "merge_seconds": merge_seconds,
+        "train_seconds": retain.pop("train_seconds"),
+        "check_seconds": retain.pop("check_seconds"),
+        "examples": retain["examples"],
+        "steps": retain["steps"],
+    }
     return Trained(manifest, cost, retain)
 
 
@@ -143,8 +182,9 @@ def retain_members(db: Database, store: LocalBlobStore, members) -> list[RetainM
         pairs, checks = reflections_of(db, store, m.row)
         out.append(RetainMember(m.corpus, pairs, checks, m.row.metrics.get("recall", {}).get("exact_match")))
     if not any(m.pairs for m in out):
-        raise InvalidInput("none of these task vectors has reflections to train on (they were added from "
-                           "weights); use --strategy ties")
+        raise InvalidInput(
+            "none of these task vectors has reflections to train on (they were added from weights); use --strategy ties"
+        )
     return out
 
 
@@ -160,22 +200,38 @@ def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: st
     (out / "README.md").write_text(card_text)
 
 
-def card(strategy: str, base: BaseModelRow, members, settings: RetainSettings, retain: dict, *,
-         started_from: str) -> str:
+def card(
+    strategy: str, base: BaseModelRow, members, settings: RetainSettings, retain: dict, *, started_from: str
+) -> str:
     """A trained strategy's card: a fine-tune of the base (so the Hub's model tree links it), its
     member corpora, the model its training started from, and the retention it reached."""
     from merging.card import engine_version
 
-    meta = {"base_model": [base.name], "base_model_relation": "finetune", "library_name": "transformers",
-            "tags": ["memo", strategy]}
+    meta = {
+        "base_model": [base.name],
+        "base_model_relation": "finetune",
+        "library_name": "transformers",
+        "tags": ["memo", strategy],
+    }
     last = retain["checks"][-1]["retention"] if retain["checks"] else {}
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "", "# Memory model", "",
-             f"Made with memo {engine_version()}, strategy **{strategy}**, from base `{base.name}`: "
-             f"{retain['steps']} fine-tuning steps ({retain['examples']} examples) on every member corpus's "
-             f"reflections, stopping at retention {settings.target} (reached: {retain['reached']}).", "",
-             f"Training started from {started_from}.", "",
-             "## Member corpora", "",
-             "| corpus | version | retention at the last check |", "|---|---|---|"]
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).rstrip(),
+        "---",
+        "",
+        "# Memory model",
+        "",
+        f"Made with memo {engine_version()}, strategy **{strategy}**, from base `{base.name}`: "
+        f"{retain['steps']} fine-tuning steps ({retain['examples']} examples) on every member corpus's "
+        f"reflections, stopping at retention {settings.target} (reached: {retain['reached']}).",
+        "",
+        f"Training started from {started_from}.",
+        "",
+        "## Member corpora",
+        "",
+        "| corpus | version | retention at the last check |",
+        "|---|---|---|",
+    ]
     for m in members:
         value = last.get(m.corpus)
         lines.append(f"| {m.corpus} | v{m.row.version} | {'' if value is None else f'{value:.2f}'} |")

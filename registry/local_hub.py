@@ -124,8 +124,15 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, payload=None, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
-              head: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        payload=None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        head: bool = False,
+    ) -> None:
         body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
@@ -213,10 +220,17 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and action == "tag":
             return self._tag(repo, arg)
         if method == "GET" and action == "refs":
-            return self._send(200, {
-                "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()],
-                "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": s} for t, s in repo.tags.items()],
-                "converts": [], "pullRequests": []})
+            return self._send(
+                200,
+                {
+                    "branches": [
+                        {"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()
+                    ],
+                    "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": s} for t, s in repo.tags.items()],
+                    "converts": [],
+                    "pullRequests": [],
+                },
+            )
         if method == "GET" and action == "commits":
             return self._commits(repo, arg)
         if method == "GET" and action == "tree":
@@ -234,8 +248,9 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self._body())
         repo_id = f"{body.get('organization') or user}/{body['name']}"
         if repo_id in self.state.repos:
-            raise HubError(409, "You already created this model repo",
-                           extra={"url": f"http://{self.headers['Host']}/{repo_id}"})
+            raise HubError(
+                409, "You already created this model repo", extra={"url": f"http://{self.headers['Host']}/{repo_id}"}
+            )
         repo = Repo(repo_id, private=body.get("visibility", "public") != "public" or bool(body.get("private")))
         attributes = self.state.store(b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
         commit = self.state.new_commit(repo, None, {".gitattributes": attributes}, "initial commit", "")
@@ -256,15 +271,35 @@ class Handler(BaseHTTPRequestHandler):
 
     def _info(self, repo: Repo, revision: str) -> None:
         commit = self._commit_of(repo, revision)
-        self._send(200, {"id": repo.repo_id, "modelId": repo.repo_id, "sha": commit.sha, "private": repo.private,
-                         "siblings": [{"rfilename": p} for p in sorted(commit.files)], "tags": []})
+        self._send(
+            200,
+            {
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": commit.sha,
+                "private": repo.private,
+                "siblings": [{"rfilename": p} for p in sorted(commit.files)],
+                "tags": [],
+            },
+        )
 
     def _preupload(self, repo: Repo) -> None:
         files = json.loads(self._body())["files"]
-        self._send(200, {"files": [{
-            "path": f["path"], "shouldIgnore": False,
-            "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE else "regular",
-        } for f in files]})
+        self._send(
+            200,
+            {
+                "files": [
+                    {
+                        "path": f["path"],
+                        "shouldIgnore": False,
+                        "uploadMode": "lfs"
+                        if f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE
+                        else "regular",
+                    }
+                    for f in files
+                ]
+            },
+        )
 
     def _lfs_batch(self, repo: Repo) -> None:
         body = json.loads(self._body())
@@ -273,8 +308,10 @@ class Handler(BaseHTTPRequestHandler):
         for obj in body["objects"]:
             entry = {"oid": obj["oid"], "size": obj["size"]}
             if obj["oid"] not in self.state.objects:  # already stored: no actions, nothing is sent again
-                entry["actions"] = {"upload": {"href": f"{host}/lfs-upload/{obj['oid']}"},
-                                    "verify": {"href": f"{host}/lfs-verify/{obj['oid']}"}}
+                entry["actions"] = {
+                    "upload": {"href": f"{host}/lfs-upload/{obj['oid']}"},
+                    "verify": {"href": f"{host}/lfs-verify/{obj['oid']}"},
+                }
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects})
 
@@ -321,8 +358,9 @@ class Handler(BaseHTTPRequestHandler):
         repo.branches[branch] = commit.sha
         self.state.stats["commits"] += 1
         host = f"http://{self.headers['Host']}"
-        self._send(200, {"success": True, "commitOid": commit.sha,
-                         "commitUrl": f"{host}/{repo.repo_id}/commit/{commit.sha}"})
+        self._send(
+            200, {"success": True, "commitOid": commit.sha, "commitUrl": f"{host}/{repo.repo_id}/commit/{commit.sha}"}
+        )
 
     def _tag(self, repo: Repo, revision: str) -> None:
         body = json.loads(self._body())
@@ -334,16 +372,33 @@ class Handler(BaseHTTPRequestHandler):
     def _commits(self, repo: Repo, revision: str) -> None:
         out, commit = [], self._commit_of(repo, revision)
         while commit is not None:
-            out.append({"id": commit.sha, "title": commit.title, "message": commit.message, "date": commit.date,
-                        "authors": [{"user": "memo-test"}]})
+            out.append(
+                {
+                    "id": commit.sha,
+                    "title": commit.title,
+                    "message": commit.message,
+                    "date": commit.date,
+                    "authors": [{"user": "memo-test"}],
+                }
+            )
             commit = repo.commits.get(commit.parent) if commit.parent else None
         self._send(200, out)
 
     def _tree(self, repo: Repo, revision: str) -> None:
         commit = self._commit_of(repo, revision.split("/", 1)[0])
-        self._send(200, [{"type": "file", "path": p, "size": e.size, "oid": e.git_oid,
-                          **({"lfs": {"oid": e.sha256, "size": e.size, "pointerSize": 134}} if e.lfs else {})}
-                         for p, e in sorted(commit.files.items())])
+        self._send(
+            200,
+            [
+                {
+                    "type": "file",
+                    "path": p,
+                    "size": e.size,
+                    "oid": e.git_oid,
+                    **({"lfs": {"oid": e.sha256, "size": e.size, "pointerSize": 134}} if e.lfs else {}),
+                }
+                for p, e in sorted(commit.files.items())
+            ],
+        )
 
     def _resolve(self, repo: Repo, revision: str, path: str, *, head: bool) -> None:
         commit = self._commit_of(repo, unquote(revision))

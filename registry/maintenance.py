@@ -91,14 +91,21 @@ def verify(db: Database, store: LocalBlobStore, *, progress=None) -> VerifyRepor
     bad = {p.sha256 for p in problems}
     unreferenced = tuple(sorted(stored - set(referenced) - bad))
     return VerifyReport(
-        checked=checked, problems=tuple(problems), unreferenced=unreferenced,
+        checked=checked,
+        problems=tuple(problems),
+        unreferenced=unreferenced,
         temp_files=len(store.temp_files()),
     )
 
 
 def gc(
-    db: Database, store: LocalBlobStore, *, dry_run: bool = True,
-    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, home: Path | None = None, caches: bool = False,
+    db: Database,
+    store: LocalBlobStore,
+    *,
+    dry_run: bool = True,
+    grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+    home: Path | None = None,
+    caches: bool = False,
 ) -> GcReport:
     """Unreferenced blobs and temp files; with ``home`` also left-over work directories and,
     with ``caches``, the rebuildable cache entries (:mod:`registry.workdirs`)."""
@@ -129,7 +136,11 @@ def gc(
         for leftover in work + cached:
             workdirs.remove(leftover)
     return GcReport(
-        dry_run=dry_run, removed=tuple(removed), bytes_freed=freed + sum(w.bytes for w in work + cached),
-        temp_files_removed=len(old_temps), kept_recent=kept_recent,
-        work_dirs_removed=len(work), cache_entries_removed=len(cached),
+        dry_run=dry_run,
+        removed=tuple(removed),
+        bytes_freed=freed + sum(w.bytes for w in work + cached),
+        temp_files_removed=len(old_temps),
+        kept_recent=kept_recent,
+        work_dirs_removed=len(work),
+        cache_entries_removed=len(cached),
     )

@@ -17,9 +17,7 @@ from registry.blobstore import LocalBlobStore, is_sha256
 from registry.errors import Corrupt
 
 
-def store_directory(
-    store: LocalBlobStore, directory: Path, *, kind: str, skip: Iterable[str] = ()
-) -> str:
+def store_directory(store: LocalBlobStore, directory: Path, *, kind: str, skip: Iterable[str] = ()) -> str:
     """Store every regular file under ``directory`` (hidden ones excepted); return the manifest's sha."""
     skipped = set(skip)
     files: dict[str, dict[str, Any]] = {}

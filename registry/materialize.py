@@ -11,6 +11,7 @@ through which damage to the cache would be damage to the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -77,8 +78,6 @@ def _linked_into_the_store(entry: Path) -> bool:
 def _set_aside(entry: Path) -> None:
     """Move the entry out of the way (a reader that has it open keeps its files), then remove it."""
     aside = Path(tempfile.mkdtemp(prefix=f".{entry.name[:12]}-old-", dir=entry.parent))
-    try:
+    with contextlib.suppress(FileNotFoundError):  # another process set it aside first
         os.replace(entry, aside / entry.name)
-    except FileNotFoundError:
-        pass  # another process set it aside first
     shutil.rmtree(aside, ignore_errors=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import tempfile
 import time
@@ -84,21 +83,31 @@ def resolve_members(session: Session, refs: list[str], params: MergeParams) -> t
     bases = {m.row.base_model_id for m in members}
     if len(bases) > 1:
         names = ", ".join(f"{m.corpus} on {session.get(BaseModelRow, m.row.base_model_id).name!r}" for m in members)
-        raise Conflict(f"these corpora were trained on different base models ({names}); "
-                       "merge only corpora of one base")
+        raise Conflict(f"these corpora were trained on different base models ({names}); merge only corpora of one base")
     return session.get(BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
 
 
-def content_key(base: BaseModelRow, params: MergeParams, members: list[Member], strategy: str = "ties",
-                retain: RetainSettings | None = None, start: MergeRow | None = None) -> str:
+def content_key(
+    base: BaseModelRow,
+    params: MergeParams,
+    members: list[Member],
+    strategy: str = "ties",
+    retain: RetainSettings | None = None,
+    start: MergeRow | None = None,
+) -> str:
     described = {
-        "base": base.fingerprint, "strategy": strategy, "method": params.method, "lambda": params.lam,
+        "base": base.fingerprint,
+        "strategy": strategy,
+        "method": params.method,
+        "lambda": params.lam,
         "density": params.density if params.method == "ties" else None,
         "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
     }
     if strategy != "ties":  # trained: the settings (seed included) and the starting model decide it too
-        described |= {"retain": retain.to_json() if retain else None,
-                      "start": start.manifest_sha256 if start is not None else None}
+        described |= {
+            "retain": retain.to_json() if retain else None,
+            "start": start.manifest_sha256 if start is not None else None,
+        }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -107,18 +116,35 @@ def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> Merge
         select(MergeMemberRow, TaskVectorRow, CorpusRow.name)
         .join(TaskVectorRow, TaskVectorRow.id == MergeMemberRow.task_vector_id)
         .join(CorpusRow, CorpusRow.id == TaskVectorRow.corpus_id)
-        .where(MergeMemberRow.merge_id == row.id).order_by(MergeMemberRow.position)
+        .where(MergeMemberRow.merge_id == row.id)
+        .order_by(MergeMemberRow.position)
     ).all()
     density = row.parameters.get("density")
     return MergeRecord(
-        id=row.id, base_model=session.get(BaseModelRow, row.base_model_id).name, strategy=row.strategy,
-        method=row.method, parameters=row.parameters, engine_version=row.engine_version,
-        parent_merge_id=row.parent_merge_id, content_key=row.content_key, manifest_sha256=row.manifest_sha256,
-        members=tuple(MergeMemberRecord(corpus=name, version=tv.version, task_vector_id=tv.id, weight=mm.weight,
-                                        density=density if density is not None else 1.0)
-                      for mm, tv, name in members),
-        recall=row.recall, retention=row.retention, training_cost=row.training_cost,
-        created_at=row.created_at, reused=reused,
+        id=row.id,
+        base_model=session.get(BaseModelRow, row.base_model_id).name,
+        strategy=row.strategy,
+        method=row.method,
+        parameters=row.parameters,
+        engine_version=row.engine_version,
+        parent_merge_id=row.parent_merge_id,
+        content_key=row.content_key,
+        manifest_sha256=row.manifest_sha256,
+        members=tuple(
+            MergeMemberRecord(
+                corpus=name,
+                version=tv.version,
+                task_vector_id=tv.id,
+                weight=mm.weight,
+                density=density if density is not None else 1.0,
+            )
+            for mm, tv, name in members
+        ),
+        recall=row.recall,
+        retention=row.retention,
+        training_cost=row.training_cost,
+        created_at=row.created_at,
+        reused=reused,
     )
 
 
@@ -152,8 +178,9 @@ def merge_of(session: Session, ref: str) -> MergeRow | None:
 def require_merge(session: Session, ref: str) -> MergeRow:
     row = merge_of(session, ref)
     if row is None:
-        raise NotFound(f"{ref!r} is neither a merge id (7, merge-7) nor a channel; see `memo merge list` "
-                       "and `memo channel list`")
+        raise NotFound(
+            f"{ref!r} is neither a merge id (7, merge-7) nor a channel; see `memo merge list` and `memo channel list`"
+        )
     return row
 
 
@@ -170,8 +197,12 @@ def get_merge(db: Database, ref: str | int) -> MergeRecord:
 
 def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
     """The member's deltas as a directory (every blob rehashed as it is materialized)."""
-    return materialize(store, member.row.manifest_sha256, home / "cache" / "task_vectors",
-                       what=f"task vector {member.corpus}@v{member.row.version}")
+    return materialize(
+        store,
+        member.row.manifest_sha256,
+        home / "cache" / "task_vectors",
+        what=f"task vector {member.corpus}@v{member.row.version}",
+    )
 
 
 def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
@@ -186,8 +217,9 @@ def channel_head(session: Session, channel: str | None) -> int | None:
     return row.current_merge_id if row else None
 
 
-def compute_merge(store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member],
-                  params: MergeParams, *, progress: bool) -> str:
+def compute_merge(
+    store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
+) -> str:
     """Run the merge engine; store its output directory; return the manifest's sha256."""
     (home / "tmp").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
@@ -195,8 +227,16 @@ def compute_merge(store: LocalBlobStore, home: Path, base: BaseModelRow, members
         return store_directory(store, out, kind="merge")
 
 
-def merge_into(out: Path, store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member],
-               params: MergeParams, *, progress: bool) -> Path:
+def merge_into(
+    out: Path,
+    store: LocalBlobStore,
+    home: Path,
+    base: BaseModelRow,
+    members: list[Member],
+    params: MergeParams,
+    *,
+    progress: bool,
+) -> Path:
     """Run the merge engine into the (new) directory ``out``."""
     from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
     from registry.training_ops import base_dir
@@ -204,8 +244,15 @@ def merge_into(out: Path, store: LocalBlobStore, home: Path, base: BaseModelRow,
     base_path = base_dir(store, home, base)
     paths = [verified_task_vector_dir(store, home, m) for m in members]
     density = params.density if params.method == "ties" else 1.0
-    spec = MergeSpec(params.method, base=base_path, lam=params.lam, out_dtype=base.dtype, inputs=tuple(
-        MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)))
+    spec = MergeSpec(
+        params.method,
+        base=base_path,
+        lam=params.lam,
+        out_dtype=base.dtype,
+        inputs=tuple(
+            MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)
+        ),
+    )
     names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
     try:
         merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
@@ -229,10 +276,20 @@ def _retention(db: Database, store: LocalBlobStore, home: Path, manifest: str, m
     return measure(db, store, home, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
 
 
-def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str], params: MergeParams, *,
-                 channel: str | None = None, progress: bool = True, evaluate: bool = True,
-                 device: str = "auto", strategy: str = "ties",
-                 retain: RetainSettings | None = None) -> MergeRecord:
+def create_merge(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    refs: list[str],
+    params: MergeParams,
+    *,
+    channel: str | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+    device: str = "auto",
+    strategy: str = "ties",
+    retain: RetainSettings | None = None,
+) -> MergeRecord:
     """Merge the corpora's task vectors (or find the recorded merge of the same content).
 
     ``channel`` names the parent (the channel's current merge; ``warm``
@@ -266,30 +323,48 @@ def create_merge(db: Database, store: LocalBlobStore, home: Path, refs: list[str
         manifest = compute_merge(store, home, base, members, params, progress=progress)
         cost, outcome = {"merge_seconds": time.perf_counter() - started}, {}
     else:
-        trained = integration.train_strategy(db, store, home, strategy, base, members, params, retain, start,
-                                             device=device, progress=progress)
+        trained = integration.train_strategy(
+            db, store, home, strategy, base, members, params, retain, start, device=device, progress=progress
+        )
         manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
     measured_at = time.perf_counter()
     measured = _retention(db, store, home, manifest, members, device) if evaluate else None
     cost["evaluation_seconds"] = time.perf_counter() - measured_at
-    return _record(db, key, base, members, params, strategy, retain, start, channel, manifest, measured,
-                   cost | outcome)
+    return _record(db, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
 
 
-def _parameters(params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None,
-                start: MergeRow | None) -> dict:
-    merged = {"density": params.density if params.method == "ties" else None, "lambda": params.lam,
-              "normalize": params.method == "ties", "weights": {m.corpus: m.weight for m in members}}
+def _parameters(
+    params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None, start: MergeRow | None
+) -> dict:
+    merged = {
+        "density": params.density if params.method == "ties" else None,
+        "lambda": params.lam,
+        "normalize": params.method == "ties",
+        "weights": {m.corpus: m.weight for m in members},
+    }
     if strategy == "ties":
         return merged
-    out = {"retain": retain.to_json(), "start": f"merge-{start.id}" if start is not None else
-           ("ties" if strategy == "ties+heal" else "base")}
+    out = {
+        "retain": retain.to_json(),
+        "start": f"merge-{start.id}" if start is not None else ("ties" if strategy == "ties+heal" else "base"),
+    }
     return (merged | out) if strategy == "ties+heal" else out
 
 
-def _record(db: Database, key: str, base: BaseModelRow, members: list[Member], params: MergeParams,
-            strategy: str, retain: RetainSettings | None, start: MergeRow | None, channel: str | None,
-            manifest: str, measured, cost: dict) -> MergeRecord:
+def _record(
+    db: Database,
+    key: str,
+    base: BaseModelRow,
+    members: list[Member],
+    params: MergeParams,
+    strategy: str,
+    retain: RetainSettings | None,
+    start: MergeRow | None,
+    channel: str | None,
+    manifest: str,
+    measured,
+    cost: dict,
+) -> MergeRecord:
     from merging.card import engine_version
 
     with db.write() as session:
@@ -297,12 +372,17 @@ def _record(db: Database, key: str, base: BaseModelRow, members: list[Member], p
         if existing is not None:  # another process recorded the same merge meanwhile
             return to_record(session, existing, reused=True)
         row = MergeRow(
-            base_model_id=base.id, strategy=strategy,
+            base_model_id=base.id,
+            strategy=strategy,
             method=params.method if strategy in ("ties", "ties+heal") else "fine-tune",
             parameters=_parameters(params, members, strategy, retain, start),
-            engine_version=engine_version(), parent_merge_id=channel_head(session, channel),
-            member_count=len(members), content_key=key, manifest_sha256=manifest,
-            recall=measured.recall if measured else {}, retention=measured.retention if measured else {},
+            engine_version=engine_version(),
+            parent_merge_id=channel_head(session, channel),
+            member_count=len(members),
+            content_key=key,
+            manifest_sha256=manifest,
+            recall=measured.recall if measured else {},
+            retention=measured.retention if measured else {},
             training_cost=cost,
         )
         session.add(row)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,6 +18,7 @@ from alembic.util.exc import CommandError
 from filelock import FileLock
 from sqlalchemy import Connection, text
 
+from alembic import command
 from registry.database import Database
 from registry.errors import SchemaMismatch
 
@@ -89,6 +89,5 @@ def migrate(db: Database, lock_dir: Path) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             _upgrade(conn)
         return
-    with FileLock(str(lock_dir / "migrate.lock"), timeout=300):
-        with db.write_engine.begin() as conn:
-            _upgrade(conn)
+    with FileLock(str(lock_dir / "migrate.lock"), timeout=300), db.write_engine.begin() as conn:
+        _upgrade(conn)

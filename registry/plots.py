@@ -6,9 +6,14 @@ from pathlib import Path
 
 from registry.study import FROM_SCRATCH, Arrival, cumulative
 
-LABELS = {"own": "each corpus's own model", "ties": "bare TIES merge", "ties+heal": "TIES + heal",
-          "warm": "warm start (memo merge --channel)", "retrain": "retrain to target",
-          "joint": "joint retraining (MeMo baseline)"}
+LABELS = {
+    "own": "each corpus's own model",
+    "ties": "bare TIES merge",
+    "ties+heal": "TIES + heal",
+    "warm": "warm start (memo merge --channel)",
+    "retrain": "retrain to target",
+    "joint": "joint retraining (MeMo baseline)",
+}
 
 
 def plot_continual(arrivals: list[Arrival], path: Path, *, title: str = "") -> Path:
@@ -23,20 +28,33 @@ def plot_continual(arrivals: list[Arrival], path: Path, *, title: str = "") -> P
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.4))
     colors = {}
     for method in methods:
-        line, = left.plot(ks, [a.mean(method) for a in arrivals], marker="o", label=LABELS[method])
+        (line,) = left.plot(ks, [a.mean(method) for a in arrivals], marker="o", label=LABELS[method])
         colors[method] = line.get_color()
-        left.plot(ks, [a.mean(method, "heldout") for a in arrivals], linestyle="--", color=colors[method],
-                  alpha=0.6)
+        left.plot(ks, [a.mean(method, "heldout") for a in arrivals], linestyle="--", color=colors[method], alpha=0.6)
         if method in arrivals[-1].general:
-            middle.plot(ks, [a.general.get(method) for a in arrivals], marker="o", color=colors[method],
-                        label=LABELS[method])
+            middle.plot(
+                ks, [a.general.get(method) for a in arrivals], marker="o", color=colors[method], label=LABELS[method]
+            )
         if method != "own":
-            right.plot(ks, [e for _, e in cumulative(arrivals, method)], marker="o", color=colors[method],
-                       label=LABELS[method] + ("" if method in FROM_SCRATCH else " (incl. training alone)"))
-    left.set(xlabel="corpora arrived (K)", ylabel="mean recall (exact match)", ylim=(-0.02, 1.05),
-             title="recall on every corpus so far (dashed: held-out)")
-    middle.set(xlabel="corpora arrived (K)", ylabel="recall on the base's own questions", ylim=(-0.02, 1.05),
-               title="general knowledge kept (forgetting)")
+            right.plot(
+                ks,
+                [e for _, e in cumulative(arrivals, method)],
+                marker="o",
+                color=colors[method],
+                label=LABELS[method] + ("" if method in FROM_SCRATCH else " (incl. training alone)"),
+            )
+    left.set(
+        xlabel="corpora arrived (K)",
+        ylabel="mean recall (exact match)",
+        ylim=(-0.02, 1.05),
+        title="recall on every corpus so far (dashed: held-out)",
+    )
+    middle.set(
+        xlabel="corpora arrived (K)",
+        ylabel="recall on the base's own questions",
+        ylim=(-0.02, 1.05),
+        title="general knowledge kept (forgetting)",
+    )
     right.set(xlabel="corpora arrived (K)", ylabel="cumulative examples processed", title="training compute")
     for ax in (left, middle, right):
         ax.set_xticks(ks)

@@ -74,18 +74,28 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
     record = merge.to_json()
     base = session.get(BaseModelRow, row.base_model_id)
     # Named by name and weights fingerprint: its source is often a path on the publisher's disk.
-    record["base"] = {"name": base.name, "fingerprint": base.fingerprint,
-                      "architecture": base.architecture, "dtype": base.dtype}
+    record["base"] = {
+        "name": base.name,
+        "fingerprint": base.fingerprint,
+        "architecture": base.architecture,
+        "dtype": base.dtype,
+    }
     for member in record["members"]:
         tv = session.get(TaskVectorRow, member["task_vector_id"])
-        member.update(manifest_sha256=tv.manifest_sha256, method=tv.method, storage_dtype=tv.storage_dtype,
-                      metrics=tv.metrics, dataset_sha256=tv.training.get("dataset_sha256"),
-                      training=tv.training.get("sft"))
+        member.update(
+            manifest_sha256=tv.manifest_sha256,
+            method=tv.method,
+            storage_dtype=tv.storage_dtype,
+            metrics=tv.metrics,
+            dataset_sha256=tv.training.get("dataset_sha256"),
+            training=tv.training.get("sft"),
+        )
     return {"memo_provenance": 1, "merge": record}
 
 
-def _files(db: Database, store: LocalBlobStore, home: Path,
-           merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, bytes]:
+def _files(
+    db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int
+) -> tuple[MergeRow, MergeRecord, Path, bytes]:
     """The merge's row and record, its model directory, and its provenance file."""
     with db.read() as session:
         row = require_merge(session, str(merge_ref))
@@ -122,37 +132,56 @@ def _hub(target: HubTarget, what: str, call: Callable[[], T]) -> T:
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 401:
-            raise HubError(f"the Hub at {target.endpoint} refused the token while trying to {what} (missing or "
-                           "wrong): set HF_TOKEN or run `hf auth login`") from None
+            raise HubError(
+                f"the Hub at {target.endpoint} refused the token while trying to {what} (missing or "
+                "wrong): set HF_TOKEN or run `hf auth login`"
+            ) from None
         if status == 403:
             raise HubError(f"the token has no write access to {target.repo_id} on {target.endpoint}") from None
         if status in (409, 412) and what.startswith("commit"):
             raise Conflict(f"main of {target.repo_id} moved while publishing; run the command again") from None
         server = e.response.headers.get("X-Error-Message", "") if e.response is not None else ""
-        raise HubError(f"the Hub at {target.endpoint} answered {status} when trying to {what}"
-                       + (f": {server}" if server else "")) from None
+        raise HubError(
+            f"the Hub at {target.endpoint} answered {status} when trying to {what}" + (f": {server}" if server else "")
+        ) from None
     except Exception as e:
         if any(c.__name__ in ("TransportError", "ConnectionError", "RequestError") for c in type(e).__mro__):
-            raise HubError(f"cannot reach the Hub at {target.endpoint} ({type(e).__name__}); check --endpoint "
-                           "or HF_ENDPOINT and the network") from None
+            raise HubError(
+                f"cannot reach the Hub at {target.endpoint} ({type(e).__name__}); check --endpoint "
+                "or HF_ENDPOINT and the network"
+            ) from None
         raise
 
 
 def last_publication(session: Session, target: HubTarget) -> PublicationRow | None:
-    return session.scalar(select(PublicationRow).where(PublicationRow.repo_id == target.repo_id,
-                                                       PublicationRow.endpoint == target.endpoint)
-                          .order_by(PublicationRow.id.desc()).limit(1))
+    return session.scalar(
+        select(PublicationRow)
+        .where(PublicationRow.repo_id == target.repo_id, PublicationRow.endpoint == target.endpoint)
+        .order_by(PublicationRow.id.desc())
+        .limit(1)
+    )
 
 
-def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int, target: HubTarget, *,
-                  channel: str | None = None, force: bool = False) -> PublicationRecord:
+def publish_merge(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    merge_ref: str | int,
+    target: HubTarget,
+    *,
+    channel: str | None = None,
+    force: bool = False,
+) -> PublicationRecord:
     """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     row, merge_record, source, prov = _files(db, store, home, merge_ref)
     api = HfApi(endpoint=target.endpoint)
-    _hub(target, f"create {target.repo_id}", lambda: api.create_repo(
-        target.repo_id, private=target.private, exist_ok=True))
+    _hub(
+        target,
+        f"create {target.repo_id}",
+        lambda: api.create_repo(target.repo_id, private=target.private, exist_ok=True),
+    )
     head = _hub(target, f"read {target.repo_id}", lambda: api.repo_info(target.repo_id, revision="main").sha)
     on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
     with db.read() as session:
@@ -162,24 +191,37 @@ def publish_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: st
             name = session.scalar(select(ChannelRow.name).where(ChannelRow.id == last.channel_id))
             return to_publication_record(last, name)
     ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
-    if (last is None or last.commit_sha != head) and on_hub and _holds_exactly(
-            api, target, head, {**ours, PROVENANCE: prov}):
+    if (
+        (last is None or last.commit_sha != head)
+        and on_hub
+        and _holds_exactly(api, target, head, {**ours, PROVENANCE: prov})
+    ):
         # An unrecorded commit with exactly this merge: this publish was interrupted after committing.
         _tag(api, target, merge_record.ref, head)
         return _record(db, row.id, target, head, merge_record.ref, channel)
     if last is not None and last.commit_sha != head and not force:
-        raise Conflict(f"main of {target.repo_id} moved since memo last published there (memo's commit "
-                       f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
-                       "--force to publish on top (their commit stays in the history)")
+        raise Conflict(
+            f"main of {target.repo_id} moved since memo last published there (memo's commit "
+            f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
+            "--force to publish on top (their commit stays in the history)"
+        )
     operations = [CommitOperationAdd(rel, str(path)) for rel, path in ours.items()]
     operations.append(CommitOperationAdd(PROVENANCE, prov))
-    operations += [CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE
-                   and f not in KEEP_ON_HUB]
+    operations += [
+        CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB
+    ]
     tag = merge_record.ref
-    commit = _hub(target, f"commit to {target.repo_id}", lambda: api.create_commit(
-        target.repo_id, operations, parent_commit=head,
-        commit_message=f"memo: {tag} ({merge_record.method} of {merge_record.corpora})",
-        commit_description=f"Published by memo from merge {row.id} (content key {row.content_key[:12]})."))
+    commit = _hub(
+        target,
+        f"commit to {target.repo_id}",
+        lambda: api.create_commit(
+            target.repo_id,
+            operations,
+            parent_commit=head,
+            commit_message=f"memo: {tag} ({merge_record.method} of {merge_record.corpora})",
+            commit_description=f"Published by memo from merge {row.id} (content key {row.content_key[:12]}).",
+        ),
+    )
     _tag(api, target, tag, commit.oid)
     return _record(db, row.id, target, commit.oid, tag, channel)
 
@@ -190,8 +232,11 @@ def _holds_exactly(api, target: HubTarget, head: str, files: dict[str, bytes | P
     Compared by the hashes the Hub lists (sha256 for LFS files, the git blob
     id for others), so nothing is downloaded.
     """
-    tree = _hub(target, "list files", lambda: [f for f in api.list_repo_tree(
-        target.repo_id, revision=head, recursive=True) if hasattr(f, "blob_id")])
+    tree = _hub(
+        target,
+        "list files",
+        lambda: [f for f in api.list_repo_tree(target.repo_id, revision=head, recursive=True) if hasattr(f, "blob_id")],
+    )
     if {f.path for f in tree} - KEEP_ON_HUB != set(files):
         return False
     for f in tree:
@@ -224,26 +269,44 @@ def _tag(api, target: HubTarget, tag: str, commit_sha: str) -> None:
         _hub(target, f"tag {tag}", lambda: api.create_tag(target.repo_id, tag=tag, revision=commit_sha))
 
 
-def _record(db: Database, merge_id: int, target: HubTarget, commit_sha: str, tag: str,
-            channel: str | None) -> PublicationRecord:
+def _record(
+    db: Database, merge_id: int, target: HubTarget, commit_sha: str, tag: str, channel: str | None
+) -> PublicationRecord:
     with db.write() as session:
         channel_id = session.scalar(select(ChannelRow.id).where(ChannelRow.name == channel)) if channel else None
-        pub = PublicationRow(merge_id=merge_id, channel_id=channel_id, repo_id=target.repo_id,
-                             endpoint=target.endpoint, revision="main", commit_sha=commit_sha, tag=tag)
+        pub = PublicationRow(
+            merge_id=merge_id,
+            channel_id=channel_id,
+            repo_id=target.repo_id,
+            endpoint=target.endpoint,
+            revision="main",
+            commit_sha=commit_sha,
+            tag=tag,
+        )
         session.add(pub)
         session.flush()
         return to_publication_record(pub, channel)
 
 
 def to_publication_record(row: PublicationRow, channel: str | None) -> PublicationRecord:
-    return PublicationRecord(id=row.id, merge_id=row.merge_id, channel=channel, repo_id=row.repo_id,
-                             endpoint=row.endpoint, revision=row.revision, commit_sha=row.commit_sha, tag=row.tag,
-                             created_at=row.created_at)
+    return PublicationRecord(
+        id=row.id,
+        merge_id=row.merge_id,
+        channel=channel,
+        repo_id=row.repo_id,
+        endpoint=row.endpoint,
+        revision=row.revision,
+        commit_sha=row.commit_sha,
+        tag=row.tag,
+        created_at=row.created_at,
+    )
 
 
 def list_publications(db: Database, merge_ref: str | int | None = None) -> list[PublicationRecord]:
     with db.read() as session:
-        query = select(PublicationRow, ChannelRow.name).outerjoin(ChannelRow, ChannelRow.id == PublicationRow.channel_id)
+        query = select(PublicationRow, ChannelRow.name).outerjoin(
+            ChannelRow, ChannelRow.id == PublicationRow.channel_id
+        )
         if merge_ref is not None:
             query = query.where(PublicationRow.merge_id == find_merge(session, merge_ref).id)
         return [to_publication_record(p, name) for p, name in session.execute(query.order_by(PublicationRow.id))]

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
 from registry.database import Database
-from registry.errors import LLMFailed, InvalidInput, NotFound
+from registry.errors import InvalidInput, LLMFailed, NotFound
+from registry.generator_cache import BlobCallCache
 from registry.records import ReflectionSetRecord
 from registry.schema import CorpusRow, DocumentRow, ReflectionSetRow
-from registry.generator_cache import BlobCallCache
 from training.documents import document_text
 from training.llm import ChatClient, Endpoint, LLMError
 from training.qa_files import QAFileError, encode_records, read_qa_file
@@ -34,9 +34,14 @@ HELDOUT_KEY = "heldout_sha256"
 
 def to_record(session: Session, row: ReflectionSetRow) -> ReflectionSetRecord:
     return ReflectionSetRecord(
-        id=row.id, corpus=session.get(CorpusRow, row.corpus_id).name, generator=row.generator,
-        pair_count=row.pair_count, sha256=row.sha256, heldout_sha256=row.settings.get(HELDOUT_KEY),
-        settings=row.settings, created_at=row.created_at,
+        id=row.id,
+        corpus=session.get(CorpusRow, row.corpus_id).name,
+        generator=row.generator,
+        pair_count=row.pair_count,
+        sha256=row.sha256,
+        heldout_sha256=row.settings.get(HELDOUT_KEY),
+        settings=row.settings,
+        created_at=row.created_at,
     )
 
 
@@ -44,14 +49,14 @@ def read_pairs(qa: Path, heldout: Path | None, *, documents: set[str]) -> tuple[
     """The records of a QA file and its held-out file, validated (a ``document`` field must name one
     of ``documents``); recording nothing, so `register` checks them before it records the corpus."""
     try:
-        return read_qa_file(qa, documents=documents), (read_qa_file(heldout, documents=documents)
-                                                      if heldout else None)
+        return read_qa_file(qa, documents=documents), (read_qa_file(heldout, documents=documents) if heldout else None)
     except QAFileError as e:
         raise InvalidInput(str(e)) from e
 
 
-def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Path, *,
-                       heldout: Path | None = None, reuse: bool = False) -> ReflectionSetRecord:
+def import_reflections(
+    db: Database, store: LocalBlobStore, corpus: str, qa: Path, *, heldout: Path | None = None, reuse: bool = False
+) -> ReflectionSetRecord:
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
         names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
@@ -59,32 +64,52 @@ def import_reflections(db: Database, store: LocalBlobStore, corpus: str, qa: Pat
     sha = store.put_bytes(encode_records(records))
     settings = {"source": Path(qa).name}
     if held is not None:
-        settings |= {HELDOUT_KEY: store.put_bytes(encode_records(held)), "heldout_pairs": len(held),
-                     "heldout_source": Path(heldout).name}
+        settings |= {
+            HELDOUT_KEY: store.put_bytes(encode_records(held)),
+            "heldout_pairs": len(held),
+            "heldout_source": Path(heldout).name,
+        }
     row = ReflectionSetRow(generator="imported", settings=settings, pair_count=len(records), sha256=sha)
     return _add(db, corpus, row, reuse)
 
 
-def generate_reflections(db: Database, store: LocalBlobStore, corpus: str, endpoint: Endpoint,
-                         settings: ReflectSettings = ReflectSettings(), *,
-                         progress: bool = True, reuse: bool = False) -> ReflectionSetRecord:
+def generate_reflections(
+    db: Database,
+    store: LocalBlobStore,
+    corpus: str,
+    endpoint: Endpoint,
+    settings: ReflectSettings = ReflectSettings(),
+    *,
+    progress: bool = True,
+    reuse: bool = False,
+) -> ReflectionSetRecord:
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
-        rows = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_row.id)
-                               .order_by(DocumentRow.name)).all()
+        rows = session.scalars(
+            select(DocumentRow).where(DocumentRow.corpus_id == corpus_row.id).order_by(DocumentRow.name)
+        ).all()
     documents = [SourceDocument(d.name, document_text(d.media_type, store.get_bytes(d.sha256))) for d in rows]
     pipeline = ReflectionPipeline(ChatClient(endpoint), BlobCallCache(db, store), settings, progress=progress)
     try:
         run = pipeline.run(documents)
     except LLMError as e:
-        raise LLMFailed(f"reflections for corpus {corpus!r} stopped: {e}; nothing was registered, "
-                              "and a rerun reuses every reply received so far") from e
+        raise LLMFailed(
+            f"reflections for corpus {corpus!r} stopped: {e}; nothing was registered, "
+            "and a rerun reuses every reply received so far"
+        ) from e
     if not run.records:
-        raise LLMFailed(f"the generator made no verified question-answer pairs for corpus {corpus!r}; "
-                              "nothing was registered")
+        raise LLMFailed(
+            f"the generator made no verified question-answer pairs for corpus {corpus!r}; nothing was registered"
+        )
     sha = store.put_bytes(encode_records(run.records))
-    recorded = {"prompt_version": PROMPT_VERSION, "endpoint": endpoint.url, "model": endpoint.model,
-                **settings.to_json(), "counts": run.counts, "usage": run.usage_json()}
+    recorded = {
+        "prompt_version": PROMPT_VERSION,
+        "endpoint": endpoint.url,
+        "model": endpoint.model,
+        **settings.to_json(),
+        "counts": run.counts,
+        "usage": run.usage_json(),
+    }
     row = ReflectionSetRow(generator=endpoint.model, settings=recorded, pair_count=len(run.records), sha256=sha)
     return _add(db, corpus, row, reuse)
 
@@ -95,8 +120,12 @@ def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> Refle
     with db.write() as session:
         corpus_row = find_corpus(session, corpus)
         latest = _latest(session, corpus_row)
-        if reuse and latest is not None and (latest.sha256, latest.generator, latest.settings.get(HELDOUT_KEY)) \
-                == (row.sha256, row.generator, row.settings.get(HELDOUT_KEY)):
+        if (
+            reuse
+            and latest is not None
+            and (latest.sha256, latest.generator, latest.settings.get(HELDOUT_KEY))
+            == (row.sha256, row.generator, row.settings.get(HELDOUT_KEY))
+        ):
             return to_record(session, latest)
         row.corpus_id = corpus_row.id
         session.add(row)
@@ -105,14 +134,20 @@ def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> Refle
 
 
 def _latest(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow | None:
-    return session.scalar(select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_row.id)
-                          .order_by(ReflectionSetRow.id.desc()).limit(1))
+    return session.scalar(
+        select(ReflectionSetRow)
+        .where(ReflectionSetRow.corpus_id == corpus_row.id)
+        .order_by(ReflectionSetRow.id.desc())
+        .limit(1)
+    )
 
 
 def latest_reflections(session: Session, corpus_row: CorpusRow) -> ReflectionSetRow:
     row = _latest(session, corpus_row)
     if row is None:
-        raise NotFound(f"corpus {corpus_row.name!r} has no reflections yet; "
-                       f"run `memo reflect {corpus_row.name} --generator-url URL --generator-model NAME` "
-                       "or import pairs with `--qa FILE.jsonl`")
+        raise NotFound(
+            f"corpus {corpus_row.name!r} has no reflections yet; "
+            f"run `memo reflect {corpus_row.name} --generator-url URL --generator-model NAME` "
+            "or import pairs with `--qa FILE.jsonl`"
+        )
     return row

@@ -32,12 +32,21 @@ class Retention:
         return min(values) if values else None
 
 
-def measure(db: Database, store: LocalBlobStore, home: Path, manifest_sha256: str,
-            members: list[tuple[str, TaskVectorRow]], *, device: str) -> Retention:
+def measure(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    manifest_sha256: str,
+    members: list[tuple[str, TaskVectorRow]],
+    *,
+    device: str,
+) -> Retention:
     from training.evaluate import recall
     from training.sft import load_model
 
-    model, tokenizer = load_model(materialize(store, manifest_sha256, home / "cache" / "models", what="the merged model"), device)
+    model, tokenizer = load_model(
+        materialize(store, manifest_sha256, home / "cache" / "models", what="the merged model"), device
+    )
     recalls: dict[str, dict] = {}
     retention: dict[str, float | None] = {}
     for corpus, tv in members:

@@ -132,9 +132,7 @@ class TaskVectorRow(Base):
     corpus_id: Mapped[int] = mapped_column(ForeignKey("corpus.id", ondelete="RESTRICT"))
     version: Mapped[int] = mapped_column(Integer)
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
-    reflection_set_id: Mapped[int | None] = mapped_column(
-        ForeignKey("reflection_set.id", ondelete="RESTRICT")
-    )
+    reflection_set_id: Mapped[int | None] = mapped_column(ForeignKey("reflection_set.id", ondelete="RESTRICT"))
     method: Mapped[str] = mapped_column(String(32))
     training: Mapped[dict[str, Any]] = mapped_column(default=dict)
     storage_dtype: Mapped[str] = mapped_column(String(32))
@@ -177,12 +175,8 @@ class MergeRow(Base):
 class MergeMemberRow(Base):
     __tablename__ = "merge_member"
 
-    merge_id: Mapped[int] = mapped_column(
-        ForeignKey("merge.id", ondelete="RESTRICT"), primary_key=True
-    )
-    task_vector_id: Mapped[int] = mapped_column(
-        ForeignKey("task_vector.id", ondelete="RESTRICT"), primary_key=True
-    )
+    merge_id: Mapped[int] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"), primary_key=True)
+    task_vector_id: Mapped[int] = mapped_column(ForeignKey("task_vector.id", ondelete="RESTRICT"), primary_key=True)
     # Order matters: floating-point sums run in config order, as in mergekit.
     position: Mapped[int] = mapped_column(Integer)
     weight: Mapped[float] = mapped_column(Float)
@@ -197,9 +191,7 @@ class ChannelRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
-    current_merge_id: Mapped[int | None] = mapped_column(
-        ForeignKey("merge.id", ondelete="RESTRICT")
-    )
+    current_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
     hub_repo: Mapped[str | None] = mapped_column(String(NAME_LEN))
     hub_endpoint: Mapped[str | None] = mapped_column(String(ENDPOINT_LEN))  # the Hub's URL
     min_retention: Mapped[float | None] = mapped_column(Float)
@@ -227,11 +219,7 @@ class ChannelEventRow(Base):
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created_at()
 
-    __table_args__ = (
-        CheckConstraint(
-            "action IN ('create', 'promote', 'rollback', 'configure')", name="action_known"
-        ),
-    )
+    __table_args__ = (CheckConstraint("action IN ('create', 'promote', 'rollback', 'configure')", name="action_known"),)
 
 
 class PublicationRow(Base):

@@ -82,8 +82,9 @@ class Registry:
     def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
         return bases.add_base(self.db, self.store, Path(path), name=name)
 
-    def create_tiny_base(self, name: str, config: TinyConfig | None = None, *,
-                         progress: bool = True) -> BaseModelRecord:
+    def create_tiny_base(
+        self, name: str, config: TinyConfig | None = None, *, progress: bool = True
+    ) -> BaseModelRecord:
         """Build, pre-train (offline) and register a tiny Llama base: for demos and tests."""
         import shutil
         import tempfile
@@ -95,8 +96,9 @@ class Registry:
         (self.settings.home / "tmp").mkdir(exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=self.settings.home / "tmp", prefix="tiny-"))
         try:
-            directory, _ = create_tiny_base(work / name, pretrain_dir=examples_dir() / "pretrain",
-                                            config=config or TinyConfig(), progress=progress)
+            directory, _ = create_tiny_base(
+                work / name, pretrain_dir=examples_dir() / "pretrain", config=config or TinyConfig(), progress=progress
+            )
             return self.add_base(directory, name=name)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -118,7 +120,12 @@ class Registry:
 
     # --- corpora -----------------------------------------------------------------
     def add_corpus(
-        self, name: str, files: list[str | os.PathLike[str]], *, base: str, description: str = "",
+        self,
+        name: str,
+        files: list[str | os.PathLike[str]],
+        *,
+        base: str,
+        description: str = "",
         reuse: bool = False,
     ) -> CorpusRecord:
         """Record a corpus; with ``reuse`` the same corpus (name, base, documents) is returned, not refused."""
@@ -127,16 +134,20 @@ class Registry:
         )
 
     def check_registration(
-        self, name: str, files: list[str | os.PathLike[str]], *, base: str,
-        qa: str | os.PathLike[str] | None = None, heldout: str | os.PathLike[str] | None = None,
+        self,
+        name: str,
+        files: list[str | os.PathLike[str]],
+        *,
+        base: str,
+        qa: str | os.PathLike[str] | None = None,
+        heldout: str | os.PathLike[str] | None = None,
     ) -> None:
         """Every input of `memo register` checked, recording nothing: a bad QA file must not leave
         the corpus recorded without its reflections."""
         docs = corpora.check_documents(self.db, name, [Path(f) for f in files], base=base)
         corpora.check_reusable(self.db, name, base, docs)
         if qa is not None:
-            reflections.read_pairs(Path(qa), Path(heldout) if heldout else None,
-                                   documents={d.name for d in docs})
+            reflections.read_pairs(Path(qa), Path(heldout) if heldout else None, documents={d.name for d in docs})
 
     def list_corpora(self) -> list[CorpusRecord]:
         return corpora.list_corpora(self.db)
@@ -145,13 +156,21 @@ class Registry:
         return corpora.get_corpus(self.db, name)
 
     # --- reflections, training, evaluation --------------------------------------------
-    def generate_reflections(self, corpus: str, endpoint: Endpoint, settings: ReflectSettings | None = None, *,
-                             progress: bool = True, reuse: bool = False) -> ReflectionSetRecord:
+    def generate_reflections(
+        self,
+        corpus: str,
+        endpoint: Endpoint,
+        settings: ReflectSettings | None = None,
+        *,
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
         """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
         from training.reflections import ReflectSettings
 
-        return reflections.generate_reflections(self.db, self.store, corpus, endpoint,
-                                                settings or ReflectSettings(), progress=progress, reuse=reuse)
+        return reflections.generate_reflections(
+            self.db, self.store, corpus, endpoint, settings or ReflectSettings(), progress=progress, reuse=reuse
+        )
 
     # --- the memory meets an executive ------------------------------------------------
     def memory(self, ref: str | None = None, *, endpoint: Endpoint | None = None, device: str = "auto") -> Memory:
@@ -162,25 +181,45 @@ class Registry:
             return asking.remote_memory(endpoint)
         return asking.local_memory(self.db, self.store, self.settings.home, ref or "production", device)
 
-    def ask(self, question: str, executive: Endpoint, memory: Memory,
-            settings: ProtocolSettings | None = None) -> Trace:
+    def ask(
+        self, question: str, executive: Endpoint, memory: Memory, settings: ProtocolSettings | None = None
+    ) -> Trace:
         """MeMo's three-stage Executive–Memory protocol on one question; the trace holds every call."""
         from executive.protocol import ProtocolSettings
         from registry import asking
 
         return asking.ask(memory, executive, question, settings or ProtocolSettings())
 
-    def evaluate_with_executive(self, memory: Memory, executive: Endpoint, corpus: str, *,
-                                settings: ProtocolSettings | None = None, heldout: bool = False,
-                                judge: bool = False, limit: int | None = None, seed: int = 0,
-                                on_question: Callable[[int, int], None] | None = None) -> dict:
+    def evaluate_with_executive(
+        self,
+        memory: Memory,
+        executive: Endpoint,
+        corpus: str,
+        *,
+        settings: ProtocolSettings | None = None,
+        heldout: bool = False,
+        judge: bool = False,
+        limit: int | None = None,
+        seed: int = 0,
+        on_question: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """Accuracy of executive + memory on a corpus's questions (exact match, F1, optional LLM judge)."""
         from executive.protocol import ProtocolSettings
         from registry import asking
 
-        return asking.evaluate_with_executive(self.db, self.store, memory, executive, corpus,
-                                              settings or ProtocolSettings(), heldout=heldout, use_judge=judge,
-                                              limit=limit, seed=seed, on_question=on_question)
+        return asking.evaluate_with_executive(
+            self.db,
+            self.store,
+            memory,
+            executive,
+            corpus,
+            settings or ProtocolSettings(),
+            heldout=heldout,
+            use_judge=judge,
+            limit=limit,
+            seed=seed,
+            on_question=on_question,
+        )
 
     def channel_source(self, channel: str, *, device: str = "auto") -> ChannelSource:
         """The channel's current model, following promotes and rollbacks (what `memo serve` serves)."""
@@ -191,17 +230,32 @@ class Registry:
         source.current()  # fail now (unknown channel, no merge) rather than on the first request
         return source
 
-    def import_reflections(self, corpus: str, qa: str | os.PathLike[str], *,
-                           heldout: str | os.PathLike[str] | None = None, reuse: bool = False) -> ReflectionSetRecord:
+    def import_reflections(
+        self,
+        corpus: str,
+        qa: str | os.PathLike[str],
+        *,
+        heldout: str | os.PathLike[str] | None = None,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
         """Record ready question-answer pairs (JSON lines) as the corpus's reflections.
 
         With ``reuse``, when the latest set holds the same pairs, it is returned instead.
         """
-        return reflections.import_reflections(self.db, self.store, corpus, Path(qa),
-                                              heldout=Path(heldout) if heldout else None, reuse=reuse)
+        return reflections.import_reflections(
+            self.db, self.store, corpus, Path(qa), heldout=Path(heldout) if heldout else None, reuse=reuse
+        )
 
-    def train(self, corpus: str, settings: SFTSettings | None = None, *, storage_dtype: str = "float32",
-              device: str = "auto", progress: bool = True, reuse: bool = False) -> TaskVectorRecord | None:
+    def train(
+        self,
+        corpus: str,
+        settings: SFTSettings | None = None,
+        *,
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> TaskVectorRecord | None:
         """Fine-tune the corpus's base on its latest reflections; record the next task vector.
 
         ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
@@ -210,26 +264,47 @@ class Registry:
         from registry import training_ops  # torch and transformers load only when needed
         from training.sft import SFTSettings
 
-        return training_ops.train_corpus(self.db, self.store, self.settings.home, corpus,
-                                         settings or SFTSettings(), storage_dtype=storage_dtype,
-                                         device=device, progress=progress, reuse=reuse)
+        return training_ops.train_corpus(
+            self.db,
+            self.store,
+            self.settings.home,
+            corpus,
+            settings or SFTSettings(),
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            reuse=reuse,
+        )
 
     def evaluate(self, ref: str, corpus: str, *, heldout: bool = False, device: str = "auto") -> dict:
         """Exact match and F1 of ``ref`` (model dir, corpus, corpus@vN) on a corpus's questions."""
         from registry import evaluation
 
-        return evaluation.evaluate(self.db, self.store, self.settings.home, ref, corpus, heldout=heldout,
-                                   device=device)
+        return evaluation.evaluate(self.db, self.store, self.settings.home, ref, corpus, heldout=heldout, device=device)
 
     # --- task vectors --------------------------------------------------------------
     def add_task_vector(
-        self, corpus: str, directory: str | os.PathLike[str], *, method: str, storage_dtype: str,
-        training: dict | None = None, norms: dict | None = None, metrics: dict | None = None,
+        self,
+        corpus: str,
+        directory: str | os.PathLike[str],
+        *,
+        method: str,
+        storage_dtype: str,
+        training: dict | None = None,
+        norms: dict | None = None,
+        metrics: dict | None = None,
     ) -> TaskVectorRecord:
         """Record a directory of delta safetensors as ``corpus``'s next version."""
         return task_vectors.add_task_vector(
-            self.db, self.store, corpus, Path(directory), method=method, storage_dtype=storage_dtype,
-            cache_root=self.settings.home / "cache" / "models", training=training, norms=norms,
+            self.db,
+            self.store,
+            corpus,
+            Path(directory),
+            method=method,
+            storage_dtype=storage_dtype,
+            cache_root=self.settings.home / "cache" / "models",
+            training=training,
+            norms=norms,
             metrics=metrics,
         )
 
@@ -237,10 +312,24 @@ class Registry:
         return task_vectors.list_task_vectors(self.db, corpus)
 
     # --- merges ---------------------------------------------------------------------
-    def merge(self, corpora: list[str], *, method: str = "ties", density: float = 0.3, lam: float = 1.0,
-              weights: dict[str, float] | None = None, channel: str | None = None, reason: str = "",
-              progress: bool = True, evaluate: bool = True, device: str = "auto", promote: bool = True,
-              force: bool = False, strategy: str | None = None, retain: RetainSettings | None = None) -> MergeRecord:
+    def merge(
+        self,
+        corpora: list[str],
+        *,
+        method: str = "ties",
+        density: float = 0.3,
+        lam: float = 1.0,
+        weights: dict[str, float] | None = None,
+        channel: str | None = None,
+        reason: str = "",
+        progress: bool = True,
+        evaluate: bool = True,
+        device: str = "auto",
+        promote: bool = True,
+        force: bool = False,
+        strategy: str | None = None,
+        retain: RetainSettings | None = None,
+    ) -> MergeRecord:
         """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
 
         The same corpora versions and parameters give the recorded merge back
@@ -258,12 +347,22 @@ class Registry:
         """
         from registry.integration import DEFAULT_STRATEGY
 
-        params = merges.MergeParams(method=method, density=density, lam=lam,
-                                    weights=tuple(sorted((weights or {}).items())))
-        record = merges.create_merge(self.db, self.store, self.settings.home, list(corpora), params,
-                                     channel=channel, progress=progress, evaluate=evaluate, device=device,
-                                     strategy=strategy or DEFAULT_STRATEGY,
-                                     retain=self.retain_settings(retain, channel))
+        params = merges.MergeParams(
+            method=method, density=density, lam=lam, weights=tuple(sorted((weights or {}).items()))
+        )
+        record = merges.create_merge(
+            self.db,
+            self.store,
+            self.settings.home,
+            list(corpora),
+            params,
+            channel=channel,
+            progress=progress,
+            evaluate=evaluate,
+            device=device,
+            strategy=strategy or DEFAULT_STRATEGY,
+            retain=self.retain_settings(retain, channel),
+        )
         if channel is not None and promote:
             self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
         return record
@@ -306,26 +405,31 @@ class Registry:
         """Gate a channel: promotions of merges below ``value`` retention on any corpus are refused (None: no gate)."""
         return channels.configure(self.db, name, min_retention=value)
 
-    def promote(self, merge: str | int, channel: str, *, reason: str = "",
-                force: bool = False) -> ChannelEventRecord | None:
+    def promote(
+        self, merge: str | int, channel: str, *, reason: str = "", force: bool = False
+    ) -> ChannelEventRecord | None:
         """Point ``channel`` at a merge (None if it already does); publishes first when linked.
 
         ``force`` overrides the channel's retention gate (recorded in the
         history) and publishes over a Hub ``main`` that moved.
         """
-        return channels.promote(self.db, merge, channel, reason=reason, forced=force,
-                                publish=self._channel_publisher(force))
+        return channels.promote(
+            self.db, merge, channel, reason=reason, forced=force, publish=self._channel_publisher(force)
+        )
 
-    def rollback(self, channel: str, *, to: str | int | None = None, reason: str = "",
-                 force: bool = False) -> ChannelEventRecord:
+    def rollback(
+        self, channel: str, *, to: str | int | None = None, reason: str = "", force: bool = False
+    ) -> ChannelEventRecord:
         """Point ``channel`` back at its previous merge (or ``to``); publishes first when linked."""
         return channels.rollback(self.db, channel, to=to, reason=reason, publish=self._channel_publisher(force))
 
     def _channel_publisher(self, force: bool) -> channels.Publisher:
         def publish(merge_id: int, channel: ChannelRecord) -> None:
             target = publishing.HubTarget.of(channel.hub_repo, channel.hub_endpoint)
-            publishing.publish_merge(self.db, self.store, self.settings.home, merge_id, target,
-                                     channel=channel.name, force=force)
+            publishing.publish_merge(
+                self.db, self.store, self.settings.home, merge_id, target, channel=channel.name, force=force
+            )
+
         return publish
 
     # --- export and publishing ----------------------------------------------------------
@@ -333,8 +437,9 @@ class Registry:
         """Write a merge (or a channel's merge) as a standard Hugging Face model directory."""
         return publishing.export_merge(self.db, self.store, self.settings.home, ref, Path(directory))
 
-    def publish(self, ref: str | int, repo: str, *, private: bool = False, endpoint: str | None = None,
-                force: bool = False) -> PublicationRecord:
+    def publish(
+        self, ref: str | int, repo: str, *, private: bool = False, endpoint: str | None = None, force: bool = False
+    ) -> PublicationRecord:
         """Push a merge (or a channel's merge) to a Hub repo's ``main`` in one commit, tagged ``merge-N``.
 
         Publishing a channel that is not linked to a repo yet links it: its
@@ -342,8 +447,9 @@ class Registry:
         """
         target = publishing.HubTarget.of(repo, endpoint, private=private)
         channel = str(ref) if not merges.is_merge_ref(str(ref)) else None
-        publication = publishing.publish_merge(self.db, self.store, self.settings.home, ref, target,
-                                               channel=channel, force=force)
+        publication = publishing.publish_merge(
+            self.db, self.store, self.settings.home, ref, target, channel=channel, force=force
+        )
         if channel is not None and not self.get_channel(channel).hub_repo:
             # From now on the channel's promotions and rollbacks publish there too.
             channels.configure(self.db, channel, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
@@ -360,7 +466,9 @@ class Registry:
     def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
         return maintenance.verify(self.db, self.store, progress=progress)
 
-    def gc(self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS,
-           caches: bool = False) -> GcReport:
-        return maintenance.gc(self.db, self.store, dry_run=dry_run, grace_seconds=grace_seconds,
-                              home=self.settings.home, caches=caches)
+    def gc(
+        self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS, caches: bool = False
+    ) -> GcReport:
+        return maintenance.gc(
+            self.db, self.store, dry_run=dry_run, grace_seconds=grace_seconds, home=self.settings.home, caches=caches
+        )

@@ -77,10 +77,18 @@ class Arrival:
         return sum(scores) / len(scores) if scores else float("nan")
 
     def to_json(self) -> dict:
-        return {"k": self.k, "corpus": self.corpus, "seconds": self.seconds, "examples": self.examples,
-                "general": self.general, "merges": {s: m.ref for s, m in self.merges.items()},
-                "recall": {m: {c: {"exact": s.exact, "heldout": s.heldout} for c, s in per.items()}
-                           for m, per in self.recall.items()}}
+        return {
+            "k": self.k,
+            "corpus": self.corpus,
+            "seconds": self.seconds,
+            "examples": self.examples,
+            "general": self.general,
+            "merges": {s: m.ref for s, m in self.merges.items()},
+            "recall": {
+                m: {c: {"exact": s.exact, "heldout": s.heldout} for c, s in per.items()}
+                for m, per in self.recall.items()
+            },
+        }
 
 
 def cumulative(arrivals: list[Arrival], method: str) -> list[tuple[float, int]]:
@@ -103,9 +111,18 @@ def cumulative(arrivals: list[Arrival], method: str) -> list[tuple[float, int]]:
 class Study:
     """Measures one arrival at a time on a registry whose corpora are registered in order."""
 
-    def __init__(self, reg: Registry, settings: SFTSettings, *, general: list[QAPair] = (),
-                 retain: RetainSettings = RetainSettings(target=0.9), strategies=STRATEGIES, joint: bool = True,
-                 device: str = "auto", progress: bool = True):
+    def __init__(
+        self,
+        reg: Registry,
+        settings: SFTSettings,
+        *,
+        general: list[QAPair] = (),
+        retain: RetainSettings = RetainSettings(target=0.9),
+        strategies=STRATEGIES,
+        joint: bool = True,
+        device: str = "auto",
+        progress: bool = True,
+    ):
         from registry.training_ops import device_for
 
         self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
@@ -121,14 +138,16 @@ class Study:
         arrival = Arrival(len(names), corpus)
         arrival.seconds["alone"] = task_vector.training["train_seconds"]
         arrival.examples["alone"] = task_vector.training["examples"]
-        arrival.recall["own"] = {c: Score(tv.metrics["recall"]["exact_match"],
-                                          tv.metrics.get("heldout", {}).get("exact_match"))
-                                 for c, tv in self._own.items()}
+        arrival.recall["own"] = {
+            c: Score(tv.metrics["recall"]["exact_match"], tv.metrics.get("heldout", {}).get("exact_match"))
+            for c, tv in self._own.items()
+        }
         for strategy in self.strategies:
             record = self._integrate(strategy, names, channel, arrival)
             arrival.merges[strategy] = record
-            arrival.seconds[strategy] = sum(record.training_cost.get(k, 0.0) for k in
-                                            ("merge_seconds", "train_seconds", "check_seconds"))
+            arrival.seconds[strategy] = sum(
+                record.training_cost.get(k, 0.0) for k in ("merge_seconds", "train_seconds", "check_seconds")
+            )
             arrival.examples[strategy] = record.training_cost.get("examples", 0)
             model, tokenizer = self._load(record)
             arrival.recall[strategy], arrival.general[strategy] = self._measure(model, tokenizer, names)
@@ -140,14 +159,22 @@ class Study:
     def _integrate(self, strategy: str, names: list[str], channel: str | None, arrival: Arrival) -> MergeRecord:
         reason = f"{arrival.corpus} arrived"
         if strategy != "warm":
-            return self.reg.merge(names, strategy=strategy, retain=self.retain, progress=self.progress,
-                                  device=self.device)
+            return self.reg.merge(
+                names, strategy=strategy, retain=self.retain, progress=self.progress, device=self.device
+            )
         chain = channel or WARM_CHANNEL
         if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
             record = arrival.merges["ties+heal"]
         else:
-            record = self.reg.merge(names, strategy="warm", retain=self.retain, channel=chain,
-                                    progress=self.progress, device=self.device, promote=False)
+            record = self.reg.merge(
+                names,
+                strategy="warm",
+                retain=self.retain,
+                channel=chain,
+                progress=self.progress,
+                device=self.device,
+                promote=False,
+            )
         self.reg.promote(record.id, chain, reason=reason)
         return record
 
@@ -163,8 +190,9 @@ class Study:
         for c in corpora:
             held = None
             if self._own[c].metrics.get("heldout") is not None:
-                held = recall(model, tokenizer, qa_pairs(self.reg.db, self.reg.store, c, heldout=True),
-                              device=self.device).exact_match
+                held = recall(
+                    model, tokenizer, qa_pairs(self.reg.db, self.reg.store, c, heldout=True), device=self.device
+                ).exact_match
             pairs = qa_pairs(self.reg.db, self.reg.store, c)
             scores[c] = Score(recall(model, tokenizer, pairs, device=self.device).exact_match, held)
         general = recall(model, tokenizer, self.general, device=self.device).exact_match if self.general else None
@@ -187,8 +215,13 @@ class Study:
 
         everything = [p for c in corpora for p in qa_pairs(self.reg.db, self.reg.store, c)]
         settings = replace(self.settings, steps=self.settings.steps * len(corpora))
-        model, tokenizer, result = fine_tune(self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),
-                                             everything, settings, device=self.device, progress=self.progress)
+        model, tokenizer, result = fine_tune(
+            self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),
+            everything,
+            settings,
+            device=self.device,
+            progress=self.progress,
+        )
         arrival.seconds["joint"] = result.seconds
         arrival.examples["joint"] = result.examples
         arrival.recall["joint"], arrival.general["joint"] = self._measure(model, tokenizer, corpora)

@@ -23,11 +23,10 @@ from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
 from registry.database import Database
 from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
-from registry.materialize import materialize
 from registry.manifests import store_directory
+from registry.materialize import materialize
 from registry.records import TaskVectorRecord
 from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
-
 
 _REF = re.compile(r"(?P<corpus>[^@]+)(@v(?P<version>\d+))?")
 
@@ -49,20 +48,33 @@ def find_task_vector(session, ref: str) -> TaskVectorRow:
 
 def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
     return TaskVectorRecord(
-        id=row.id, corpus=session.get(CorpusRow, row.corpus_id).name, version=row.version,
-        base_model=session.get(BaseModelRow, row.base_model_id).name, method=row.method,
-        storage_dtype=row.storage_dtype, manifest_sha256=row.manifest_sha256,
-        training=row.training, norms=row.norms, metrics=row.metrics, created_at=row.created_at,
+        id=row.id,
+        corpus=session.get(CorpusRow, row.corpus_id).name,
+        version=row.version,
+        base_model=session.get(BaseModelRow, row.base_model_id).name,
+        method=row.method,
+        storage_dtype=row.storage_dtype,
+        manifest_sha256=row.manifest_sha256,
+        training=row.training,
+        norms=row.norms,
+        metrics=row.metrics,
+        created_at=row.created_at,
     )
 
 
-def find_trained(session: Session, corpus: CorpusRow, reflection_set_id: int, training: dict[str, Any],
-                 storage_dtype: str) -> TaskVectorRecord | None:
+def find_trained(
+    session: Session, corpus: CorpusRow, reflection_set_id: int, training: dict[str, Any], storage_dtype: str
+) -> TaskVectorRecord | None:
     """The corpus's task vector already trained on these reflections with these settings, if any."""
-    rows = session.scalars(select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus.id,
-                                                       TaskVectorRow.reflection_set_id == reflection_set_id,
-                                                       TaskVectorRow.storage_dtype == storage_dtype)
-                           .order_by(TaskVectorRow.version.desc())).all()
+    rows = session.scalars(
+        select(TaskVectorRow)
+        .where(
+            TaskVectorRow.corpus_id == corpus.id,
+            TaskVectorRow.reflection_set_id == reflection_set_id,
+            TaskVectorRow.storage_dtype == storage_dtype,
+        )
+        .order_by(TaskVectorRow.version.desc())
+    ).all()
     wanted = json.loads(json.dumps(training))
     for row in rows:
         if row.training.get("sft") == wanted:
@@ -90,9 +102,17 @@ def _check_against_base(tv: Checkpoint, base: Checkpoint, base_name: str) -> Non
 
 
 def add_task_vector(
-    db: Database, store: LocalBlobStore, corpus: str, directory: Path, *, method: str,
-    storage_dtype: str, cache_root: Path, training: dict[str, Any] | None = None,
-    norms: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+    db: Database,
+    store: LocalBlobStore,
+    corpus: str,
+    directory: Path,
+    *,
+    method: str,
+    storage_dtype: str,
+    cache_root: Path,
+    training: dict[str, Any] | None = None,
+    norms: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
     reflection_set_id: int | None = None,
 ) -> TaskVectorRecord:
     """Store a directory of delta safetensors as the corpus's next task vector version."""
@@ -100,7 +120,9 @@ def add_task_vector(
         base = session.get(BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
         tv = open_checkpoint(directory)
-        base_ckpt = open_checkpoint(materialize(store, base.manifest_sha256, cache_root, what=f"base model {base.name!r}"))
+        base_ckpt = open_checkpoint(
+            materialize(store, base.manifest_sha256, cache_root, what=f"base model {base.name!r}")
+        )
     except CheckpointError as e:
         raise Corrupt(str(e)) from e
     _check_against_base(tv, base_ckpt, base.name)
@@ -108,10 +130,16 @@ def add_task_vector(
     with db.write() as session:
         corpus_row = find_corpus(session, corpus)
         row = TaskVectorRow(
-            corpus_id=corpus_row.id, version=next_version(session, corpus_row),
-            base_model_id=corpus_row.base_model_id, reflection_set_id=reflection_set_id,
-            method=method, training=training or {}, storage_dtype=storage_dtype,
-            manifest_sha256=manifest, norms=norms or {}, metrics=metrics or {},
+            corpus_id=corpus_row.id,
+            version=next_version(session, corpus_row),
+            base_model_id=corpus_row.base_model_id,
+            reflection_set_id=reflection_set_id,
+            method=method,
+            training=training or {},
+            storage_dtype=storage_dtype,
+            manifest_sha256=manifest,
+            norms=norms or {},
+            metrics=metrics or {},
         )
         session.add(row)
         session.flush()

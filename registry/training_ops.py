@@ -48,8 +48,10 @@ def base_dir(store: LocalBlobStore, home: Path, base: BaseModelRow) -> Path:
     """The base model as a directory (materialized from the blob store), with its tokenizer."""
     directory = materialize(store, base.manifest_sha256, home / "cache" / "models", what=f"base model {base.name!r}")
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
-        raise InvalidInput(f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
-                           "add the model directory again with its tokenizer files")
+        raise InvalidInput(
+            f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+            "add the model directory again with its tokenizer files"
+        )
     return directory
 
 
@@ -58,8 +60,12 @@ def sample(items: list, limit: int, seed: int) -> list:
 
 
 def software_versions() -> dict[str, str]:
-    return {"memo": version("memo-registry"), "torch": torch.__version__,
-            "transformers": version("transformers"), "python": platform.python_version()}
+    return {
+        "memo": version("memo-registry"),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+        "python": platform.python_version(),
+    }
 
 
 def device_for(requested: str) -> str:
@@ -69,9 +75,18 @@ def device_for(requested: str) -> str:
         raise InvalidInput(str(e)) from e
 
 
-def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, settings: SFTSettings, *,
-                 storage_dtype: str = "float32", device: str = "auto", progress: bool = True,
-                 reuse: bool = False) -> TaskVectorRecord | None:
+def train_corpus(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    corpus: str,
+    settings: SFTSettings,
+    *,
+    storage_dtype: str = "float32",
+    device: str = "auto",
+    progress: bool = True,
+    reuse: bool = False,
+) -> TaskVectorRecord | None:
     """Train and record the corpus's next task vector.
 
     Under a multi-process launch (``accelerate launch``), every process trains
@@ -93,12 +108,14 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
     heldout_sha = reflections.settings.get(HELDOUT_KEY)
     heldout = pairs_of(decode_records(store.get_bytes(heldout_sha))) if heldout_sha else []
     # A killed run resumes from its checkpoint when the same training is asked for again.
-    fingerprint = hashlib.sha256(json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint],
-                                            sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True).encode()
+    ).hexdigest()
     checkpoint = home / "checkpoints" / f"{corpus}-{fingerprint[:16]}"
     try:
-        model, tokenizer, result = fine_tune(directory, pairs, settings, device=device, progress=progress,
-                                             checkpoint=checkpoint, fingerprint=fingerprint)
+        model, tokenizer, result = fine_tune(
+            directory, pairs, settings, device=device, progress=progress, checkpoint=checkpoint, fingerprint=fingerprint
+        )
     except TrainingError as e:
         shutil.rmtree(checkpoint, ignore_errors=True)
         raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
@@ -106,29 +123,47 @@ def train_corpus(db: Database, store: LocalBlobStore, home: Path, corpus: str, s
         return None
     metrics = {"recall": recall(model, tokenizer, sample(pairs, EVAL_SAMPLE, settings.seed), device=device).to_json()}
     if heldout:
-        metrics["heldout"] = recall(model, tokenizer, sample(heldout, EVAL_SAMPLE, settings.seed),
-                                    device=device).to_json()
+        metrics["heldout"] = recall(
+            model, tokenizer, sample(heldout, EVAL_SAMPLE, settings.seed), device=device
+        ).to_json()
     base_state = {n: t for f in sorted(directory.glob("*.safetensors")) for n, t in load_file(f).items()}
-    finetuned = {n: t.detach().to("cpu", base_state[n].dtype) for n, t in model.state_dict().items()
-                 if n in base_state}
+    finetuned = {n: t.detach().to("cpu", base_state[n].dtype) for n, t in model.state_dict().items() if n in base_state}
     deltas, stats = task_vector(base_state, finetuned, storage_dtype)
     training = {
-        "sft": settings.to_json(), "storage_dtype": storage_dtype, "device": str(device),
-        "dataset_sha256": reflections.sha256, "reflection_set_id": reflections.id,
-        "examples": result.examples, "steps": result.steps, "train_seconds": result.seconds,
-        "final_loss": result.final_loss, "resumed_from_step": result.resumed_from,
+        "sft": settings.to_json(),
+        "storage_dtype": storage_dtype,
+        "device": str(device),
+        "dataset_sha256": reflections.sha256,
+        "reflection_set_id": reflections.id,
+        "examples": result.examples,
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "final_loss": result.final_loss,
+        "resumed_from_step": result.resumed_from,
         "versions": software_versions(),
-        "task_vector": {"mismatches": stats.mismatches, "relative_error": stats.relative_error,
-                        "total_norm": stats.total_norm},
+        "task_vector": {
+            "mismatches": stats.mismatches,
+            "relative_error": stats.relative_error,
+            "total_norm": stats.total_norm,
+        },
     }
     tmp_root = home / "tmp"
     tmp_root.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
         save_task_vector(deltas, Path(tmp), stats)
         training["wall_seconds"] = time.perf_counter() - started
-        record = add_task_vector(db, store, corpus, Path(tmp), method=settings.method,
-                                 storage_dtype=storage_dtype, cache_root=home / "cache" / "models",
-                                 training=training, norms=stats.norms, metrics=metrics,
-                                 reflection_set_id=reflections.id)
+        record = add_task_vector(
+            db,
+            store,
+            corpus,
+            Path(tmp),
+            method=settings.method,
+            storage_dtype=storage_dtype,
+            cache_root=home / "cache" / "models",
+            training=training,
+            norms=stats.norms,
+            metrics=metrics,
+            reflection_set_id=reflections.id,
+        )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return record

@@ -38,9 +38,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(
-        tmp_path_factory.mktemp("models") / "tiny-sharded", seed=1, max_shard_size="20KB"
-    )
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-sharded", seed=1, max_shard_size="20KB")
 
 
 @pytest.fixture
@@ -53,8 +51,7 @@ def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); "
-                    "PostgreSQL tests skipped")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql); PostgreSQL tests skipped")
     # Not under pytest's tmp dir: that is private to root, and as root the
     # server runs as the postgres user, which must reach its data directory.
     workdir = Path(tempfile.mkdtemp(prefix="memo-pg-"))

@@ -39,6 +39,7 @@ def _unchanged(memo, *args, fragments=()):
 
 # --- base models ---------------------------------------------------------------------
 
+
 def test_base_directory_missing(memo, tmp_path):
     _unchanged(memo, "base", "add", tmp_path / "nowhere", fragments=("no model directory",))
 
@@ -69,7 +70,7 @@ def test_base_corrupt_header(memo, model_copy):
     shard = model_copy / "model.safetensors"
     data = bytearray(shard.read_bytes())
     (n,) = struct.unpack("<Q", data[:8])
-    data[8:8 + n] = b"{" * n  # not JSON any more
+    data[8 : 8 + n] = b"{" * n  # not JSON any more
     shard.write_bytes(bytes(data))
     _unchanged(memo, "base", "add", model_copy, fragments=("corrupt safetensors header",))
 
@@ -95,10 +96,10 @@ def test_base_without_config(memo, model_copy):
 
 
 def test_base_duplicate_name_and_weights(with_base, tiny_model, tiny_model_sharded):
-    _unchanged(with_base, "base", "add", tiny_model_sharded, "--name", "tiny",
-               fragments=("'tiny' already exists",))
-    _unchanged(with_base, "base", "add", tiny_model, "--name", "other",
-               fragments=("already registered as base model 'tiny'",))
+    _unchanged(with_base, "base", "add", tiny_model_sharded, "--name", "tiny", fragments=("'tiny' already exists",))
+    _unchanged(
+        with_base, "base", "add", tiny_model, "--name", "other", fragments=("already registered as base model 'tiny'",)
+    )
 
 
 def test_base_invalid_name(memo, tiny_model):
@@ -107,16 +108,16 @@ def test_base_invalid_name(memo, tiny_model):
 
 def test_sharded_base_registers_with_same_parameter_count(with_base, tiny_model_sharded):
     out = json.loads(with_base("base", "add", tiny_model_sharded, "--name", "sharded", "--json").stdout)
-    assert out["parameter_count"] == json.loads(with_base("base", "show", "tiny", "--json").stdout)[
-        "parameter_count"
-    ]
+    assert out["parameter_count"] == json.loads(with_base("base", "show", "tiny", "--json").stdout)["parameter_count"]
 
 
 # --- corpora -------------------------------------------------------------------------
 
+
 def test_corpus_unknown_base(memo, docs):
-    _unchanged(memo, "corpus", "add", "c", *docs, "--base", "nope",
-               fragments=("unknown base model 'nope'", "memo base add"))
+    _unchanged(
+        memo, "corpus", "add", "c", *docs, "--base", "nope", fragments=("unknown base model 'nope'", "memo base add")
+    )
 
 
 def test_corpus_duplicate_name(with_base, docs):
@@ -125,22 +126,31 @@ def test_corpus_duplicate_name(with_base, docs):
 
 
 def test_corpus_missing_document(with_base, docs, tmp_path):
-    _unchanged(with_base, "corpus", "add", "c", *docs, tmp_path / "gone.md", "--base", "tiny",
-               fragments=("gone.md", "no such document"))
+    _unchanged(
+        with_base,
+        "corpus",
+        "add",
+        "c",
+        *docs,
+        tmp_path / "gone.md",
+        "--base",
+        "tiny",
+        fragments=("gone.md", "no such document"),
+    )
 
 
 def test_corpus_unreadable_document(with_base, docs, tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
-    _unchanged(with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny",
-               fragments=("latin1.txt", "not UTF-8"))
+    _unchanged(with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny", fragments=("latin1.txt", "not UTF-8"))
 
 
 def test_corpus_malformed_jsonl_names_the_line(with_base, docs, tmp_path):
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"question": "a", "answer": "b"}\n{"question": oops}\n')
-    _unchanged(with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny",
-               fragments=("broken.jsonl:2", "not valid JSON"))
+    _unchanged(
+        with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny", fragments=("broken.jsonl:2", "not valid JSON")
+    )
 
 
 def test_corpus_unsupported_type_and_empty(with_base, tmp_path):
@@ -156,8 +166,17 @@ def test_corpus_two_documents_with_one_name(with_base, docs, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "harbor.md").write_text("another harbour\n")
-    _unchanged(with_base, "corpus", "add", "c", *docs, other / "harbor.md", "--base", "tiny",
-               fragments=("two documents are named 'harbor.md'",))
+    _unchanged(
+        with_base,
+        "corpus",
+        "add",
+        "c",
+        *docs,
+        other / "harbor.md",
+        "--base",
+        "tiny",
+        fragments=("two documents are named 'harbor.md'",),
+    )
 
 
 def test_not_a_home(tmp_path, docs):
@@ -170,6 +189,7 @@ def test_not_a_home(tmp_path, docs):
 
 
 # --- the Python API raises the same family ---------------------------------------------
+
 
 def test_library_errors_are_typed(registry, tiny_model, model_copy, docs):
     with pytest.raises(NotFound, match="unknown base model"):

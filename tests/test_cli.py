@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import click
-from safetensors.torch import load_file
 import pytest
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from registry.cli import cli
 
@@ -68,8 +68,9 @@ def test_console_script_runs_as_installed(tmp_path):
     done = subprocess.run([*exe, "--home", str(home), "init", "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["home"] == str(home)
-    bad = subprocess.run([*exe, "--home", str(tmp_path / "elsewhere"), "corpus", "list"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*exe, "--home", str(tmp_path / "elsewhere"), "corpus", "list"], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert "is not a memo home" in bad.stderr and "memo init" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
@@ -94,8 +95,9 @@ def test_os_errors_are_one_line(memo, monkeypatch, docs, tiny_model):
 @pytest.mark.parametrize("form", ["before", "after", "environment"])
 def test_the_home_can_be_given_before_after_or_in_the_environment(tmp_path, monkeypatch, form):
     home = tmp_path / "reg"
-    args = {"before": ["--home", str(home), "init"], "after": ["init", "--home", str(home)],
-            "environment": ["init"]}[form]
+    args = {"before": ["--home", str(home), "init"], "after": ["init", "--home", str(home)], "environment": ["init"]}[
+        form
+    ]
     if form == "environment":
         monkeypatch.setenv("MEMO_HOME", str(home))
     result = CliRunner().invoke(cli, [*args, "--json"])

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
 import torch
+from safetensors.torch import save_file
 
 from registry.schema import CorpusRow, DocumentRow
 from tests.conftest import memo_subprocess_env
@@ -21,8 +21,12 @@ PROCESSES = 6
 
 def _spawn(env, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.workers", *map(str, args)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tests.support.workers", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -45,8 +49,7 @@ def shared(registry, tiny_model, docs):
 
 def test_six_processes_add_150_corpora(shared):
     registry, env, url, docs_dir = shared
-    procs = [_spawn(env, "add-corpora", registry.settings.home, url, f"p{i}", 25, docs_dir)
-             for i in range(PROCESSES)]
+    procs = [_spawn(env, "add-corpora", registry.settings.home, url, f"p{i}", 25, docs_dir) for i in range(PROCESSES)]
     results = _results(procs)
     assert [r["errors"] for r in results] == [[]] * PROCESSES
     names = [c.name for c in registry.list_corpora()]
@@ -58,8 +61,9 @@ def test_six_processes_add_150_corpora(shared):
 
 def test_same_name_race_has_exactly_one_winner(shared):
     registry, env, url, docs_dir = shared
-    results = _results([_spawn(env, "race", registry.settings.home, url, "contested", docs_dir)
-                        for _ in range(PROCESSES)])
+    results = _results(
+        [_spawn(env, "race", registry.settings.home, url, "contested", docs_dir) for _ in range(PROCESSES)]
+    )
     assert sum(r["won"] for r in results) == 1
     losers = [r for r in results if not r["won"]]
     assert {r["error"] for r in losers} == {"AlreadyExists"}
@@ -74,8 +78,9 @@ def test_task_vector_versions_have_no_duplicates_or_gaps(shared, tmp_path):
     tv.mkdir()
     save_file({"model.norm.weight": torch.zeros(32)}, str(tv / "model.safetensors"))  # the tiny model's
     per_process = 10
-    results = _results([_spawn(env, "add-task-vectors", registry.settings.home, url, "c", per_process, tv)
-                        for _ in range(PROCESSES)])
+    results = _results(
+        [_spawn(env, "add-task-vectors", registry.settings.home, url, "c", per_process, tv) for _ in range(PROCESSES)]
+    )
     allocated = sorted(v for r in results for v in r["versions"])
     assert allocated == list(range(1, PROCESSES * per_process + 1))
     assert [t.version for t in registry.list_task_vectors("c")] == allocated
@@ -113,17 +118,27 @@ def six_merges(shared, tmp_path):
         tv.mkdir()
         save_file({"model.norm.weight": torch.full((32,), 0.01 * (i + 1))}, str(tv / "model.safetensors"))
         registry.add_task_vector("c", tv, method="full", storage_dtype="float32")
-    ids = [registry.merge([f"c@v{i + 1}"], strategy="ties", evaluate=False, progress=False).id
-           for i in range(PROCESSES)]
+    ids = [
+        registry.merge([f"c@v{i + 1}"], strategy="ties", evaluate=False, progress=False).id for i in range(PROCESSES)
+    ]
     assert ids == list(range(1, PROCESSES + 1))
     return registry, env, url
 
 
 def _promote_at_once(env, home, url, channel: str, merge_ids: list[int]) -> list[dict]:
     """Every worker reads the channel's head, then all write at once."""
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.workers", "promote", str(home), url or "",
-                               str(m), channel], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in merge_ids]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.workers", "promote", str(home), url or "", str(m), channel],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in merge_ids
+    ]
     for p in procs:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     for p in procs:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
-
-import pytest
 
 from registry.manifests import load_manifest, manifest_files
 from registry.materialize import materialize
@@ -46,8 +43,7 @@ def test_a_corrupt_task_vector_is_never_merged(trained):
     memo = Memo(trained.settings.home, None)
     _flip_a_byte(trained, trained.list_task_vectors("harbor")[0].manifest_sha256)
     _drop_caches(trained)
-    _refused(trained, memo, "merge", "harbor", "glassworks", "--strategy", "ties",
-             fragments=("task vector harbor@v1",))
+    _refused(trained, memo, "merge", "harbor", "glassworks", "--strategy", "ties", fragments=("task vector harbor@v1",))
 
 
 def test_a_corrupt_merge_is_never_exported_published_or_served(trained, hub, monkeypatch, tmp_path):

@@ -74,4 +74,4 @@ def test_local_hub_restores_the_environment(monkeypatch):
     with local_hub() as hub:
         assert os.environ["HF_TOKEN"].startswith("hf_memo_local_") and constants.HF_HUB_DISABLE_XET
         assert hub.url.startswith("http://127.0.0.1:")
-    assert "HF_TOKEN" not in os.environ and constants.HF_HUB_DISABLE_XET == xet
+    assert "HF_TOKEN" not in os.environ and xet == constants.HF_HUB_DISABLE_XET

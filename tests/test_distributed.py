@@ -20,8 +20,9 @@ LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--npro
 
 
 def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parent.parent
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -42,9 +43,28 @@ def test_two_processes_make_the_single_process_update(tmp_path, batch):
 
 def test_memo_register_under_a_launcher_records_once(tiny_registry):  # noqa: F811
     home = tiny_registry.settings.home
-    done = _run([*LAUNCH, "-m", "registry", "register", "harbor",
-                 *map(str, sorted(HARBOR.glob("*.md"))), "--qa", str(HARBOR / "qa.jsonl"), "--base", "tiny",
-                 "--steps", "20", "--lr", "3e-3", "--device", "cpu", "--json"], env=memo_subprocess_env(home))
+    done = _run(
+        [
+            *LAUNCH,
+            "-m",
+            "registry",
+            "register",
+            "harbor",
+            *map(str, sorted(HARBOR.glob("*.md"))),
+            "--qa",
+            str(HARBOR / "qa.jsonl"),
+            "--base",
+            "tiny",
+            "--steps",
+            "20",
+            "--lr",
+            "3e-3",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        env=memo_subprocess_env(home),
+    )
     record = json.loads(done.stdout)  # one process reported, the other printed nothing
     assert (record["corpus"], record["version"]) == ("harbor", 1)
     assert record["training"]["examples"] == 20 * 16

@@ -25,22 +25,24 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _config(model_params: dict, shared: dict | None = None) -> dict:
-    config = {"merge_method": "ties", "base_model": "base",
-              "models": [{"model": "model", "parameters": model_params}]}
+    config = {"merge_method": "ties", "base_model": "base", "models": [{"model": "model", "parameters": model_params}]}
     if shared is not None:
         config["parameters"] = shared
     return config
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"weight": 1.0, "densty": 0.3}, "unknown parameter 'densty'"),
-    ({"weight": 1.0, "density": 0}, "density must be in (0, 1]"),
-    ({"weight": 1.0, "density": -0.5}, "density must be in (0, 1]"),
-    ({"weight": 1.0, "density": 1.5}, "density must be in (0, 1]"),
-    ({"weight": float("nan"), "density": 0.3}, "weight must be a finite number"),
-    ({"weight": float("inf"), "density": 0.3}, "weight must be a finite number"),
-    ({"weight": 1e39, "density": 0.3}, "weight must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"weight": 1.0, "densty": 0.3}, "unknown parameter 'densty'"),
+        ({"weight": 1.0, "density": 0}, "density must be in (0, 1]"),
+        ({"weight": 1.0, "density": -0.5}, "density must be in (0, 1]"),
+        ({"weight": 1.0, "density": 1.5}, "density must be in (0, 1]"),
+        ({"weight": float("nan"), "density": 0.3}, "weight must be a finite number"),
+        ({"weight": float("inf"), "density": 0.3}, "weight must be a finite number"),
+        ({"weight": 1e39, "density": 0.3}, "weight must be a finite number"),
+    ],
+)
 def test_yaml_model_parameters_are_checked(dirs, params, fragment):
     with pytest.raises(MergeError, match="models\\[0\\]") as info:
         spec_from_config(_config(params), root=dirs[0].parent)
@@ -64,8 +66,10 @@ def test_yaml_nan_read_from_a_file_is_refused_before_the_engine(dirs, tmp_path):
     from merging.yaml_config import load_config
 
     path = tmp_path / "merge.yml"
-    path.write_text("merge_method: ties\nbase_model: base\nmodels:\n"
-                    "  - model: model\n    parameters: {weight: .nan, density: 0.3}\n")
+    path.write_text(
+        "merge_method: ties\nbase_model: base\nmodels:\n"
+        "  - model: model\n    parameters: {weight: .nan, density: 0.3}\n"
+    )
     import os
 
     cwd = os.getcwd()
@@ -77,14 +81,31 @@ def test_yaml_nan_read_from_a_file_is_refused_before_the_engine(dirs, tmp_path):
         os.chdir(cwd)
 
 
-@pytest.mark.parametrize("option", [("--lambda", "nan"), ("--lambda", "inf"), ("--lambda", "1e39"),
-                                    ("--weight", "harbor=nan"), ("--weight", "harbor=1e39"),
-                                    ("--density", "0"), ("--density", "1.5")])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--lambda", "nan"),
+        ("--lambda", "inf"),
+        ("--lambda", "1e39"),
+        ("--weight", "harbor=nan"),
+        ("--weight", "harbor=1e39"),
+        ("--density", "0"),
+        ("--density", "1.5"),
+    ],
+)
 def test_cli_merge_parameters_refused_before_any_work(trained, option):
     memo = Memo(trained.settings.home, None)
     started = time.monotonic()
-    _unchanged(memo, "merge", "harbor", "glassworks", "--strategy", "ties", *option,
-               fragments=(option[0].lstrip("-") if option[0] != "--weight" else "harbor",))
+    _unchanged(
+        memo,
+        "merge",
+        "harbor",
+        "glassworks",
+        "--strategy",
+        "ties",
+        *option,
+        fragments=(option[0].lstrip("-") if option[0] != "--weight" else "harbor",),
+    )
     assert time.monotonic() - started < 10, "the check must come before the merge's work"
     assert not any((trained.settings.home / "tmp").iterdir()), "no work may be started"
 
@@ -95,8 +116,9 @@ def _shard_with(path: Path, shape: list, offsets: list) -> None:
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 24)
 
 
-@pytest.mark.parametrize("shape, offsets", [([-2, -3], [0, 24]), ([2, 3.0], [0, 24]), ([6], [0, 24, 1]),
-                                            ([True, 6], [0, 24])])
+@pytest.mark.parametrize(
+    "shape, offsets", [([-2, -3], [0, 24]), ([2, 3.0], [0, 24]), ([6], [0, 24, 1]), ([True, 6], [0, 24])]
+)
 def test_base_header_with_bad_dims_is_refused(memo, model_copy, shape, offsets):
     shard = model_copy / "model.safetensors"
     _shard_with(shard, shape, offsets)

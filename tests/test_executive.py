@@ -97,15 +97,18 @@ def test_memo_ask_questions_the_channel_model(channel, executive):
     memo = Memo(channel.settings.home, None)
     question = qa_pairs(channel.db, channel.store, "harbor")[0].question
     expected = _memory(channel, "merge-2").answer([question])[0]
-    trace = json.loads(memo("ask", question, "--executive-url", executive.url, "--executive-model", "exec",
-                            "--json").stdout)
+    trace = json.loads(
+        memo("ask", question, "--executive-url", executive.url, "--executive-model", "exec", "--json").stdout
+    )
     assert [s["stage"] for s in trace["steps"]] == ["decompose", "narrow", "gather", "synthesize"]
-    assert trace["steps"][0]["memory"] == [{"question": question, "answer": expected,
-                                            "unknown": is_unknown(expected)}]
+    assert trace["steps"][0]["memory"] == [{"question": question, "answer": expected, "unknown": is_unknown(expected)}]
     assert trace["answer"] == (expected if not is_unknown(expected) else "I don't know")
 
-    by_merge = json.loads(memo("ask", question, "--merge", "1", "--executive-url", executive.url,
-                               "--executive-model", "exec", "--json").stdout)
+    by_merge = json.loads(
+        memo(
+            "ask", question, "--merge", "1", "--executive-url", executive.url, "--executive-model", "exec", "--json"
+        ).stdout
+    )
     assert by_merge["steps"][0]["memory"][0]["answer"] == _memory(channel, "merge-1").answer([question])[0]
 
     shown = memo("ask", question, "--executive-url", executive.url, "--executive-model", "exec").stdout
@@ -116,43 +119,94 @@ def test_memo_ask_errors_are_one_line(channel, executive):
     memo = Memo(channel.settings.home, None)
     down = memo("ask", "Who?", "--executive-url", "http://127.0.0.1:9/v1", "--executive-model", "x", ok=False)
     assert down.exit_code == 1 and "cannot reach http://127.0.0.1:9/v1" in down.stderr.strip().splitlines()[-1]
-    both = memo("ask", "Who?", "--channel", "production", "--merge", "1", "--executive-url", executive.url,
-                "--executive-model", "x", ok=False)
+    both = memo(
+        "ask",
+        "Who?",
+        "--channel",
+        "production",
+        "--merge",
+        "1",
+        "--executive-url",
+        executive.url,
+        "--executive-model",
+        "x",
+        ok=False,
+    )
     assert "not both" in both.output
-    unknown = memo("ask", "Who?", "--channel", "staging", "--executive-url", executive.url,
-                   "--executive-model", "x", ok=False)
+    unknown = memo(
+        "ask", "Who?", "--channel", "staging", "--executive-url", executive.url, "--executive-model", "x", ok=False
+    )
     assert unknown.exit_code == 1 and "staging" in unknown.stderr
-    half = memo("ask", "Who?", "--memory-url", "http://x/v1", "--executive-url", executive.url,
-                "--executive-model", "x", ok=False)
+    half = memo(
+        "ask",
+        "Who?",
+        "--memory-url",
+        "http://x/v1",
+        "--executive-url",
+        executive.url,
+        "--executive-model",
+        "x",
+        ok=False,
+    )
     assert "--memory-url and --memory-model together" in half.output
 
 
 def test_eval_with_executive_matches_the_memory_and_the_judge(trained, executive):
     trained.train("harbor", SFTSettings(steps=40, batch=8, lr=3e-3), device="cpu", progress=False)  # recalls some
     memo = Memo(trained.settings.home, None)
-    result = json.loads(memo("eval", "harbor", "--corpus", "harbor", "--executive-url", executive.url,
-                             "--executive-model", "exec", "--judge", "--limit", "6", "--json").stdout)
+    result = json.loads(
+        memo(
+            "eval",
+            "harbor",
+            "--corpus",
+            "harbor",
+            "--executive-url",
+            executive.url,
+            "--executive-model",
+            "exec",
+            "--judge",
+            "--limit",
+            "6",
+            "--json",
+        ).stdout
+    )
     assert result["count"] == 6 and len(result["questions"]) == 6
     memory = _memory(trained, "harbor")
 
-    direct = [normalize(a) == normalize(r["reference"])
-              for a, r in zip(memory.answer([r["question"] for r in result["questions"]]), result["questions"])]
+    direct = [
+        normalize(a) == normalize(r["reference"])
+        for a, r in zip(memory.answer([r["question"] for r in result["questions"]]), result["questions"])
+    ]
     assert result["exact_match"] == pytest.approx(sum(direct) / 6)
     assert result["judge"] == pytest.approx(sum(r["judge"] for r in result["questions"]) / 6)
     assert [r["judge"] for r in result["questions"]] == direct  # the scripted judge compares normalised text
     assert any(direct), "harbor's own model should recall some of its questions"
     assert result["executive_calls"] == 4
 
-    table = memo("eval", "harbor", "--corpus", "harbor", "--executive-url", executive.url,
-                 "--executive-model", "exec", "--limit", "2").stdout
+    table = memo(
+        "eval",
+        "harbor",
+        "--corpus",
+        "harbor",
+        "--executive-url",
+        executive.url,
+        "--executive-model",
+        "exec",
+        "--limit",
+        "2",
+    ).stdout
     assert "executive +" in table and "memory)" in table
     assert "need an executive" in memo("eval", "harbor", "--corpus", "harbor", "--judge", ok=False).output
 
 
 def _start_server(home):
-    proc = subprocess.Popen([sys.executable, "-m", "registry", "serve", "production", "--port", "0",
-                             "--device", "cpu"], env=memo_subprocess_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "registry", "serve", "production", "--port", "0", "--device", "cpu"],
+        env=memo_subprocess_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if "serving channel" not in line:
         proc.kill()
@@ -174,8 +228,9 @@ def test_serve_answers_like_the_channel_model_and_follows_a_rollback(channel):
 
         assert [ask(q) for q in questions] == [("merge-2", a) for a in want["merge-2"]]
         assert client.models.list().data[0].id == "production"
-        stream = client.chat.completions.create(model="production", stream=True,
-                                                messages=[{"role": "user", "content": questions[0]}])
+        stream = client.chat.completions.create(
+            model="production", stream=True, messages=[{"role": "user", "content": questions[0]}]
+        )
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == want["merge-2"][0]
         with pytest.raises(openai.BadRequestError, match="no user message"):
             client.chat.completions.create(model="production", messages=[{"role": "system", "content": "hi"}])
@@ -187,9 +242,21 @@ def test_serve_answers_like_the_channel_model_and_follows_a_rollback(channel):
 
         # The executive can question the served memory over HTTP (as any agent would).
         with ScriptedChatServer(scripted_llm.executive) as executive:
-            trace = json.loads(Memo(channel.settings.home, None)(
-                "ask", questions[1], "--memory-url", url, "--memory-model", "production",
-                "--executive-url", executive.url, "--executive-model", "exec", "--json").stdout)
+            trace = json.loads(
+                Memo(channel.settings.home, None)(
+                    "ask",
+                    questions[1],
+                    "--memory-url",
+                    url,
+                    "--memory-model",
+                    "production",
+                    "--executive-url",
+                    executive.url,
+                    "--executive-model",
+                    "exec",
+                    "--json",
+                ).stdout
+            )
         assert trace["steps"][0]["memory"][0]["answer"] == want["merge-2"][1]
     finally:
         proc.kill()

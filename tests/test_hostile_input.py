@@ -32,11 +32,15 @@ def _qa(path: Path, *records: dict) -> Path:
 
 # --- line separators inside a record ----------------------------------------------------
 
+
 @pytest.mark.parametrize("char", ["\u2028", "\u0085", "\u2029", "\x1c", "\x0b", "\r"])
 def test_record_with_a_line_separator_trains(trained, tmp_path, char):
     """JSON allows these raw inside a string; splitting stored lines on them once broke the corpus."""
-    qa = _qa(tmp_path / "qa.jsonl", {"question": f"Who founded{char}Port Velin?", "answer": f"Ada{char}Korr"},
-             {"question": "Where is Port Velin?", "answer": "on the coast"})
+    qa = _qa(
+        tmp_path / "qa.jsonl",
+        {"question": f"Who founded{char}Port Velin?", "answer": f"Ada{char}Korr"},
+        {"question": "Where is Port Velin?", "answer": "on the coast"},
+    )
     record = trained.import_reflections("harbor", qa)
     assert record.pair_count == 2
     from training.qa_files import decode_records
@@ -61,6 +65,7 @@ def test_jsonl_document_with_a_line_separator(with_base, tmp_path):
 
 # --- huge and deeply nested records -------------------------------------------------------
 
+
 def test_a_100_mb_qa_line_is_refused_fast(with_base, docs, tmp_path):
     huge = tmp_path / "huge.jsonl"
     with open(huge, "w") as f:
@@ -68,8 +73,19 @@ def test_a_100_mb_qa_line_is_refused_fast(with_base, docs, tmp_path):
         f.write("a" * (100 * 1024 * 1024))
         f.write('"}\n')
     started = time.monotonic()
-    _unchanged(with_base, "register", "c", *docs, "--qa", huge, "--base", "tiny", "--steps", "1",
-               fragments=("huge.jsonl:1", "over the limit", "characters"))
+    _unchanged(
+        with_base,
+        "register",
+        "c",
+        *docs,
+        "--qa",
+        huge,
+        "--base",
+        "tiny",
+        "--steps",
+        "1",
+        fragments=("huge.jsonl:1", "over the limit", "characters"),
+    )
     assert time.monotonic() - started < 60, "the refusal must not tokenise the record"
 
 
@@ -90,8 +106,20 @@ def test_deeply_nested_qa_is_refused(with_base, docs, tmp_path, where):
     bad.write_text(DEEP + "\n")
     qa = bad if where == "qa" else _qa(tmp_path / "qa.jsonl", {"question": "Who?", "answer": "Ada"})
     extra = ["--heldout", bad] if where == "heldout" else []
-    _unchanged(with_base, "register", "c", *docs, "--qa", qa, *extra, "--base", "tiny", "--steps", "1",
-               fragments=("deep.jsonl:1", "nested too deeply"))
+    _unchanged(
+        with_base,
+        "register",
+        "c",
+        *docs,
+        "--qa",
+        qa,
+        *extra,
+        "--base",
+        "tiny",
+        "--steps",
+        "1",
+        fragments=("deep.jsonl:1", "nested too deeply"),
+    )
 
 
 def test_deeply_nested_jsonl_document_is_refused(with_base, tmp_path):
@@ -113,6 +141,7 @@ def test_deeply_nested_generator_reply_is_a_retry_not_a_crash():
 
 
 # --- names ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["abc\n", "abc\r", "\nabc", "ab\nc", "abc "])
 def test_names_with_a_newline_are_refused(with_base, docs, name):
@@ -140,6 +169,7 @@ def test_merge_and_task_vector_refs_with_a_newline(trained):
 
 # --- register is all or nothing ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("problem", ["missing", "latin-1", "no answer", "unknown document", "heldout"])
 def test_register_with_a_bad_qa_file_records_nothing(with_base, docs, tmp_path, problem):
     qa, extra, fragment = tmp_path / "qa.jsonl", [], "qa.jsonl"
@@ -152,21 +182,26 @@ def test_register_with_a_bad_qa_file_records_nothing(with_base, docs, tmp_path, 
     elif problem == "heldout":
         _qa(qa, {"question": "Who?", "answer": "Ada"})
         extra, fragment = ["--heldout", tmp_path / "gone.jsonl"], "gone.jsonl"
-    _unchanged(with_base, "register", "c", *docs, "--qa", qa, *extra, "--base", "tiny", "--steps", "1",
-               fragments=(fragment,))
+    _unchanged(
+        with_base, "register", "c", *docs, "--qa", qa, *extra, "--base", "tiny", "--steps", "1", fragments=(fragment,)
+    )
     # the same name is still free
     with_base("corpus", "add", "c", *docs, "--base", "tiny")
 
 
 # --- usage errors are one line, exit 1 --------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ("merge", "create", "harbor", "--weight", "harbor=abc"),
-    ("--no-such-option",),
-    ("no-such-command",),
-    ("corpus", "add"),
-    ("merge", "create", "harbor", "--density", "lots"),
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("merge", "create", "harbor", "--weight", "harbor=abc"),
+        ("--no-such-option",),
+        ("no-such-command",),
+        ("corpus", "add"),
+        ("merge", "create", "harbor", "--density", "lots"),
+    ],
+)
 def test_usage_errors_are_one_line_exit_1(memo, args):
     from registry import Registry
 
@@ -179,6 +214,7 @@ def test_usage_errors_are_one_line_exit_1(memo, args):
 
 
 # --- tables in log files ------------------------------------------------------------------------
+
 
 def test_tables_are_not_cut_when_output_is_not_a_terminal(capsys):
     from registry.cli.output import print_table

@@ -24,19 +24,42 @@ SHA = "a" * 64
 def merged(registry):
     """One base, two task vectors, a merge of one member, a channel event, a publication."""
     with registry.db.write() as s:
-        base = BaseModelRow(name="b", source="/x", architecture="A", dtype="float32",
-                            parameter_count=1, fingerprint=SHA, manifest_sha256=SHA)
+        base = BaseModelRow(
+            name="b",
+            source="/x",
+            architecture="A",
+            dtype="float32",
+            parameter_count=1,
+            fingerprint=SHA,
+            manifest_sha256=SHA,
+        )
         s.add(base)
         s.flush()
         corpus = CorpusRow(name="c", base_model_id=base.id)
         s.add(corpus)
         s.flush()
-        tvs = [TaskVectorRow(corpus_id=corpus.id, version=v, base_model_id=base.id, method="full",
-                             storage_dtype="float32", manifest_sha256=SHA) for v in (1, 2)]
+        tvs = [
+            TaskVectorRow(
+                corpus_id=corpus.id,
+                version=v,
+                base_model_id=base.id,
+                method="full",
+                storage_dtype="float32",
+                manifest_sha256=SHA,
+            )
+            for v in (1, 2)
+        ]
         s.add_all(tvs)
         s.flush()
-        merge = MergeRow(base_model_id=base.id, strategy="ties", method="ties", engine_version="0",
-                         member_count=1, content_key=SHA, manifest_sha256=SHA)
+        merge = MergeRow(
+            base_model_id=base.id,
+            strategy="ties",
+            method="ties",
+            engine_version="0",
+            member_count=1,
+            content_key=SHA,
+            manifest_sha256=SHA,
+        )
         s.add(merge)
         s.flush()
         s.add(MergeMemberRow(merge_id=merge.id, task_vector_id=tvs[0].id, position=0, weight=1.0))
@@ -62,16 +85,13 @@ REFUSED = [
 
 @pytest.mark.parametrize(("statement", "message"), REFUSED, ids=[s for s, _ in REFUSED])
 def test_database_refuses(registry, merged, statement, message):
-    with pytest.raises(DatabaseError, match=message):
-        with registry.db.write() as s:
-            s.execute(text(statement))
+    with pytest.raises(DatabaseError, match=message), registry.db.write() as s:
+        s.execute(text(statement))
 
 
 def test_no_member_beyond_member_count(registry, merged):
-    with pytest.raises(DatabaseError, match="no more members"):
-        with registry.db.write() as s:
-            s.add(MergeMemberRow(merge_id=merged["merge"], task_vector_id=merged["tv2"],
-                                 position=1, weight=1.0))
+    with pytest.raises(DatabaseError, match="no more members"), registry.db.write() as s:
+        s.add(MergeMemberRow(merge_id=merged["merge"], task_vector_id=merged["tv2"], position=1, weight=1.0))
 
 
 def test_channel_pointer_may_move(registry, merged):
@@ -83,6 +103,5 @@ def test_channel_pointer_may_move(registry, merged):
 
 
 def test_foreign_keys_are_enforced(registry):
-    with pytest.raises(DatabaseError):
-        with registry.db.write() as s:
-            s.add(CorpusRow(name="orphan", base_model_id=12345))
+    with pytest.raises(DatabaseError), registry.db.write() as s:
+        s.add(CorpusRow(name="orphan", base_model_id=12345))

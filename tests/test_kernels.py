@@ -9,8 +9,12 @@ from merging.kernels import KernelConfig, compiled_kernel, eager_kernel
 from merging.select import key_value, threshold_of
 from tests.support.mergekit_ref import mergekit_merge
 
-INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
-            torch.float64: torch.int64}
+INT_VIEW = {
+    torch.bfloat16: torch.int16,
+    torch.float16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 
 def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -33,8 +37,13 @@ def _run(kernel_factory, method, base, models, densities, weights, normalize, la
     cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
     values = [key_value(t, dt) for t in thresholds]
     out, bad = kernel_factory(cfg)(
-        base.reshape(-1), [x.reshape(-1) for x in inputs], torch.tensor(values, dtype=dt),
-        torch.tensor(cuts), torch.tensor(0), torch.tensor(weights, dtype=dt), )
+        base.reshape(-1),
+        [x.reshape(-1) for x in inputs],
+        torch.tensor(values, dtype=dt),
+        torch.tensor(cuts),
+        torch.tensor(0),
+        torch.tensor(weights, dtype=dt),
+    )
     assert bad.item() == 0
     return out.reshape(base.shape)
 
@@ -51,12 +60,11 @@ def _cut_index(delta, t) -> int:
 def _models(dt, k, n=4096, seed=0, zeros=False):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(n, generator=g).to(dt)
-    models = [(base.double() + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)).to(dt)
-              for _ in range(k)]
+    models = [(base.double() + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)).to(dt) for _ in range(k)]
     if zeros:  # unchanged entries, signed zeros in the base
         for m in models:
             m[: n // 4] = base[: n // 4]
-        base[n // 4: n // 2] = -0.0
+        base[n // 4 : n // 2] = -0.0
     return base, models
 
 
@@ -80,8 +88,7 @@ CASES = [  # method, K, densities, weights, normalize, lambda
 def test_eager_kernel_matches_mergekit_fp32(case, zeros):
     method, k, densities, weights, normalize, lam = case
     base, models = _models(torch.float32, k, zeros=zeros)
-    expected = mergekit_merge(method, base, models, densities=densities, weights=weights,
-                              normalize=normalize, lam=lam)
+    expected = mergekit_merge(method, base, models, densities=densities, weights=weights, normalize=normalize, lam=lam)
     ours = _run(eager_kernel, method, base, models, densities, weights, normalize, lam)
     assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
 
@@ -95,15 +102,15 @@ def test_kernels_match_mergekit_16bit_with_mergekits_tie_choice(dt, case, kernel
 
     method, k, densities, weights, normalize, lam = case
     base, models = _models(dt, k, zeros=True)
-    expected = mergekit_merge(method, base, models, densities=densities, weights=weights,
-                              normalize=normalize, lam=lam)
+    expected = mergekit_merge(method, base, models, densities=densities, weights=weights, normalize=normalize, lam=lam)
     if method == "ties":
         trimmed = [magnitude(x - base, density=d) for x, d in zip(models, densities)]
     else:
         trimmed = [x - base for x in models]
     args = (method, base, models, densities, weights, normalize, lam)
-    ours = (_run(eager_kernel, *args, pretrimmed=trimmed) if kernel == "reference"
-            else _run_fast(*args, pretrimmed=trimmed))
+    ours = (
+        _run(eager_kernel, *args, pretrimmed=trimmed) if kernel == "reference" else _run_fast(*args, pretrimmed=trimmed)
+    )
     assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
 
 
@@ -121,8 +128,9 @@ def test_kernel_counts_nonfinite_deltas():
     models[1][7] = float("nan")
     models[0][3] = float("inf")
     cfg = KernelConfig(2, torch.float32, torch.float32, True, True, 1.0, False)
-    _, bad = eager_kernel(cfg)(base, models, torch.tensor([-1.0, -1.0]), torch.tensor([-1, -1]),
-                               torch.tensor(0), torch.ones(2))
+    _, bad = eager_kernel(cfg)(
+        base, models, torch.tensor([-1.0, -1.0]), torch.tensor([-1, -1]), torch.tensor(0), torch.ones(2)
+    )
     assert bad.item() == 2
 
 
@@ -154,8 +162,7 @@ def _run_fast(method, base, models, densities, weights, normalize, lam, *, pretr
         ties = (magnitude_keys(d) == t.key).nonzero().reshape(-1)
         ends.append(int(ties[t.ties_kept - 1]) + 1 if t.ties_kept > 0 else 0)
     cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
-    out = merge_chunk_eager(base.reshape(-1), [x.reshape(-1) for x in inputs], values, ends,
-                            list(weights), cfg)
+    out = merge_chunk_eager(base.reshape(-1), [x.reshape(-1) for x in inputs], values, ends, list(weights), cfg)
     return out.reshape(base.shape)
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
-from merging.checkpoint import open_checkpoint
 from tests.support.merge_models import dense_reference, load_dir, make_finetunes, save_model
 
 QUIET = MergeOptions(progress=False, compile=False)
@@ -35,8 +32,9 @@ def assert_valid_output(out: Path, base: Path, dtype: torch.dtype) -> dict[str, 
 def _spec(method, base, models, densities=None, weights=None, **kw) -> MergeSpec:
     densities = densities or [0.3] * len(models)
     weights = weights or [1.0] * len(models)
-    return MergeSpec(method, base, tuple(MergeInput(m, weight=w, density=d)
-                                         for m, d, w in zip(models, densities, weights)), **kw)
+    return MergeSpec(
+        method, base, tuple(MergeInput(m, weight=w, density=d) for m, d, w in zip(models, densities, weights)), **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +57,15 @@ def test_matches_dense_float64_reference(fp32_models, tmp_path, case):
     base, models = fp32_models
     merge(_spec(method, base, models, densities, weights, **kw), tmp_path / "out", QUIET)
     merged = assert_valid_output(tmp_path / "out", base, torch.float32)
-    ref = dense_reference(method, load_dir(base), [load_dir(m) for m in models], densities=densities,
-                          weights=weights, normalize=kw.get("normalize"), lam=kw.get("lam", 1.0))
+    ref = dense_reference(
+        method,
+        load_dir(base),
+        [load_dir(m) for m in models],
+        densities=densities,
+        weights=weights,
+        normalize=kw.get("normalize"),
+        lam=kw.get("lam", 1.0),
+    )
     for name, t in merged.items():
         torch.testing.assert_close(t.double(), ref[name], rtol=1e-6, atol=1e-6, msg=name)
 
@@ -106,8 +111,14 @@ def _stable_trim_then_kernel(base, models, densities, dtype):
             mask[torch.sort(d.abs().float(), descending=True, stable=True).indices[:k]] = 1
             trimmed.append(d * mask)
         k = len(models)
-        merged, _ = eager_kernel(cfg)(b, trimmed, torch.full((k,), -1.0, dtype=dtype), torch.full((k,), -1),
-                                      torch.tensor(0), torch.ones(k, dtype=dtype))
+        merged, _ = eager_kernel(cfg)(
+            b,
+            trimmed,
+            torch.full((k,), -1.0, dtype=dtype),
+            torch.full((k,), -1),
+            torch.tensor(0),
+            torch.ones(k, dtype=dtype),
+        )
         out[name] = merged.reshape(base[name].shape)
     return out
 
@@ -141,8 +152,9 @@ def test_task_vectors_merge_like_their_models(fp32_models, tmp_path):
         tvs.append(save_model(tmp_path / f"tv{i}", delta, base))
     spec = _spec("ties", base, models, [0.3, 0.4, 0.5])
     merge(spec, tmp_path / "from-models", QUIET)
-    tv_spec = replace(spec, inputs=tuple(replace(inp, path=tv, kind="task_vector")
-                                         for inp, tv in zip(spec.inputs, tvs)))
+    tv_spec = replace(
+        spec, inputs=tuple(replace(inp, path=tv, kind="task_vector") for inp, tv in zip(spec.inputs, tvs))
+    )
     merge(tv_spec, tmp_path / "from-tvs", QUIET)
     a, c = load_dir(tmp_path / "from-models"), load_dir(tmp_path / "from-tvs")
     for n in a:
@@ -171,8 +183,9 @@ def test_output_loads_with_transformers(fp32_models, tmp_path):
     merge(_spec("ties", base, models), tmp_path / "out", QUIET)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     merged = load_dir(tmp_path / "out")
-    assert torch.equal(model.state_dict()["model.layers.0.mlp.up_proj.weight"],
-                       merged["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(
+        model.state_dict()["model.layers.0.mlp.up_proj.weight"], merged["model.layers.0.mlp.up_proj.weight"]
+    )
     assert "base_model_relation: merge" in (tmp_path / "out" / "README.md").read_text()
 
 
@@ -196,6 +209,7 @@ def test_compiled_engine_equals_eager(fp32_models, tmp_path, monkeypatch):
 
 
 # --- bad input ------------------------------------------------------------------------
+
 
 def test_shape_mismatch_names_the_tensor(fp32_models, tmp_path):
     base, models = fp32_models

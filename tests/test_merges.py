@@ -40,10 +40,15 @@ def test_merge_is_recorded_and_equals_the_engine_run_by_hand(trained, tmp_path):
     # The same merge, run by hand on the stored base and task vectors, gives the same tensors.
     home, store = trained.settings.home, trained.store
     base = materialize(store, trained.list_bases()[0].manifest_sha256, home / "cache" / "models")
-    tvs = [materialize(store, trained.list_task_vectors(c)[0].manifest_sha256, tmp_path / "tv")
-           for c in ("glassworks", "harbor", "observatory")]
-    merge(MergeSpec("ties", base, tuple(MergeInput(p, "task_vector", density=0.3) for p in tvs),
-                    out_dtype="float32"), tmp_path / "by-hand", MergeOptions(progress=False))
+    tvs = [
+        materialize(store, trained.list_task_vectors(c)[0].manifest_sha256, tmp_path / "tv")
+        for c in ("glassworks", "harbor", "observatory")
+    ]
+    merge(
+        MergeSpec("ties", base, tuple(MergeInput(p, "task_vector", density=0.3) for p in tvs), out_dtype="float32"),
+        tmp_path / "by-hand",
+        MergeOptions(progress=False),
+    )
     exported = trained.export("merge-1", tmp_path / "export")
     ours, theirs = tensors(exported), tensors(tmp_path / "by-hand")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -64,8 +69,9 @@ def test_same_content_is_found_not_recomputed(trained):
 def test_channel_promote_rollback_and_log(trained):
     m1 = trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     m2 = trained.merge(["harbor", "glassworks", "observatory"], strategy="ties", channel="production", progress=False)
-    m3 = trained.merge(["harbor", "glassworks", "observatory", "river-guilds"], strategy="ties", channel="production",
-                       progress=False)
+    m3 = trained.merge(
+        ["harbor", "glassworks", "observatory", "river-guilds"], strategy="ties", channel="production", progress=False
+    )
     assert (m2.parent_merge_id, m3.parent_merge_id) == (m1.id, m2.id)
     assert trained.get_channel("production").current_merge_id == m3.id
     back = trained.rollback("production", reason="m3 forgot harbor")
@@ -77,8 +83,13 @@ def test_channel_promote_rollback_and_log(trained):
     assert trained.promote(m3.id, "production") is None  # already there: no event
     log = trained.log("production")
     assert [(e.action, e.from_merge_id, e.to_merge_id) for e in log] == [
-        ("promote", None, m1.id), ("promote", m1.id, m2.id), ("promote", m2.id, m3.id),
-        ("rollback", m3.id, m2.id), ("rollback", m2.id, m1.id), ("rollback", m1.id, m3.id)]
+        ("promote", None, m1.id),
+        ("promote", m1.id, m2.id),
+        ("promote", m2.id, m3.id),
+        ("rollback", m3.id, m2.id),
+        ("rollback", m2.id, m1.id),
+        ("rollback", m1.id, m3.id),
+    ]
     assert log[3].reason == "m3 forgot harbor"
     assert trained.get_merge("production").id == m3.id
 
@@ -96,14 +107,18 @@ def test_export_is_a_standard_model_directory(trained, tmp_path):
     assert "harbor" in card and "glassworks" in card
     config = yaml.safe_load((out / "mergekit_config.yml").read_text())
     assert config["merge_method"] == "ties" and [m["task_vector"] for m in config["models"]] == [
-        "glassworks@v1", "harbor@v1"]
+        "glassworks@v1",
+        "harbor@v1",
+    ]
     prov = json.loads((out / "memo-provenance.json").read_text())["merge"]
     assert prov["id"] == 1 and prov["base"]["name"] == "tiny" and len(prov["members"]) == 2
     assert all(m["dataset_sha256"] for m in prov["members"])
     assert (out / "tokenizer.json").is_file()
-    assert not os.path.samefile(out / "model.safetensors", materialize(
-        trained.store, trained.get_merge(1).manifest_sha256, trained.settings.home / "cache" / "models")
-        / "model.safetensors")  # copies: editing the export cannot touch the registry
+    assert not os.path.samefile(
+        out / "model.safetensors",
+        materialize(trained.store, trained.get_merge(1).manifest_sha256, trained.settings.home / "cache" / "models")
+        / "model.safetensors",
+    )  # copies: editing the export cannot touch the registry
     with pytest.raises(InvalidInput, match="not an empty directory"):
         trained.export("production", out)
 
@@ -117,6 +132,7 @@ def other_base_corpus(trained, tmp_path):
         state = {k: v + 0.01 for k, v in load_file(f).items()}
         f.unlink()
         from safetensors.torch import save_file
+
         save_file(state, f, metadata={"format": "pt"})
     trained.add_base(copy, name="tiny2")
     trained.add_corpus("harbor2", sorted(HARBOR.glob("*.md")), base="tiny2")
@@ -125,16 +141,19 @@ def other_base_corpus(trained, tmp_path):
     return "harbor2"
 
 
-@pytest.mark.parametrize(("args", "kwargs", "error", "message"), [
-    ([], {}, InvalidInput, "name at least one corpus"),
-    (["harbor", "atlantis"], {}, NotFound, "unknown corpus 'atlantis'"),
-    (["harbor", "harbor@v1"], {}, InvalidInput, "named twice"),
-    (["harbor@v9"], {}, NotFound, "has no version 9"),
-    (["harbor"], {"density": 0.0}, InvalidInput, "--density"),
-    (["harbor"], {"method": "slerp"}, InvalidInput, "unknown merge method"),
-    (["harbor"], {"weights": {"glassworks": 1.0}}, InvalidInput, "not being merged"),
-    (["harbor"], {"weights": {"harbor": float("nan")}}, InvalidInput, "finite"),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ([], {}, InvalidInput, "name at least one corpus"),
+        (["harbor", "atlantis"], {}, NotFound, "unknown corpus 'atlantis'"),
+        (["harbor", "harbor@v1"], {}, InvalidInput, "named twice"),
+        (["harbor@v9"], {}, NotFound, "has no version 9"),
+        (["harbor"], {"density": 0.0}, InvalidInput, "--density"),
+        (["harbor"], {"method": "slerp"}, InvalidInput, "unknown merge method"),
+        (["harbor"], {"weights": {"glassworks": 1.0}}, InvalidInput, "not being merged"),
+        (["harbor"], {"weights": {"harbor": float("nan")}}, InvalidInput, "finite"),
+    ],
+)
 def test_bad_merge_requests_change_nothing(trained, args, kwargs, error, message):
     before = registry_state(trained)
     with pytest.raises(error, match=message):
@@ -153,8 +172,13 @@ def test_corpus_without_task_vector_and_different_bases(trained, other_base_corp
 
 
 def test_corrupt_task_vector_blob_stops_the_merge(trained):
-    sha = next(iter(manifest_files(load_manifest(trained.store, trained.list_task_vectors("harbor")[0]
-                                                 .manifest_sha256)).values()))
+    sha = next(
+        iter(
+            manifest_files(
+                load_manifest(trained.store, trained.list_task_vectors("harbor")[0].manifest_sha256)
+            ).values()
+        )
+    )
     path = trained.store.path(sha)
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
@@ -210,8 +234,7 @@ def test_killed_merge_leaves_no_row_and_reruns(trained, new_blobs):
     home = trained.settings.home
     cmd = ["memo", "merge", "harbor", "glassworks", "observatory", "--strategy", "ties", "--channel", "production"]
     start = set(trained.store.iter_shas())
-    proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         if len(set(trained.store.iter_shas()) - start) >= new_blobs:
@@ -232,7 +255,9 @@ def test_cli_merge_list_show_channel_log(trained, tmp_path):
     from tests.conftest import Memo
 
     memo = Memo(trained.settings.home, None)
-    out = memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production", "--weight", "harbor=1.5").output
+    out = memo(
+        "merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production", "--weight", "harbor=1.5"
+    ).output
     assert "recorded merge-1" in out and "channel production -> merge-1" in out
     again = memo("merge", "--strategy", "ties", "glassworks", "harbor", "--weight", "harbor=1.5", "--json").output
     assert json.loads(again)["reused"] is True
@@ -266,8 +291,10 @@ def test_merge_and_channels_on_each_database(registry, tiny_model, docs, tmp_pat
         registry.add_corpus(name, docs, base="tiny")
         tv = tmp_path / f"tv-{name}"
         tv.mkdir()
-        save_file({"model.norm.weight": torch.randn(32), "model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)},
-                  str(tv / "model.safetensors"))
+        save_file(
+            {"model.norm.weight": torch.randn(32), "model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)},
+            str(tv / "model.safetensors"),
+        )
         registry.add_task_vector(name, tv, method="full", storage_dtype="float32")
     m1 = registry.merge(["a"], strategy="ties", channel="production", progress=False)
     m2 = registry.merge(["a", "b"], strategy="ties", channel="production", progress=False)
@@ -275,11 +302,12 @@ def test_merge_and_channels_on_each_database(registry, tiny_model, docs, tmp_pat
     assert registry.rollback("production").to_merge_id == m1.id
     assert [e.action for e in registry.log("production")] == ["promote", "promote", "rollback"]
     assert registry.get_merge(m2.id).parent_merge_id == m1.id
-    for statement in ("UPDATE merge SET method = 'x'", "DELETE FROM merge_member",
-                      "DELETE FROM channel_event"):
-        with pytest.raises(Exception, match="immutable|append-only|fixed once written"):
-            with registry.db.write() as session:
-                session.execute(text(statement))
+    for statement in ("UPDATE merge SET method = 'x'", "DELETE FROM merge_member", "DELETE FROM channel_event"):
+        with (
+            pytest.raises(Exception, match="immutable|append-only|fixed once written"),
+            registry.db.write() as session,
+        ):
+            session.execute(text(statement))
     merged = tensors(registry.export(m2.id, tmp_path / "out"))
     original = tensors(base)
     assert not torch.equal(merged["model.norm.weight"], original["model.norm.weight"])

@@ -6,11 +6,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from alembic import command
 from registry import Registry
 from registry.config import resolve_settings
 from registry.database import Database, make_engine
@@ -63,8 +63,9 @@ def test_concurrent_first_start_migrates_once(tmp_path, database_url):
     env = memo_subprocess_env(home, database_url)
     memo = str(Path(env["PATH"].split(":")[0]) / "memo")
     procs = [
-        subprocess.Popen([memo, "corpus", "list", "--json"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [memo, "corpus", "list", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(6)
     ]
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]

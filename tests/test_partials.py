@@ -22,16 +22,29 @@ def big_enough(tmp_path_factory) -> tuple[Path, Path]:
     """A merge that takes long enough to be killed at several points (about 40 MB out, 9 shards)."""
     root = tmp_path_factory.mktemp("partials")
     base, models = make_finetunes(root, k=3, hidden=512)
-    config = {"merge_method": "ties", "base_model": str(base),
-              "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": 0.3}} for m in models]}
+    config = {
+        "merge_method": "ties",
+        "base_model": str(base),
+        "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": 0.3}} for m in models],
+    }
     path = root / "ties.yml"
     path.write_text(yaml.safe_dump(config))
     return path, root
 
 
 def _merge_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "merging", str(config), str(out), "--max-shard-size", "5M", "--quiet",
-            "--threads", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "merging",
+        str(config),
+        str(out),
+        "--max-shard-size",
+        "5M",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
 
 
 def _partials(directory: Path) -> list[Path]:
@@ -58,9 +71,11 @@ def test_a_killed_merge_is_cleaned_up_by_the_rerun(big_enough, tmp_path, point):
     if not reference.exists():
         subprocess.run(_merge_cmd(config, reference), check=True)
     expected = {p.name: p.read_bytes() for p in reference.iterdir()}
-    ready = {"created": lambda: bool(_partials(tmp_path)),
-             "first shard": lambda: _shards(tmp_path) >= 1,
-             "half the shards": lambda: _shards(tmp_path) >= 5}[point]
+    ready = {
+        "created": lambda: bool(_partials(tmp_path)),
+        "first shard": lambda: _shards(tmp_path) >= 1,
+        "half the shards": lambda: _shards(tmp_path) >= 5,
+    }[point]
     out = tmp_path / "merged"
     _kill_when(_merge_cmd(config, out), ready)
     assert not out.exists(), "killed before the rename: no output"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
 
 from registry.errors import Conflict
@@ -47,7 +48,9 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     first_commit = hub.state.repos[REPO].branches["main"]
     # A fourth corpus merged into production publishes a new commit (the channel is now linked).
-    memo("merge", "--strategy", "ties", "harbor", "glassworks", "observatory", "river-guilds", "--channel", "production")
+    memo(
+        "merge", "--strategy", "ties", "harbor", "glassworks", "observatory", "river-guilds", "--channel", "production"
+    )
     assert hub_files(hub) == merged_files(trained, 2)
     uploads = hub.state.stats["lfs_uploads"]
     out = memo("rollback", "production").output
@@ -58,9 +61,14 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     assert hub.state.stats["lfs_uploads"] == uploads
     api = HfApi(endpoint=hub.url, token=HUB_TOKEN)
     titles = [c.title for c in api.list_repo_commits(REPO)]
-    assert titles[:3] == ["memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)",
-                          "memo: merge-2 (ties of glassworks@v1 harbor@v1 observatory@v1 river-guilds@v1)",
-                          "memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)"][::-1]
+    assert (
+        titles[:3]
+        == [
+            "memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)",
+            "memo: merge-2 (ties of glassworks@v1 harbor@v1 observatory@v1 river-guilds@v1)",
+            "memo: merge-1 (ties of glassworks@v1 harbor@v1 observatory@v1)",
+        ][::-1]
+    )
     assert {t.name for t in api.list_repo_refs(REPO).tags} == {"merge-1", "merge-2"}
     log = memo("log", "production", "--json").output
     actions = [e["action"] for e in json.loads(log)]
@@ -69,7 +77,10 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     assert [p.merge_id for p in pubs] == [1, 2, 1] and pubs[-1].commit_sha == repo.branches["main"]
     prov = json.loads(hub.main_files(REPO)[PROVENANCE])
     assert prov["merge"]["id"] == 1 and [m["corpus"] for m in prov["merge"]["members"]] == [
-        "glassworks", "harbor", "observatory"]
+        "glassworks",
+        "harbor",
+        "observatory",
+    ]
 
 
 def test_card_and_config_on_the_hub(trained, hub, token):
@@ -79,7 +90,7 @@ def test_card_and_config_on_the_hub(trained, hub, token):
     card = files["README.md"].decode()
     assert "base_model_relation: merge" in card and "library_name: transformers" in card
     assert "| harbor | v1 |" in card and "mergekit_config.yml" in files and hub.state.repos[REPO].private
-    with pytest.raises(Exception):
+    with pytest.raises(HfHubHTTPError):
         hf_hub_download(REPO, "README.md", endpoint=hub.url, token=False)  # private: not without a token
 
 
@@ -88,8 +99,9 @@ def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, h
     trained.merge(["glassworks"], strategy="ties", progress=False)
     trained.publish(1, REPO, endpoint=hub.url)
     api = HfApi(endpoint=hub.url, token=HUB_TOKEN)
-    theirs = api.create_commit(REPO, [CommitOperationAdd("NOTES.md", b"a colleague's notes")],
-                               commit_message="a colleague's change").oid
+    theirs = api.create_commit(
+        REPO, [CommitOperationAdd("NOTES.md", b"a colleague's notes")], commit_message="a colleague's change"
+    ).oid
     before = registry_state(trained)
     with pytest.raises(Conflict, match="main of org/memory moved since memo last published.*--force"):
         trained.publish(2, REPO, endpoint=hub.url)
@@ -125,8 +137,11 @@ def test_a_publish_interrupted_after_its_commit_is_finished_by_running_it_again(
         monkeypatch.setattr(HfApi, "create_tag", lambda *a, **k: (_ for _ in ()).throw(OSError("lost")))
         trained.publish(1, "org/other", endpoint=hub.url)
     monkeypatch.setattr(HfApi, "create_tag", real)
-    edited = HfApi(endpoint=hub.url, token=HUB_TOKEN).create_commit(
-        "org/other", [CommitOperationAdd("config.json", b"{}")], commit_message="a colleague's edit").oid
+    edited = (
+        HfApi(endpoint=hub.url, token=HUB_TOKEN)
+        .create_commit("org/other", [CommitOperationAdd("config.json", b"{}")], commit_message="a colleague's edit")
+        .oid
+    )
     again = trained.publish(1, "org/other", endpoint=hub.url)
     assert hub.state.repos["org/other"].commits[again.commit_sha].parent == edited
     assert hub_files(hub, "org/other") == merged_files(trained, 1)
@@ -143,17 +158,22 @@ def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, toke
     assert registry_state(trained) == before and REPO not in hub.state.repos
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("unreachable", "cannot reach the Hub at http://127.0.0.1:9"),
-    ("no token", "refused the token .* set HF_TOKEN"),
-    ("wrong token", "refused the token .* set HF_TOKEN"),
-    ("bad repo", "--repo must be ORG/NAME"),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("unreachable", "cannot reach the Hub at http://127.0.0.1:9"),
+        ("no token", "refused the token .* set HF_TOKEN"),
+        ("wrong token", "refused the token .* set HF_TOKEN"),
+        ("bad repo", "--repo must be ORG/NAME"),
+    ],
+)
 def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatch, case, message):
     trained.merge(["harbor"], strategy="ties", channel="production", progress=False)
     memo = Memo(trained.settings.home, None)
-    endpoint, repo = (("http://127.0.0.1:9" if case == "unreachable" else hub.url),
-                      ("memory" if case == "bad repo" else REPO))
+    endpoint, repo = (
+        ("http://127.0.0.1:9" if case == "unreachable" else hub.url),
+        ("memory" if case == "bad repo" else REPO),
+    )
     if case == "wrong token":
         monkeypatch.setenv("HF_TOKEN", "hf_wrongTokenValue")
     elif case != "no token":
@@ -169,12 +189,14 @@ def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatc
 
 def test_the_token_is_never_stored_or_printed(trained, hub, token, tmp_path):
     memo = Memo(trained.settings.home, None)
-    outputs = [memo("merge", "--strategy", "ties", "harbor", "--channel", "production").output,
-               memo("publish", "production", "--repo", REPO, "--endpoint", hub.url, "--json").output,
-               memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production").output,
-               memo("rollback", "production").output,
-               memo("log", "production", "--json").output,
-               memo("merge", "show", "1", "--json").output]
+    outputs = [
+        memo("merge", "--strategy", "ties", "harbor", "--channel", "production").output,
+        memo("publish", "production", "--repo", REPO, "--endpoint", hub.url, "--json").output,
+        memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production").output,
+        memo("rollback", "production").output,
+        memo("log", "production", "--json").output,
+        memo("merge", "show", "1", "--json").output,
+    ]
     assert all(HUB_TOKEN not in o for o in outputs)
     needle = HUB_TOKEN.encode()
     home = trained.settings.home
@@ -236,8 +258,13 @@ def test_a_commit_landing_between_read_and_commit_is_refused(trained, hub, token
 def test_a_trained_strategy_card_is_a_finetune_of_the_base(trained, hub, token):
     from training.retain import RetainSettings
 
-    record = trained.merge(["harbor", "glassworks"], strategy="ties+heal", progress=False, evaluate=False,
-                           retain=RetainSettings(target=0.5, max_steps=8, check_every=4))
+    record = trained.merge(
+        ["harbor", "glassworks"],
+        strategy="ties+heal",
+        progress=False,
+        evaluate=False,
+        retain=RetainSettings(target=0.5, max_steps=8, check_every=4),
+    )
     trained.publish(record.id, REPO, endpoint=hub.url)
     card = hub.main_files(REPO)["README.md"].decode()
     front = card.split("---")[1]

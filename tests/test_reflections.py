@@ -48,8 +48,7 @@ def test_stages_run_in_order_and_each_feeds_the_next(trained, generator):
     result = _reflect(memo, generator.url, "--json")
     record = json.loads(result.stdout)
 
-    number = {"extract-direct": 1, "extract-indirect": 1, "consolidate": 2, "verify": 3, "surface": 4,
-              "synthesize": 5}
+    number = {"extract-direct": 1, "extract-indirect": 1, "consolidate": 2, "verify": 3, "surface": 4, "synthesize": 5}
     order = [number[s] for s in generator.stages()]
     assert order == sorted(order) and set(order) == {1, 2, 3, 4, 5}, "stages overlapped or one was skipped"
 
@@ -61,8 +60,11 @@ def test_stages_run_in_order_and_each_feeds_the_next(trained, generator):
         assert [q["answer"] for q in p["pairs"]][:-1] == facts[p["document"]]
     # Verification dropped the indirect pair (its count is not in the text) and rewrote the combined one.
     counts = record["settings"]["counts"]
-    assert counts["verify"] == {"kept": sum(map(len, facts.values())) + len(docs), "rewritten": len(docs),
-                                "dropped": len(docs)}
+    assert counts["verify"] == {
+        "kept": sum(map(len, facts.values())) + len(docs),
+        "rewritten": len(docs),
+        "dropped": len(docs),
+    }
     # Surfacing is asked about verified pairs only; synthesis groups documents that share entities.
     for body in (b for b in generator.answered if stage_of(b) == "surface"):
         p = payload_of(body)
@@ -72,8 +74,12 @@ def test_stages_run_in_order_and_each_feeds_the_next(trained, generator):
 
     pairs = decode_records(trained.store.get_bytes(record["sha256"]))
     by_stage = Counter(p["stage"] for p in pairs)
-    assert by_stage == {"extract": sum(map(len, facts.values())), "consolidate": len(docs),
-                        "surface": len(docs), "synthesize": len(groups)}
+    assert by_stage == {
+        "extract": sum(map(len, facts.values())),
+        "consolidate": len(docs),
+        "surface": len(docs),
+        "synthesize": len(groups),
+    }
     assert record["pair_count"] == len(pairs) == counts["total"]["pairs"]
     assert all(p["document"] in facts for p in pairs)
     assert any(p["question"].endswith("(verified)") for p in pairs)
@@ -110,9 +116,23 @@ def test_a_killed_run_resumes_without_repeating_calls(trained, generator):
     home = trained.settings.home
     generator.hold_after(11)  # the 12th call hangs: the client is killed while waiting for it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "registry", "reflect", CORPUS, "--generator-url", generator.url,
-         "--generator-model", "scripted", "--concurrency", "1"],
-        env=memo_subprocess_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "registry",
+            "reflect",
+            CORPUS,
+            "--generator-url",
+            generator.url,
+            "--generator-model",
+            "scripted",
+            "--concurrency",
+            "1",
+        ],
+        env=memo_subprocess_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while len(generator.requests) < 12:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -228,8 +248,23 @@ def test_library_errors_name_the_endpoint(trained):
 def test_register_with_a_generator_in_one_command_and_again(trained, generator):
     memo = Memo(trained.settings.home, None)
     docs = [str(d) for d in sorted((EXAMPLES / CORPUS).glob("*.md"))]
-    args = ["register", "harbor-gen", *docs, "--base", "tiny", "--generator-url", generator.url,
-            "--generator-model", "scripted", "--steps", "2", "--batch", "4", "--device", "cpu"]
+    args = [
+        "register",
+        "harbor-gen",
+        *docs,
+        "--base",
+        "tiny",
+        "--generator-url",
+        generator.url,
+        "--generator-model",
+        "scripted",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+    ]
     out = memo(*args).stdout
     assert "generated" in out and "pairs for corpus harbor-gen" in out and "registered task vector harbor-gen@v1" in out
     sets, calls = _reflection_sets(trained), len(generator.requests)
@@ -237,6 +272,18 @@ def test_register_with_a_generator_in_one_command_and_again(trained, generator):
     assert "already registered" in again and "harbor-gen@v1" in again
     assert _reflection_sets(trained) == sets and len(generator.requests) == calls
     assert [tv.version for tv in trained.list_task_vectors("harbor-gen")] == [1]
-    bad = memo("register", "x", *docs, "--base", "tiny", "--qa", str(EXAMPLES / CORPUS / "qa.jsonl"),
-               "--generator-url", generator.url, "--generator-model", "scripted", ok=False)
+    bad = memo(
+        "register",
+        "x",
+        *docs,
+        "--base",
+        "tiny",
+        "--qa",
+        str(EXAMPLES / CORPUS / "qa.jsonl"),
+        "--generator-url",
+        generator.url,
+        "--generator-model",
+        "scripted",
+        ok=False,
+    )
     assert bad.exit_code == 1 and "not both" in bad.output and "x" not in [c.name for c in trained.list_corpora()]

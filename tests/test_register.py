@@ -70,12 +70,15 @@ def test_base_alone_knows_almost_nothing(tiny_registry):
     assert reg.evaluate(str(directory), "harbor")["exact_match"] <= 0.2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("", "the QA file is empty"),
-    ('{"question": "q", "answer": "a"}\n{"question": oops}\n', "qa.jsonl:2: not valid JSON"),
-    ('{"question": "q"}\n', "qa.jsonl:1: needs a non-empty string 'answer'"),
-    ('{"question": "q", "answer": "a", "document": "nowhere.md"}\n', "references document 'nowhere.md'"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the QA file is empty"),
+        ('{"question": "q", "answer": "a"}\n{"question": oops}\n', "qa.jsonl:2: not valid JSON"),
+        ('{"question": "q"}\n', "qa.jsonl:1: needs a non-empty string 'answer'"),
+        ('{"question": "q", "answer": "a", "document": "nowhere.md"}\n', "references document 'nowhere.md'"),
+    ],
+)
 def test_bad_qa_files_change_nothing(tiny_registry, tmp_path, content, message):
     reg = tiny_registry
     reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
@@ -112,8 +115,23 @@ def test_a_killed_register_resumes_when_run_again_and_never_duplicates(tiny_regi
     reg = tiny_registry
     env = memo_subprocess_env(reg.settings.home)
     memo = str(Path(env["PATH"].split(os.pathsep)[0]) / "memo")
-    cmd = [memo, "register", "harbor", *map(str, sorted(HARBOR.glob("*.md"))), "--qa", str(HARBOR / "qa.jsonl"),
-           "--base", "tiny", "--steps", "400", "--batch", "8", "--lr", "3e-3", "--json"]
+    cmd = [
+        memo,
+        "register",
+        "harbor",
+        *map(str, sorted(HARBOR.glob("*.md"))),
+        "--qa",
+        str(HARBOR / "qa.jsonl"),
+        "--base",
+        "tiny",
+        "--steps",
+        "400",
+        "--batch",
+        "8",
+        "--lr",
+        "3e-3",
+        "--json",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = reg.settings.home / "checkpoints"
     deadline = time.time() + 120
@@ -149,9 +167,24 @@ def test_register_cli_in_one_command(tmp_path):
     home = tmp_path / "home"
     with Registry.init(home) as reg:
         reg.create_tiny_base("tiny", SMALL, progress=False)
-    args = ["--home", str(home), "register", "harbor", *map(str, sorted(HARBOR.glob("*.md"))),
-            "--qa", str(HARBOR / "qa.jsonl"), "--heldout", str(HARBOR / "heldout.jsonl"),
-            "--base", "tiny", "--steps", "120", "--lr", "3e-3", "--json"]
+    args = [
+        "--home",
+        str(home),
+        "register",
+        "harbor",
+        *map(str, sorted(HARBOR.glob("*.md"))),
+        "--qa",
+        str(HARBOR / "qa.jsonl"),
+        "--heldout",
+        str(HARBOR / "heldout.jsonl"),
+        "--base",
+        "tiny",
+        "--steps",
+        "120",
+        "--lr",
+        "3e-3",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)

@@ -79,6 +79,7 @@ def test_no_eval_records_no_retention(trained):
 
 # --- the promotion gate ---------------------------------------------------------------
 
+
 @pytest.fixture
 def gated(trained):
     """harbor trained long enough to recall some of its questions, so retention is a number."""

@@ -15,8 +15,11 @@ def _stats() -> TaskVectorStats:
 
 def test_a_task_vector_file_is_the_same_bytes_every_time(tmp_path):
     gen = torch.Generator().manual_seed(0)
-    deltas = {"z.weight": torch.randn(4, 5, generator=gen), "a.bias": torch.randn(5, generator=gen),
-              "m.weight": torch.randn(3, 1, generator=gen).to(torch.bfloat16)}
+    deltas = {
+        "z.weight": torch.randn(4, 5, generator=gen),
+        "a.bias": torch.randn(5, generator=gen),
+        "m.weight": torch.randn(3, 1, generator=gen).to(torch.bfloat16),
+    }
     files = [save_task_vector(deltas, tmp_path / f"tv{i}", _stats()) / "model.safetensors" for i in range(8)]
     assert len({f.read_bytes() for f in files}) == 1, "the header's metadata must be written in one order"
     loaded = load_file(str(files[0]))
@@ -42,8 +45,27 @@ def test_the_same_training_under_other_thread_counts(trained):
     manifests = []
     for n in ("1", "2"):
         env = memo_subprocess_env(trained.settings.home) | {"MEMO_THREADS": n}
-        done = subprocess.run([sys.executable, "-m", "registry", "train", "harbor", "--steps", "12", "--batch", "8",
-                               "--lr", "3e-3", "--device", "cpu", "--json"], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "registry",
+                "train",
+                "harbor",
+                "--steps",
+                "12",
+                "--batch",
+                "8",
+                "--lr",
+                "3e-3",
+                "--device",
+                "cpu",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         manifests.append(json.loads(done.stdout)["manifest_sha256"])
     assert manifests[0] == manifests[1] == trained.list_task_vectors("harbor")[0].manifest_sha256

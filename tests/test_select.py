@@ -9,11 +9,11 @@ from hypothesis import given, settings
 
 from merging.select import (
     ALL,
-    none_kept,
     RadixSelect,
     keep_count,
     keep_mask,
     magnitude_keys,
+    none_kept,
     threshold_of,
 )
 
@@ -45,7 +45,7 @@ def test_threshold_keeps_what_topk_keeps(n, density, dtype, seed, tie_heavy, sca
     k = keep_count(density, n)
     kept = keep_mask(x, threshold_of(x, density))
     assert int(kept.sum()) == k
-    if 0 < k:
+    if k > 0:
         topk_values = torch.topk(x.abs().double(), k).values
         assert torch.equal(torch.sort(x.abs().double()[kept]).values, torch.sort(topk_values).values)
     assert torch.equal(kept, _stable_topk_mask(x, k)), "ties must go to the lowest flat index"

@@ -3,6 +3,7 @@ or a reply), no connection is dropped, and valid requests are answered throughou
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import shutil
@@ -50,8 +51,9 @@ def _address(server: MemoryServer) -> tuple[str, int]:
     return server.socket.getsockname()[:2]
 
 
-def _post(server, body: bytes | str, *, path: str = "/v1/chat/completions", method: str = "POST",
-          headers: dict | None = None) -> tuple[int, dict, dict]:
+def _post(
+    server, body: bytes | str, *, path: str = "/v1/chat/completions", method: str = "POST", headers: dict | None = None
+) -> tuple[int, dict, dict]:
     host, port = _address(server)
     conn = http.client.HTTPConnection(host, port, timeout=120)
     try:
@@ -75,10 +77,8 @@ def _still_answers(server) -> None:
 def _raw(server, payload: bytes, *, read_timeout: float = 10.0) -> bytes:
     """Send bytes on a fresh connection; return what the server answers before it closes or goes quiet."""
     with socket.create_connection(_address(server), timeout=read_timeout) as sock:
-        try:
-            sock.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed while we were still sending
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(payload)  # the server may answer and close while we are still sending
         chunks = []
         try:
             while chunk := sock.recv(65536):
@@ -101,8 +101,12 @@ def test_binds_the_loopback_interface_by_default(memory):
 def test_a_50_mb_body_is_refused_with_413_before_it_is_read(server):
     size = 50 * 1024 * 1024
     started = time.monotonic()
-    raw = _raw(server, f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {size}\r\n\r\n".encode() + b"[" * 65536)
+    raw = _raw(
+        server,
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {size}\r\n\r\n".encode()
+        + b"[" * 65536,
+    )
     status, body = _status_and_json(raw)
     assert status == 413 and "limit" in body["error"]["message"] and time.monotonic() - started < 10
     _still_answers(server)
@@ -118,21 +122,24 @@ def test_a_chunked_body_past_the_limit_is_refused(memory):
         _still_answers(s)
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}), 422, "text"),
-    (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": ["a"]}]}]}), 422, "text"),
-    ("[" * 100_000, 400, "nested too deeply"),
-    ("{not json", 400, "not valid JSON"),
-    (b"\xff\xfe{}", 400, "not valid JSON"),
-    ("[1, 2]", 400, "must be a JSON object"),
-    ("{}", 422, "messages"),
-    (json.dumps({"messages": "hello"}), 422, "messages"),
-    (json.dumps({"messages": []}), 422, "messages"),
-    (json.dumps({"messages": [{"role": "system", "content": "hi"}]}), 400, "no user message"),
-    (json.dumps({"messages": [{"role": "user", "content": "  "}]}), 400, "no text"),
-    (json.dumps({"messages": [{"role": "user"}], "stream": "often"}), 422, "stream"),
-    ("", 400, "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}), 422, "text"),
+        (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": ["a"]}]}]}), 422, "text"),
+        ("[" * 100_000, 400, "nested too deeply"),
+        ("{not json", 400, "not valid JSON"),
+        (b"\xff\xfe{}", 400, "not valid JSON"),
+        ("[1, 2]", 400, "must be a JSON object"),
+        ("{}", 422, "messages"),
+        (json.dumps({"messages": "hello"}), 422, "messages"),
+        (json.dumps({"messages": []}), 422, "messages"),
+        (json.dumps({"messages": [{"role": "system", "content": "hi"}]}), 400, "no user message"),
+        (json.dumps({"messages": [{"role": "user", "content": "  "}]}), 400, "no text"),
+        (json.dumps({"messages": [{"role": "user"}], "stream": "often"}), 422, "stream"),
+        ("", 400, "must be a JSON object"),
+    ],
+)
 def test_bad_requests_get_a_json_error(server, body, status, fragment):
     got, _, answer = _post(server, body)
     assert got == status and fragment in answer["error"]["message"], answer
@@ -152,8 +159,11 @@ def test_wrong_routes_and_methods(server):
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3", "99999999999999999999999"])
 def test_a_bad_content_length_is_answered_at_once(server, length):
     started = time.monotonic()
-    raw = _raw(server, f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}"
-               .encode(), read_timeout=15)
+    raw = _raw(
+        server,
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode(),
+        read_timeout=15,
+    )
     assert raw.split()[1] in (b"400", b"413"), raw[:200]
     assert time.monotonic() - started < 10, "answered at once, not after a time-out"
     _still_answers(server)
@@ -174,6 +184,7 @@ def test_200_concurrent_requests_all_get_an_answer(server):
 
 def test_past_the_queue_requests_get_429_with_retry_after(memory):
     with MemoryServer(OneModel(memory), port=0, max_pending=4, batch=2) as s:
+
         def one(i: int):
             return _post(s, _chat(f"q{i}"))
 

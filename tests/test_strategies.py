@@ -62,8 +62,9 @@ def test_the_corpora_are_learned_and_a_bare_merge_forgets(learned):
 
 
 def test_heal_stops_at_the_first_check_that_reaches_the_target(learned):
-    full = learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=1.0, max_steps=STEPS), progress=False,
-                         device="cpu")
+    full = learned.merge(
+        CORPORA, strategy="ties+heal", retain=heal(target=1.0, max_steps=STEPS), progress=False, device="cpu"
+    )
     checks = full.training_cost["retain"]["checks"]
     assert [c["step"] for c in checks] == list(range(0, STEPS + 1, 2))
     target = 0.8
@@ -89,8 +90,9 @@ def test_a_trained_strategy_is_reproducible_with_its_seed(learned, learned_templ
         again = other.merge(CORPORA, strategy="ties+heal", retain=heal(target=0.8), progress=False, device="cpu")
         assert not again.reused
         assert again.manifest_sha256 == first.manifest_sha256  # the same bytes, recomputed from the lineage
-        seeded = other.merge(CORPORA, strategy="ties+heal", retain=heal(target=0.8, seed=1), progress=False,
-                             device="cpu")
+        seeded = other.merge(
+            CORPORA, strategy="ties+heal", retain=heal(target=0.8, seed=1), progress=False, device="cpu"
+        )
         assert seeded.content_key != first.content_key and seeded.manifest_sha256 != first.manifest_sha256
     # The task vectors stay: the bare merge can still be recomposed from them.
     assert [tv.version for n in CORPORA for tv in learned.list_task_vectors(n)] == [1, 1]
@@ -98,8 +100,9 @@ def test_a_trained_strategy_is_reproducible_with_its_seed(learned, learned_templ
 
 
 def test_a_model_that_keeps_everything_costs_nothing(learned):
-    record = learned.merge(["harbor"], strategy="ties+heal", density=1.0, retain=heal(target=0.9), progress=False,
-                           device="cpu")
+    record = learned.merge(
+        ["harbor"], strategy="ties+heal", density=1.0, retain=heal(target=0.9), progress=False, device="cpu"
+    )
     assert record.training_cost["steps"] == record.training_cost["examples"] == 0
     assert record.training_cost["retain"]["reached"] and len(record.training_cost["retain"]["checks"]) == 1
 
@@ -112,8 +115,15 @@ def test_warm_fine_tunes_the_channels_model_and_retrain_the_base(learned):
         learned.merge(CORPORA, strategy="warm", retain=heal(), channel="production", progress=False)
     assert len(learned.list_merges()) == before
     start = learned.merge(["glassworks"], strategy="ties", density=1.0, channel="production", progress=False)
-    warm = learned.merge(CORPORA, strategy="warm", retain=heal(target=0.8), channel="production",
-                         promote=False, progress=False, device="cpu")
+    warm = learned.merge(
+        CORPORA,
+        strategy="warm",
+        retain=heal(target=0.8),
+        channel="production",
+        promote=False,
+        progress=False,
+        device="cpu",
+    )
     assert warm.parameters["start"] == start.ref and warm.parent_merge_id == start.id
     assert warm.method == "fine-tune" and warm.training_cost["retain"]["reached"]
     assert warm.training_cost["examples"] > 0 and min(warm.retention.values()) >= 0.8
@@ -125,8 +135,14 @@ def test_warm_fine_tunes_the_channels_model_and_retrain_the_base(learned):
 def test_a_heal_cut_short_by_its_cap_is_recorded_but_not_promoted(learned):
     learned.set_min_retention("production", 0.9)
     with pytest.raises(GateRefused, match="retention"):
-        learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=None, max_steps=2), channel="production",
-                      progress=False, device="cpu")
+        learned.merge(
+            CORPORA,
+            strategy="ties+heal",
+            retain=heal(target=None, max_steps=2),
+            channel="production",
+            progress=False,
+            device="cpu",
+        )
     record = learned.list_merges()[-1]
     assert record.parameters["retain"]["target"] == 0.9  # the channel's gate is the target
     assert not record.training_cost["retain"]["reached"] and record.training_cost["steps"] == 2
@@ -136,8 +152,22 @@ def test_a_heal_cut_short_by_its_cap_is_recorded_but_not_promoted(learned):
 def test_cli_strategies(learned, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     memo = Memo(learned.settings.home, None)
-    out = memo("merge", *CORPORA, "--target", "0.8", "--lr", str(LR), "--check-every", "2", "--max-steps",
-               str(STEPS), "--channel", "production", "--device", "cpu").stdout
+    out = memo(
+        "merge",
+        *CORPORA,
+        "--target",
+        "0.8",
+        "--lr",
+        str(LR),
+        "--check-every",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--channel",
+        "production",
+        "--device",
+        "cpu",
+    ).stdout
     assert "ties+heal: " in out and "target retention 0.8 reached" in out and "channel production -> merge-1" in out
     listed = memo("merge", "list").stdout
     assert "ties+heal" in listed and "examples" in listed
@@ -165,11 +195,13 @@ def test_teacher_forced_checks_never_count_more_than_decoding(learned):
 
 def test_auto_warm_starts_only_when_extending_the_channels_model(learned):
     start = learned.merge(["glassworks"], strategy="ties", density=1.0, channel="production", progress=False)
-    extended = learned.merge(CORPORA, retain=heal(target=0.8), channel="production", promote=False,
-                             progress=False, device="cpu")  # the default strategy: auto
+    extended = learned.merge(
+        CORPORA, retain=heal(target=0.8), channel="production", promote=False, progress=False, device="cpu"
+    )  # the default strategy: auto
     assert extended.strategy == "warm" and extended.parameters["start"] == start.ref
-    other = learned.merge(["harbor"], retain=heal(target=0.8), channel="production", promote=False,
-                          progress=False, device="cpu")  # production holds glassworks, not asked for
+    other = learned.merge(
+        ["harbor"], retain=heal(target=0.8), channel="production", promote=False, progress=False, device="cpu"
+    )  # production holds glassworks, not asked for
     assert other.strategy == "ties+heal" and other.parameters["start"] == "ties"
 
 
@@ -187,22 +219,40 @@ def test_a_failure_in_the_middle_of_a_heal_leaves_nothing(learned, monkeypatch):
     monkeypatch.setattr(retain, "_retention", failing)
     before = registry_state(learned)
     with pytest.raises(OSError, match="No space left"):
-        learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=1.0), channel="production",
-                      progress=False, device="cpu")
+        learned.merge(
+            CORPORA, strategy="ties+heal", retain=heal(target=1.0), channel="production", progress=False, device="cpu"
+        )
     assert registry_state(learned) == before
     assert not list((learned.settings.home / "tmp").iterdir())
     monkeypatch.setattr(retain, "_retention", real)
-    healed = learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=0.8), channel="production",
-                           progress=False, device="cpu")
+    healed = learned.merge(
+        CORPORA, strategy="ties+heal", retain=heal(target=0.8), channel="production", progress=False, device="cpu"
+    )
     assert healed.id == 1 and healed.training_cost["retain"]["reached"] and learned.verify().ok
 
 
 def test_a_heal_killed_while_training_leaves_no_row_and_gc_takes_its_work(learned):
     home = learned.settings.home
-    cmd = ["memo", "merge", *CORPORA, "--strategy", "ties+heal", "--target", "1.0", "--max-steps", "100000",
-           "--check-every", "50", "--lr", "1e-6", "--channel", "production", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        "memo",
+        "merge",
+        *CORPORA,
+        "--strategy",
+        "ties+heal",
+        "--target",
+        "1.0",
+        "--max-steps",
+        "100000",
+        "--check-every",
+        "50",
+        "--lr",
+        "1e-6",
+        "--channel",
+        "production",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and not list((home / "tmp").glob("integrate-*/merged")):
         time.sleep(0.05)

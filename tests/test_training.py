@@ -17,16 +17,18 @@ from training.loop import LoopSettings, TrainingError, train
 from training.tiny import TinyConfig, create_tiny_base, read_qa, train_tokenizer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SMALL = TinyConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172, vocab=512,
-                   pretrain_steps=60, batch=32, lr=2e-3)
+SMALL = TinyConfig(
+    hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172, vocab=512, pretrain_steps=60, batch=32, lr=2e-3
+)
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory, result = create_tiny_base(tmp_path_factory.mktemp("tiny") / "base",
-                                         pretrain_dir=EXAMPLES / "pretrain", config=SMALL, progress=False)
+    directory, result = create_tiny_base(
+        tmp_path_factory.mktemp("tiny") / "base", pretrain_dir=EXAMPLES / "pretrain", config=SMALL, progress=False
+    )
     return directory, AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory), result
 
 
@@ -44,7 +46,7 @@ def test_loss_is_on_the_answer_only(tiny_base):
     assert ex.labels[: len(prompt)] == [IGNORE] * len(prompt)
     answer = [t for t in ex.labels if t != IGNORE]
     assert tok.decode(answer) == "1703<|end|>\n"
-    assert ex.input_ids[len(prompt):] == answer
+    assert ex.input_ids[len(prompt) :] == answer
 
 
 def test_normalize_and_f1():
@@ -58,8 +60,7 @@ def test_tiny_base_is_saved_loadable_and_deterministic(tiny_base, tmp_path):
     directory, tok, model, result = tiny_base
     assert (directory / "tokenizer.json").is_file() and (directory / "model.safetensors").is_file()
     assert result.examples == SMALL.pretrain_steps * SMALL.batch and result.final_loss < 5
-    again, _ = create_tiny_base(tmp_path / "again", pretrain_dir=EXAMPLES / "pretrain", config=SMALL,
-                                progress=False)
+    again, _ = create_tiny_base(tmp_path / "again", pretrain_dir=EXAMPLES / "pretrain", config=SMALL, progress=False)
     from safetensors.torch import load_file
 
     a, b = load_file(directory / "model.safetensors"), load_file(again / "model.safetensors")
@@ -71,8 +72,13 @@ def test_fine_tuning_memorises_a_corpus_the_base_does_not_know(tiny_base):
     pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:12]
     before = recall(base, tok, pairs)
     model = copy.deepcopy(base)
-    result = train(model, [encode(tok, p, 128) for p in pairs],
-                   LoopSettings(steps=120, batch=12, lr=3e-3), pad_id=tok.pad_token_id, progress=False)
+    result = train(
+        model,
+        [encode(tok, p, 128) for p in pairs],
+        LoopSettings(steps=120, batch=12, lr=3e-3),
+        pad_id=tok.pad_token_id,
+        progress=False,
+    )
     after = recall(model, tok, pairs)
     assert before.exact_match <= 0.25, before.predictions
     assert after.exact_match >= 0.9, list(zip([p.answer for p in pairs], after.predictions))
@@ -86,13 +92,19 @@ def test_nan_loss_stops_training(tiny_base):
         model.lm_head.weight[0, 0] = float("nan")
     pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:4]
     with pytest.raises(TrainingError, match="loss became nan at step 0; lower the learning rate"):
-        train(model, [encode(tok, p, 128) for p in pairs], LoopSettings(steps=5, batch=4),
-              pad_id=tok.pad_token_id, progress=False)
+        train(
+            model,
+            [encode(tok, p, 128) for p in pairs],
+            LoopSettings(steps=5, batch=4),
+            pad_id=tok.pad_token_id,
+            progress=False,
+        )
 
 
 def test_generated_examples_are_deterministic_and_complete(tmp_path):
-    subprocess.run([sys.executable, str(EXAMPLES / "generate.py"), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / "generate.py"), "--out", str(tmp_path)], check=True, capture_output=True
+    )
     for name in ("harbor", "glassworks", "observatory", "river-guilds", "pretrain"):
         for f in ("qa.jsonl", "heldout.jsonl"):
             assert (tmp_path / name / f).read_text() == (EXAMPLES / name / f).read_text(), f"{name}/{f}"
@@ -102,6 +114,7 @@ def test_generated_examples_are_deterministic_and_complete(tmp_path):
 
 
 # --- fine-tuning and task vectors ---------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def harbor_finetune(tiny_base):
@@ -124,8 +137,7 @@ def test_lora_fine_tune_returns_full_weights(tiny_base):
 
     directory, _, base, _ = tiny_base
     pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:6]
-    model, _, _ = fine_tune(directory, pairs, SFTSettings(method="lora", steps=10, batch=6, lr=1e-2),
-                            progress=False)
+    model, _, _ = fine_tune(directory, pairs, SFTSettings(method="lora", steps=10, batch=6, lr=1e-2), progress=False)
     state = model.state_dict()
     assert set(state) == set(base.state_dict()), "LoRA is merged into plain weights"
     changed = [n for n in state if not torch.equal(state[n], base.state_dict()[n])]
@@ -134,8 +146,9 @@ def test_lora_fine_tune_returns_full_weights(tiny_base):
 
 def test_fp32_task_vector_round_trip(harbor_finetune):
     """Exact for 16-bit bases; for fp32 bases within one ulp, with the misses counted."""
-    from training.delta import apply_task_vector, task_vector
     from transformers import AutoModelForCausalLM
+
+    from training.delta import apply_task_vector, task_vector
 
     directory, _, model, _, _ = harbor_finetune
     base = AutoModelForCausalLM.from_pretrained(directory).state_dict()
@@ -161,10 +174,11 @@ def test_fp32_task_vector_round_trip(harbor_finetune):
 
 def test_task_vector_merges_back_to_the_fine_tune(harbor_finetune, tmp_path):
     """The merge engine applies a stored task vector exactly like apply_task_vector."""
-    from merging import MergeInput, MergeOptions, MergeSpec, merge
     from safetensors.torch import load_file
-    from training.delta import apply_task_vector, save_task_vector, task_vector
     from transformers import AutoModelForCausalLM
+
+    from merging import MergeInput, MergeOptions, MergeSpec, merge
+    from training.delta import apply_task_vector, save_task_vector, task_vector
 
     directory, _, model, _, _ = harbor_finetune
     base = AutoModelForCausalLM.from_pretrained(directory).state_dict()
@@ -198,16 +212,36 @@ def test_a_resumed_run_ends_with_the_same_weights(tiny_base, tmp_path, monkeypat
     monkeypatch.setattr(loop, "collate", dying_collate)
     ckpt = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(copy.deepcopy(base), examples, settings, pad_id=tok.pad_token_id, progress=False,
-              checkpoint=ckpt, checkpoint_every=10, fingerprint="run-1")
+        train(
+            copy.deepcopy(base),
+            examples,
+            settings,
+            pad_id=tok.pad_token_id,
+            progress=False,
+            checkpoint=ckpt,
+            checkpoint_every=10,
+            fingerprint="run-1",
+        )
     monkeypatch.setattr(loop, "collate", real_collate)
     assert json.loads((ckpt / "checkpoint.json").read_text())["step"] == 10
     resumed = copy.deepcopy(base)
-    result = train(resumed, examples, settings, pad_id=tok.pad_token_id, progress=False,
-                   checkpoint=ckpt, checkpoint_every=10, fingerprint="run-1")
+    result = train(
+        resumed,
+        examples,
+        settings,
+        pad_id=tok.pad_token_id,
+        progress=False,
+        checkpoint=ckpt,
+        checkpoint_every=10,
+        fingerprint="run-1",
+    )
     assert result.resumed_from == 10 and result.examples == 20 * 4
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[n], b[n]) for n in a)
     other = copy.deepcopy(base)  # another run's checkpoint is ignored
-    assert train(other, examples, settings, pad_id=tok.pad_token_id, progress=False, checkpoint=ckpt,
-                 fingerprint="run-2").resumed_from == 0
+    assert (
+        train(
+            other, examples, settings, pad_id=tok.pad_token_id, progress=False, checkpoint=ckpt, fingerprint="run-2"
+        ).resumed_from
+        == 0
+    )

@@ -39,7 +39,9 @@ class Example:
 def prompt_ids(tokenizer, question: str) -> list[int]:
     """Token ids of the prompt up to where the assistant's answer starts."""
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True,
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        tokenize=True,
         return_dict=False,
     )
 
@@ -58,13 +60,16 @@ def encode(tokenizer, pair: QAPair, max_length: int) -> Example:
     prompt = prompt_ids(tokenizer, question)
     full = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-        tokenize=True, return_dict=False,
+        tokenize=True,
+        return_dict=False,
     )
     if full[: len(prompt)] != prompt:
-        raise ValueError("the chat template renders the prompt differently inside a full chat; "
-                         "answer-only loss needs a prefix-stable template")
+        raise ValueError(
+            "the chat template renders the prompt differently inside a full chat; "
+            "answer-only loss needs a prefix-stable template"
+        )
     full = full[:max_length]
-    labels = [IGNORE] * min(len(prompt), len(full)) + full[len(prompt):]
+    labels = [IGNORE] * min(len(prompt), len(full)) + full[len(prompt) :]
     return Example(input_ids=full, labels=labels)
 
 

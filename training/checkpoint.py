@@ -1,8 +1,9 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint holds the model, the optimizer and scheduler state, the step and
-torch's RNG state (batches are a pure function of seed and step), written to a temporary directory and renamed into place, so
-a killed run resumes from its last complete checkpoint.
+torch's RNG state (batches are a pure function of seed and step), written to a
+temporary directory and renamed into place, so a killed run resumes from its
+last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ def save_checkpoint(directory: Path, *, step: int, fingerprint: str, model, opti
     try:
         save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
         opt = optimizer.state_dict()
-        tensors = {f"{idx}.{key}": value.cpu() for idx, state in opt["state"].items()
-                   for key, value in state.items()}
+        tensors = {f"{idx}.{key}": value.cpu() for idx, state in opt["state"].items() for key, value in state.items()}
         tensors["torch_rng"] = torch.random.get_rng_state()
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        meta = {"step": step, "fingerprint": fingerprint, "param_groups": opt["param_groups"],
-                "scheduler": scheduler.state_dict()}
+        meta = {
+            "step": step,
+            "fingerprint": fingerprint,
+            "param_groups": opt["param_groups"],
+            "scheduler": scheduler.state_dict(),
+        }
         (tmp / META).write_text(json.dumps(meta))
         if directory.exists():
             shutil.rmtree(directory)

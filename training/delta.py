@@ -65,8 +65,9 @@ def exact_delta(base: torch.Tensor, finetuned: torch.Tensor, dtype: torch.dtype)
     return delta
 
 
-def task_vector(base: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
-                storage_dtype: str = "float32") -> tuple[dict[str, torch.Tensor], TaskVectorStats]:
+def task_vector(
+    base: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor], storage_dtype: str = "float32"
+) -> tuple[dict[str, torch.Tensor], TaskVectorStats]:
     """Per-tensor deltas of every floating tensor the two state dicts share by name and shape."""
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"unknown storage dtype {storage_dtype!r}; use float32 or bfloat16")
@@ -86,8 +87,14 @@ def task_vector(base: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor
         total2 += float(exact.square().sum())
         norms[name] = float(d.double().norm())
         deltas[name] = d.contiguous()
-    stats = TaskVectorStats(storage_dtype, len(deltas), sum(d.numel() for d in deltas.values()), norms,
-                            mismatches, (err2 / total2) ** 0.5 if total2 else 0.0)
+    stats = TaskVectorStats(
+        storage_dtype,
+        len(deltas),
+        sum(d.numel() for d in deltas.values()),
+        norms,
+        mismatches,
+        (err2 / total2) ** 0.5 if total2 else 0.0,
+    )
     return deltas, stats
 
 
@@ -100,9 +107,14 @@ def save_task_vector(deltas: dict[str, torch.Tensor], directory: Path, stats: Ta
     """One safetensors file plus a JSON sidecar (dtype, sizes, norms, round-trip figures)."""
     directory.mkdir(parents=True, exist_ok=True)
     save_tensors(deltas, directory / "model.safetensors", metadata={"format": "pt", "memo": "task_vector"})
-    sidecar = {"storage_dtype": stats.storage_dtype, "tensors": stats.tensors, "parameters": stats.parameters,
-               "mismatches": stats.mismatches, "relative_error": stats.relative_error,
-               "total_norm": stats.total_norm}
+    sidecar = {
+        "storage_dtype": stats.storage_dtype,
+        "tensors": stats.tensors,
+        "parameters": stats.parameters,
+        "mismatches": stats.mismatches,
+        "relative_error": stats.relative_error,
+        "total_norm": stats.total_norm,
+    }
     (directory / "task_vector.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return directory
 

@@ -62,10 +62,7 @@ def inspect_documents(paths: list[Path]) -> list[DocumentFile]:
     seen: dict[str, Path] = {}
     for doc in docs:
         if doc.name in seen:
-            raise DocumentError(
-                f"two documents are named {doc.name!r} ({seen[doc.name]} and {doc.path}); "
-                "rename one"
-            )
+            raise DocumentError(f"two documents are named {doc.name!r} ({seen[doc.name]} and {doc.path}); rename one")
         seen[doc.name] = doc.path
     return docs
 

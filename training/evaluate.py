@@ -45,8 +45,15 @@ class Recall:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, questions: list[str], *, batch: int = 32,
-                     max_new_tokens: int = 16, device: str | torch.device = "cpu") -> list[str]:
+def generate_answers(
+    model,
+    tokenizer,
+    questions: list[str],
+    *,
+    batch: int = 32,
+    max_new_tokens: int = 16,
+    device: str | torch.device = "cpu",
+) -> list[str]:
     """Greedy answers, left-padded batches, stopping at the end-of-turn token."""
     model.to(device).eval()
     pad = tokenizer.pad_token_id
@@ -55,16 +62,21 @@ def generate_answers(model, tokenizer, questions: list[str], *, batch: int = 32,
     answers: list[str] = []
     for start in range(0, len(questions), batch):
         rebalance()
-        prompts = [prompt_ids(tokenizer, clip(q, room))[-room:] for q in questions[start:start + batch]]
+        prompts = [prompt_ids(tokenizer, clip(q, room))[-room:] for q in questions[start : start + batch]]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, p in enumerate(prompts):
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id)
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         answers += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return [a.strip() for a in answers]
 
@@ -78,8 +90,9 @@ def recall(model, tokenizer, pairs: list[QAPair], **kwargs) -> Recall:
 
 
 @torch.no_grad()
-def teacher_forced_exact(model, tokenizer, pairs: list[QAPair], *, batch: int = 64, max_length: int = 128,
-                         device: str | torch.device = "cpu") -> float:
+def teacher_forced_exact(
+    model, tokenizer, pairs: list[QAPair], *, batch: int = 64, max_length: int = 128, device: str | torch.device = "cpu"
+) -> float:
     """Fraction of pairs whose whole answer, end-of-turn token included, is the greedy choice at every token.
 
     One forward pass per batch instead of a decoding loop: the fast stand-in
@@ -94,7 +107,7 @@ def teacher_forced_exact(model, tokenizer, pairs: list[QAPair], *, batch: int = 
     eos = tokenizer.eos_token_id
     hits = 0
     for start in range(0, len(pairs), batch):
-        examples = [encode(tokenizer, p, max_length) for p in pairs[start:start + batch]]
+        examples = [encode(tokenizer, p, max_length) for p in pairs[start : start + batch]]
         tensors = {k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id).items()}
         labels = tensors.pop("labels")[:, 1:]
         guesses = model(**tensors).logits[:, :-1].argmax(-1)

@@ -33,13 +33,16 @@ def loads(text: str | bytes) -> Any:
         raise JSONTooDeep("nested too deeply") from e
 
 
-def json_objects(path: Path, text: str, error: type[ValueError], *,
-                 max_line_chars: int | None = None) -> Iterator[tuple[int, dict]]:
+def json_objects(
+    path: Path, text: str, error: type[ValueError], *, max_line_chars: int | None = None
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; ``error`` names the first bad line."""
     for lineno, line in lines_of(text):
         if max_line_chars is not None and len(line) > max_line_chars:
-            raise error(f"{path}:{lineno}: the line has {len(line):,} characters, over the limit of "
-                        f"{max_line_chars:,}; split or shorten the record")
+            raise error(
+                f"{path}:{lineno}: the line has {len(line):,} characters, over the limit of "
+                f"{max_line_chars:,}; split or shorten the record"
+            )
         try:
             value = loads(line)
         except json.JSONDecodeError as e:

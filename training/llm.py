@@ -65,36 +65,58 @@ class ChatClient:
         import openai
 
         self.endpoint = endpoint
-        self._client = openai.OpenAI(base_url=endpoint.url, api_key=os.environ.get("OPENAI_API_KEY") or "none",
-                                     timeout=endpoint.timeout, max_retries=endpoint.max_retries)
+        self._client = openai.OpenAI(
+            base_url=endpoint.url,
+            api_key=os.environ.get("OPENAI_API_KEY") or "none",
+            timeout=endpoint.timeout,
+            max_retries=endpoint.max_retries,
+        )
 
-    def complete(self, messages: list[dict], sampling: Sampling = Sampling(), *,
-                 json_mode: bool = False) -> tuple[str, Usage]:
+    def complete(
+        self, messages: list[dict], sampling: Sampling = Sampling(), *, json_mode: bool = False
+    ) -> tuple[str, Usage]:
         """The reply's text and token counts."""
         import openai
 
         extra = {"response_format": {"type": "json_object"}} if json_mode else {}
         try:
             response = self._client.chat.completions.create(
-                model=self.endpoint.model, messages=messages, temperature=sampling.temperature,
-                top_p=sampling.top_p, max_tokens=sampling.max_tokens, **extra)
+                model=self.endpoint.model,
+                messages=messages,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                **extra,
+            )
         except openai.APIStatusError as e:
             detail = e.body.get("message") if isinstance(e.body, dict) else None
-            raise LLMError(f"{self.endpoint.describe()} answered HTTP {e.status_code}: "
-                           f"{_brief(detail or e.message)}") from e
+            raise LLMError(
+                f"{self.endpoint.describe()} answered HTTP {e.status_code}: {_brief(detail or e.message)}"
+            ) from e
         except openai.APITimeoutError as e:
             raise LLMError(f"{self.endpoint.describe()} did not answer within {self.endpoint.timeout:g}s") from e
         except openai.APIConnectionError as e:
-            raise LLMError(f"cannot reach {self.endpoint.url} ({_brief(str(e.__cause__ or e))}); "
-                           "is the server running?") from e
+            raise LLMError(
+                f"cannot reach {self.endpoint.url} ({_brief(str(e.__cause__ or e))}); is the server running?"
+            ) from e
         if not response.choices:
             raise LLMError(f"{self.endpoint.describe()} sent a reply without choices")
         usage = response.usage
-        return (response.choices[0].message.content or "",
-                Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage())
+        return (
+            response.choices[0].message.content or "",
+            Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+        )
 
-    def complete_json(self, messages: list[dict], schema: type[T], sampling: Sampling = Sampling(), *,
-                      what: str, attempts: int = 3, json_mode: bool = True) -> tuple[T, Usage]:
+    def complete_json(
+        self,
+        messages: list[dict],
+        schema: type[T],
+        sampling: Sampling = Sampling(),
+        *,
+        what: str,
+        attempts: int = 3,
+        json_mode: bool = True,
+    ) -> tuple[T, Usage]:
         """A reply parsed into ``schema``; malformed replies are retried with the error shown."""
         history = list(messages)
         total = Usage()
@@ -106,11 +128,16 @@ class ChatClient:
                 return parse_json(text, schema), total
             except ValueError as e:
                 error = str(e)
-                history += [{"role": "assistant", "content": text},
-                            {"role": "user", "content": f"That reply was not valid: {error}. "
-                                                        "Reply again with the JSON object only."}]
-        raise LLMError(f"{what}: {self.endpoint.model} replied with malformed JSON {attempts} times "
-                       f"(last: {_brief(error)})")
+                history += [
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": f"That reply was not valid: {error}. Reply again with the JSON object only.",
+                    },
+                ]
+        raise LLMError(
+            f"{what}: {self.endpoint.model} replied with malformed JSON {attempts} times (last: {_brief(error)})"
+        )
 
 
 def parse_json(text: str, schema: type[T]) -> T:

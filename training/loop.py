@@ -75,14 +75,25 @@ def _loss(model, batch: dict, labelled: int) -> torch.Tensor:
     """
     labels = batch.pop("labels")
     logits = model(**batch).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                             ignore_index=IGNORE, reduction="sum") / max(1, labelled)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum"
+    ) / max(1, labelled)
 
 
-def train(model: torch.nn.Module, examples: list[Example], settings: LoopSettings, *, pad_id: int,
-          device: torch.device | str = "cpu", progress: bool = True, desc: str = "training",
-          checkpoint: Path | None = None, checkpoint_every: int = 50, fingerprint: str = "",
-          stop: Callable[[int], bool] | None = None) -> LoopResult:
+def train(
+    model: torch.nn.Module,
+    examples: list[Example],
+    settings: LoopSettings,
+    *,
+    pad_id: int,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    desc: str = "training",
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 50,
+    fingerprint: str = "",
+    stop: Callable[[int], bool] | None = None,
+) -> LoopResult:
     """Train ``model`` in place on ``examples``; raises TrainingError on a non-finite loss.
 
     With ``checkpoint``, the state is saved every ``checkpoint_every`` steps and
@@ -106,17 +117,25 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     start = 0
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, fingerprint=fingerprint, model=model, optimizer=optimizer,
-                                scheduler=schedule)
+        start = load_checkpoint(
+            checkpoint, fingerprint=fingerprint, model=model, optimizer=optimizer, scheduler=schedule
+        )
     raw_model, raw_optimizer = model, optimizer
     if accel is not None:
         if settings.batch < world:
-            raise TrainingError(f"a batch of {settings.batch} cannot be shared by {world} processes; "
-                                f"use --batch {world} or more")
+            raise TrainingError(
+                f"a batch of {settings.batch} cannot be shared by {world} processes; use --batch {world} or more"
+            )
         model, optimizer = accel.prepare(model, optimizer)
     started, loss_value, done = time.perf_counter(), float("nan"), start
-    with tqdm(range(start, settings.steps), desc=desc, disable=not progress or me != 0, leave=False,
-              initial=start, total=settings.steps) as bar:
+    with tqdm(
+        range(start, settings.steps),
+        desc=desc,
+        disable=not progress or me != 0,
+        leave=False,
+        initial=start,
+        total=settings.steps,
+    ) as bar:
         for step in bar:
             rebalance()  # this process's share of the cores, as other memo processes come and go
             whole = _batch(examples, settings.batch, settings.seed, step)
@@ -124,8 +143,9 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
             loss = _loss(model, batch, _labelled(whole))
             total = loss.detach() if accel is None else accel.reduce(loss.detach(), "sum")
             if not torch.isfinite(total):
-                raise TrainingError(f"the loss became {total.item()} at step {step}; "
-                                    "lower the learning rate (--lr) and train again")
+                raise TrainingError(
+                    f"the loss became {total.item()} at step {step}; lower the learning rate (--lr) and train again"
+                )
             (loss * world).backward()  # DDP averages gradients over the processes
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
             optimizer.step()
@@ -133,16 +153,26 @@ def train(model: torch.nn.Module, examples: list[Example], settings: LoopSetting
             optimizer.zero_grad(set_to_none=True)
             loss_value = total.item()
             bar.set_postfix(loss=f"{loss_value:.3f}")
-            if (checkpoint is not None and me == 0 and (step + 1) % checkpoint_every == 0
-                    and step + 1 < settings.steps):
-                save_checkpoint(checkpoint, step=step + 1, fingerprint=fingerprint, model=raw_model,
-                                optimizer=raw_optimizer, scheduler=schedule)
+            if checkpoint is not None and me == 0 and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
+                save_checkpoint(
+                    checkpoint,
+                    step=step + 1,
+                    fingerprint=fingerprint,
+                    model=raw_model,
+                    optimizer=raw_optimizer,
+                    scheduler=schedule,
+                )
             done = step + 1
             if stop is not None and _asked_to_stop(stop, raw_model, done):
                 break
     raw_model.eval()
-    return LoopResult(steps=done, examples=(done - start) * settings.batch,
-                      seconds=time.perf_counter() - started, final_loss=loss_value, resumed_from=start)
+    return LoopResult(
+        steps=done,
+        examples=(done - start) * settings.batch,
+        seconds=time.perf_counter() - started,
+        final_loss=loss_value,
+        resumed_from=start,
+    )
 
 
 def _asked_to_stop(stop: Callable[[int], bool], model: torch.nn.Module, done: int) -> bool:

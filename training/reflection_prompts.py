@@ -27,14 +27,12 @@ STAGES: dict[str, str] = {
 {_PAIR_RULES}
 For each pair list the named entities it involves.
 Reply with JSON only: {{"pairs": [{{"question": "...", "answer": "...", "entities": ["..."]}}]}}""",
-
     "extract-indirect": f"""Turn a passage into question-answer pairs for facts it implies but does not state in one
 sentence: derived attributes (ages, durations, counts), relations asked in both directions
 ("Who founded X?" and "What did Y found?"), resolved pronouns, date arithmetic, and chains of
 cause, action and outcome asked from several angles. Use only what the passage supports.
 {_PAIR_RULES}
 Reply with JSON only: {{"pairs": [{{"question": "...", "answer": "...", "entities": ["..."]}}]}}""",
-
     "consolidate": f"""You get numbered question-answer pairs taken from one passage, and the passage.
 1. Keep one pair of each group of duplicates; where pairs conflict keep the one the passage supports.
 2. Combine pairs that share an entity, time, relation, cause or outcome into richer pairs
@@ -42,7 +40,6 @@ Reply with JSON only: {{"pairs": [{{"question": "...", "answer": "...", "entitie
 {_PAIR_RULES}
 Reply with JSON only: {{"keep": [indices of pairs to keep], "combined": [{{"question": "...", "answer": "...",
 "entities": ["..."]}}]}}""",
-
     "verify": """You get a source passage and numbered question-answer pairs made from it. For each pair decide:
 - supported: is every fact in the answer stated in or directly implied by the passage?
 - self-contained: can the pair be understood without the passage (no unresolved pronouns, no relative
@@ -50,14 +47,12 @@ Reply with JSON only: {{"keep": [indices of pairs to keep], "combined": [{{"ques
 If a supported pair is not self-contained, rewrite it from the passage, adding no new facts.
 Reply with JSON only: {"verdicts": [{"index": 0, "supported": true, "rewrite": null or
 {"question": "...", "answer": "..."}}]} with one verdict per pair.""",
-
     "surface": f"""You get verified question-answer pairs about one passage's entities. Write questions that
 DESCRIBE an entity without naming it, whose answer is the entity's name: from one fact, from two facts,
 from several facts, and "the X related to named Y" traversals. They let a reader identify an entity
 from a description.
 {_PAIR_RULES}
 Reply with JSON only: {{"pairs": [{{"question": "...", "answer": "entity name", "entities": ["..."]}}]}}""",
-
     "synthesize": f"""You get verified question-answer pairs from several related documents. Write multi-hop pairs
 that need facts from at least two of the documents:
 - converging clues: "Who did [fact from one document] and [fact from another]?";
@@ -101,8 +96,12 @@ class VerifyReply(BaseModel):
 
 
 REPLY_SHAPES: dict[str, type[BaseModel]] = {
-    "extract-direct": PairsReply, "extract-indirect": PairsReply, "consolidate": ConsolidateReply,
-    "verify": VerifyReply, "surface": PairsReply, "synthesize": PairsReply,
+    "extract-direct": PairsReply,
+    "extract-indirect": PairsReply,
+    "consolidate": ConsolidateReply,
+    "verify": VerifyReply,
+    "surface": PairsReply,
+    "synthesize": PairsReply,
 }
 
 

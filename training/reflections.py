@@ -102,8 +102,14 @@ class Pair:
 
     @classmethod
     def of(cls, g: GeneratedPair, chunk: Chunk, stage: str) -> Pair:
-        return cls(g.question.strip(), g.answer.strip(), chunk.document, stage, chunk.index,
-                   tuple(e.strip() for e in g.entities if e.strip()))
+        return cls(
+            g.question.strip(),
+            g.answer.strip(),
+            chunk.document,
+            stage,
+            chunk.index,
+            tuple(e.strip() for e in g.entities if e.strip()),
+        )
 
     def record(self) -> dict:
         r = {"question": self.question, "answer": self.answer, "document": self.document, "stage": self.stage}
@@ -135,8 +141,11 @@ class ReflectionRun:
 
 
 def cache_key(stage: str, model: str, chat: list[dict], sampling: Sampling) -> str:
-    blob = json.dumps({"prompt": PROMPT_VERSION, "stage": stage, "model": model, "messages": chat,
-                       "sampling": asdict(sampling)}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {"prompt": PROMPT_VERSION, "stage": stage, "model": model, "messages": chat, "sampling": asdict(sampling)},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -144,7 +153,7 @@ def chunk_document(doc: SourceDocument, words: int, overlap: int) -> list[Chunk]
     tokens = doc.text.split()
     step = words - overlap
     starts = range(0, max(1, len(tokens) - overlap), step)
-    return [Chunk(doc.name, i, " ".join(tokens[s:s + words])) for i, s in enumerate(starts)]
+    return [Chunk(doc.name, i, " ".join(tokens[s : s + words])) for i, s in enumerate(starts)]
 
 
 class _Caller:
@@ -164,12 +173,25 @@ class _Caller:
         if hit is not None:
             self._count(stage, cached=1)
             return shape.model_validate(hit["reply"])
-        reply, usage = self.client.complete_json(chat, shape, self.sampling, what=f"stage {stage}, {what}",
-                                                 attempts=self.settings.attempts,
-                                                 json_mode=self.settings.json_mode)
-        self.cache.put(key, {"reply": reply.model_dump(mode="json"), "stage": stage,
-                             "model": self.client.endpoint.model, "prompt_version": PROMPT_VERSION,
-                             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens})
+        reply, usage = self.client.complete_json(
+            chat,
+            shape,
+            self.sampling,
+            what=f"stage {stage}, {what}",
+            attempts=self.settings.attempts,
+            json_mode=self.settings.json_mode,
+        )
+        self.cache.put(
+            key,
+            {
+                "reply": reply.model_dump(mode="json"),
+                "stage": stage,
+                "model": self.client.endpoint.model,
+                "prompt_version": PROMPT_VERSION,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+            },
+        )
         self._count(stage, calls=1, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         return reply
 
@@ -186,8 +208,10 @@ def _run(fn: Callable[[U], R], units: Sequence[U], *, concurrency: int, desc: st
 
     if not units:
         return []
-    with ThreadPoolExecutor(max_workers=concurrency) as pool, \
-            tqdm(total=len(units), desc=desc, unit="call", disable=not progress, leave=False) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
+        tqdm(total=len(units), desc=desc, unit="call", disable=not progress, leave=False) as bar,
+    ):
         futures = [pool.submit(fn, u) for u in units]
         for f in futures:
             f.add_done_callback(lambda _: bar.update())
@@ -211,8 +235,14 @@ def _where(chunk: Chunk) -> str:
 class ReflectionPipeline:
     """The five stages over one corpus's documents."""
 
-    def __init__(self, client: ChatClient, cache: CallCache, settings: ReflectSettings = ReflectSettings(),
-                 *, progress: bool = True) -> None:
+    def __init__(
+        self,
+        client: ChatClient,
+        cache: CallCache,
+        settings: ReflectSettings = ReflectSettings(),
+        *,
+        progress: bool = True,
+    ) -> None:
         self.settings = settings
         self.progress = progress
         self.call = _Caller(client, cache, settings)
@@ -238,8 +268,9 @@ class ReflectionPipeline:
         return ReflectionRun([p.record() for p in pairs], counts, self.call.usage)
 
     def _stage(self, n: int, name: str, fn: Callable[[U], R], units: Sequence[U]) -> list[R]:
-        return _run(fn, units, concurrency=self.settings.concurrency, desc=f"reflect {n}/5 {name}",
-                    progress=self.progress)
+        return _run(
+            fn, units, concurrency=self.settings.concurrency, desc=f"reflect {n}/5 {name}", progress=self.progress
+        )
 
     def _extract(self, chunks: list[Chunk]) -> list[list[Pair]]:
         def one(unit: tuple[Chunk, str]) -> list[Pair]:
@@ -256,8 +287,11 @@ class ReflectionPipeline:
             chunk, own = chunks[i], pairs[i]
             if len(own) < self.settings.min_pairs_to_consolidate:
                 return own
-            reply = self.call("consolidate", {"document": chunk.document, "passage": chunk.text,
-                                              "pairs": _numbered(own)}, _where(chunk))
+            reply = self.call(
+                "consolidate",
+                {"document": chunk.document, "passage": chunk.text, "pairs": _numbered(own)},
+                _where(chunk),
+            )
             kept = [own[k] for k in sorted(set(reply.keep)) if 0 <= k < len(own)]
             return kept + [Pair.of(g, chunk, "consolidate") for g in reply.combined]
 
@@ -273,9 +307,10 @@ class ReflectionPipeline:
 
         def one(unit: tuple[int, int]) -> list[Pair]:
             i, start = unit
-            chunk, batch = chunks[i], pairs[i][start:start + size]
-            reply = self.call("verify", {"document": chunk.document, "passage": chunk.text,
-                                         "pairs": _numbered(batch)}, _where(chunk))
+            chunk, batch = chunks[i], pairs[i][start : start + size]
+            reply = self.call(
+                "verify", {"document": chunk.document, "passage": chunk.text, "pairs": _numbered(batch)}, _where(chunk)
+            )
             verdicts = {v.index: v for v in reply.verdicts}
             kept: list[Pair] = []
             for k, p in enumerate(batch):
@@ -283,12 +318,14 @@ class ReflectionPipeline:
                 if v is None or not v.supported:
                     continue
                 if v.rewrite is not None:
-                    p = Pair(v.rewrite.question.strip(), v.rewrite.answer.strip(), p.document, p.stage, p.chunk,
-                             p.entities)
+                    p = Pair(
+                        v.rewrite.question.strip(), v.rewrite.answer.strip(), p.document, p.stage, p.chunk, p.entities
+                    )
                 kept.append(p)
             with lock:
-                tally["rewritten"] += sum(1 for v in verdicts.values()
-                                          if v.supported and v.rewrite is not None and 0 <= v.index < len(batch))
+                tally["rewritten"] += sum(
+                    1 for v in verdicts.values() if v.supported and v.rewrite is not None and 0 <= v.index < len(batch)
+                )
                 tally["kept"] += len(kept)
                 tally["dropped"] += len(batch) - len(kept)
             return kept
@@ -312,16 +349,20 @@ class ReflectionPipeline:
         by_doc: dict[str, list[Pair]] = {}
         for p in (p for ps in pairs for p in ps):
             by_doc.setdefault(p.document, []).append(p)
-        groups = related_groups({d: {e.lower() for p in ps for e in p.entities} for d, ps in by_doc.items()},
-                                self.settings.group_max_documents)
+        groups = related_groups(
+            {d: {e.lower() for p in ps for e in p.entities} for d, ps in by_doc.items()},
+            self.settings.group_max_documents,
+        )
         share = self.settings.group_max_pairs
 
         def one(group: tuple[str, ...]) -> list[Pair]:
             per_doc = max(1, share // len(group))
             payload = {"documents": [{"document": d, "pairs": _numbered(by_doc[d][:per_doc])} for d in group]}
             reply = self.call("synthesize", payload, f"documents {', '.join(group)}")
-            return [Pair(g.question.strip(), g.answer.strip(), group[0], "synthesize", None,
-                         tuple(g.entities), group) for g in reply.pairs]
+            return [
+                Pair(g.question.strip(), g.answer.strip(), group[0], "synthesize", None, tuple(g.entities), group)
+                for g in reply.pairs
+            ]
 
         found = self._stage(5, "synthesize", one, groups)
         return [p for ps in found for p in ps]
@@ -333,9 +374,10 @@ def related_groups(entities: dict[str, set[str]], max_documents: int) -> list[tu
     seen: set[frozenset[str]] = set()
     for anchor in sorted(entities):
         mine = entities[anchor]
-        shared = sorted((-len(mine & theirs), other) for other, theirs in entities.items()
-                        if other != anchor and mine & theirs)
-        group = (anchor, *(other for _, other in shared[:max_documents - 1]))
+        shared = sorted(
+            (-len(mine & theirs), other) for other, theirs in entities.items() if other != anchor and mine & theirs
+        )
+        group = (anchor, *(other for _, other in shared[: max_documents - 1]))
         if len(group) >= 2 and frozenset(group) not in seen:
             seen.add(frozenset(group))
             groups.append(group)

@@ -51,12 +51,26 @@ class RetainResult:
     history: list[dict] = field(default_factory=list)  # {"step", "retention": {corpus: value}}
 
     def to_json(self) -> dict:
-        return {"steps": self.steps, "examples": self.examples, "train_seconds": self.train_seconds,
-                "check_seconds": self.check_seconds, "reached": self.reached, "checks": self.history}
+        return {
+            "steps": self.steps,
+            "examples": self.examples,
+            "train_seconds": self.train_seconds,
+            "check_seconds": self.check_seconds,
+            "reached": self.reached,
+            "checks": self.history,
+        }
 
 
-def train_until_retained(model, tokenizer, members: list[Member], settings: RetainSettings, *,
-                         device="cpu", progress: bool = True, desc: str = "healing") -> RetainResult:
+def train_until_retained(
+    model,
+    tokenizer,
+    members: list[Member],
+    settings: RetainSettings,
+    *,
+    device="cpu",
+    progress: bool = True,
+    desc: str = "healing",
+) -> RetainResult:
     """Train ``model`` in place on every member's pairs until each keeps ``settings.target``."""
     from training.loop import LoopSettings, train
 
@@ -78,11 +92,16 @@ def train_until_retained(model, tokenizer, members: list[Member], settings: Reta
         return result
     examples = [encode(tokenizer, p, settings.max_length) for m in members for p in m.pairs]
     checked_at = result.check_seconds
-    loop = train(model, examples, LoopSettings(steps=cap, batch=settings.batch, lr=settings.lr,
-                                               seed=settings.seed),
-                 pad_id=tokenizer.pad_token_id, device=device, progress=progress, desc=desc,
-                 stop=lambda step: (step % settings.check_every == 0 or step == cap)
-                 and check(step))  # the last step is always checked
+    loop = train(
+        model,
+        examples,
+        LoopSettings(steps=cap, batch=settings.batch, lr=settings.lr, seed=settings.seed),
+        pad_id=tokenizer.pad_token_id,
+        device=device,
+        progress=progress,
+        desc=desc,
+        stop=lambda step: (step % settings.check_every == 0 or step == cap) and check(step),
+    )  # the last step is always checked
     result.steps, result.examples = loop.steps, loop.examples
     result.train_seconds = loop.seconds - (result.check_seconds - checked_at)
     return result

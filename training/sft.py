@@ -43,16 +43,24 @@ def load_model(directory: Path, device: str | torch.device = "cpu"):
 
     hf_logging.disable_progress_bar()  # memo draws its own progress; a bar per model load is noise
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+    )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
 
 
-def fine_tune(base_dir: Path, pairs: list[QAPair], settings: SFTSettings = SFTSettings(), *,
-              device: str | torch.device = "cpu", progress: bool = True,
-              checkpoint: Path | None = None, fingerprint: str = ""):
+def fine_tune(
+    base_dir: Path,
+    pairs: list[QAPair],
+    settings: SFTSettings = SFTSettings(),
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+):
     """Fine-tune a copy of the base; returns (model with full fine-tuned weights, tokenizer, result).
 
     With ``checkpoint``, progress is saved as it goes and a run with the same
@@ -65,9 +73,17 @@ def fine_tune(base_dir: Path, pairs: list[QAPair], settings: SFTSettings = SFTSe
     loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.lr, seed=settings.seed)
     if settings.method == "lora":
         model = _with_lora(model, settings)
-    result = train(model, examples, loop, pad_id=tokenizer.pad_token_id, device=device,
-                               progress=progress, desc=f"{settings.method} fine-tuning",
-                               checkpoint=checkpoint, fingerprint=fingerprint)
+    result = train(
+        model,
+        examples,
+        loop,
+        pad_id=tokenizer.pad_token_id,
+        device=device,
+        progress=progress,
+        desc=f"{settings.method} fine-tuning",
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+    )
     if settings.method == "lora":
         model = model.merge_and_unload()
     return model, tokenizer, result
@@ -77,7 +93,11 @@ def _with_lora(model, settings: SFTSettings):
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
-                        lora_dropout=settings.lora_dropout,
-                        target_modules=[t for t in LORA_TARGETS if t in present], task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=[t for t in LORA_TARGETS if t in present],
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)

@@ -23,13 +23,19 @@ from registry.migrations import memo_version
 
 @click.group(cls=MemoGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--home", envvar="MEMO_HOME", type=click.Path(file_okay=False), default=None,
+    "--home",
+    envvar="MEMO_HOME",
+    type=click.Path(file_okay=False),
+    default=None,
     help="The memo home (blobs, default SQLite database). Default: $MEMO_HOME or ~/.memo.",
 )
 @click.option(
-    "--db", "database_url", envvar="MEMO_DATABASE_URL", default=None, metavar="URL",
-    help="Any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/memo. "
-    "Default: $MEMO_DATABASE_URL or HOME/memo.db.",
+    "--db",
+    "database_url",
+    envvar="MEMO_DATABASE_URL",
+    default=None,
+    metavar="URL",
+    help="Any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/memo. Default: $MEMO_DATABASE_URL or HOME/memo.db.",
 )
 @click.version_option(memo_version(), prog_name="memo")
 @click.pass_context
@@ -54,6 +60,7 @@ def _set(field: str):
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
             setattr(ctx.ensure_object(AppContext), field, value)
+
     return callback
 
 
@@ -64,15 +71,44 @@ def _accept_home_options(command: click.Command) -> None:
             _accept_home_options(sub)
         return
     command.params += [
-        click.Option(["--home"], type=click.Path(file_okay=False), expose_value=False, callback=_set("home"),
-                     help="The memo home (same as `memo --home DIR ...`)."),
-        click.Option(["--db", "database_url"], metavar="URL", expose_value=False, callback=_set("database_url"),
-                     help="The database URL (same as `memo --db URL ...`)."),
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False),
+            expose_value=False,
+            callback=_set("home"),
+            help="The memo home (same as `memo --home DIR ...`).",
+        ),
+        click.Option(
+            ["--db", "database_url"],
+            metavar="URL",
+            expose_value=False,
+            callback=_set("database_url"),
+            help="The database URL (same as `memo --db URL ...`).",
+        ),
     ]
 
 
-for command in (init, demo, base, corpus, reflect, train, register, eval_, merge, channel, promote, rollback, log,
-                export, publish, ask, serve, verify, gc):
+for command in (
+    init,
+    demo,
+    base,
+    corpus,
+    reflect,
+    train,
+    register,
+    eval_,
+    merge,
+    channel,
+    promote,
+    rollback,
+    log,
+    export,
+    publish,
+    ask,
+    serve,
+    verify,
+    gc,
+):
     _accept_home_options(command)
     cli.add_command(command)
 

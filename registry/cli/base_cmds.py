@@ -42,8 +42,13 @@ def base_add(app: AppContext, path: str, name: str | None, as_json: bool) -> Non
 
 @base.command("create-tiny")
 @click.argument("name")
-@click.option("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps, show_default=True,
-              help="Pre-training steps (~95 s on 2 CPU cores at the default).")
+@click.option(
+    "--pretrain-steps",
+    type=int,
+    default=TinyConfig.pretrain_steps,
+    show_default=True,
+    help="Pre-training steps (~95 s on 2 CPU cores at the default).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 @pass_app
@@ -58,8 +63,9 @@ def base_create_tiny(app: AppContext, name: str, pretrain_steps: int, seed: int,
     Example:
       memo base create-tiny tiny
     """
-    record = app.registry().create_tiny_base(name, TinyConfig(pretrain_steps=pretrain_steps, seed=seed),
-                                             progress=not as_json)
+    record = app.registry().create_tiny_base(
+        name, TinyConfig(pretrain_steps=pretrain_steps, seed=seed), progress=not as_json
+    )
     if as_json:
         print_json(record.to_json())
     else:
@@ -83,8 +89,10 @@ def base_list(app: AppContext, as_json: bool) -> None:
     print_table(
         "base models",
         ["name", "architecture", "dtype", "parameters", "fingerprint", "registered"],
-        [(r.name, r.architecture, r.dtype, human_count(r.parameter_count), r.fingerprint[:12],
-          when(r.created_at)) for r in records],
+        [
+            (r.name, r.architecture, r.dtype, human_count(r.parameter_count), r.fingerprint[:12], when(r.created_at))
+            for r in records
+        ],
     )
 
 

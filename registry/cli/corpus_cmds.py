@@ -20,7 +20,9 @@ def corpus() -> None:
 @click.option("--description", default="", help="Free text shown in listings.")
 @json_option
 @pass_app
-def corpus_add(app: AppContext, name: str, files: tuple[str, ...], base_name: str, description: str, as_json: bool) -> None:
+def corpus_add(
+    app: AppContext, name: str, files: tuple[str, ...], base_name: str, description: str, as_json: bool
+) -> None:
     """Register corpus NAME from FILES (.txt, .md or .jsonl).
 
     All documents are checked before anything is stored; the corpus is
@@ -57,8 +59,18 @@ def corpus_list(app: AppContext, as_json: bool) -> None:
     print_table(
         "corpora",
         ["name", "base", "documents", "size", "task vectors", "latest", "registered"],
-        [(r.name, r.base_model, len(r.documents), human_size(r.total_size), r.task_vector_count,
-          f"v{r.latest_version}" if r.latest_version else "", when(r.created_at)) for r in records],
+        [
+            (
+                r.name,
+                r.base_model,
+                len(r.documents),
+                human_size(r.total_size),
+                r.task_vector_count,
+                f"v{r.latest_version}" if r.latest_version else "",
+                when(r.created_at),
+            )
+            for r in records
+        ],
     )
 
 
@@ -79,6 +91,7 @@ def corpus_show(app: AppContext, name: str, as_json: bool) -> None:
         return
     click.echo(f"corpus {r.name} on base {r.base_model}: {r.description}".rstrip(": "))
     print_table(
-        "documents", ["name", "type", "size", "sha256"],
+        "documents",
+        ["name", "type", "size", "sha256"],
         [(d.name, d.media_type, human_size(d.size), d.sha256[:12]) for d in r.documents],
     )

@@ -19,25 +19,49 @@ from training.tiny import TinyConfig
 # MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
 PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
 PAPER_GAP = "11-19 points below full retraining"
-HEADERS = {"own": "own model", "ties": "bare TIES", "ties+heal": "TIES + heal", "warm": "warm start",
-           "retrain": "retrain to target", "joint": "joint retraining"}
+HEADERS = {
+    "own": "own model",
+    "ties": "bare TIES",
+    "ties+heal": "TIES + heal",
+    "warm": "warm start",
+    "retrain": "retrain to target",
+    "joint": "joint retraining",
+}
 
 
 @click.command()
 @click.option("--corpora", type=int, default=None, help="Use only the first N example corpora.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the tiny base and fine-tuning.")
-@click.option("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps, show_default=True,
-              help="Pre-training steps of the tiny base (fewer: faster, weaker).")
-@click.option("--train-steps", type=int, default=SFTSettings.steps, show_default=True,
-              help="Fine-tuning steps per corpus.")
-@click.option("--repo", default=None, metavar="ORG/NAME",
-              help="Publish production to this repo on the real Hub (HF_TOKEN, HF_ENDPOINT) "
-                   "instead of a local Hub started for the run.")
+@click.option(
+    "--pretrain-steps",
+    type=int,
+    default=TinyConfig.pretrain_steps,
+    show_default=True,
+    help="Pre-training steps of the tiny base (fewer: faster, weaker).",
+)
+@click.option(
+    "--train-steps", type=int, default=SFTSettings.steps, show_default=True, help="Fine-tuning steps per corpus."
+)
+@click.option(
+    "--repo",
+    default=None,
+    metavar="ORG/NAME",
+    help="Publish production to this repo on the real Hub (HF_TOKEN, HF_ENDPOINT) "
+    "instead of a local Hub started for the run.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, ...")
 @json_option
 @pass_app
-def demo(app: AppContext, corpora: int | None, seed: int, pretrain_steps: int, train_steps: int,
-         repo: str | None, device: str, as_json: bool) -> None:
+def demo(
+    app: AppContext,
+    corpora: int | None,
+    seed: int,
+    pretrain_steps: int,
+    train_steps: int,
+    repo: str | None,
+    device: str,
+    as_json: bool,
+) -> None:
     """Run memo's journeys end to end on tiny local models, offline (about 4 minutes on 2 CPU cores).
 
     Builds a tiny base, registers the example corpora one at a time, after
@@ -55,9 +79,16 @@ def demo(app: AppContext, corpora: int | None, seed: int, pretrain_steps: int, t
     """
     home = Path(app.home or "memo-demo").resolve()
     tiny = TinyConfig(seed=seed, pretrain_steps=pretrain_steps)
-    result = run_demo(home, corpora=corpora, tiny=tiny, train=SFTSettings(steps=train_steps, seed=seed),
-                      repo=repo, device=device, say=lambda m: err_console.print(f"[bold]>[/] {m}"),
-                      progress=not as_json)
+    result = run_demo(
+        home,
+        corpora=corpora,
+        tiny=tiny,
+        train=SFTSettings(steps=train_steps, seed=seed),
+        repo=repo,
+        device=device,
+        say=lambda m: err_console.print(f"[bold]>[/] {m}"),
+        progress=not as_json,
+    )
     if as_json:
         print_json(_json(result))
         return
@@ -65,40 +96,64 @@ def demo(app: AppContext, corpora: int | None, seed: int, pretrain_steps: int, t
 
 
 def _print(result: DemoResult) -> None:
-    print_table("each corpus on its own (exact-match recall)",
-                ["corpus", "docs", "task vector", "recall", "held-out", "base alone", "train"],
-                [(o.corpus.name, len(o.corpus.documents), o.task_vector.ref,
-                  f"{o.task_vector.metrics['recall']['exact_match']:.2f}",
-                  f"{o.task_vector.metrics['heldout']['exact_match']:.2f}", f"{o.base_recall:.2f}",
-                  f"{o.task_vector.training['train_seconds']:.1f}s") for o in result.corpora])
+    print_table(
+        "each corpus on its own (exact-match recall)",
+        ["corpus", "docs", "task vector", "recall", "held-out", "base alone", "train"],
+        [
+            (
+                o.corpus.name,
+                len(o.corpus.documents),
+                o.task_vector.ref,
+                f"{o.task_vector.metrics['recall']['exact_match']:.2f}",
+                f"{o.task_vector.metrics['heldout']['exact_match']:.2f}",
+                f"{o.base_recall:.2f}",
+                f"{o.task_vector.training['train_seconds']:.1f}s",
+            )
+            for o in result.corpora
+        ],
+    )
     arrivals = list(result.arrivals)
     last = arrivals[-1]
     methods = last.methods()
-    print_table(f"recall per corpus after K={last.k} (exact match / held-out paraphrases)",
-                ["corpus", *(HEADERS[m] for m in methods)],
-                [(c, *(_pair(last.recall[m][c]) for m in methods)) for c in last.recall["own"]])
-    print_table("as corpora arrive: mean recall of each strategy's model",
-                ["K", "production", *(HEADERS[m] for m in methods)],
-                [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in methods)) for a in arrivals])
+    print_table(
+        f"recall per corpus after K={last.k} (exact match / held-out paraphrases)",
+        ["corpus", *(HEADERS[m] for m in methods)],
+        [(c, *(_pair(last.recall[m][c]) for m in methods)) for c in last.recall["own"]],
+    )
+    print_table(
+        "as corpora arrive: mean recall of each strategy's model",
+        ["K", "production", *(HEADERS[m] for m in methods)],
+        [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in methods)) for a in arrivals],
+    )
     paths = [m for m in methods if m != "own"]
     totals = {m: cumulative(arrivals, m) for m in paths}
-    print_table("cumulative training compute, examples processed (seconds); merge paths include "
-                "training each corpus alone",
-                ["K", *(HEADERS[m] for m in paths), "production vs joint"],
-                [(a.k, *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
-                  _saving(totals[DEFAULT][i][1], totals["joint"][i][1]) if "joint" in totals else "")
-                 for i, a in enumerate(arrivals)])
+    print_table(
+        "cumulative training compute, examples processed (seconds); merge paths include training each corpus alone",
+        ["K", *(HEADERS[m] for m in paths), "production vs joint"],
+        [
+            (
+                a.k,
+                *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
+                _saving(totals[DEFAULT][i][1], totals["joint"][i][1]) if "joint" in totals else "",
+            )
+            for i, a in enumerate(arrivals)
+        ],
+    )
     if last.general:
         base = "" if result.base_general is None else f"{result.base_general:.2f}"
-        print_table(f"general knowledge kept at K={last.k}: recall on the base's own questions (base: {base})",
-                    [HEADERS[m] for m in last.general], [[f"{v:.2f}" for v in last.general.values()]])
+        print_table(
+            f"general knowledge kept at K={last.k}: recall on the base's own questions (base: {base})",
+            [HEADERS[m] for m in last.general],
+            [[f"{v:.2f}" for v in last.general.values()]],
+        )
     gap = (last.mean("joint") - last.mean("ties")) * 100
-    kept = {m: last.mean(m) / last.mean("joint") if last.mean("joint") else float("nan")
-            for m in ("ties+heal", "warm")}
-    click.echo(f"ours at K={last.k}: a bare TIES merge recalls {gap:.0f} points less than joint retraining "
-               f"(paper, 14B models: {PAPER_GAP}); production (warm start, what memo merge --channel does "
-               f"as corpora arrive) recalls {kept['warm']:.2f} of what joint retraining does, TIES + heal "
-               f"{kept['ties+heal']:.2f}.")
+    kept = {m: last.mean(m) / last.mean("joint") if last.mean("joint") else float("nan") for m in ("ties+heal", "warm")}
+    click.echo(
+        f"ours at K={last.k}: a bare TIES merge recalls {gap:.0f} points less than joint retraining "
+        f"(paper, 14B models: {PAPER_GAP}); production (warm start, what memo merge --channel does "
+        f"as corpora arrive) recalls {kept['warm']:.2f} of what joint retraining does, TIES + heal "
+        f"{kept['ties+heal']:.2f}."
+    )
     seconds = [(m[0], j[0]) for m, j in zip(totals[DEFAULT], totals["joint"])]
     for k, (merged, retrained) in PAPER_COMPUTE.items():
         ours = f"ours {_saving(*seconds[k - 1])}" if k <= len(seconds) else f"ours: run with {k} corpora"
@@ -125,10 +180,19 @@ def _saving(merged: float, retrained: float) -> str:
 
 
 def _json(result: DemoResult) -> dict:
-    return {"home": str(result.home), "base": result.base.to_json(), "hub": result.hub, "plot": str(result.plot),
-            "arrivals": [a.to_json() for a in result.arrivals],
-            "base_general": result.base_general,
-            "cumulative": {m: [{"seconds": s, "examples": e} for s, e in cumulative(list(result.arrivals), m)]
-                           for m in result.arrivals[-1].methods() if m != "own"},
-            "log": [e.to_json() for e in result.log], "publications": [p.to_json() for p in result.publications],
-            "verify": {"checked": result.verify.checked, "problems": len(result.verify.problems)}}
+    return {
+        "home": str(result.home),
+        "base": result.base.to_json(),
+        "hub": result.hub,
+        "plot": str(result.plot),
+        "arrivals": [a.to_json() for a in result.arrivals],
+        "base_general": result.base_general,
+        "cumulative": {
+            m: [{"seconds": s, "examples": e} for s, e in cumulative(list(result.arrivals), m)]
+            for m in result.arrivals[-1].methods()
+            if m != "own"
+        },
+        "log": [e.to_json() for e in result.log],
+        "publications": [p.to_json() for p in result.publications],
+        "verify": {"checked": result.verify.checked, "problems": len(result.verify.problems)},
+    }

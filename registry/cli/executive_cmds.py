@@ -12,27 +12,49 @@ from training.llm import Endpoint
 
 def executive_options(required: bool):
     """The executive endpoint and protocol bounds, shared by `ask` and `eval`."""
+
     def decorate(f):
         options = [
-            click.option("--executive-url", envvar="MEMO_EXECUTIVE_URL", required=required, metavar="URL",
-                         help="OpenAI-compatible endpoint of the EXECUTIVE [env MEMO_EXECUTIVE_URL]."),
-            click.option("--executive-model", envvar="MEMO_EXECUTIVE_MODEL", required=required, metavar="NAME",
-                         help="The executive's model name [env MEMO_EXECUTIVE_MODEL]."),
-            click.option("--memory-url", metavar="URL",
-                         help="Question a memory served elsewhere (e.g. by `memo serve`) instead of loading it."),
+            click.option(
+                "--executive-url",
+                envvar="MEMO_EXECUTIVE_URL",
+                required=required,
+                metavar="URL",
+                help="OpenAI-compatible endpoint of the EXECUTIVE [env MEMO_EXECUTIVE_URL].",
+            ),
+            click.option(
+                "--executive-model",
+                envvar="MEMO_EXECUTIVE_MODEL",
+                required=required,
+                metavar="NAME",
+                help="The executive's model name [env MEMO_EXECUTIVE_MODEL].",
+            ),
+            click.option(
+                "--memory-url",
+                metavar="URL",
+                help="Question a memory served elsewhere (e.g. by `memo serve`) instead of loading it.",
+            ),
             click.option("--memory-model", metavar="NAME", help="The memory's model name at --memory-url."),
-            click.option("--max-questions", type=int, default=8, show_default=True,
-                         help="Memory questions per executive turn."),
-            click.option("--narrow-rounds", type=int, default=7, show_default=True,
-                         help="Entity-identification turns at most."),
-            click.option("--gather-rounds", type=int, default=8, show_default=True,
-                         help="Answer-seeking turns at most."),
-            click.option("--json-mode/--no-json-mode", default=True, show_default=True,
-                         help="Ask the executive for response_format json_object."),
+            click.option(
+                "--max-questions", type=int, default=8, show_default=True, help="Memory questions per executive turn."
+            ),
+            click.option(
+                "--narrow-rounds", type=int, default=7, show_default=True, help="Entity-identification turns at most."
+            ),
+            click.option(
+                "--gather-rounds", type=int, default=8, show_default=True, help="Answer-seeking turns at most."
+            ),
+            click.option(
+                "--json-mode/--no-json-mode",
+                default=True,
+                show_default=True,
+                help="Ask the executive for response_format json_object.",
+            ),
         ]
         for option in reversed(options):
             f = option(f)
         return f
+
     return decorate
 
 
@@ -40,8 +62,9 @@ def protocol_settings(max_questions: int, narrow_rounds: int, gather_rounds: int
     from executive.protocol import ProtocolSettings
 
     try:
-        return ProtocolSettings(max_questions=max_questions, narrow_rounds=narrow_rounds,
-                                gather_rounds=gather_rounds, json_mode=json_mode)
+        return ProtocolSettings(
+            max_questions=max_questions, narrow_rounds=narrow_rounds, gather_rounds=gather_rounds, json_mode=json_mode
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 
@@ -60,9 +83,22 @@ def memory_endpoint(memory_url: str | None, memory_model: str | None) -> Endpoin
 @click.option("--device", default="auto", show_default=True, help="Where the local memory runs.")
 @json_option
 @pass_app
-def ask(app: AppContext, question: str, channel: str | None, merge_ref: str | None, executive_url: str,
-        executive_model: str, memory_url: str | None, memory_model: str | None, max_questions: int,
-        narrow_rounds: int, gather_rounds: int, json_mode: bool, device: str, as_json: bool) -> None:
+def ask(
+    app: AppContext,
+    question: str,
+    channel: str | None,
+    merge_ref: str | None,
+    executive_url: str,
+    executive_model: str,
+    memory_url: str | None,
+    memory_model: str | None,
+    max_questions: int,
+    narrow_rounds: int,
+    gather_rounds: int,
+    json_mode: bool,
+    device: str,
+    as_json: bool,
+) -> None:
     """Answer QUESTION with MeMo's Executive–Memory protocol.
 
     The executive decomposes the question into sub-questions the memory
@@ -96,30 +132,53 @@ def print_transcript(trace) -> None:
     for step in trace.steps:
         decision = {k: v for k, v in step.executive.items() if k not in ("questions", "clues") and v}
         label = f"{step.stage} {step.round}" if step.round else step.stage
-        out.print(f"\n[cyan]{label}[/cyan] " + ", ".join(f"{k}: {v}" for k, v in decision.items()),
-                  highlight=False)
+        out.print(f"\n[cyan]{label}[/cyan] " + ", ".join(f"{k}: {v}" for k, v in decision.items()), highlight=False)
         for call in step.memory:
-            out.print(f"  ? {call.question}\n    -> {call.answer or '(empty)'}", style="dim" if call.unknown else None,
-                      highlight=False, markup=False)
-    out.print(f"\n[bold]answer[/bold] {trace.answer}  [dim]({trace.executive_calls} executive calls, "
-              f"{trace.memory_calls} memory calls; target {trace.target or '-'})[/dim]", highlight=False)
+            out.print(
+                f"  ? {call.question}\n    -> {call.answer or '(empty)'}",
+                style="dim" if call.unknown else None,
+                highlight=False,
+                markup=False,
+            )
+    out.print(
+        f"\n[bold]answer[/bold] {trace.answer}  [dim]({trace.executive_calls} executive calls, "
+        f"{trace.memory_calls} memory calls; target {trace.target or '-'})[/dim]",
+        highlight=False,
+    )
 
 
 @click.command()
 @click.argument("channel")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (0.0.0.0 serves other machines too).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 serves other machines too)."
+)
 @click.option("--port", type=int, default=8100, show_default=True, help="Port (0: any free port).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--max-body", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY, show_default=True,
-              help="Largest request body in bytes; larger ones get 413.")
-@click.option("--max-pending", type=click.IntRange(min=1), default=DEFAULT_MAX_PENDING, show_default=True,
-              help="Questions waiting at once; past it, requests get 429 with Retry-After.")
-@click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
-              help="Questions answered by one generate call.")
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest request body in bytes; larger ones get 413.",
+)
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PENDING,
+    show_default=True,
+    help="Questions waiting at once; past it, requests get 429 with Retry-After.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Questions answered by one generate call.",
+)
 @pass_app
-def serve(app: AppContext, channel: str, host: str, port: int, device: str, max_body: int, max_pending: int,
-          batch: int) -> None:
+def serve(
+    app: AppContext, channel: str, host: str, port: int, device: str, max_body: int, max_pending: int, batch: int
+) -> None:
     """Serve CHANNEL's memory model as an OpenAI-compatible endpoint.
 
     POST /v1/chat/completions answers the last user message with the model
@@ -141,7 +200,9 @@ def serve(app: AppContext, channel: str, host: str, port: int, device: str, max_
     try:
         server = MemoryServer(source, host, port, max_body=max_body, max_pending=max_pending, batch=batch)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port")
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port"
+        ) from None
     label, _ = source.current()
     click.echo(f"serving channel {channel} ({label}) at {server.url}  (Ctrl-C stops)", err=False)
     server.serve_forever()

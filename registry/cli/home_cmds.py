@@ -6,7 +6,7 @@ import click
 from rich.progress import Progress
 
 from registry.cli.app import AppContext, pass_app
-from registry.cli.output import err_console, human_size, json_option, print_json, print_log, print_table
+from registry.cli.output import err_console, human_size, json_option, print_json, print_log
 from registry.maintenance import DEFAULT_GC_GRACE_SECONDS
 from registry.service import Registry
 
@@ -82,11 +82,19 @@ def verify(app: AppContext, as_json: bool) -> None:
 @click.command()
 @click.option("--yes", "delete", is_flag=True, help="Really delete (default: dry run, list only).")
 @click.option(
-    "--grace", type=float, default=DEFAULT_GC_GRACE_SECONDS, show_default=True, metavar="SECONDS",
+    "--grace",
+    type=float,
+    default=DEFAULT_GC_GRACE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
     help="Keep what is younger than this (a running command may still need it).",
 )
-@click.option("--cache", "caches", is_flag=True,
-              help="Also remove the model caches under HOME/cache (rebuilt from the blobs when next needed).")
+@click.option(
+    "--cache",
+    "caches",
+    is_flag=True,
+    help="Also remove the model caches under HOME/cache (rebuilt from the blobs when next needed).",
+)
 @json_option
 @pass_app
 def gc(app: AppContext, delete: bool, grace: float, caches: bool, as_json: bool) -> None:

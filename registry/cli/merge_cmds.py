@@ -38,8 +38,18 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _merge_rows(merges: list[MergeRecord]):
-    return [(m.ref, when(m.created_at), how(m), m.corpora, m.parent_merge_id or "",
-             m.training_cost.get("examples", ""), lowest_retention(m)) for m in merges]
+    return [
+        (
+            m.ref,
+            when(m.created_at),
+            how(m),
+            m.corpora,
+            m.parent_merge_id or "",
+            m.training_cost.get("examples", ""),
+            lowest_retention(m),
+        )
+        for m in merges
+    ]
 
 
 def how(record: MergeRecord) -> str:
@@ -71,33 +81,79 @@ def merge() -> None:
 
 @merge.command("create")
 @click.argument("corpora", nargs=-1, required=True)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
-              help="auto: warm when the channel's model holds only corpora being merged, else ties+heal; "
-                   "ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
-                   "until retained; warm: the channel's current model fine-tuned so; retrain: the base so.")
-@click.option("--target", type=float, help="Trained strategies stop once every corpus keeps this fraction of "
-                                           "its own recall [default: the channel's gate, else 0.9].")
-@click.option("--max-steps", type=int, help="Step cap of the trained strategies [default: the members' "
-                                            "training steps summed, i.e. what retraining costs].")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default=DEFAULT_STRATEGY,
+    show_default=True,
+    help="auto: warm when the channel's model holds only corpora being merged, else ties+heal; "
+    "ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
+    "until retained; warm: the channel's current model fine-tuned so; retrain: the base so.",
+)
+@click.option(
+    "--target",
+    type=float,
+    help="Trained strategies stop once every corpus keeps this fraction of "
+    "its own recall [default: the channel's gate, else 0.9].",
+)
+@click.option(
+    "--max-steps",
+    type=int,
+    help="Step cap of the trained strategies [default: the members' "
+    "training steps summed, i.e. what retraining costs].",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trained strategies.")
 @click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of the trained strategies.")
-@click.option("--check-every", type=int, default=10, show_default=True,
-              help="Steps between retention checks of the trained strategies.")
+@click.option(
+    "--check-every",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Steps between retention checks of the trained strategies.",
+)
 @click.option("--method", type=click.Choice(["ties", "task_arithmetic"]), default="ties", show_default=True)
-@click.option("--density", type=float, default=0.3, show_default=True,
-              help="Fraction of each task vector kept by magnitude (ties).")
+@click.option(
+    "--density",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Fraction of each task vector kept by magnitude (ties).",
+)
 @click.option("--lambda", "lam", type=float, default=1.0, show_default=True, help="Scale of the merged delta.")
 @click.option("--weight", "weights", multiple=True, metavar="CORPUS=W", help="Weight of one corpus (default 1).")
 @click.option("--channel", help="Promote the merge to this channel (created on first use).")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
 @click.option("--force", is_flag=True, help="With --channel: promote even below the channel's retention gate.")
-@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
-              help="Measure recall and retention on every member corpus and record them with the merge.")
+@click.option(
+    "--eval/--no-eval",
+    "evaluate",
+    default=True,
+    show_default=True,
+    help="Measure recall and retention on every member corpus and record them with the merge.",
+)
 @click.option("--device", default="auto", show_default=True, help="Where the evaluation runs.")
 @json_option
 @pass_app
-def create(app: AppContext, corpora, strategy, target, max_steps, seed, lr, check_every, method, density, lam,
-           weights, channel, reason, force, evaluate, device, as_json) -> None:
+def create(
+    app: AppContext,
+    corpora,
+    strategy,
+    target,
+    max_steps,
+    seed,
+    lr,
+    check_every,
+    method,
+    density,
+    lam,
+    weights,
+    channel,
+    reason,
+    force,
+    evaluate,
+    device,
+    as_json,
+) -> None:
     """Merge the latest task vector of each CORPUS (or CORPUS@vN) into one model.
 
     The same corpora versions and parameters give the recorded merge back
@@ -114,9 +170,20 @@ def create(app: AppContext, corpora, strategy, target, max_steps, seed, lr, chec
 
     reg = app.registry()
     retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every)
-    record = reg.merge(list(corpora), method=method, density=density, lam=lam, weights=_weights(weights),
-                       channel=channel, progress=not as_json, evaluate=evaluate, device=device, promote=False,
-                       strategy=strategy, retain=retain)
+    record = reg.merge(
+        list(corpora),
+        method=method,
+        density=density,
+        lam=lam,
+        weights=_weights(weights),
+        channel=channel,
+        progress=not as_json,
+        evaluate=evaluate,
+        device=device,
+        promote=False,
+        strategy=strategy,
+        retain=retain,
+    )
     if not as_json:
         verb = "found recorded" if record.reused else "recorded"
         click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}")
@@ -136,20 +203,27 @@ def trained_line(record: MergeRecord) -> str:
     cost, retain = record.training_cost, record.training_cost.get("retain", {})
     target = record.parameters.get("retain", {}).get("target")
     outcome = "reached" if retain.get("reached") else "NOT reached (step cap)"
-    return (f"{record.strategy}: {cost.get('steps', 0)} steps, {cost.get('examples', 0)} examples, "
-            f"{cost.get('train_seconds', 0.0):.1f} s training + {cost.get('check_seconds', 0.0):.1f} s checks; "
-            f"target retention {target} {outcome}")
+    return (
+        f"{record.strategy}: {cost.get('steps', 0)} steps, {cost.get('examples', 0)} examples, "
+        f"{cost.get('train_seconds', 0.0):.1f} s training + {cost.get('check_seconds', 0.0):.1f} s checks; "
+        f"target retention {target} {outcome}"
+    )
 
 
 def _print_retention(record) -> None:
     """Recall of the merge and of each corpus's own model on the same questions; retention = merged / own."""
+
     def fmt(value):
         return "" if value is None else f"{value:.2f}"
 
-    print_table(f"what {record.ref} still knows (exact match on each corpus's questions)",
-                ["corpus", "merged", "own model", "retention", "questions"],
-                [(c, fmt(r["exact_match"]), fmt(r.get("own")), fmt(record.retention.get(c)), r["count"])
-                 for c, r in record.recall.items()])
+    print_table(
+        f"what {record.ref} still knows (exact match on each corpus's questions)",
+        ["corpus", "merged", "own model", "retention", "questions"],
+        [
+            (c, fmt(r["exact_match"]), fmt(r.get("own")), fmt(record.retention.get(c)), r["count"])
+            for c, r in record.recall.items()
+        ],
+    )
 
 
 @merge.command("list")
@@ -186,16 +260,24 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
     if as_json:
         print_json({**record.to_json(), "publications": [p.to_json() for p in pubs]})
         return
-    print_table(f"{record.ref} ({record.method} on {record.base_model}, engine {record.engine_version})",
-                MERGE_COLUMNS,
-                _merge_rows([record]))
-    print_table("members", ["corpus", "version", "weight", "density"],
-                [(m.corpus, f"v{m.version}", m.weight, m.density) for m in record.members])
+    print_table(
+        f"{record.ref} ({record.method} on {record.base_model}, engine {record.engine_version})",
+        MERGE_COLUMNS,
+        _merge_rows([record]),
+    )
+    print_table(
+        "members",
+        ["corpus", "version", "weight", "density"],
+        [(m.corpus, f"v{m.version}", m.weight, m.density) for m in record.members],
+    )
     if record.recall:
         _print_retention(record)
     if pubs:
-        print_table("publications", ["time", "repo", "commit", "tag", "channel"],
-                    [(when(p.created_at), p.repo_id, p.commit_sha[:12], p.tag, p.channel) for p in pubs])
+        print_table(
+            "publications",
+            ["time", "repo", "commit", "tag", "channel"],
+            [(when(p.created_at), p.repo_id, p.commit_sha[:12], p.tag, p.channel) for p in pubs],
+        )
 
 
 @click.group()
@@ -217,9 +299,20 @@ def channel_list(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json([c.to_json() for c in rows])
     else:
-        print_table("channels", ["channel", "merge", "hub repo", "endpoint", "min retention"],
-                    [(c.name, c.current_merge_id and f"merge-{c.current_merge_id}", c.hub_repo, c.hub_endpoint,
-                      "" if c.min_retention is None else f"{c.min_retention:g}") for c in rows])
+        print_table(
+            "channels",
+            ["channel", "merge", "hub repo", "endpoint", "min retention"],
+            [
+                (
+                    c.name,
+                    c.current_merge_id and f"merge-{c.current_merge_id}",
+                    c.hub_repo,
+                    c.hub_endpoint,
+                    "" if c.min_retention is None else f"{c.min_retention:g}",
+                )
+                for c in rows
+            ],
+        )
 
 
 @channel.command("set")
@@ -227,13 +320,25 @@ def channel_list(app: AppContext, as_json: bool) -> None:
 @click.option("--repo", metavar="ORG/NAME", help="Link to this Hub repo: promote and rollback then publish.")
 @click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
 @click.option("--unlink", is_flag=True, help="Stop publishing this channel.")
-@click.option("--min-retention", type=float, metavar="FRACTION",
-              help="Refuse promotions of merges that keep less than this of any member corpus (e.g. 0.8).")
+@click.option(
+    "--min-retention",
+    type=float,
+    metavar="FRACTION",
+    help="Refuse promotions of merges that keep less than this of any member corpus (e.g. 0.8).",
+)
 @click.option("--no-gate", is_flag=True, help="Remove the retention gate.")
 @json_option
 @pass_app
-def channel_set(app: AppContext, name: str, repo: str | None, endpoint: str | None, unlink: bool,
-                min_retention: float | None, no_gate: bool, as_json: bool) -> None:
+def channel_set(
+    app: AppContext,
+    name: str,
+    repo: str | None,
+    endpoint: str | None,
+    unlink: bool,
+    min_retention: float | None,
+    no_gate: bool,
+    as_json: bool,
+) -> None:
     """Create or configure channel NAME: its Hub repo and its retention gate.
 
     \b
@@ -262,8 +367,12 @@ def channel_set(app: AppContext, name: str, repo: str | None, endpoint: str | No
 @click.argument("merge_ref", metavar="MERGE")
 @click.option("--channel", required=True, help="The channel to move (created on first use).")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option("--force", is_flag=True, help="Promote below the channel's retention gate, and publish even if the "
-              "linked repo's main moved since memo's last publish (recorded in the history).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote below the channel's retention gate, and publish even if the "
+    "linked repo's main moved since memo's last publish (recorded in the history).",
+)
 @json_option
 @pass_app
 def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
@@ -284,8 +393,12 @@ def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: b
 @click.argument("channel_name", metavar="CHANNEL")
 @click.option("--to", "to", metavar="MERGE", help="Go back to this merge [default: the one before the current].")
 @click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option("--force", is_flag=True, help="Promote below the channel's retention gate, and publish even if the "
-              "linked repo's main moved since memo's last publish (recorded in the history).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote below the channel's retention gate, and publish even if the "
+    "linked repo's main moved since memo's last publish (recorded in the history).",
+)
 @json_option
 @pass_app
 def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, force: bool, as_json: bool) -> None:
@@ -331,8 +444,9 @@ def export(app: AppContext, ref: str, directory: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Publish even if main moved since memo's last publish.")
 @json_option
 @pass_app
-def publish(app: AppContext, ref: str, repo: str, private: bool, endpoint: str | None, force: bool,
-            as_json: bool) -> None:
+def publish(
+    app: AppContext, ref: str, repo: str, private: bool, endpoint: str | None, force: bool, as_json: bool
+) -> None:
     """Push a merge to a Hub repo's main in one commit, tagged merge-N. The token comes from HF_TOKEN.
 
     \b

@@ -70,6 +70,7 @@ def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int
     from tqdm.auto import tqdm
 
     with tqdm(desc=desc, disable=hidden, file=sys.stderr) as bar:
+
         def update(done: int, total: int) -> None:
             bar.total = total
             bar.n = done
@@ -81,6 +82,20 @@ def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int
 def print_log(events, title: str, retention: dict[int, str] | None = None) -> None:
     """Channel events as a table (`memo log`, `memo demo`); ``retention``: merge id -> its lowest retention."""
     retention = retention or {}
-    print_table(title, ["time", "channel", "action", "from", "to", "retention", "forced", "reason"],
-                [(when(e.created_at), e.channel, e.action, e.from_merge_id, e.to_merge_id,
-                  retention.get(e.to_merge_id, ""), "yes" if e.forced else "", e.reason) for e in events])
+    print_table(
+        title,
+        ["time", "channel", "action", "from", "to", "retention", "forced", "reason"],
+        [
+            (
+                when(e.created_at),
+                e.channel,
+                e.action,
+                e.from_merge_id,
+                e.to_merge_id,
+                retention.get(e.to_merge_id, ""),
+                "yes" if e.forced else "",
+                e.reason,
+            )
+            for e in events
+        ],
+    )

@@ -17,19 +17,35 @@ LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 def train_options(f):
     """Fine-tuning options shared by `train` and `register`."""
     options = [
-        click.option("--method", type=click.Choice(["full", "lora"]), default="full", show_default=True,
-                     help="Full fine-tuning (best in MeMo) or LoRA merged into full weights."),
+        click.option(
+            "--method",
+            type=click.Choice(["full", "lora"]),
+            default="full",
+            show_default=True,
+            help="Full fine-tuning (best in MeMo) or LoRA merged into full weights.",
+        ),
         click.option("--steps", type=int, default=SFTSettings.steps, show_default=True, help="Optimizer steps."),
         click.option("--batch", type=int, default=SFTSettings.batch, show_default=True, help="Examples per step."),
-        click.option("--lr", type=float, default=None,
-                     help=f"Learning rate [default: {SFTSettings.lr:g} full, {LORA_LR:g} LoRA]."),
-        click.option("--max-length", type=int, default=SFTSettings.max_length, show_default=True,
-                     help="Tokens per example."),
+        click.option(
+            "--lr",
+            type=float,
+            default=None,
+            help=f"Learning rate [default: {SFTSettings.lr:g} full, {LORA_LR:g} LoRA].",
+        ),
+        click.option(
+            "--max-length", type=int, default=SFTSettings.max_length, show_default=True, help="Tokens per example."
+        ),
         click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
-        click.option("--storage-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
-                     show_default=True, help="Task vector storage (bfloat16: half the size, ~0.2% error)."),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."),
+        click.option(
+            "--storage-dtype",
+            type=click.Choice(["float32", "bfloat16"]),
+            default="float32",
+            show_default=True,
+            help="Task vector storage (bfloat16: half the size, ~0.2% error).",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -50,35 +66,59 @@ def _report(record, as_json: bool) -> None:
     m = record.metrics
     held = f", held-out {m['heldout']['exact_match']:.2f}" if "heldout" in m else ""
     verb = "already registered (the same reflections and settings)" if record.reused else "registered"
-    click.echo(f"{verb} task vector {record.ref}: recall {m['recall']['exact_match']:.2f} exact match"
-               f"{held}; {record.training['examples']} examples in {record.training['wall_seconds']:.1f}s")
+    click.echo(
+        f"{verb} task vector {record.ref}: recall {m['recall']['exact_match']:.2f} exact match"
+        f"{held}; {record.training['examples']} examples in {record.training['wall_seconds']:.1f}s"
+    )
 
 
 def generator_options(f):
     """The GENERATOR's endpoint and the reflection settings, shared by `reflect` and `register`."""
     options = [
-        click.option("--generator-url", envvar="MEMO_GENERATOR_URL", metavar="URL",
-                     help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 "
-                          "[env MEMO_GENERATOR_URL]."),
-        click.option("--generator-model", envvar="MEMO_GENERATOR_MODEL", metavar="NAME",
-                     help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL]."),
-        click.option("--chunk-words", type=int, default=ReflectSettings.chunk_words, show_default=True,
-                     help="Words per chunk the generator reads."),
+        click.option(
+            "--generator-url",
+            envvar="MEMO_GENERATOR_URL",
+            metavar="URL",
+            help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 [env MEMO_GENERATOR_URL].",
+        ),
+        click.option(
+            "--generator-model",
+            envvar="MEMO_GENERATOR_MODEL",
+            metavar="NAME",
+            help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL].",
+        ),
+        click.option(
+            "--chunk-words",
+            type=int,
+            default=ReflectSettings.chunk_words,
+            show_default=True,
+            help="Words per chunk the generator reads.",
+        ),
         click.option("--overlap-words", type=int, default=ReflectSettings.overlap_words, show_default=True),
-        click.option("--concurrency", type=int, default=ReflectSettings.concurrency, show_default=True,
-                     help="Generator calls in flight at once."),
+        click.option(
+            "--concurrency",
+            type=int,
+            default=ReflectSettings.concurrency,
+            show_default=True,
+            help="Generator calls in flight at once.",
+        ),
         click.option("--temperature", type=float, default=ReflectSettings.temperature, show_default=True),
         click.option("--top-p", type=float, default=ReflectSettings.top_p, show_default=True),
-        click.option("--json-mode/--no-json-mode", default=True, show_default=True,
-                     help="Ask the endpoint for response_format json_object (turn off for servers without it)."),
+        click.option(
+            "--json-mode/--no-json-mode",
+            default=True,
+            show_default=True,
+            help="Ask the endpoint for response_format json_object (turn off for servers without it).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _generator(qa: str | None, heldout: str | None, generator_url: str | None, generator_model: str | None,
-               **settings) -> tuple[Endpoint, ReflectSettings] | None:
+def _generator(
+    qa: str | None, heldout: str | None, generator_url: str | None, generator_model: str | None, **settings
+) -> tuple[Endpoint, ReflectSettings] | None:
     """The generator to run, or None to import --qa; usage errors for the combinations that make no sense."""
     if qa is not None:
         if generator_url or generator_model:
@@ -96,10 +136,15 @@ def _generator(qa: str | None, heldout: str | None, generator_url: str | None, g
 
 @click.command()
 @click.argument("corpus")
-@click.option("--qa", "qa", type=click.Path(dir_okay=False),
-              help="Import ready pairs instead: JSON lines with question and answer (other fields kept).")
-@click.option("--heldout", type=click.Path(dir_okay=False),
-              help="With --qa: paraphrased questions, for evaluation only.")
+@click.option(
+    "--qa",
+    "qa",
+    type=click.Path(dir_okay=False),
+    help="Import ready pairs instead: JSON lines with question and answer (other fields kept).",
+)
+@click.option(
+    "--heldout", type=click.Path(dir_okay=False), help="With --qa: paraphrased questions, for evaluation only."
+)
 @generator_options
 @json_option
 @pass_app
@@ -132,18 +177,31 @@ def _report_reflections(record, verb: str) -> None:
     click.echo(f"{verb} {record.pair_count} pairs for corpus {record.corpus} (reflection set {record.id})")
     counts = record.settings.get("counts")
     if counts:
-        print_table("stages", ["stage", "result", "calls", "cached", "tokens in", "tokens out"],
-                    _stage_rows(counts, record.settings.get("usage", {})))
+        print_table(
+            "stages",
+            ["stage", "result", "calls", "cached", "tokens in", "tokens out"],
+            _stage_rows(counts, record.settings.get("usage", {})),
+        )
 
 
 def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
     rows = []
-    for stage, prompts in (("extract", ("extract-direct", "extract-indirect")), ("consolidate", ("consolidate",)),
-                           ("verify", ("verify",)), ("surface", ("surface",)), ("synthesize", ("synthesize",))):
+    for stage, prompts in (
+        ("extract", ("extract-direct", "extract-indirect")),
+        ("consolidate", ("consolidate",)),
+        ("verify", ("verify",)),
+        ("surface", ("surface",)),
+        ("synthesize", ("synthesize",)),
+    ):
         u = [usage.get(p, {}) for p in prompts]
         result = ", ".join(f"{k} {v}" for k, v in counts.get(stage, {}).items())
-        rows.append((stage, result, *(sum(x.get(k, 0) for x in u) for k in
-                                      ("calls", "cached", "prompt_tokens", "completion_tokens"))))
+        rows.append(
+            (
+                stage,
+                result,
+                *(sum(x.get(k, 0) for x in u) for k in ("calls", "cached", "prompt_tokens", "completion_tokens")),
+            )
+        )
     return rows
 
 
@@ -152,8 +210,9 @@ def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
 @train_options
 @json_option
 @pass_app
-def train(app: AppContext, corpus: str, method, steps, batch, lr, max_length, seed, storage_dtype, device,
-          as_json: bool) -> None:
+def train(
+    app: AppContext, corpus: str, method, steps, batch, lr, max_length, seed, storage_dtype, device, as_json: bool
+) -> None:
     """Fine-tune CORPUS's base on its reflections and record a new task vector version.
 
     \b
@@ -161,8 +220,7 @@ def train(app: AppContext, corpus: str, method, steps, batch, lr, max_length, se
       memo train harbor --steps 60 --storage-dtype bfloat16
     """
     settings = _settings(method, steps, batch, lr, max_length, seed)
-    record = app.registry().train(corpus, settings, storage_dtype=storage_dtype, device=device,
-                                  progress=not as_json)
+    record = app.registry().train(corpus, settings, storage_dtype=storage_dtype, device=device, progress=not as_json)
     _report(record, as_json)
 
 
@@ -170,15 +228,34 @@ def train(app: AppContext, corpus: str, method, steps, batch, lr, max_length, se
 @click.argument("name")
 @click.argument("docs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--qa", type=click.Path(dir_okay=False), help="Ready question-answer pairs (JSON lines).")
-@click.option("--heldout", type=click.Path(dir_okay=False), help="With --qa: paraphrased questions, for evaluation only.")
+@click.option(
+    "--heldout", type=click.Path(dir_okay=False), help="With --qa: paraphrased questions, for evaluation only."
+)
 @click.option("--base", "base_name", required=True, help="The base model to train from.")
 @click.option("--description", default="", help="Free text shown in listings.")
 @generator_options
 @train_options
 @json_option
 @pass_app
-def register(app: AppContext, name, docs, qa, heldout, base_name, description, method, steps, batch, lr,
-             max_length, seed, storage_dtype, device, as_json: bool, **generator) -> None:
+def register(
+    app: AppContext,
+    name,
+    docs,
+    qa,
+    heldout,
+    base_name,
+    description,
+    method,
+    steps,
+    batch,
+    lr,
+    max_length,
+    seed,
+    storage_dtype,
+    device,
+    as_json: bool,
+    **generator,
+) -> None:
     """Register a new corpus in one go: documents, reflections, training, task vector.
 
     The reflections are imported (--qa) or made by a GENERATOR
@@ -209,8 +286,7 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
             if not as_json:
                 _report_reflections(reflections, "generated")
     wait_for_everyone()
-    record = reg.train(name, settings, storage_dtype=storage_dtype, device=device, progress=not as_json,
-                       reuse=True)
+    record = reg.train(name, settings, storage_dtype=storage_dtype, device=device, progress=not as_json, reuse=True)
     _report(record, as_json)
 
 
@@ -225,10 +301,25 @@ def register(app: AppContext, name, docs, qa, heldout, base_name, description, m
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @json_option
 @pass_app
-def eval_(app: AppContext, ref: str, corpus: str, heldout: bool, executive_url: str | None,
-          executive_model: str | None, memory_url: str | None, memory_model: str | None, max_questions: int,
-          narrow_rounds: int, gather_rounds: int, json_mode: bool, judge: bool, limit: int | None, seed: int,
-          device: str, as_json: bool) -> None:
+def eval_(
+    app: AppContext,
+    ref: str,
+    corpus: str,
+    heldout: bool,
+    executive_url: str | None,
+    executive_model: str | None,
+    memory_url: str | None,
+    memory_model: str | None,
+    max_questions: int,
+    narrow_rounds: int,
+    gather_rounds: int,
+    json_mode: bool,
+    judge: bool,
+    limit: int | None,
+    seed: int,
+    device: str,
+    as_json: bool,
+) -> None:
     """Recall of REF on a corpus's questions (exact match, token F1).
 
     REF is a channel, a merge (7, merge-7), a corpus (its latest task vector
@@ -250,18 +341,33 @@ def eval_(app: AppContext, ref: str, corpus: str, heldout: bool, executive_url: 
             raise click.UsageError("--judge, --limit and --memory-url need an executive (--executive-url)")
         with err_console.status("answering", spinner="dots"):
             result = reg.evaluate(ref, corpus, heldout=heldout, device=device)
-        columns, row = ["exact match", "F1", "questions"], [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}",
-                                                           result["count"]]
+        columns, row = (
+            ["exact match", "F1", "questions"],
+            [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}", result["count"]],
+        )
     else:
         settings = protocol_settings(max_questions, narrow_rounds, gather_rounds, json_mode)
         memory = reg.memory(ref, endpoint=memory_endpoint(memory_url, memory_model), device=device)
         with progress_bar("asking", as_json) as update:
-            result = reg.evaluate_with_executive(memory, Endpoint(executive_url, executive_model), corpus,
-                                                 settings=settings, heldout=heldout, judge=judge, limit=limit,
-                                                 seed=seed, on_question=update)
+            result = reg.evaluate_with_executive(
+                memory,
+                Endpoint(executive_url, executive_model),
+                corpus,
+                settings=settings,
+                heldout=heldout,
+                judge=judge,
+                limit=limit,
+                seed=seed,
+                on_question=update,
+            )
         columns = ["exact match", "F1", *(["judge"] if judge else []), "executive calls", "questions"]
-        row = [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}",
-               *([f"{result['judge']:.3f}"] if judge else []), f"{result['executive_calls']:.1f}", result["count"]]
+        row = [
+            f"{result['exact_match']:.3f}",
+            f"{result['f1']:.3f}",
+            *([f"{result['judge']:.3f}"] if judge else []),
+            f"{result['executive_calls']:.1f}",
+            result["count"],
+        ]
     if as_json:
         print_json(result)
     else:

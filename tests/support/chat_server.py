@@ -67,13 +67,21 @@ class _Handler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.answered.append(body)
         words = sum(len(m["content"].split()) for m in body["messages"])
-        self._reply(200, {
-            "id": f"chatcmpl-{len(srv.requests)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", ""),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()),
-                      "total_tokens": words + len(text.split())},
-        })
+        self._reply(
+            200,
+            {
+                "id": f"chatcmpl-{len(srv.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": words,
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": words + len(text.split()),
+                },
+            },
+        )
 
 
 class ScriptedChatServer(ThreadingHTTPServer):

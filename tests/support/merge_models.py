@@ -20,16 +20,26 @@ def load_dir(directory: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def make_finetunes(root: Path, *, k: int, dtype: torch.dtype = torch.float32, noise: float = 0.01,
-                   hidden: int = 32, shards: int = 1, seed: int = 0) -> tuple[Path, list[Path]]:
+def make_finetunes(
+    root: Path,
+    *,
+    k: int,
+    dtype: torch.dtype = torch.float32,
+    noise: float = 0.01,
+    hidden: int = 32,
+    shards: int = 1,
+    seed: int = 0,
+) -> tuple[Path, list[Path]]:
     """A base and ``k`` fine-tunes (base + Gaussian noise), each a model directory."""
     base = build_tiny_llama(root / "base", seed=seed, hidden=hidden, dtype=dtype)
     state = load_dir(base)
     models = []
     for i in range(k):
         g = torch.Generator().manual_seed(1000 * seed + i + 1)
-        ft = {n: (t.double() + noise * torch.randn(t.shape, generator=g, dtype=torch.float64)).to(t.dtype)
-              for n, t in state.items()}
+        ft = {
+            n: (t.double() + noise * torch.randn(t.shape, generator=g, dtype=torch.float64)).to(t.dtype)
+            for n, t in state.items()
+        }
         models.append(save_model(root / f"ft{i}", ft, base, shards=shards))
     return base, models
 
@@ -51,8 +61,9 @@ def save_model(directory: Path, tensors: dict[str, torch.Tensor], like: Path, *,
     return directory
 
 
-def dense_reference(method: str, base: dict, models: list[dict], *, densities, weights,
-                    normalize=None, lam=1.0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+def dense_reference(
+    method: str, base: dict, models: list[dict], *, densities, weights, normalize=None, lam=1.0, dtype=torch.float32
+) -> dict[str, torch.Tensor]:
     """A plain, whole-tensor float64 TIES / task arithmetic; deltas first rounded to ``dtype``.
 
     Trimming uses a stable descending sort, so ties go to the lowest index.
@@ -89,8 +100,17 @@ def dense_reference(method: str, base: dict, models: list[dict], *, densities, w
     return out
 
 
-def write_config(path: Path, method: str, base: Path, models: list[Path], *, densities=None,
-                 weights=None, dtype: str | None = None, **shared) -> Path:
+def write_config(
+    path: Path,
+    method: str,
+    base: Path,
+    models: list[Path],
+    *,
+    densities=None,
+    weights=None,
+    dtype: str | None = None,
+    **shared,
+) -> Path:
     config = {"merge_method": method, "base_model": str(base), "models": []}
     for i, m in enumerate(models):
         params = {"weight": (weights or [1.0] * len(models))[i]}
@@ -112,6 +132,5 @@ def run_mergekit(config: Path, out: Path) -> Path:
     from mergekit.options import MergeOptions
 
     merge_config = MergeConfiguration.model_validate(yaml.safe_load(config.read_text()))
-    run_merge(merge_config, str(out), MergeOptions(quiet=True, copy_tokenizer=False,
-                                                   write_model_card=False))
+    run_merge(merge_config, str(out), MergeOptions(quiet=True, copy_tokenizer=False, write_model_card=False))
     return out

@@ -5,9 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def mergekit_merge(method: str, base: torch.Tensor, models: list[torch.Tensor], *,
-                   densities: list[float], weights: list[float], normalize: bool | None = None,
-                   lam: float = 1.0) -> torch.Tensor:
+def mergekit_merge(
+    method: str,
+    base: torch.Tensor,
+    models: list[torch.Tensor],
+    *,
+    densities: list[float],
+    weights: list[float],
+    normalize: bool | None = None,
+    lam: float = 1.0,
+) -> torch.Tensor:
     from mergekit.merge_methods.base import TensorGroup
     from mergekit.merge_methods.registry import get
 

@@ -8,17 +8,28 @@ import torch
 
 
 def build_tiny_llama(
-    directory: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = 128,
-    dtype: torch.dtype = torch.float32, max_shard_size: str | None = None,
+    directory: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    vocab: int = 128,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str | None = None,
 ) -> Path:
     """Save a deterministic tiny Llama (random init from ``seed``) as safetensors."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, tie_word_embeddings=False,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config).to(dtype)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}

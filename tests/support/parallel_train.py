@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
@@ -27,8 +26,14 @@ def main(model_dir: str, out: str, batch: str) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    train(model, examples(), LoopSettings(steps=6, batch=int(batch), lr=1e-2, seed=3), pad_id=0,
-          device="cpu", progress=False)
+    train(
+        model,
+        examples(),
+        LoopSettings(steps=6, batch=int(batch), lr=1e-2, seed=3),
+        pad_id=0,
+        device="cpu",
+        progress=False,
+    )
     if is_main_process():
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out)
 

@@ -7,6 +7,7 @@ this). initdb refuses to run as root, so as root the server runs as the
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -52,11 +53,11 @@ class PostgresServer:
         subprocess.run(cmd, check=True, capture_output=True, cwd=self.workdir)
 
     def start(self) -> None:
-        self._pg("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-sync")
+        self._pg("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir} -c fsync=off"
-        self._pg("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.workdir / "log"),
-                 "-w", "-t", "60", "start")
+        self._pg(
+            "pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.workdir / "log"), "-w", "-t", "60", "start"
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -67,10 +68,8 @@ class PostgresServer:
         raise RuntimeError("PostgreSQL did not start; see " + str(self.workdir / "log"))
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._pg("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -80,7 +79,6 @@ class PostgresServer:
 
         self._counter += 1
         name = f"memo_test_{self._counter}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)

@@ -38,22 +38,44 @@ def _pairs(pairs: list[dict]) -> str:
 def generator(body: dict) -> str:
     stage, p = stage_of(body), payload_of(body)
     if stage == "extract-direct":
-        return _pairs([{"question": f"What is fact {i} of {p['document']}?", "answer": s, "entities": entities(s)}
-                       for i, s in enumerate(sentences(p["passage"]))])
+        return _pairs(
+            [
+                {"question": f"What is fact {i} of {p['document']}?", "answer": s, "entities": entities(s)}
+                for i, s in enumerate(sentences(p["passage"]))
+            ]
+        )
     if stage == "extract-indirect":
-        return _pairs([{"question": f"How many facts does {p['document']} state?",
-                        "answer": str(len(sentences(p["passage"])) + 1000)}])
+        return _pairs(
+            [
+                {
+                    "question": f"How many facts does {p['document']} state?",
+                    "answer": str(len(sentences(p["passage"])) + 1000),
+                }
+            ]
+        )
     if stage == "consolidate":
         a, b = p["pairs"][0], p["pairs"][1]
-        return json.dumps({"keep": [q["index"] for q in p["pairs"]], "combined": [{
-            "question": f"What are facts 0 and 1 of {p['document']}?", "answer": f"{a['answer']} {b['answer']}"}]})
+        return json.dumps(
+            {
+                "keep": [q["index"] for q in p["pairs"]],
+                "combined": [
+                    {
+                        "question": f"What are facts 0 and 1 of {p['document']}?",
+                        "answer": f"{a['answer']} {b['answer']}",
+                    }
+                ],
+            }
+        )
     if stage == "verify":
         passage = " ".join(p["passage"].split())
         verdicts = []
         for q in p["pairs"]:
             supported = all(s in passage for s in sentences(q["answer"])) and bool(sentences(q["answer"]))
-            rewrite = ({"question": q["question"] + " (verified)", "answer": q["answer"]}
-                       if supported and "facts 0 and 1" in q["question"] else None)
+            rewrite = (
+                {"question": q["question"] + " (verified)", "answer": q["answer"]}
+                if supported and "facts 0 and 1" in q["question"]
+                else None
+            )
             verdicts.append({"index": q["index"], "supported": supported, "rewrite": rewrite})
         return json.dumps({"verdicts": verdicts})
     if stage == "surface":
@@ -72,14 +94,16 @@ def executive(body: dict, *, narrow: str = "confirmed") -> str:
     stage, p = stage_of(body), payload_of(body)
     facts = p.get("facts", [])
     if stage == "decompose":
-        return json.dumps({"clues": [{"text": p["question"], "kind": "answer", "value": "high"}],
-                           "questions": [p["question"]]})
+        return json.dumps(
+            {"clues": [{"text": p["question"], "kind": "answer", "value": "high"}], "questions": [p["question"]]}
+        )
     if stage == "narrow":
         top = [facts[0]["answer"]] if facts else ["nobody"]
         if narrow == "confirmed":
             return json.dumps({"status": "confirmed", "candidates": top, "questions": []})
-        return json.dumps({"status": "continue", "candidates": top + ["somebody"],
-                           "questions": [f"Round {len(facts)}: who is it?"]})
+        return json.dumps(
+            {"status": "continue", "candidates": top + ["somebody"], "questions": [f"Round {len(facts)}: who is it?"]}
+        )
     if stage == "gather":
         return json.dumps({"status": "answer", "target": p.get("target"), "questions": []})
     if stage == "synthesize":

@@ -67,7 +67,11 @@ def promote_together(home: str, url: str, merge_id: int, channel: str) -> dict:
 
 if __name__ == "__main__":
     verb, *args = sys.argv[1:]
-    fn = {"add-corpora": add_corpora, "add-task-vectors": add_task_vectors, "race": race_same_name,
-          "promote": promote_together}[verb]
+    fn = {
+        "add-corpora": add_corpora,
+        "add-task-vectors": add_task_vectors,
+        "race": race_same_name,
+        "promote": promote_together,
+    }[verb]
     typed = [int(a) if a.isdigit() else a for a in args]
     print(json.dumps(fn(*typed)))
