@@ -83,7 +83,7 @@ def main(
     keep_freed_memory()
     try:
         spec = load_config(config)
-        spec = replace(spec, tie_break=tie_break)
+        spec = replace(spec, tie_break="torch-cpu" if tie_break == "torch-cpu" else "index")
         result = merge(
             spec,
             out_dir,

@@ -180,6 +180,7 @@ def merge_chunk_eager(
             d.mul_(w)
         weighted.append(d)
     ws = [rounded(w, dt) for w in weights]
+    divisor: torch.Tensor | float  # a Python float divides exactly as mergekit's does (no 16-bit rounding)
     if cfg.consensus:
         # majority = +1 where sum >= 0 (also for -0.0), else -1
         majority = _sum_exact(weighted, dt).sign_().add_(0.5).sign_()

@@ -87,6 +87,8 @@ def plan_tensors(base: Checkpoint, inputs: list[tuple[Checkpoint, InputKind]]) -
     plans = []
     for name in sorted(names):
         base_info = _lookup(base, name)
+        if base_info is None:  # only lm_head can be missing, and then the embedding stands in
+            raise MergeError(f"tensor {name!r} is not in the base model {base.directory}")
         feeds: list[TensorInfo | None] = []
         for ckpt, kind in inputs:
             info = ckpt.tensors.get(name) if kind == "task_vector" else _lookup(ckpt, name)

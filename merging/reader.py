@@ -8,6 +8,7 @@ the model (file pages stay in the kernel's page cache).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -52,7 +53,8 @@ class TensorReader:
         nbytes = (stop - start) * item
         buf = torch.empty(nbytes, dtype=torch.uint8)
         if nbytes:
-            got = os.preadv(self._fd(info), [buf.numpy()], info.begin + start * item)
+            target: Any = buf.numpy()  # a writable buffer over the tensor's memory
+            got = os.preadv(self._fd(info), [target], info.begin + start * item)
             if got != nbytes:
                 raise CheckpointError(
                     f"{info.file}: truncated while reading tensor {info.name!r} "

@@ -15,6 +15,7 @@ on the whole tensor instead, to reproduce a CPU mergekit run bit for bit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -87,6 +88,17 @@ def _selections(job: TensorJob, plan: TensorPlan) -> tuple[list[Threshold | None
             fixed.append(None)
             selects[i] = RadixSelect(job.compute_dtype, k, job.device)
     return fixed, selects
+
+
+def _thresholds(fixed: list[Threshold | None], selects: dict[int, RadixSelect]) -> list[Threshold]:
+    """Each input's threshold: fixed in advance, or what its finished selection found."""
+    out = []
+    for i, f in enumerate(fixed):
+        found = f if f is not None else selects[i].result
+        if found is None:
+            raise MergeError(f"internal: the selection of input {i} did not finish")
+        out.append(found)
+    return out
 
 
 def _cut(
@@ -162,16 +174,17 @@ def _merge_resident(job, plan, fixed, selects) -> torch.Tensor:
         while not select.done:
             select.add(keys[i])
             select.finish_pass()
-    thresholds = [f if f is not None else selects[i].result for i, f in enumerate(fixed)]
+    thresholds = _thresholds(fixed, selects)
     cuts = [
-        _cut(t, 0, n, 0, t.ties_total, lambda i=i: keys[i]) if i in selects else -1 for i, t in enumerate(thresholds)
+        _cut(t, 0, n, 0, t.ties_total, functools.partial(keys.__getitem__, i)) if i in selects else -1
+        for i, t in enumerate(thresholds)
     ]
     return _run_kernel(job, plan, base, inputs, thresholds, cuts, 0)
 
 
 def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
     ranges = _ranges(plan.numel, job.chunk_elements)
-    ties_per_chunk: dict[int, list[int]] = {i: [] for i in selects}
+    ties_per_chunk: dict[int, list[torch.Tensor]] = {i: [] for i in selects}
     while not all(s.done for s in selects.values()):
         active = {i: s for i, s in selects.items() if not s.done}
         for start, stop in ranges:
@@ -182,7 +195,7 @@ def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
                     ties_per_chunk[i].append(hist)
         for select in active.values():
             select.finish_pass()
-    thresholds = [f if f is not None else selects[i].result for i, f in enumerate(fixed)]
+    thresholds = _thresholds(fixed, selects)
     # Per chunk, how many keys equal each input's threshold (from the last pass's histograms).
     tie_counts = {i: [int(h[s.last_digit(thresholds[i].key)]) for h in ties_per_chunk[i]] for i, s in selects.items()}
     ties_before = {i: 0 for i in selects}
@@ -202,7 +215,7 @@ def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
                     stop,
                     ties_before[i],
                     here,
-                    lambda i=i, base=base, inputs=inputs: _keys(job, base, inputs[i]),
+                    functools.partial(_keys, job, base, inputs[i]),
                 )
             )
             ties_before[i] += here

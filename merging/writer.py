@@ -26,6 +26,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 
@@ -84,6 +85,12 @@ def _header(tensors: list[OutputTensor], metadata: dict[str, str]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's bytes as safetensors stores them (row-major, little-endian), without a copy on CPU."""
+    array: Any = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    return memoryview(array)
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str]) -> None:
     """One safetensors file whose bytes depend on its content only: tensors in name order and the
     metadata's keys sorted (``safetensors.save_file`` writes metadata in a per-process hash order,
@@ -93,7 +100,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict
     with open(path, "wb") as f:
         f.write(_header(planned, dict(sorted(metadata.items()))))
         for n in names:
-            f.write(memoryview(tensors[n].detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
+            f.write(raw_bytes(tensors[n]))
         f.flush()
         os.fsync(f.fileno())
 
@@ -121,7 +128,7 @@ class ModelDirWriter:
         self.tmp: Path | None = None
         self._position = 0  # index into self.order of the tensor being written
         self._written = 0  # bytes of it written so far
-        self._file = None
+        self._file: BinaryIO | None = None
         self._shard = -1
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
@@ -178,13 +185,24 @@ class ModelDirWriter:
     def _open_shard(self, i: int) -> None:
         if self._file:
             self._finish_file()
-        self._file = open(self.tmp / self.shard_name(i), "wb")  # noqa: SIM115 - closed by _finish_file
+        self._file = open(self._dir() / self.shard_name(i), "wb")  # noqa: SIM115 - closed by _finish_file
         self._file.write(_header(self.shards[i], {"format": "pt"}))
 
+    def _shard_file(self) -> BinaryIO:
+        if self._file is None:
+            raise MergeError("internal: no shard is open")
+        return self._file
+
+    def _dir(self) -> Path:
+        if self.tmp is None:
+            raise MergeError("internal: the writer is used outside its `with` block")
+        return self.tmp
+
     def _finish_file(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        f = self._shard_file()
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
         self._file = None
 
     def write(self, name: str, chunk: torch.Tensor) -> None:
@@ -197,8 +215,8 @@ class ModelDirWriter:
         if self._shard_of[name] != self._shard:
             self._shard = self._shard_of[name]
             self._submit(lambda i=self._shard: self._open_shard(i))
-        data = chunk.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._submit(lambda: self._file.write(memoryview(data)))
+        data = raw_bytes(chunk)
+        self._submit(lambda: self._shard_file().write(data))
         self._written += data.nbytes
         if self._written > t.nbytes:
             raise MergeError(f"internal: tensor {name!r} got more data than its shape holds")
@@ -223,7 +241,7 @@ class ModelDirWriter:
             }
             files["model.safetensors.index.json"] = json.dumps(index, indent=2).encode()
         for name, data in files.items():
-            path = self.tmp / name
+            path = self._dir() / name
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
@@ -238,7 +256,7 @@ class ModelDirWriter:
                 raise MergeError(f"{self.out_dir} appeared while merging; nothing was overwritten")
             old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
             os.replace(self.out_dir, old)
-        os.replace(self.tmp, self.out_dir)
+        os.replace(self._dir(), self.out_dir)
         fd = os.open(self.out_dir.parent, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from merging.errors import MergeError
-from merging.spec import MergeInput, MergeSpec, check_density, check_scale
+from merging.spec import METHODS, InputKind, MergeInput, MergeSpec, check_density, check_scale
 
 _TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype"}
 _MODEL_PARAMETERS = {"weight", "density"}
@@ -69,6 +69,8 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         if key not in _TOP_KEYS:
             raise MergeError(f"unknown config key {key!r}")
     method = config.get("merge_method")
+    if not isinstance(method, str):
+        raise MergeError(f"unknown merge method {method!r}; memo merges {', '.join(METHODS)}")
     if "base_model" not in config:
         raise MergeError(f"merge_method {method!r} needs a base_model")
     base = _local_dir(config["base_model"], "base_model", root)
@@ -85,7 +87,7 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         where = f"models[{n}]"
         if not isinstance(entry, dict):
             raise MergeError(f"{where} must be a mapping with 'model' and 'parameters'")
-        kind = "task_vector" if "task_vector" in entry else "model"
+        kind: InputKind = "task_vector" if "task_vector" in entry else "model"
         path = _local_dir(entry.get(kind), f"{where}.{kind}", root)
         if kind == "model" and path.resolve() == base.resolve():
             continue

@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from executive.memory import LocalMemory, Memory, RemoteMemory
 from executive.protocol import ExecutiveProtocol, ProtocolSettings, Trace, judge
 from registry.blobstore import LocalBlobStore
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import InvalidInput, LLMFailed, NotFound
 from registry.evaluation import model_dir, qa_pairs
 from registry.merges import channel_head, merged_model_dir
@@ -64,7 +65,7 @@ def evaluate_with_executive(
         pairs = sample(pairs, limit, seed)
     client = ChatClient(executive)
     protocol = ExecutiveProtocol(client, memory, settings)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for i, pair in enumerate(pairs):
             trace = protocol.ask(pair.question)
@@ -117,7 +118,7 @@ class ChannelSource:
         self._load = loader or (lambda directory, device: LocalMemory(directory, device=device))
         self._lock = threading.Lock()
         self._merge_id: int | None = None
-        self._memory: Memory | None = None
+        self._memory: Memory | None = None  # set with _merge_id, on the first current()
 
     def current(self) -> tuple[str, Memory]:
         with self.db.read() as session:
@@ -130,7 +131,8 @@ class ChannelSource:
         with self._lock:
             if head != self._merge_id:
                 with self.db.read() as session:
-                    directory = merged_model_dir(self.store, self.home, session.get(MergeRow, head))
+                    directory = merged_model_dir(self.store, self.home, row_of(session, MergeRow, head))
                 self._memory = self._load(directory, self.device)
                 self._merge_id = head
+            assert self._memory is not None  # loaded above whenever _merge_id changed
             return f"merge-{head}", self._memory

@@ -18,6 +18,7 @@ never disagree because of memo.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -75,7 +76,7 @@ def lock_or_create(session: Session, name: str) -> ChannelRow:
     """
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    dialects: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
     insert = dialects.get(session.get_bind().dialect.name)
     if insert is not None:
         session.execute(
@@ -96,7 +97,7 @@ def configure(
     hub_repo: str | None = None,
     hub_endpoint: str | None = None,
     unlink: bool = False,
-    min_retention: float | None | object = KEEP,
+    min_retention: Any = KEEP,  # a fraction, None (no gate), or KEEP
 ) -> ChannelRecord:
     """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its retention gate."""
     check_name("channel", name)
@@ -147,6 +148,8 @@ def history_stack(session: Session, channel: ChannelRow) -> list[int]:
         select(ChannelEventRow).where(ChannelEventRow.channel_id == channel.id).order_by(ChannelEventRow.id)
     )
     for e in events:
+        if e.to_merge_id is None:
+            continue
         if e.action == "promote":
             stack.append(e.to_merge_id)
         elif e.action == "rollback":

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from registry.bases import find_base
 from registry.blobstore import LocalBlobStore, sha256_file
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import AlreadyExists, InvalidInput, NotFound
 from registry.names import check_name
 from registry.records import CorpusRecord, DocumentRecord
@@ -19,7 +19,7 @@ from training.documents import DocumentError, DocumentFile, inspect_documents
 
 
 def _to_record(session: Session, row: CorpusRow) -> CorpusRecord:
-    base = session.get(BaseModelRow, row.base_model_id)
+    base = row_of(session, BaseModelRow, row.base_model_id)
     docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == row.id).order_by(DocumentRow.name)).all()
     count, latest = session.execute(
         select(func.count(TaskVectorRow.id), func.max(TaskVectorRow.version)).where(TaskVectorRow.corpus_id == row.id)
@@ -106,7 +106,7 @@ def check_reusable(db: Database, name: str, base: str, docs: list[DocumentFile])
 
 def _the_same_corpus(db: Database, corpus_id: int, base: str, docs) -> CorpusRecord:
     with db.read() as session:
-        record = _to_record(session, session.get(CorpusRow, corpus_id))
+        record = _to_record(session, row_of(session, CorpusRow, corpus_id))
     wanted = {(d.name, sha256_file(d.path)) for d in docs}
     if record.base_model != base or wanted != {(d.name, d.sha256) for d in record.documents}:
         raise AlreadyExists(

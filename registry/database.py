@@ -10,12 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.errors import Corrupt
+
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 _WRITE_OPTION = "memo_write"
+
+
+def row_of(session: Session, model: type[T], ident: Any) -> T:
+    """The row a foreign key points at: its absence means a damaged database, not bad input."""
+    row = session.get(model, ident)
+    if row is None:
+        table = getattr(model, "__tablename__", model.__name__)
+        raise Corrupt(f"the registry refers to {table} {ident}, which is missing; the database is damaged")
+    return row
 
 
 def _configure_sqlite(engine: Engine) -> None:

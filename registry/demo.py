@@ -178,6 +178,7 @@ def _register(
     corpus = reg.add_corpus(name, files, base=base.name, description="example corpus")
     reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
     tv = reg.train(name, settings, device=device, progress=progress)
+    assert tv is not None  # one process: it records the task vector
     base_recall = reg.evaluate(str(reg.base_dir(base.name)), name, device=device)["exact_match"]
     say(
         f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "

@@ -14,7 +14,7 @@ from pathlib import Path
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import Corrupt, NotFound
 from registry.materialize import materialize
 from registry.merges import merge_of, merged_model_dir
@@ -37,7 +37,7 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
         if merged is not None:
             return merged_model_dir(store, home, merged)
         tv = find_task_vector(session, ref)
-        base = session.get(BaseModelRow, tv.base_model_id)
+        base = row_of(session, BaseModelRow, tv.base_model_id)
     target = home / "cache" / "applied" / tv.manifest_sha256
     if not target.is_dir():
         spec = MergeSpec(

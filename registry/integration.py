@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from registry.blobstore import LocalBlobStore
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import Conflict, InvalidInput
 from registry.manifests import store_directory
 from registry.schema import BaseModelRow, MergeRow
@@ -82,7 +82,7 @@ def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> s
 
     if head_id is None:
         return "ties+heal"
-    head = session.get(MergeRow, head_id)
+    head = row_of(session, MergeRow, head_id)
     held = set(
         session.scalars(
             select(TaskVectorRow.corpus_id)
@@ -101,7 +101,7 @@ def warm_start(session, base: BaseModelRow, parent_id: int | None, channel: str 
             f"--strategy warm fine-tunes the channel's current model, but {where}; "
             "use --strategy ties+heal (or retrain) for the first merge"
         )
-    parent = session.get(MergeRow, parent_id)
+    parent = row_of(session, MergeRow, parent_id)
     if parent.base_model_id != base.id:
         raise Conflict(
             f"channel {channel!r} serves merge-{parent.id}, on another base model; "
@@ -137,7 +137,11 @@ def train_strategy(
         if strategy == "ties+heal":
             origin = merge_into(Path(tmp) / "merged", store, home, base, members, params, progress=progress)
         else:
-            origin = merged_model_dir(store, home, start) if strategy == "warm" else base_dir(store, home, base)
+            origin = (
+                merged_model_dir(store, home, start)
+                if strategy == "warm" and start is not None
+                else base_dir(store, home, base)
+            )
         merge_seconds = time.perf_counter() - started if strategy == "ties+heal" else 0.0
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(

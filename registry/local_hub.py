@@ -370,7 +370,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {})
 
     def _commits(self, repo: Repo, revision: str) -> None:
-        out, commit = [], self._commit_of(repo, revision)
+        out: list[dict] = []
+        commit: Commit | None = self._commit_of(repo, revision)
         while commit is not None:
             out.append(
                 {

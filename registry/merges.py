@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.blobstore import LocalBlobStore
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
 from registry.manifests import store_directory
 from registry.materialize import materialize
@@ -73,7 +73,7 @@ def resolve_members(session: Session, refs: list[str], params: MergeParams) -> t
     members, seen = [], set()
     for ref in refs:
         row = find_task_vector(session, ref)
-        corpus = session.get(CorpusRow, row.corpus_id).name
+        corpus = row_of(session, CorpusRow, row.corpus_id).name
         if corpus in seen:
             raise InvalidInput(f"corpus {corpus!r} is named twice; a merge takes one version of each corpus")
         seen.add(corpus)
@@ -82,9 +82,9 @@ def resolve_members(session: Session, refs: list[str], params: MergeParams) -> t
         raise InvalidInput(f"--weight names {', '.join(sorted(weights))}, which is not being merged")
     bases = {m.row.base_model_id for m in members}
     if len(bases) > 1:
-        names = ", ".join(f"{m.corpus} on {session.get(BaseModelRow, m.row.base_model_id).name!r}" for m in members)
+        names = ", ".join(f"{m.corpus} on {row_of(session, BaseModelRow, m.row.base_model_id).name!r}" for m in members)
         raise Conflict(f"these corpora were trained on different base models ({names}); merge only corpora of one base")
-    return session.get(BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
+    return row_of(session, BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
 
 
 def content_key(
@@ -122,7 +122,7 @@ def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> Merge
     density = row.parameters.get("density")
     return MergeRecord(
         id=row.id,
-        base_model=session.get(BaseModelRow, row.base_model_id).name,
+        base_model=row_of(session, BaseModelRow, row.base_model_id).name,
         strategy=row.strategy,
         method=row.method,
         parameters=row.parameters,
@@ -172,7 +172,7 @@ def merge_of(session: Session, ref: str) -> MergeRow | None:
         return None
     if channel.current_merge_id is None:
         raise NotFound(f"channel {ref!r} points at no merge yet; run `memo promote MERGE --channel {ref}`")
-    return session.get(MergeRow, channel.current_merge_id)
+    return row_of(session, MergeRow, channel.current_merge_id)
 
 
 def require_merge(session: Session, ref: str) -> MergeRow:
@@ -323,6 +323,7 @@ def create_merge(
         manifest = compute_merge(store, home, base, members, params, progress=progress)
         cost, outcome = {"merge_seconds": time.perf_counter() - started}, {}
     else:
+        assert retain is not None  # settled above for every trained strategy
         trained = integration.train_strategy(
             db, store, home, strategy, base, members, params, retain, start, device=device, progress=progress
         )
@@ -342,7 +343,7 @@ def _parameters(
         "normalize": params.method == "ties",
         "weights": {m.corpus: m.weight for m in members},
     }
-    if strategy == "ties":
+    if strategy == "ties" or retain is None:
         return merged
     out = {
         "retain": retain.to_json(),

@@ -47,7 +47,10 @@ def memo_version() -> str:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise SchemaMismatch("memo's migrations are missing from this installation; reinstall memo")
+    return head
 
 
 def current_revision(conn: Connection) -> str | None:

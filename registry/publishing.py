@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from merging.partial import partial_dir
 from registry.blobstore import LocalBlobStore
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import Conflict, InvalidInput, MemoError
 from registry.merges import find_merge, merged_model_dir, require_merge, to_record
 from registry.records import MergeRecord, PublicationRecord
@@ -72,7 +72,7 @@ def default_endpoint() -> str:
 def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str, Any]:
     """The registry's record of a merge: what went in, how, and what came out."""
     record = merge.to_json()
-    base = session.get(BaseModelRow, row.base_model_id)
+    base = row_of(session, BaseModelRow, row.base_model_id)
     # Named by name and weights fingerprint: its source is often a path on the publisher's disk.
     record["base"] = {
         "name": base.name,
@@ -81,7 +81,7 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
         "dtype": base.dtype,
     }
     for member in record["members"]:
-        tv = session.get(TaskVectorRow, member["task_vector_id"])
+        tv = row_of(session, TaskVectorRow, member["task_vector_id"])
         member.update(
             manifest_sha256=tv.manifest_sha256,
             method=tv.method,
@@ -183,6 +183,8 @@ def publish_merge(
         lambda: api.create_repo(target.repo_id, private=target.private, exist_ok=True),
     )
     head = _hub(target, f"read {target.repo_id}", lambda: api.repo_info(target.repo_id, revision="main").sha)
+    if head is None:
+        raise HubError(f"the Hub at {target.endpoint} gave no commit for main of {target.repo_id}")
     on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
     with db.read() as session:
         last = last_publication(session, target)
@@ -205,7 +207,9 @@ def publish_merge(
             f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
             "--force to publish on top (their commit stays in the history)"
         )
-    operations = [CommitOperationAdd(rel, str(path)) for rel, path in ours.items()]
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(rel, str(path)) for rel, path in ours.items()
+    ]
     operations.append(CommitOperationAdd(PROVENANCE, prov))
     operations += [
         CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB

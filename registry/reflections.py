@@ -12,13 +12,14 @@ run registers nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import InvalidInput, LLMFailed, NotFound
 from registry.generator_cache import BlobCallCache
 from registry.records import ReflectionSetRecord
@@ -35,7 +36,7 @@ HELDOUT_KEY = "heldout_sha256"
 def to_record(session: Session, row: ReflectionSetRow) -> ReflectionSetRecord:
     return ReflectionSetRecord(
         id=row.id,
-        corpus=session.get(CorpusRow, row.corpus_id).name,
+        corpus=row_of(session, CorpusRow, row.corpus_id).name,
         generator=row.generator,
         pair_count=row.pair_count,
         sha256=row.sha256,
@@ -62,8 +63,8 @@ def import_reflections(
         names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
     records, held = read_pairs(qa, heldout, documents=names)
     sha = store.put_bytes(encode_records(records))
-    settings = {"source": Path(qa).name}
-    if held is not None:
+    settings: dict[str, Any] = {"source": Path(qa).name}
+    if held is not None and heldout is not None:
         settings |= {
             HELDOUT_KEY: store.put_bytes(encode_records(held)),
             "heldout_pairs": len(held),

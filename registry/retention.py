@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.blobstore import LocalBlobStore
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.materialize import materialize
 from registry.schema import ReflectionSetRow, TaskVectorRow
 from registry.training_ops import EVAL_SAMPLE, sample
@@ -69,7 +69,7 @@ def reflections_of(db: Database, store: LocalBlobStore, tv: TaskVectorRow) -> tu
     if tv.reflection_set_id is None:  # a task vector added from weights: no questions to ask
         return [], []
     with db.read() as session:
-        sha = session.get(ReflectionSetRow, tv.reflection_set_id).sha256
+        sha = row_of(session, ReflectionSetRow, tv.reflection_set_id).sha256
     seed = tv.training.get("sft", {}).get("seed", 0)
     pairs = pairs_of(decode_records(store.get_bytes(sha)))
     return pairs, sample(pairs, EVAL_SAMPLE, seed)

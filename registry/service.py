@@ -8,14 +8,14 @@ completes or leaves the registry as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from registry import bases, channels, corpora, history, maintenance, merges, publishing, reflections, task_vectors
 from registry.blobstore import LocalBlobStore
 from registry.config import Settings, resolve_settings
-from registry.database import Database, make_engine
+from registry.database import Database, make_engine, row_of
 from registry.home import check_home, create_home
 from registry.migrations import migrate
 from registry.records import (
@@ -110,7 +110,7 @@ class Registry:
 
         record = self.get_base(name)
         with self.db.read() as session:
-            return base_dir(self.store, self.settings.home, session.get(BaseModelRow, record.id))
+            return base_dir(self.store, self.settings.home, row_of(session, BaseModelRow, record.id))
 
     def list_bases(self) -> list[BaseModelRecord]:
         return bases.list_bases(self.db)
@@ -122,7 +122,7 @@ class Registry:
     def add_corpus(
         self,
         name: str,
-        files: list[str | os.PathLike[str]],
+        files: Sequence[str | os.PathLike[str]],
         *,
         base: str,
         description: str = "",
@@ -136,7 +136,7 @@ class Registry:
     def check_registration(
         self,
         name: str,
-        files: list[str | os.PathLike[str]],
+        files: Sequence[str | os.PathLike[str]],
         *,
         base: str,
         qa: str | os.PathLike[str] | None = None,
@@ -425,6 +425,8 @@ class Registry:
 
     def _channel_publisher(self, force: bool) -> channels.Publisher:
         def publish(merge_id: int, channel: ChannelRecord) -> None:
+            if channel.hub_repo is None:
+                return
             target = publishing.HubTarget.of(channel.hub_repo, channel.hub_endpoint)
             publishing.publish_merge(
                 self.db, self.store, self.settings.home, merge_id, target, channel=channel.name, force=force

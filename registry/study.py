@@ -27,6 +27,7 @@ pay the new corpus's own training plus their integration; ``retrain`` and
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from registry.evaluation import model_dir, qa_pairs
@@ -59,7 +60,7 @@ class Arrival:
     k: int
     corpus: str
     recall: dict[str, dict[str, Score]] = field(default_factory=dict)  # method -> corpus -> score
-    general: dict[str, float] = field(default_factory=dict)  # method -> recall on the base's own knowledge
+    general: dict[str, float | None] = field(default_factory=dict)  # method -> recall on the base's own knowledge
     seconds: dict[str, float] = field(default_factory=dict)  # "alone" and each method: this arrival's cost
     examples: dict[str, int] = field(default_factory=dict)
     merges: dict[str, MergeRecord] = field(default_factory=dict)  # strategy -> its recorded model
@@ -116,7 +117,7 @@ class Study:
         reg: Registry,
         settings: SFTSettings,
         *,
-        general: list[QAPair] = (),
+        general: Sequence[QAPair] = (),
         retain: RetainSettings = RetainSettings(target=0.9),
         strategies=STRATEGIES,
         joint: bool = True,

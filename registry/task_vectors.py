@@ -21,7 +21,7 @@ from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.errors import CheckpointError
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
 from registry.manifests import store_directory
 from registry.materialize import materialize
@@ -49,9 +49,9 @@ def find_task_vector(session, ref: str) -> TaskVectorRow:
 def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
     return TaskVectorRecord(
         id=row.id,
-        corpus=session.get(CorpusRow, row.corpus_id).name,
+        corpus=row_of(session, CorpusRow, row.corpus_id).name,
         version=row.version,
-        base_model=session.get(BaseModelRow, row.base_model_id).name,
+        base_model=row_of(session, BaseModelRow, row.base_model_id).name,
         method=row.method,
         storage_dtype=row.storage_dtype,
         manifest_sha256=row.manifest_sha256,
@@ -117,7 +117,7 @@ def add_task_vector(
 ) -> TaskVectorRecord:
     """Store a directory of delta safetensors as the corpus's next task vector version."""
     with db.read() as session:
-        base = session.get(BaseModelRow, find_corpus(session, corpus).base_model_id)
+        base = row_of(session, BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
         tv = open_checkpoint(directory)
         base_ckpt = open_checkpoint(

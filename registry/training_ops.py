@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database
+from registry.database import Database, row_of
 from registry.errors import InvalidInput, MemoError
 from registry.materialize import materialize
 from registry.records import TaskVectorRecord
@@ -98,7 +98,7 @@ def train_corpus(
     device = device_for(device)
     with db.read() as session:
         corpus_row = find_corpus(session, corpus)
-        base_row = session.get(BaseModelRow, corpus_row.base_model_id)
+        base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
         reflections = latest_reflections(session, corpus_row)
         done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
     if reuse and done is not None:

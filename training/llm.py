@@ -16,7 +16,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -78,11 +78,11 @@ class ChatClient:
         """The reply's text and token counts."""
         import openai
 
-        extra = {"response_format": {"type": "json_object"}} if json_mode else {}
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
         try:
             response = self._client.chat.completions.create(
                 model=self.endpoint.model,
-                messages=messages,
+                messages=cast(Any, messages),  # plain role/content dicts, as every OpenAI-compatible server takes
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_tokens,

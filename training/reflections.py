@@ -22,9 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, TypeVar
-
-from pydantic import BaseModel
+from typing import Any, Protocol, TypeVar
 
 from training.llm import ChatClient, Sampling
 from training.reflection_prompts import PROMPT_VERSION, REPLY_SHAPES, GeneratedPair, messages
@@ -112,7 +110,12 @@ class Pair:
         )
 
     def record(self) -> dict:
-        r = {"question": self.question, "answer": self.answer, "document": self.document, "stage": self.stage}
+        r: dict[str, Any] = {
+            "question": self.question,
+            "answer": self.answer,
+            "document": self.document,
+            "stage": self.stage,
+        }
         if self.chunk is not None:
             r["chunk"] = self.chunk
         if self.entities:
@@ -165,7 +168,7 @@ class _Caller:
         self.usage: dict[str, StageUsage] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, stage: str, payload: dict, what: str) -> BaseModel:
+    def __call__(self, stage: str, payload: dict, what: str) -> Any:  # the stage's reply shape (REPLY_SHAPES)
         chat = messages(stage, payload)
         key = cache_key(stage, self.client.endpoint.model, chat, self.sampling)
         shape = REPLY_SHAPES[stage]
@@ -220,7 +223,7 @@ def _run(fn: Callable[[U], R], units: Sequence[U], *, concurrency: int, desc: st
         if failed is not None:
             for f in futures:
                 f.cancel()
-            raise failed.exception()
+            failed.result()  # raises the failure
         return [f.result() for f in futures]
 
 

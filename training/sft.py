@@ -48,7 +48,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu"):
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device), tokenizer
+    return model.to(device), tokenizer  # type: ignore[arg-type]  # transformers wraps Module.to untyped
 
 
 def fine_tune(

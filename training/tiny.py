@@ -109,7 +109,7 @@ def create_tiny_base(
     )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.to("cpu").save_pretrained(directory)
+    model.to("cpu").save_pretrained(directory)  # type: ignore[arg-type]  # transformers wraps Module.to untyped
     tokenizer.save_pretrained(directory)
     (directory / "memo_tiny_base.json").write_text(
         json.dumps(

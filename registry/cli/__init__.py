@@ -6,8 +6,6 @@ and exit code 1; nothing else is printed for them.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from registry.cli.app import AppContext, MemoGroup
@@ -118,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -72,7 +72,7 @@ def protocol_settings(max_questions: int, narrow_rounds: int, gather_rounds: int
 def memory_endpoint(memory_url: str | None, memory_model: str | None) -> Endpoint | None:
     if bool(memory_url) != bool(memory_model):
         raise click.UsageError("give --memory-url and --memory-model together")
-    return Endpoint(memory_url, memory_model) if memory_url else None
+    return Endpoint(memory_url, memory_model) if memory_url and memory_model else None
 
 
 @click.command()

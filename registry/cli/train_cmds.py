@@ -163,10 +163,10 @@ def reflect(app: AppContext, corpus: str, qa: str | None, heldout: str | None, a
       memo reflect harbor --qa examples/harbor/qa.jsonl --heldout examples/harbor/heldout.jsonl
     """
     run = _generator(qa, heldout, **generator)
-    if run is None:
-        record, verb = app.registry().import_reflections(corpus, qa, heldout=heldout), "imported"
-    else:
+    if run is not None:
         record, verb = app.registry().generate_reflections(corpus, *run, progress=not as_json), "generated"
+    else:  # _generator returns None only with --qa
+        record, verb = app.registry().import_reflections(corpus, str(qa), heldout=heldout), "imported"
     if as_json:
         print_json(record.to_json())
         return
@@ -336,7 +336,7 @@ def eval_(
     reg = app.registry()
     if bool(executive_url) != bool(executive_model):
         raise click.UsageError("give --executive-url and --executive-model together")
-    if not executive_url:
+    if not executive_url or not executive_model:
         if judge or limit or memory_url:
             raise click.UsageError("--judge, --limit and --memory-url need an executive (--executive-url)")
         with err_console.status("answering", spinner="dots"):
