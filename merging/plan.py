@@ -14,9 +14,7 @@ Rules (mergekit's where it defines one):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from merging.checkpoint import FLOAT_DTYPES, Checkpoint, TensorInfo
 from merging.errors import MergeError
@@ -99,12 +97,3 @@ def plan_tensors(base: Checkpoint, inputs: list[tuple[Checkpoint, InputKind]]) -
             feeds.append(info)
         plans.append(TensorPlan(name, base_info.shape, base_info, tuple(feeds)))
     return plans
-
-
-def read_config(directory: Path) -> dict:
-    try:
-        return json.loads((directory / "config.json").read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise MergeError(f"{directory / 'config.json'} is unreadable ({e})") from e

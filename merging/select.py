@@ -88,10 +88,6 @@ class Threshold:
     ties_total: int  # entries with key == self.key
     ties_kept: int  # how many of them are kept
 
-    @property
-    def keeps_all_ties(self) -> bool:
-        return self.ties_kept >= self.ties_total
-
 
 ALL = Threshold(KEEP_ALL, 0, 0, 0)
 

@@ -22,10 +22,6 @@ class Settings:
     home: Path  # blobs, the home marker, and (by default) the SQLite database
     database_url: str  # any SQLAlchemy URL
 
-    @property
-    def is_default_sqlite(self) -> bool:
-        return self.database_url == sqlite_url(self.home / DATABASE_FILE)
-
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"

@@ -262,8 +262,3 @@ BLOB_COLUMNS = (
     (MergeRow, MergeRow.manifest_sha256),
     (GeneratorCallRow, GeneratorCallRow.reply_sha256),
 )
-MANIFEST_COLUMNS = (
-    BaseModelRow.manifest_sha256,
-    TaskVectorRow.manifest_sha256,
-    MergeRow.manifest_sha256,
-)

@@ -62,8 +62,6 @@ Use only the facts given.
 Reply with JSON only: {{"pairs": [{{"question": "...", "answer": "...", "entities": ["..."]}}]}}""",
 }
 
-STAGE_ORDER = ("extract-direct", "extract-indirect", "consolidate", "verify", "surface", "synthesize")
-
 
 class GeneratedPair(BaseModel):
     question: str = Field(min_length=1)

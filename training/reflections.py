@@ -38,19 +38,6 @@ class CallCache(Protocol):
     def put(self, key: str, entry: dict) -> None: ...
 
 
-class MemoryCache:
-    """A dict: for library use and tests (the registry keeps its cache in the blob store)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, dict] = {}
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, entry: dict) -> None:
-        self.entries[key] = entry
-
-
 @dataclass(frozen=True)
 class ReflectSettings:
     chunk_words: int = 2000  # MeMo used chunks of several thousand words
