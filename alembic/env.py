@@ -1,6 +1,6 @@
 """Alembic environment for memo.
 
-memo runs migrations itself at start-up (``registry.migrations``) and hands
+memo runs migrations itself at start-up (``registry.store.migrations``) and hands
 the open connection in ``config.attributes["connection"]``; the plain
 ``alembic`` command line works too, with ``-x url=...`` or ``MEMO_DATABASE_URL``.
 """

@@ -7,7 +7,7 @@ warm start, retrain to the target) plus MeMo's joint retraining baseline, and
 measures on every corpus so far the recall (exact match, and on held-out
 paraphrases), the recall on the base's own general knowledge (forgetting),
 and the cumulative training compute (examples processed and seconds) of each
-path (:mod:`registry.study`). ``--sweep`` adds, at the last K, plain
+path (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
 averaging and a TIES density sweep. Prints the tables, writes
 ``continual.json`` and ``continual.png`` under --out.
 
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from registry import Registry  # noqa: E402
-from registry.plots import plot_continual  # noqa: E402
-from registry.study import Study, cumulative  # noqa: E402
+from registry.demo.plots import plot_continual  # noqa: E402
+from registry.demo.study import Study, cumulative  # noqa: E402
 from training.retain import RetainSettings  # noqa: E402
 from training.sft import SFTSettings  # noqa: E402
 from training.tiny import TinyConfig, read_qa  # noqa: E402
@@ -187,7 +187,7 @@ SCALES = {  # label -> tiny base
 
 def scale_study(args: argparse.Namespace) -> None:
     """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
-    from registry.demo import example_corpora, examples_dir
+    from registry.examples import example_corpora, examples_dir
 
     settings = SFTSettings(steps=args.train_steps)
     rows, out = [], {}

@@ -3,7 +3,7 @@
 The public entry point is :class:`registry.service.Registry`.
 """
 
-from registry.errors import MemoError
 from registry.service import Registry
+from registry.store.errors import MemoError
 
 __all__ = ["MemoError", "Registry"]

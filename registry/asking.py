@@ -16,12 +16,13 @@ from typing import Any
 
 from executive.memory import LocalMemory, Memory, RemoteMemory
 from executive.protocol import ExecutiveProtocol, ProtocolSettings, Trace, judge
-from registry.blobstore import LocalBlobStore
-from registry.database import Database, row_of
-from registry.errors import InvalidInput, LLMFailed, NotFound
 from registry.evaluation import model_dir, qa_pairs
-from registry.merges import channel_head, merged_model_dir
-from registry.schema import MergeRow
+from registry.merged_models import merged_model_dir
+from registry.merges import channel_head
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import InvalidInput, LLMFailed, NotFound
+from registry.store.schema import MergeRow
 from registry.training_ops import device_for, sample
 from training.llm import ChatClient, Endpoint, LLMError
 

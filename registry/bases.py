@@ -10,13 +10,13 @@ from sqlalchemy.exc import IntegrityError
 
 from merging.checkpoint import PICKLE_PATTERNS, open_checkpoint
 from merging.errors import CheckpointError
-from registry.blobstore import LocalBlobStore
-from registry.database import Database
-from registry.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
-from registry.manifests import store_directory
-from registry.names import check_name
-from registry.records import BaseModelRecord
-from registry.schema import BaseModelRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database
+from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
+from registry.store.manifests import store_directory
+from registry.store.names import check_name
+from registry.store.records import BaseModelRecord
+from registry.store.schema import BaseModelRow
 
 
 def to_record(row: BaseModelRow) -> BaseModelRecord:

@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.database import Database
-from registry.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.merges import channel_head, find_merge
-from registry.names import check_name
-from registry.records import ChannelEventRecord, ChannelRecord
-from registry.schema import ChannelEventRow, ChannelRow, MergeRow, utcnow
+from registry.store.database import Database
+from registry.store.errors import Conflict, GateRefused, InvalidInput, NotFound
+from registry.store.names import check_name
+from registry.store.records import ChannelEventRecord, ChannelRecord
+from registry.store.schema import ChannelEventRow, ChannelRow, MergeRow, utcnow
 
 # publish(merge_id, channel) -> None, called before the channel moves (a linked Hub repo)
 Publisher = Callable[[int, ChannelRecord], None]

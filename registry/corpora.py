@@ -9,12 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry.bases import find_base
-from registry.blobstore import LocalBlobStore, sha256_file
-from registry.database import Database, row_of
-from registry.errors import AlreadyExists, InvalidInput, NotFound
-from registry.names import check_name
-from registry.records import CorpusRecord, DocumentRecord
-from registry.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
+from registry.store.blobstore import LocalBlobStore, sha256_file
+from registry.store.database import Database, row_of
+from registry.store.errors import AlreadyExists, InvalidInput, NotFound
+from registry.store.names import check_name
+from registry.store.records import CorpusRecord, DocumentRecord
+from registry.store.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
 from training.documents import DocumentError, DocumentFile, inspect_documents
 
 

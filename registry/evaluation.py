@@ -12,14 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
-from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database, row_of
-from registry.errors import Corrupt, NotFound
-from registry.materialize import materialize
-from registry.merges import merge_of, merged_model_dir
+from registry.merged_models import merged_model_dir
+from registry.merges import merge_of
 from registry.reflections import HELDOUT_KEY, latest_reflections
-from registry.schema import BaseModelRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import Corrupt, NotFound
+from registry.store.materialize import materialize
+from registry.store.schema import BaseModelRow
 from registry.task_vectors import find_task_vector
 from registry.training_ops import base_dir, device_for
 from training.chat import QAPair

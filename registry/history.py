@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from registry.database import Database
-from registry.errors import NotFound
-from registry.records import ChannelEventRecord
-from registry.schema import ChannelEventRow, ChannelRow
+from registry.store.database import Database
+from registry.store.errors import NotFound
+from registry.store.records import ChannelEventRecord
+from registry.store.schema import ChannelEventRow, ChannelRow
 
 
 def channel_log(db: Database, channel: str | None = None) -> list[ChannelEventRecord]:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from registry.blobstore import LocalBlobStore
-from registry.database import Database, row_of
-from registry.errors import Conflict, InvalidInput
-from registry.manifests import store_directory
-from registry.schema import BaseModelRow, MergeRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import Conflict, InvalidInput
+from registry.store.manifests import store_directory
+from registry.store.schema import BaseModelRow, MergeRow
 from training.retain import Member as RetainMember
 from training.retain import RetainSettings
 
@@ -78,7 +78,7 @@ def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> s
     """``warm`` when the channel's model holds only corpora being merged (same base), else ``ties+heal``."""
     from sqlalchemy import select
 
-    from registry.schema import MergeMemberRow, TaskVectorRow
+    from registry.store.schema import MergeMemberRow, TaskVectorRow
 
     if head_id is None:
         return "ties+heal"
@@ -125,7 +125,7 @@ def train_strategy(
     progress: bool,
 ) -> Trained:
     """Build the strategy's starting model, train it until retained, store the result."""
-    from registry.merges import merge_into, merged_model_dir
+    from registry.merged_models import merge_into, merged_model_dir
     from registry.training_ops import base_dir, device_for
     from training.retain import train_until_retained
     from training.sft import load_model

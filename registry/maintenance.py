@@ -1,7 +1,7 @@
 """`memo verify` and `memo gc`: rehash every blob, and remove the ones no row reaches.
 
 References are computed from the rows (every blob column of
-:data:`registry.schema.BLOB_COLUMNS`) and the manifests those rows name.
+:data:`registry.store.schema.BLOB_COLUMNS`) and the manifests those rows name.
 Unreferenced blobs are normal after an interrupted command (blobs are written
 before their rows); they are intact, reported as gc candidates, never as
 corrupt. ``gc`` only removes what is older than a grace period, so it cannot
@@ -15,13 +15,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from registry import workdirs
-from registry.blobstore import LocalBlobStore
-from registry.database import Database
-from registry.errors import Corrupt, MemoError
-from registry.manifests import load_manifest, manifest_files
-from registry.records import BlobProblem, GcReport, VerifyReport
-from registry.schema import (
+from registry.store import workdirs
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database
+from registry.store.errors import Corrupt, MemoError
+from registry.store.manifests import load_manifest, manifest_files
+from registry.store.records import BlobProblem, GcReport, VerifyReport
+from registry.store.schema import (
     BaseModelRow,
     CorpusRow,
     DocumentRow,
@@ -108,7 +108,7 @@ def gc(
     caches: bool = False,
 ) -> GcReport:
     """Unreferenced blobs and temp files; with ``home`` also left-over work directories and,
-    with ``caches``, the rebuildable cache entries (:mod:`registry.workdirs`)."""
+    with ``caches``, the rebuildable cache entries (:mod:`registry.store.workdirs`)."""
     referenced, unreadable = _references(db, store)
     if unreadable:
         # Without a manifest we cannot know what it reaches: deleting would lose data.

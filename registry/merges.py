@@ -14,77 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.blobstore import LocalBlobStore
-from registry.database import Database, row_of
-from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
-from registry.manifests import store_directory
-from registry.materialize import materialize
-from registry.records import MergeMemberRecord, MergeRecord
-from registry.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
-from registry.task_vectors import find_task_vector
+from registry.merge_inputs import Member, MergeParams, resolve_members
+from registry.merged_models import compute_merge
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import InvalidInput, NotFound
+from registry.store.records import MergeMemberRecord, MergeRecord
+from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from training.retain import RetainSettings
 
 _MERGE_REF = re.compile(r"(merge-)?(?P<id>\d+)")
-
-
-@dataclass(frozen=True)
-class MergeParams:
-    method: str = "ties"
-    density: float = 0.3  # MeMo's rho (ties only)
-    lam: float = 1.0
-    weights: tuple[tuple[str, float], ...] = ()  # corpus -> weight (default 1.0)
-
-    def check(self) -> None:
-        """Before any work: the same bounds the merge engine holds its inputs to."""
-        from merging import MergeError
-        from merging.spec import METHODS, check_density, check_scale
-
-        if self.method not in METHODS:
-            raise InvalidInput(f"unknown merge method {self.method!r}; use one of {', '.join(METHODS)}")
-        try:
-            check_density(self.density, "--density")
-            check_scale(self.lam, "--lambda")
-            for corpus, weight in self.weights:
-                check_scale(weight, f"the weight of {corpus!r}")
-        except MergeError as e:
-            raise InvalidInput(str(e)) from e
-
-
-@dataclass(frozen=True)
-class Member:
-    row: TaskVectorRow
-    corpus: str
-    weight: float
-
-
-def resolve_members(session: Session, refs: list[str], params: MergeParams) -> tuple[BaseModelRow, list[Member]]:
-    """The task vector of each ``corpus`` or ``corpus@vN``, in corpus-name order, all on one base."""
-    if not refs:
-        raise InvalidInput("name at least one corpus to merge, e.g. `memo merge harbor glassworks`")
-    weights = dict(params.weights)
-    members, seen = [], set()
-    for ref in refs:
-        row = find_task_vector(session, ref)
-        corpus = row_of(session, CorpusRow, row.corpus_id).name
-        if corpus in seen:
-            raise InvalidInput(f"corpus {corpus!r} is named twice; a merge takes one version of each corpus")
-        seen.add(corpus)
-        members.append(Member(row, corpus, float(weights.pop(corpus, 1.0))))
-    if weights:
-        raise InvalidInput(f"--weight names {', '.join(sorted(weights))}, which is not being merged")
-    bases = {m.row.base_model_id for m in members}
-    if len(bases) > 1:
-        names = ", ".join(f"{m.corpus} on {row_of(session, BaseModelRow, m.row.base_model_id).name!r}" for m in members)
-        raise Conflict(f"these corpora were trained on different base models ({names}); merge only corpora of one base")
-    return row_of(session, BaseModelRow, bases.pop()), sorted(members, key=lambda m: m.corpus)
 
 
 def content_key(
@@ -195,78 +140,11 @@ def get_merge(db: Database, ref: str | int) -> MergeRecord:
         return to_record(session, require_merge(session, str(ref)))
 
 
-def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
-    """The member's deltas as a directory (every blob rehashed as it is materialized)."""
-    return materialize(
-        store,
-        member.row.manifest_sha256,
-        home / "cache" / "task_vectors",
-        what=f"task vector {member.corpus}@v{member.row.version}",
-    )
-
-
-def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
-    """A recorded merge as a loadable model directory (materialized from the blob store)."""
-    return materialize(store, row.manifest_sha256, home / "cache" / "models", what=f"merge-{row.id}")
-
-
 def channel_head(session: Session, channel: str | None) -> int | None:
     if channel is None:
         return None
     row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
     return row.current_merge_id if row else None
-
-
-def compute_merge(
-    store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
-) -> str:
-    """Run the merge engine; store its output directory; return the manifest's sha256."""
-    (home / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
-        out = merge_into(Path(tmp) / "model", store, home, base, members, params, progress=progress)
-        return store_directory(store, out, kind="merge")
-
-
-def merge_into(
-    out: Path,
-    store: LocalBlobStore,
-    home: Path,
-    base: BaseModelRow,
-    members: list[Member],
-    params: MergeParams,
-    *,
-    progress: bool,
-) -> Path:
-    """Run the merge engine into the (new) directory ``out``."""
-    from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
-    from registry.training_ops import base_dir
-
-    base_path = base_dir(store, home, base)
-    paths = [verified_task_vector_dir(store, home, m) for m in members]
-    density = params.density if params.method == "ties" else 1.0
-    spec = MergeSpec(
-        params.method,
-        base=base_path,
-        lam=params.lam,
-        out_dtype=base.dtype,
-        inputs=tuple(
-            MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)
-        ),
-    )
-    names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
-    try:
-        merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
-    except MergeError as e:
-        raise Corrupt(f"the merge failed: {e}") from e
-    return out
-
-
-def card_body(members: list[Member]) -> str:
-    lines = ["## Memory corpora", "", "| corpus | version | own recall (exact match) |", "|---|---|---|"]
-    for m in members:
-        recall = m.row.metrics.get("recall", {}).get("exact_match")
-        lines.append(f"| {m.corpus} | v{m.row.version} | {'' if recall is None else f'{recall:.2f}'} |")
-    return "\n".join(lines)
 
 
 def _retention(db: Database, store: LocalBlobStore, home: Path, manifest: str, members: list[Member], device: str):

@@ -32,12 +32,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from merging.partial import partial_dir
-from registry.blobstore import LocalBlobStore
-from registry.database import Database, row_of
-from registry.errors import Conflict, InvalidInput, MemoError
-from registry.merges import find_merge, merged_model_dir, require_merge, to_record
-from registry.records import MergeRecord, PublicationRecord
-from registry.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
+from registry.merged_models import merged_model_dir
+from registry.merges import find_merge, require_merge, to_record
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import Conflict, InvalidInput, MemoError
+from registry.store.records import MergeRecord, PublicationRecord
+from registry.store.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
 
 PROVENANCE = "memo-provenance.json"
 KEEP_ON_HUB = {".gitattributes"}

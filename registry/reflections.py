@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database, row_of
-from registry.errors import InvalidInput, LLMFailed, NotFound
-from registry.generator_cache import BlobCallCache
-from registry.records import ReflectionSetRecord
-from registry.schema import CorpusRow, DocumentRow, ReflectionSetRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import InvalidInput, LLMFailed, NotFound
+from registry.store.generator_cache import BlobCallCache
+from registry.store.records import ReflectionSetRecord
+from registry.store.schema import CorpusRow, DocumentRow, ReflectionSetRow
 from training.documents import document_text
 from training.llm import ChatClient, Endpoint, LLMError
 from training.qa_files import QAFileError, encode_records, read_qa_file

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.blobstore import LocalBlobStore
-from registry.database import Database, row_of
-from registry.materialize import materialize
-from registry.schema import ReflectionSetRow, TaskVectorRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.materialize import materialize
+from registry.store.schema import ReflectionSetRow, TaskVectorRow
 from registry.training_ops import EVAL_SAMPLE, sample
 from training.qa_files import decode_records, pairs_of
 

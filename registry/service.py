@@ -12,13 +12,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry import bases, channels, corpora, history, maintenance, merges, publishing, reflections, task_vectors
-from registry.blobstore import LocalBlobStore
-from registry.config import Settings, resolve_settings
-from registry.database import Database, make_engine, row_of
-from registry.home import check_home, create_home
-from registry.migrations import migrate
-from registry.records import (
+from registry import (
+    bases,
+    channels,
+    corpora,
+    history,
+    maintenance,
+    merge_inputs,
+    merges,
+    publishing,
+    reflections,
+    task_vectors,
+)
+from registry.store.blobstore import LocalBlobStore
+from registry.store.config import Settings, resolve_settings
+from registry.store.database import Database, make_engine, row_of
+from registry.store.home import check_home, create_home
+from registry.store.migrations import migrate
+from registry.store.records import (
     BaseModelRecord,
     ChannelEventRecord,
     ChannelRecord,
@@ -89,7 +100,7 @@ class Registry:
         import shutil
         import tempfile
 
-        from registry.demo import examples_dir
+        from registry.examples import examples_dir
         from training.tiny import TinyConfig, create_tiny_base
 
         bases.check_available(self.db, name)
@@ -105,7 +116,7 @@ class Registry:
 
     def base_dir(self, name: str) -> Path:
         """The base model as a loadable directory (materialized from the blob store)."""
-        from registry.schema import BaseModelRow
+        from registry.store.schema import BaseModelRow
         from registry.training_ops import base_dir
 
         record = self.get_base(name)
@@ -347,7 +358,7 @@ class Registry:
         """
         from registry.integration import DEFAULT_STRATEGY
 
-        params = merges.MergeParams(
+        params = merge_inputs.MergeParams(
             method=method, density=density, lam=lam, weights=tuple(sorted((weights or {}).items()))
         )
         record = merges.create_merge(

@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session
 
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.errors import CheckpointError
-from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database, row_of
-from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
-from registry.manifests import store_directory
-from registry.materialize import materialize
-from registry.records import TaskVectorRecord
-from registry.schema import BaseModelRow, CorpusRow, TaskVectorRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import Conflict, Corrupt, InvalidInput, NotFound
+from registry.store.manifests import store_directory
+from registry.store.materialize import materialize
+from registry.store.records import TaskVectorRecord
+from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
 
 _REF = re.compile(r"(?P<corpus>[^@]+)(@v(?P<version>\d+))?")
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from registry.blobstore import LocalBlobStore
 from registry.corpora import find_corpus
-from registry.database import Database, row_of
-from registry.errors import InvalidInput, MemoError
-from registry.materialize import materialize
-from registry.records import TaskVectorRecord
 from registry.reflections import HELDOUT_KEY, latest_reflections
-from registry.schema import BaseModelRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database, row_of
+from registry.store.errors import InvalidInput, MemoError
+from registry.store.materialize import materialize
+from registry.store.records import TaskVectorRecord
+from registry.store.schema import BaseModelRow
 from registry.task_vectors import add_task_vector, find_trained
 from training.delta import save_task_vector, task_vector
 from training.distributed import is_main_process, resolve_device

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
+from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
 from tests.support.snapshot import registry_state
 
 

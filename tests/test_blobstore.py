@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from registry.blobstore import LocalBlobStore
-from registry.errors import Corrupt, NotFound
+from registry.store.blobstore import LocalBlobStore
+from registry.store.errors import Corrupt, NotFound
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def _aged(path, seconds: float = 7200) -> None:
 
 
 def test_gc_removes_work_left_by_killed_commands_and_caches_on_request(registry, tiny_model):
-    from registry.materialize import materialize
+    from registry.store.materialize import materialize
 
     base = registry.add_base(tiny_model, name="tiny")
     home = registry.settings.home

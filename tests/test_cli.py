@@ -79,7 +79,7 @@ def test_console_script_runs_as_installed(tmp_path):
 def test_os_errors_are_one_line(memo, monkeypatch, docs, tiny_model):
     import errno
 
-    from registry.blobstore import LocalBlobStore
+    from registry.store.blobstore import LocalBlobStore
 
     memo("base", "add", tiny_model, "--name", "tiny")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from registry.schema import CorpusRow, DocumentRow
+from registry.store.schema import CorpusRow, DocumentRow
 from tests.conftest import memo_subprocess_env
 from tests.support.snapshot import count
 
@@ -87,7 +87,7 @@ def test_task_vector_versions_have_no_duplicates_or_gaps(shared, tmp_path):
 
 
 def test_task_vector_of_another_base_is_refused(registry, tiny_model, tiny_model_sharded, docs, tmp_path):
-    from registry.errors import Conflict
+    from registry.store.errors import Conflict
 
     registry.add_base(tiny_model, name="tiny")
     registry.add_corpus("c", docs, base="tiny")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from registry.manifests import load_manifest, manifest_files
-from registry.materialize import materialize
+from registry.store.manifests import load_manifest, manifest_files
+from registry.store.materialize import materialize
 from tests.conftest import HUB_TOKEN, Memo
 from tests.support.snapshot import registry_state
 from tests.test_bad_input import _assert_one_line_error

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from registry import corpora as corpora_module
-from registry.schema import CorpusRow, DocumentRow
+from registry.store.schema import CorpusRow, DocumentRow
 from tests.conftest import memo_subprocess_env
 from tests.support.snapshot import count
 

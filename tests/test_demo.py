@@ -10,7 +10,7 @@ from huggingface_hub import constants
 
 from registry import Registry
 from registry.cli import cli
-from registry.local_hub import local_hub
+from registry.demo.local_hub import local_hub
 
 ARGS = ["demo", "--corpora", "2", "--pretrain-steps", "5", "--train-steps", "5", "--device", "cpu"]
 

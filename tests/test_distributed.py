@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from registry.schema import TaskVectorRow
+from registry.store.schema import TaskVectorRow
 from tests.conftest import memo_subprocess_env
 from tests.support.models import build_tiny_llama
 from tests.support.snapshot import count

@@ -154,8 +154,8 @@ def test_base_name_with_a_trailing_newline_is_refused(memo, tiny_model):
 
 
 def test_merge_and_task_vector_refs_with_a_newline(trained):
-    from registry.errors import InvalidInput
     from registry.merges import is_merge_ref
+    from registry.store.errors import InvalidInput
 
     assert is_merge_ref("merge-1") and is_merge_ref("1")
     assert not is_merge_ref("1\n") and not is_merge_ref("merge-1\n")
@@ -227,7 +227,7 @@ def test_tables_are_not_cut_when_output_is_not_a_terminal(capsys):
 
 
 def test_example_corpora_names_are_valid():
-    from registry.names import check_name
+    from registry.store.names import check_name
 
     for name in EXAMPLE_CORPORA:
         assert check_name("corpus", name) == name

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
-from registry.schema import (
+from registry.store.schema import (
     BaseModelRow,
     ChannelEventRow,
     ChannelRow,

@@ -16,10 +16,10 @@ import yaml
 from safetensors.torch import load_file
 
 from merging import MergeInput, MergeOptions, MergeSpec, merge
-from registry.errors import Conflict, Corrupt, InvalidInput, NotFound
-from registry.manifests import load_manifest, manifest_files
-from registry.materialize import materialize
-from registry.schema import ChannelEventRow, MergeMemberRow, MergeRow
+from registry.store.errors import Conflict, Corrupt, InvalidInput, NotFound
+from registry.store.manifests import load_manifest, manifest_files
+from registry.store.materialize import materialize
+from registry.store.schema import ChannelEventRow, MergeMemberRow, MergeRow
 from tests.conftest import memo_subprocess_env
 from tests.support.snapshot import count, registry_state
 

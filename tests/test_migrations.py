@@ -12,12 +12,12 @@ from sqlalchemy import inspect, text
 
 from alembic import command
 from registry import Registry
-from registry.config import resolve_settings
-from registry.database import Database, make_engine
-from registry.errors import SchemaMismatch
-from registry.home import create_home
-from registry.migrations import alembic_config, head_revision
-from registry.schema import Base
+from registry.store.config import resolve_settings
+from registry.store.database import Database, make_engine
+from registry.store.errors import SchemaMismatch
+from registry.store.home import create_home
+from registry.store.migrations import alembic_config, head_revision
+from registry.store.schema import Base
 from tests.conftest import memo_subprocess_env
 
 

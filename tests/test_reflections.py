@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from registry.errors import LLMFailed
-from registry.schema import GeneratorCallRow, ReflectionSetRow, TaskVectorRow
+from registry.store.errors import LLMFailed
+from registry.store.schema import GeneratorCallRow, ReflectionSetRow, TaskVectorRow
 from tests.conftest import Memo, memo_subprocess_env
 from tests.support import scripted_llm
 from tests.support.chat_server import ScriptedChatServer, is_retry, payload_of, stage_of

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import InvalidInput, NotFound
-from registry.schema import ReflectionSetRow, TaskVectorRow
+from registry.store.errors import InvalidInput, NotFound
+from registry.store.schema import ReflectionSetRow, TaskVectorRow
 from registry.training_ops import TrainingFailed
 from tests.conftest import memo_subprocess_env
 from tests.support.snapshot import count
@@ -59,7 +59,7 @@ def test_register_train_eval_journey(tiny_registry, tmp_path):
 def test_base_alone_knows_almost_nothing(tiny_registry):
     from sqlalchemy import select
 
-    from registry.schema import BaseModelRow
+    from registry.store.schema import BaseModelRow
     from registry.training_ops import base_dir
 
     reg = tiny_registry
@@ -197,7 +197,7 @@ def test_disk_full_while_storing_the_task_vector(tiny_registry, monkeypatch):
     """ENOSPC in the middle of writing blobs: no row, no partial blob, and the rerun works."""
     import errno
 
-    from registry.blobstore import LocalBlobStore
+    from registry.store.blobstore import LocalBlobStore
 
     reg = tiny_registry
     reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")

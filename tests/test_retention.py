@@ -7,8 +7,8 @@ import json
 import pytest
 
 from executive.memory import LocalMemory
-from registry.errors import GateRefused
 from registry.evaluation import model_dir
+from registry.store.errors import GateRefused
 from registry.training_ops import EVAL_SAMPLE, sample
 from tests.conftest import Memo
 from training.evaluate import normalize
@@ -18,7 +18,7 @@ from training.qa_files import decode_records, pairs_of
 def _task_vector(reg, corpus):
     from sqlalchemy import select
 
-    from registry.schema import CorpusRow, TaskVectorRow
+    from registry.store.schema import CorpusRow, TaskVectorRow
 
     with reg.db.read() as session:
         corpus_id = session.scalar(select(CorpusRow.id).where(CorpusRow.name == corpus))
@@ -44,7 +44,7 @@ def test_retention_is_merged_recall_over_own_on_the_same_questions(trained):
     for corpus in ("harbor", "glassworks"):
         tv = _task_vector(trained, corpus)
         with trained.db.read() as session:
-            from registry.schema import ReflectionSetRow
+            from registry.store.schema import ReflectionSetRow
 
             sha = session.get(ReflectionSetRow, tv.reflection_set_id).sha256
         pairs = sample(pairs_of(decode_records(trained.store.get_bytes(sha))), EVAL_SAMPLE, tv.training["sft"]["seed"])

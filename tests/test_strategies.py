@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from registry import Registry
-from registry.errors import GateRefused, InvalidInput
-from registry.schema import ChannelEventRow, MergeRow
+from registry.store.errors import GateRefused, InvalidInput
+from registry.store.schema import ChannelEventRow, MergeRow
 from tests.conftest import Memo, memo_subprocess_env
 from tests.support.snapshot import count, registry_state
 from tests.test_training import EXAMPLES, SMALL

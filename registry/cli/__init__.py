@@ -1,6 +1,6 @@
 """The ``memo`` command line: a thin translation layer over :class:`registry.Registry`.
 
-Library errors (:class:`registry.errors.MemoError`) become one-line messages
+Library errors (:class:`registry.store.errors.MemoError`) become one-line messages
 and exit code 1; nothing else is printed for them.
 """
 
@@ -10,13 +10,14 @@ import click
 
 from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
+from registry.cli.channel_cmds import channel, export, promote, publish, rollback
 from registry.cli.corpus_cmds import corpus
 from registry.cli.demo_cmds import demo
 from registry.cli.executive_cmds import ask, serve
 from registry.cli.home_cmds import gc, init, log, verify
-from registry.cli.merge_cmds import channel, export, merge, promote, publish, rollback
+from registry.cli.merge_cmds import merge
 from registry.cli.train_cmds import eval_, reflect, register, train
-from registry.migrations import memo_version
+from registry.store.migrations import memo_version
 
 
 @click.group(cls=MemoGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import click
 
-from registry.errors import MemoError
 from registry.service import Registry
+from registry.store.errors import MemoError
 
 
 @dataclass

@@ -10,9 +10,9 @@ import click
 from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, json_option, print_json, print_log, print_table
-from registry.demo import DemoResult, run_demo
-from registry.study import PROMOTED as DEFAULT
-from registry.study import cumulative
+from registry.demo.run import DemoResult, run_demo
+from registry.demo.study import PROMOTED as DEFAULT
+from registry.demo.study import cumulative
 from training.sft import SFTSettings
 from training.tiny import TinyConfig
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from registry import Registry
-from registry.errors import MemoError
+from registry.store.errors import MemoError
 
 
 def add_corpora(home: str, url: str, prefix: str, count: int, docs_dir: str) -> dict:

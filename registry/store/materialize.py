@@ -18,9 +18,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from registry.blobstore import CHUNK, LocalBlobStore
-from registry.errors import Corrupt
-from registry.manifests import load_manifest, manifest_files
+from registry.store.blobstore import CHUNK, LocalBlobStore
+from registry.store.errors import Corrupt
+from registry.store.manifests import load_manifest, manifest_files
 
 
 def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, what: str = "") -> Path:

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from registry.errors import NotAHome
+from registry.store.errors import NotAHome
 
 MARKER = "memo-home.json"
 HOME_FORMAT = 1

@@ -8,7 +8,7 @@ TIES, TIES + heal, warm start, retraining); the warm-start chain, which is
 what ``memo merge --channel production`` does by default as corpora arrive,
 is the ``production`` channel, which publishes to a Hub (a local one started
 for the run, or a real repo). At the end production rolls back
-one step, and the continual-integration study (:mod:`registry.study`) is
+one step, and the continual-integration study (:mod:`registry.demo.study`) is
 printed and plotted: each strategy vs joint retraining, recall, forgetting
 and compute.
 """
@@ -20,9 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.errors import AlreadyExists
-from registry.plots import plot_continual
-from registry.records import (
+from registry.demo.plots import plot_continual
+from registry.demo.study import Arrival, Study
+from registry.examples import example_corpora, examples_dir
+from registry.service import Registry
+from registry.store.errors import AlreadyExists
+from registry.store.records import (
     BaseModelRecord,
     ChannelEventRecord,
     CorpusRecord,
@@ -30,31 +33,8 @@ from registry.records import (
     TaskVectorRecord,
     VerifyReport,
 )
-from registry.service import Registry
-from registry.study import Arrival, Study
 from training.sft import SFTSettings
 from training.tiny import TinyConfig, read_qa
-
-
-def examples_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_examples", here.parent / "examples"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("memo's example corpora are missing from the installation")
-
-
-def example_corpora() -> dict[str, list[Path]]:
-    """Each example corpus's documents (``qa.jsonl`` / ``heldout.jsonl`` are its questions).
-
-    ``pretrain/`` is a separate world for pre-training the tiny base, not a corpus.
-    """
-    root = examples_dir()
-    return {
-        d.name: sorted(d.glob("*.md"))
-        for d in sorted(root.iterdir())
-        if d.is_dir() and d.name != "pretrain" and (d / "qa.jsonl").is_file()
-    }
 
 
 @dataclass(frozen=True)
@@ -157,7 +137,7 @@ def _hub(repo: str | None) -> Iterator[tuple[str, str | None, str]]:
 
         yield repo, None, default_endpoint()
         return
-    from registry.local_hub import local_hub
+    from registry.demo.local_hub import local_hub
 
     with local_hub() as hub:
         yield "memo-demo/production", hub.url, f"a local Hub at {hub.url} (in memory, for this run)"

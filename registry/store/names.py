@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from registry.errors import InvalidInput
+from registry.store.errors import InvalidInput
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 

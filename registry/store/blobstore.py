@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from registry.errors import Corrupt, NotFound
+from registry.store.errors import Corrupt, NotFound
 
 CHUNK = 1 << 20
 _HEX = set("0123456789abcdef")

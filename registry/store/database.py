@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import Corrupt
+from registry.store.errors import Corrupt
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 Alembic migrations (``alembic/versions``) are the source of schema truth; these
 classes mirror them, and ``tests/test_migrations.py`` fails on any drift.
 Rows never leave :mod:`registry.store`: they are mapped to the frozen records
-of :mod:`registry.records` first.
+of :mod:`registry.store.records` first.
 
 Immutability (a merge and its members, the append-only channel history and
 publications) is enforced by database triggers created in the migrations, not

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from registry.blobstore import LocalBlobStore, is_sha256
-from registry.errors import Corrupt
+from registry.store.blobstore import LocalBlobStore, is_sha256
+from registry.store.errors import Corrupt
 
 
 def store_directory(store: LocalBlobStore, directory: Path, *, kind: str, skip: Iterable[str] = ()) -> str:

@@ -12,10 +12,10 @@ import json
 
 from sqlalchemy.exc import IntegrityError
 
-from registry.blobstore import LocalBlobStore
-from registry.database import Database
-from registry.errors import MemoError
-from registry.schema import GeneratorCallRow
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database
+from registry.store.errors import MemoError
+from registry.store.schema import GeneratorCallRow
 
 
 class BlobCallCache:

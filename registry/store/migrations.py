@@ -19,15 +19,15 @@ from filelock import FileLock
 from sqlalchemy import Connection, text
 
 from alembic import command
-from registry.database import Database
-from registry.errors import SchemaMismatch
+from registry.store.database import Database
+from registry.store.errors import SchemaMismatch
 
 _PG_LOCK_KEY = 0x6D656D6F  # "memo"
 
 
 def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_alembic", here.parent / "alembic"):
+    package = Path(__file__).resolve().parent.parent  # registry/
+    for candidate in (package / "_alembic", package.parent / "alembic"):
         if (candidate / "env.py").is_file():
             return candidate
     raise FileNotFoundError("memo's Alembic migrations are missing from the installation")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.study import FROM_SCRATCH, Arrival, cumulative
+from registry.demo.study import FROM_SCRATCH, Arrival, cumulative
 
 LABELS = {
     "own": "each corpus's own model",

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from registry.evaluation import model_dir, qa_pairs
-from registry.records import MergeRecord, TaskVectorRecord
 from registry.service import Registry
+from registry.store.records import MergeRecord, TaskVectorRecord
 from training.chat import QAPair
 from training.retain import RetainSettings
 from training.sft import SFTSettings

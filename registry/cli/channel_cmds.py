@@ -1,0 +1,196 @@
+"""`memo channel`, `promote`, `rollback`, `export` and `publish`: where merges go."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli.app import AppContext, pass_app
+from registry.cli.output import err_console, json_option, print_json, print_table
+from registry.store.records import ChannelEventRecord
+
+
+def _moved(event: ChannelEventRecord | None, channel: str) -> str:
+    if event is None:
+        return f"channel {channel} already points there"
+    return f"channel {channel}: merge {event.from_merge_id or '-'} -> merge {event.to_merge_id} ({event.action})"
+
+
+@click.group()
+def channel() -> None:
+    """Channels: named pointers to merges (e.g. production)."""
+
+
+@channel.command("list")
+@json_option
+@pass_app
+def channel_list(app: AppContext, as_json: bool) -> None:
+    """List the channels, their current merge and linked Hub repo.
+
+    \b
+    Example:
+      memo channel list
+    """
+    rows = app.registry().list_channels()
+    if as_json:
+        print_json([c.to_json() for c in rows])
+    else:
+        print_table(
+            "channels",
+            ["channel", "merge", "hub repo", "endpoint", "min retention"],
+            [
+                (
+                    c.name,
+                    c.current_merge_id and f"merge-{c.current_merge_id}",
+                    c.hub_repo,
+                    c.hub_endpoint,
+                    "" if c.min_retention is None else f"{c.min_retention:g}",
+                )
+                for c in rows
+            ],
+        )
+
+
+@channel.command("set")
+@click.argument("name")
+@click.option("--repo", metavar="ORG/NAME", help="Link to this Hub repo: promote and rollback then publish.")
+@click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
+@click.option("--unlink", is_flag=True, help="Stop publishing this channel.")
+@click.option(
+    "--min-retention",
+    type=float,
+    metavar="FRACTION",
+    help="Refuse promotions of merges that keep less than this of any member corpus (e.g. 0.8).",
+)
+@click.option("--no-gate", is_flag=True, help="Remove the retention gate.")
+@json_option
+@pass_app
+def channel_set(
+    app: AppContext,
+    name: str,
+    repo: str | None,
+    endpoint: str | None,
+    unlink: bool,
+    min_retention: float | None,
+    no_gate: bool,
+    as_json: bool,
+) -> None:
+    """Create or configure channel NAME: its Hub repo and its retention gate.
+
+    \b
+    Examples:
+      memo channel set production --repo my-org/memory
+      memo channel set production --min-retention 0.8
+    """
+    if not (repo or unlink or min_retention is not None or no_gate):
+        raise click.UsageError("give --repo ORG/NAME, --unlink, --min-retention FRACTION or --no-gate")
+    if min_retention is not None and no_gate:
+        raise click.UsageError("give --min-retention or --no-gate, not both")
+    reg = app.registry()
+    if min_retention is not None or no_gate:
+        record = reg.set_min_retention(name, None if no_gate else min_retention)
+    if repo or unlink:
+        record = reg.link_channel(name, None if unlink else repo, endpoint=endpoint)
+    if as_json:
+        print_json(record.to_json())
+    else:
+        linked = f"linked to {record.hub_repo} on {record.hub_endpoint}" if record.hub_repo else "not linked"
+        gate = f"min retention {record.min_retention:g}" if record.min_retention is not None else "no retention gate"
+        click.echo(f"channel {record.name}: {linked}; {gate}")
+
+
+@click.command()
+@click.argument("merge_ref", metavar="MERGE")
+@click.option("--channel", required=True, help="The channel to move (created on first use).")
+@click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote below the channel's retention gate, and publish even if the "
+    "linked repo's main moved since memo's last publish (recorded in the history).",
+)
+@json_option
+@pass_app
+def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
+    """Point CHANNEL at MERGE (an id such as 7 or merge-7); a linked channel publishes first.
+
+    \b
+    Example:
+      memo promote merge-3 --channel production --reason "adds the glassworks corpus"
+    """
+    event = app.registry().promote(merge_ref, channel, reason=reason, force=force)
+    if as_json:
+        print_json(event.to_json() if event else None)
+    else:
+        click.echo(_moved(event, channel))
+
+
+@click.command()
+@click.argument("channel_name", metavar="CHANNEL")
+@click.option("--to", "to", metavar="MERGE", help="Go back to this merge [default: the one before the current].")
+@click.option("--reason", default="", help="Why (kept in the channel history).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote below the channel's retention gate, and publish even if the "
+    "linked repo's main moved since memo's last publish (recorded in the history).",
+)
+@json_option
+@pass_app
+def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, force: bool, as_json: bool) -> None:
+    """Point CHANNEL back at its previous merge; history is kept (a rollback is an event).
+
+    \b
+    Example:
+      memo rollback production
+      memo rollback production --to merge-2 --reason "merge-4 forgot harbor"
+    """
+    event = app.registry().rollback(channel_name, to=to, reason=reason, force=force)
+    if as_json:
+        print_json(event.to_json())
+    else:
+        click.echo(_moved(event, channel_name))
+
+
+@click.command()
+@click.argument("ref", metavar="MERGE_OR_CHANNEL")
+@click.argument("directory", type=click.Path(file_okay=False))
+@json_option
+@pass_app
+def export(app: AppContext, ref: str, directory: str, as_json: bool) -> None:
+    """Write a merge as a standard Hugging Face model directory (with model card and mergekit_config.yml).
+
+    \b
+    Example:
+      memo export production ./memory-model
+    """
+    with err_console.status("exporting", spinner="dots"):
+        path = app.registry().export(ref, directory)
+    if as_json:
+        print_json({"directory": str(path)})
+    else:
+        click.echo(f"exported {ref} to {path}")
+
+
+@click.command()
+@click.argument("ref", metavar="MERGE_OR_CHANNEL")
+@click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub repo (created if needed).")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
+@click.option("--force", is_flag=True, help="Publish even if main moved since memo's last publish.")
+@json_option
+@pass_app
+def publish(
+    app: AppContext, ref: str, repo: str, private: bool, endpoint: str | None, force: bool, as_json: bool
+) -> None:
+    """Push a merge to a Hub repo's main in one commit, tagged merge-N. The token comes from HF_TOKEN.
+
+    \b
+    Example:
+      memo publish production --repo my-org/memory
+    """
+    with err_console.status(f"publishing to {repo}", spinner="dots"):
+        pub = app.registry().publish(ref, repo, private=private, endpoint=endpoint, force=force)
+    if as_json:
+        print_json(pub.to_json())
+    else:
+        click.echo(f"published merge-{pub.merge_id} to {pub.repo_id} (commit {pub.commit_sha[:12]}, tag {pub.tag})")

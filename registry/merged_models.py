@@ -1,0 +1,81 @@
+"""Merged model directories: a merge computed by the engine into a directory (and stored),
+and a recorded merge materialised from the blob store."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from registry.merge_inputs import Member, MergeParams
+from registry.store.blobstore import LocalBlobStore
+from registry.store.errors import Corrupt
+from registry.store.manifests import store_directory
+from registry.store.materialize import materialize
+from registry.store.schema import BaseModelRow, MergeRow
+
+
+def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
+    """The member's deltas as a directory (every blob rehashed as it is materialized)."""
+    return materialize(
+        store,
+        member.row.manifest_sha256,
+        home / "cache" / "task_vectors",
+        what=f"task vector {member.corpus}@v{member.row.version}",
+    )
+
+
+def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
+    """A recorded merge as a loadable model directory (materialized from the blob store)."""
+    return materialize(store, row.manifest_sha256, home / "cache" / "models", what=f"merge-{row.id}")
+
+
+def compute_merge(
+    store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
+) -> str:
+    """Run the merge engine; store its output directory; return the manifest's sha256."""
+    (home / "tmp").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
+        out = merge_into(Path(tmp) / "model", store, home, base, members, params, progress=progress)
+        return store_directory(store, out, kind="merge")
+
+
+def merge_into(
+    out: Path,
+    store: LocalBlobStore,
+    home: Path,
+    base: BaseModelRow,
+    members: list[Member],
+    params: MergeParams,
+    *,
+    progress: bool,
+) -> Path:
+    """Run the merge engine into the (new) directory ``out``."""
+    from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
+    from registry.training_ops import base_dir
+
+    base_path = base_dir(store, home, base)
+    paths = [verified_task_vector_dir(store, home, m) for m in members]
+    density = params.density if params.method == "ties" else 1.0
+    spec = MergeSpec(
+        params.method,
+        base=base_path,
+        lam=params.lam,
+        out_dtype=base.dtype,
+        inputs=tuple(
+            MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)
+        ),
+    )
+    names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
+    try:
+        merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
+    except MergeError as e:
+        raise Corrupt(f"the merge failed: {e}") from e
+    return out
+
+
+def card_body(members: list[Member]) -> str:
+    lines = ["## Memory corpora", "", "| corpus | version | own recall (exact match) |", "|---|---|---|"]
+    for m in members:
+        recall = m.row.metrics.get("recall", {}).get("exact_match")
+        lines.append(f"| {m.corpus} | v{m.row.version} | {'' if recall is None else f'{recall:.2f}'} |")
+    return "\n".join(lines)
