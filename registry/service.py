@@ -144,21 +144,45 @@ class Registry:
             self.db, self.store, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
         )
 
-    def check_registration(
+    def register(
         self,
         name: str,
         files: Sequence[str | os.PathLike[str]],
         *,
         base: str,
+        settings: SFTSettings | None = None,
         qa: str | os.PathLike[str] | None = None,
         heldout: str | os.PathLike[str] | None = None,
-    ) -> None:
-        """Every input of `memo register` checked, recording nothing: a bad QA file must not leave
-        the corpus recorded without its reflections."""
-        docs = corpora.check_documents(self.db, name, [Path(f) for f in files], base=base)
-        corpora.check_reusable(self.db, name, base, docs)
-        if qa is not None:
-            reflections.read_pairs(Path(qa), Path(heldout) if heldout else None, documents={d.name for d in docs})
+        generator: tuple[Endpoint, ReflectSettings] | None = None,
+        description: str = "",
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+    ) -> TaskVectorRecord | None:
+        """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
+        ``generator``), training, task vector. Every input is checked before anything is
+        recorded; run again, it reuses what was done (:mod:`registry.registration`)."""
+        from registry import registration
+        from training.sft import SFTSettings
+
+        return registration.register(
+            self.db,
+            self.store,
+            self.settings.home,
+            name,
+            [Path(f) for f in files],
+            base=base,
+            settings=settings or SFTSettings(),
+            qa=Path(qa) if qa is not None else None,
+            heldout=Path(heldout) if heldout is not None else None,
+            generator=generator,
+            description=description,
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            on_reflections=on_reflections,
+        )
 
     def list_corpora(self) -> list[CorpusRecord]:
         return corpora.list_corpora(self.db)

@@ -217,3 +217,38 @@ def test_disk_full_while_storing_the_task_vector(tiny_registry, monkeypatch):
     report = reg.verify()
     assert report.ok and report.temp_files == 0
     assert reg.train("harbor", SFTSettings(steps=10, batch=8, lr=3e-3), progress=False).version == 1
+
+
+def test_register_in_one_call_checks_first_and_reuses(tiny_registry, tmp_path):
+    """The Python API does what `memo register` does: nothing recorded on bad input, reuse on a rerun."""
+    from registry.store.errors import InvalidInput as Invalid
+
+    reg = tiny_registry
+    docs = sorted(HARBOR.glob("*.md"))
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text('{"question": "Who?"}\n')
+    with pytest.raises(Invalid, match="needs a non-empty string 'answer'"):
+        reg.register("harbor", docs, base="tiny", qa=bad)
+    assert reg.list_corpora() == []
+    with pytest.raises(Invalid, match="either a QA file"):
+        reg.register("harbor", docs, base="tiny")
+    seen = []
+    settings = SFTSettings(steps=4, batch=8, lr=3e-3)
+    first = reg.register(
+        "harbor",
+        docs,
+        base="tiny",
+        qa=HARBOR / "qa.jsonl",
+        settings=settings,
+        progress=False,
+        on_reflections=seen.append,
+    )
+    assert first.ref == "harbor@v1" and not first.reused and seen[0].pair_count == 46
+    again = reg.register("harbor", docs, base="tiny", qa=HARBOR / "qa.jsonl", settings=settings, progress=False)
+    assert again.reused and again.version == 1 and count(reg, ReflectionSetRow) == 1
+
+
+def test_lora_takes_its_own_learning_rate_in_the_api():
+    assert SFTSettings(method="lora").lr == 3e-3 and SFTSettings().lr == 3e-4
+    assert SFTSettings(method="lora", lr=1e-2).lr == 1e-2
+    assert SFTSettings(**SFTSettings(method="lora").to_json()) == SFTSettings(method="lora")

@@ -9,9 +9,7 @@ from registry.cli.executive_cmds import executive_options, memory_endpoint, prot
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
 from training.llm import Endpoint
 from training.reflections import ReflectSettings
-from training.sft import SFTSettings
-
-LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
+from training.sft import FULL_LR, LORA_LR, SFTSettings
 
 
 def train_options(f):
@@ -30,7 +28,7 @@ def train_options(f):
             "--lr",
             type=float,
             default=None,
-            help=f"Learning rate [default: {SFTSettings.lr:g} full, {LORA_LR:g} LoRA].",
+            help=f"Learning rate [default: {FULL_LR:g} full, {LORA_LR:g} LoRA].",
         ),
         click.option(
             "--max-length", type=int, default=SFTSettings.max_length, show_default=True, help="Tokens per example."
@@ -53,7 +51,6 @@ def train_options(f):
 
 
 def _settings(method, steps, batch, lr, max_length, seed):
-    lr = lr if lr is not None else (LORA_LR if method == "lora" else SFTSettings.lr)
     return SFTSettings(method=method, steps=steps, batch=batch, lr=lr, max_length=max_length, seed=seed)
 
 
@@ -271,22 +268,20 @@ def register(
       memo register harbor docs/*.md --base qwen \\
           --generator-url http://127.0.0.1:11434/v1 --generator-model qwen2.5:14b
     """
-    from training.distributed import is_main_process, wait_for_everyone
-
-    run = _generator(qa, heldout, **generator)
-    settings = _settings(method, steps, batch, lr, max_length, seed)
-    reg = app.registry()
-    if is_main_process():  # under `accelerate launch`, one process registers and all train
-        reg.check_registration(name, list(docs), base=base_name, qa=qa, heldout=heldout)
-        reg.add_corpus(name, list(docs), base=base_name, description=description, reuse=True)
-        if run is None:
-            reg.import_reflections(name, qa, heldout=heldout, reuse=True)
-        else:
-            reflections = reg.generate_reflections(name, *run, progress=not as_json, reuse=True)
-            if not as_json:
-                _report_reflections(reflections, "generated")
-    wait_for_everyone()
-    record = reg.train(name, settings, storage_dtype=storage_dtype, device=device, progress=not as_json, reuse=True)
+    record = app.registry().register(
+        name,
+        list(docs),
+        base=base_name,
+        settings=_settings(method, steps, batch, lr, max_length, seed),
+        qa=qa,
+        heldout=heldout,
+        generator=_generator(qa, heldout, **generator),
+        description=description,
+        storage_dtype=storage_dtype,
+        device=device,
+        progress=not as_json,
+        on_reflections=None if as_json or qa is not None else lambda r: _report_reflections(r, "generated"),
+    )
     _report(record, as_json)
 
 

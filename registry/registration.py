@@ -1,0 +1,75 @@
+"""Registering a corpus in one go (`memo register`): documents, reflections, training, task vector.
+
+Every input is checked before anything is recorded, so a bad QA file never
+leaves a corpus without its reflections. Run again after a failure or a
+kill, the same registration picks up where it stopped: the corpus, the
+reflections and a finished training are reused, never duplicated, and an
+interrupted training resumes from its checkpoint. Under ``accelerate
+launch`` one process records the corpus and its reflections, and all train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from registry import corpora, reflections
+from registry.store.blobstore import LocalBlobStore
+from registry.store.database import Database
+from registry.store.errors import InvalidInput
+from registry.store.records import ReflectionSetRecord, TaskVectorRecord
+
+if TYPE_CHECKING:
+    from training.llm import Endpoint
+    from training.reflections import ReflectSettings
+    from training.sft import SFTSettings
+
+
+def check_registration(
+    db: Database, name: str, files: list[Path], *, base: str, qa: Path | None = None, heldout: Path | None = None
+) -> None:
+    """Every input of a registration checked, recording nothing."""
+    docs = corpora.check_documents(db, name, files, base=base)
+    corpora.check_reusable(db, name, base, docs)
+    if qa is not None:
+        reflections.read_pairs(qa, heldout, documents={d.name for d in docs})
+
+
+def register(
+    db: Database,
+    store: LocalBlobStore,
+    home: Path,
+    name: str,
+    files: list[Path],
+    *,
+    base: str,
+    settings: SFTSettings,
+    qa: Path | None = None,
+    heldout: Path | None = None,
+    generator: tuple[Endpoint, ReflectSettings] | None = None,
+    description: str = "",
+    storage_dtype: str = "float32",
+    device: str = "auto",
+    progress: bool = True,
+    on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+) -> TaskVectorRecord | None:
+    """The corpus's task vector (None in the helper processes of a multi-process launch)."""
+    from registry import training_ops
+    from training.distributed import is_main_process, wait_for_everyone
+
+    if (qa is None) == (generator is None):
+        raise InvalidInput("give either a QA file (--qa) or a generator (--generator-url/--generator-model)")
+    if is_main_process():
+        check_registration(db, name, files, base=base, qa=qa, heldout=heldout)
+        corpora.add_corpus(db, store, name, files, base=base, description=description, reuse=True)
+        if generator is not None:
+            record = reflections.generate_reflections(db, store, name, *generator, progress=progress, reuse=True)
+        elif qa is not None:
+            record = reflections.import_reflections(db, store, name, qa, heldout=heldout, reuse=True)
+        if on_reflections is not None:
+            on_reflections(record)
+    wait_for_everyone()
+    return training_ops.train_corpus(
+        db, store, home, name, settings, storage_dtype=storage_dtype, device=device, progress=progress, reuse=True
+    )
