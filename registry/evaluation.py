@@ -19,6 +19,7 @@ from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.store.blobstore import LocalBlobStore
 from registry.store.database import Database, row_of
 from registry.store.errors import Corrupt, NotFound
+from registry.store.home import cache_dir
 from registry.store.materialize import materialize
 from registry.store.schema import BaseModelRow
 from registry.task_vectors import find_task_vector
@@ -39,14 +40,14 @@ def model_dir(db: Database, store: LocalBlobStore, home: Path, ref: str) -> Path
             return merged_model_dir(store, home, merged)
         tv = find_task_vector(session, ref)
         base = row_of(session, BaseModelRow, tv.base_model_id)
-    target = home / "cache" / "applied" / tv.manifest_sha256
+    target = cache_dir(home, "applied") / tv.manifest_sha256
     if not target.is_dir():
         spec = MergeSpec(
             "ties",
             base=base_dir(store, home, base),
             inputs=(
                 MergeInput(
-                    materialize(store, tv.manifest_sha256, home / "cache" / "task_vectors", what=f"task vector {ref}"),
+                    materialize(store, tv.manifest_sha256, cache_dir(home, "task_vectors"), what=f"task vector {ref}"),
                     kind="task_vector",
                     density=1.0,
                 ),

@@ -32,6 +32,7 @@ import yaml
 from registry.store.blobstore import LocalBlobStore
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, InvalidInput
+from registry.store.home import work_root
 from registry.store.manifests import store_directory
 from registry.store.schema import BaseModelRow, MergeRow
 from training.retain import Member as RetainMember
@@ -131,8 +132,7 @@ def train_strategy(
     from training.sft import load_model
 
     device = device_for(device)
-    (home / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="integrate-") as tmp:
+    with tempfile.TemporaryDirectory(dir=work_root(home), prefix="integrate-") as tmp:
         started = time.perf_counter()
         if strategy == "ties+heal":
             origin = merge_into(Path(tmp) / "merged", store, home, base, members, params, progress=progress)

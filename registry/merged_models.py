@@ -9,6 +9,7 @@ from pathlib import Path
 from registry.merge_inputs import Member, MergeParams
 from registry.store.blobstore import LocalBlobStore
 from registry.store.errors import Corrupt
+from registry.store.home import cache_dir, work_root
 from registry.store.manifests import store_directory
 from registry.store.materialize import materialize
 from registry.store.schema import BaseModelRow, MergeRow
@@ -19,22 +20,21 @@ def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) 
     return materialize(
         store,
         member.row.manifest_sha256,
-        home / "cache" / "task_vectors",
+        cache_dir(home, "task_vectors"),
         what=f"task vector {member.corpus}@v{member.row.version}",
     )
 
 
 def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
     """A recorded merge as a loadable model directory (materialized from the blob store)."""
-    return materialize(store, row.manifest_sha256, home / "cache" / "models", what=f"merge-{row.id}")
+    return materialize(store, row.manifest_sha256, cache_dir(home, "models"), what=f"merge-{row.id}")
 
 
 def compute_merge(
     store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
 ) -> str:
     """Run the merge engine; store its output directory; return the manifest's sha256."""
-    (home / "tmp").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=home / "tmp", prefix="merge-") as tmp:
+    with tempfile.TemporaryDirectory(dir=work_root(home), prefix="merge-") as tmp:
         out = merge_into(Path(tmp) / "model", store, home, base, members, params, progress=progress)
         return store_directory(store, out, kind="merge")
 

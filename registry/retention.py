@@ -15,6 +15,7 @@ from pathlib import Path
 
 from registry.store.blobstore import LocalBlobStore
 from registry.store.database import Database, row_of
+from registry.store.home import cache_dir
 from registry.store.materialize import materialize
 from registry.store.schema import ReflectionSetRow, TaskVectorRow
 from registry.training_ops import EVAL_SAMPLE, sample
@@ -45,7 +46,7 @@ def measure(
     from training.sft import load_model
 
     model, tokenizer = load_model(
-        materialize(store, manifest_sha256, home / "cache" / "models", what="the merged model"), device
+        materialize(store, manifest_sha256, cache_dir(home, "models"), what="the merged model"), device
     )
     recalls: dict[str, dict] = {}
     retention: dict[str, float | None] = {}

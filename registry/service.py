@@ -27,7 +27,7 @@ from registry import (
 from registry.store.blobstore import LocalBlobStore
 from registry.store.config import Settings, resolve_settings
 from registry.store.database import Database, make_engine, row_of
-from registry.store.home import check_home, create_home
+from registry.store.home import blobs_dir, cache_dir, check_home, create_home, work_root
 from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
@@ -59,7 +59,7 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         check_home(settings.home)
         self.settings = settings
-        self.store = LocalBlobStore(settings.home / "blobs")
+        self.store = LocalBlobStore(blobs_dir(settings.home))
         self.store.create()
         self.db = Database(make_engine(settings.database_url))
         try:
@@ -104,8 +104,7 @@ class Registry:
         from training.tiny import TinyConfig, create_tiny_base
 
         bases.check_available(self.db, name)
-        (self.settings.home / "tmp").mkdir(exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=self.settings.home / "tmp", prefix="tiny-"))
+        work = Path(tempfile.mkdtemp(dir=work_root(self.settings.home), prefix="tiny-"))
         try:
             directory, _ = create_tiny_base(
                 work / name, pretrain_dir=examples_dir() / "pretrain", config=config or TinyConfig(), progress=progress
@@ -337,7 +336,7 @@ class Registry:
             Path(directory),
             method=method,
             storage_dtype=storage_dtype,
-            cache_root=self.settings.home / "cache" / "models",
+            cache_root=cache_dir(self.settings.home, "models"),
             training=training,
             norms=norms,
             metrics=metrics,

@@ -25,6 +25,7 @@ from registry.reflections import HELDOUT_KEY, latest_reflections
 from registry.store.blobstore import LocalBlobStore
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, MemoError
+from registry.store.home import cache_dir, checkpoints_dir, work_root
 from registry.store.materialize import materialize
 from registry.store.records import TaskVectorRecord
 from registry.store.schema import BaseModelRow
@@ -46,7 +47,7 @@ class TrainingFailed(MemoError):
 
 def base_dir(store: LocalBlobStore, home: Path, base: BaseModelRow) -> Path:
     """The base model as a directory (materialized from the blob store), with its tokenizer."""
-    directory = materialize(store, base.manifest_sha256, home / "cache" / "models", what=f"base model {base.name!r}")
+    directory = materialize(store, base.manifest_sha256, cache_dir(home, "models"), what=f"base model {base.name!r}")
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
         raise InvalidInput(
             f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
@@ -111,7 +112,7 @@ def train_corpus(
     fingerprint = hashlib.sha256(
         json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True).encode()
     ).hexdigest()
-    checkpoint = home / "checkpoints" / f"{corpus}-{fingerprint[:16]}"
+    checkpoint = checkpoints_dir(home) / f"{corpus}-{fingerprint[:16]}"
     try:
         model, tokenizer, result = fine_tune(
             directory, pairs, settings, device=device, progress=progress, checkpoint=checkpoint, fingerprint=fingerprint
@@ -147,9 +148,7 @@ def train_corpus(
             "total_norm": stats.total_norm,
         },
     }
-    tmp_root = home / "tmp"
-    tmp_root.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+    with tempfile.TemporaryDirectory(dir=work_root(home)) as tmp:
         save_task_vector(deltas, Path(tmp), stats)
         training["wall_seconds"] = time.perf_counter() - started
         record = add_task_vector(
@@ -159,7 +158,7 @@ def train_corpus(
             Path(tmp),
             method=settings.method,
             storage_dtype=storage_dtype,
-            cache_root=home / "cache" / "models",
+            cache_root=cache_dir(home, "models"),
             training=training,
             norms=stats.norms,
             metrics=metrics,

@@ -1,5 +1,13 @@
 """A memo *home*: a directory holding the home marker, the blob store and,
-by default, the SQLite database."""
+by default, the SQLite database; and where each part of it lives.
+
+    HOME/memo-home.json      the marker
+    HOME/memo.db             the default SQLite database
+    HOME/blobs/              the content-addressed blob store
+    HOME/cache/<kind>/<sha>  verified copies of stored artifacts (models, task_vectors, applied)
+    HOME/tmp/                work directories of running commands (gc takes a dead one's)
+    HOME/checkpoints/        training checkpoints (a killed training resumes from them)
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,32 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from registry.store.errors import NotAHome
 
 MARKER = "memo-home.json"
 HOME_FORMAT = 1
+CacheKind = Literal["models", "task_vectors", "applied"]
+
+
+def blobs_dir(home: Path) -> Path:
+    return home / "blobs"
+
+
+def cache_dir(home: Path, kind: CacheKind) -> Path:
+    return home / "cache" / kind
+
+
+def work_root(home: Path) -> Path:
+    """Where commands build their work (created on first use)."""
+    path = home / "tmp"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def checkpoints_dir(home: Path) -> Path:
+    return home / "checkpoints"
 
 
 def write_json_atomic(path: Path, data: object) -> None:
