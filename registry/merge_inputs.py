@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from merging.spec import DEFAULT_DENSITY
 from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
@@ -15,7 +16,7 @@ from registry.task_vectors import find_task_vector
 @dataclass(frozen=True)
 class MergeParams:
     method: str = "ties"
-    density: float = 0.3  # MeMo's rho (ties only)
+    density: float = DEFAULT_DENSITY  # MeMo's rho (ties only)
     lam: float = 1.0
     weights: tuple[tuple[str, float], ...] = ()  # corpus -> weight (default 1.0)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from merging.spec import DEFAULT_DENSITY
 from registry import (
     bases,
     channels,
@@ -351,7 +352,7 @@ class Registry:
         corpora: list[str],
         *,
         method: str = "ties",
-        density: float = 0.3,
+        density: float = DEFAULT_DENSITY,
         lam: float = 1.0,
         weights: dict[str, float] | None = None,
         channel: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from merging.spec import DEFAULT_DENSITY
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
 from registry.integration import DEFAULT_STRATEGY, STRATEGIES
@@ -109,7 +110,7 @@ def merge() -> None:
 @click.option(
     "--density",
     type=float,
-    default=0.3,
+    default=DEFAULT_DENSITY,
     show_default=True,
     help="Fraction of each task vector kept by magnitude (ties).",
 )
