@@ -136,7 +136,7 @@ EXAMPLE_CORPORA = ("glassworks", "harbor", "observatory", "river-guilds")
 @pytest.fixture(scope="session")
 def trained_home_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with the small tiny base and the four example corpora, each with one (briefly) trained task vector."""
-    from tests.test_training import EXAMPLES, SMALL
+    from tests.support.models import EXAMPLES, SMALL
     from training.sft import SFTSettings
 
     home = tmp_path_factory.mktemp("trained") / "home"
@@ -168,3 +168,14 @@ def hub() -> Iterator:
 
 
 HUB_TOKEN = "hf_memoTestToken0123456789abcdef"
+
+
+@pytest.fixture
+def tiny_registry(tmp_path: Path) -> Iterator[Registry]:
+    """A fresh home with the small tiny base (pre-trained in seconds)."""
+    from tests.support.models import SMALL
+
+    reg = Registry.init(tmp_path / "home")
+    reg.create_tiny_base("tiny", SMALL, progress=False)
+    yield reg
+    reg.close()

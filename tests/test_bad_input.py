@@ -9,15 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
-from tests.support.snapshot import registry_state
-
-
-def _assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+from tests.support.cli import assert_one_line_error, unchanged
 
 
 @pytest.fixture
@@ -26,29 +18,18 @@ def with_base(memo, tiny_model):
     return memo
 
 
-def _unchanged(memo, *args, fragments=()):
-    from registry import Registry
-
-    with Registry.open(memo.home, database_url=memo.database_url) as reg:
-        before = registry_state(reg)
-    result = memo(*args, ok=False)
-    _assert_one_line_error(result, *fragments)
-    with Registry.open(memo.home, database_url=memo.database_url) as reg:
-        assert registry_state(reg) == before, f"memo {' '.join(map(str, args))} changed the registry"
-
-
 # --- base models ---------------------------------------------------------------------
 
 
 def test_base_directory_missing(memo, tmp_path):
-    _unchanged(memo, "base", "add", tmp_path / "nowhere", fragments=("no model directory",))
+    unchanged(memo, "base", "add", tmp_path / "nowhere", fragments=("no model directory",))
 
 
 def test_base_without_safetensors(memo, tmp_path):
     d = tmp_path / "empty-model"
     d.mkdir()
     (d / "config.json").write_text("{}")
-    _unchanged(memo, "base", "add", d, fragments=("no *.safetensors weights",))
+    unchanged(memo, "base", "add", d, fragments=("no *.safetensors weights",))
 
 
 def test_base_pickle_only_is_refused(memo, tmp_path):
@@ -56,14 +37,14 @@ def test_base_pickle_only_is_refused(memo, tmp_path):
     d.mkdir()
     (d / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-    _unchanged(memo, "base", "add", d, fragments=("pickle", "never loads", "safe_serialization"))
+    unchanged(memo, "base", "add", d, fragments=("pickle", "never loads", "safe_serialization"))
 
 
 def test_base_truncated_shard(memo, model_copy):
     shard = model_copy / "model.safetensors"
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) - 100])
-    _unchanged(memo, "base", "add", model_copy, fragments=("model.safetensors", "truncated"))
+    unchanged(memo, "base", "add", model_copy, fragments=("model.safetensors", "truncated"))
 
 
 def test_base_corrupt_header(memo, model_copy):
@@ -72,12 +53,12 @@ def test_base_corrupt_header(memo, model_copy):
     (n,) = struct.unpack("<Q", data[:8])
     data[8 : 8 + n] = b"{" * n  # not JSON any more
     shard.write_bytes(bytes(data))
-    _unchanged(memo, "base", "add", model_copy, fragments=("corrupt safetensors header",))
+    unchanged(memo, "base", "add", model_copy, fragments=("corrupt safetensors header",))
 
 
 def test_base_header_longer_than_file(memo, model_copy):
     (model_copy / "model.safetensors").write_bytes(struct.pack("<Q", 10**6) + b"{}")
-    _unchanged(memo, "base", "add", model_copy, fragments=("truncated",))
+    unchanged(memo, "base", "add", model_copy, fragments=("truncated",))
 
 
 def test_base_index_names_missing_shard(with_base, tiny_model_sharded, tmp_path):
@@ -87,23 +68,23 @@ def test_base_index_names_missing_shard(with_base, tiny_model_sharded, tmp_path)
     shards = sorted(d.glob("model-*.safetensors"))
     assert len(shards) > 1, "the sharded fixture must have several shards"
     shards[-1].unlink()
-    _unchanged(with_base, "base", "add", d, fragments=(shards[-1].name, "missing"))
+    unchanged(with_base, "base", "add", d, fragments=(shards[-1].name, "missing"))
 
 
 def test_base_without_config(memo, model_copy):
     (model_copy / "config.json").unlink()
-    _unchanged(memo, "base", "add", model_copy, fragments=("no config.json",))
+    unchanged(memo, "base", "add", model_copy, fragments=("no config.json",))
 
 
 def test_base_duplicate_name_and_weights(with_base, tiny_model, tiny_model_sharded):
-    _unchanged(with_base, "base", "add", tiny_model_sharded, "--name", "tiny", fragments=("'tiny' already exists",))
-    _unchanged(
+    unchanged(with_base, "base", "add", tiny_model_sharded, "--name", "tiny", fragments=("'tiny' already exists",))
+    unchanged(
         with_base, "base", "add", tiny_model, "--name", "other", fragments=("already registered as base model 'tiny'",)
     )
 
 
 def test_base_invalid_name(memo, tiny_model):
-    _unchanged(memo, "base", "add", tiny_model, "--name", "bad name!", fragments=("invalid base model name",))
+    unchanged(memo, "base", "add", tiny_model, "--name", "bad name!", fragments=("invalid base model name",))
 
 
 def test_sharded_base_registers_with_same_parameter_count(with_base, tiny_model_sharded):
@@ -115,18 +96,18 @@ def test_sharded_base_registers_with_same_parameter_count(with_base, tiny_model_
 
 
 def test_corpus_unknown_base(memo, docs):
-    _unchanged(
+    unchanged(
         memo, "corpus", "add", "c", *docs, "--base", "nope", fragments=("unknown base model 'nope'", "memo base add")
     )
 
 
 def test_corpus_duplicate_name(with_base, docs):
     with_base("corpus", "add", "c", *docs, "--base", "tiny")
-    _unchanged(with_base, "corpus", "add", "c", *docs, "--base", "tiny", fragments=("'c' already exists",))
+    unchanged(with_base, "corpus", "add", "c", *docs, "--base", "tiny", fragments=("'c' already exists",))
 
 
 def test_corpus_missing_document(with_base, docs, tmp_path):
-    _unchanged(
+    unchanged(
         with_base,
         "corpus",
         "add",
@@ -142,13 +123,13 @@ def test_corpus_missing_document(with_base, docs, tmp_path):
 def test_corpus_unreadable_document(with_base, docs, tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
-    _unchanged(with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny", fragments=("latin1.txt", "not UTF-8"))
+    unchanged(with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny", fragments=("latin1.txt", "not UTF-8"))
 
 
 def test_corpus_malformed_jsonl_names_the_line(with_base, docs, tmp_path):
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"question": "a", "answer": "b"}\n{"question": oops}\n')
-    _unchanged(
+    unchanged(
         with_base, "corpus", "add", "c", *docs, bad, "--base", "tiny", fragments=("broken.jsonl:2", "not valid JSON")
     )
 
@@ -156,17 +137,17 @@ def test_corpus_malformed_jsonl_names_the_line(with_base, docs, tmp_path):
 def test_corpus_unsupported_type_and_empty(with_base, tmp_path):
     pdf = tmp_path / "paper.pdf"
     pdf.write_bytes(b"%PDF")
-    _unchanged(with_base, "corpus", "add", "c", pdf, "--base", "tiny", fragments=("unsupported document type",))
+    unchanged(with_base, "corpus", "add", "c", pdf, "--base", "tiny", fragments=("unsupported document type",))
     empty = tmp_path / "empty.md"
     empty.write_text("  \n")
-    _unchanged(with_base, "corpus", "add", "c", empty, "--base", "tiny", fragments=("empty",))
+    unchanged(with_base, "corpus", "add", "c", empty, "--base", "tiny", fragments=("empty",))
 
 
 def test_corpus_two_documents_with_one_name(with_base, docs, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "harbor.md").write_text("another harbour\n")
-    _unchanged(
+    unchanged(
         with_base,
         "corpus",
         "add",
@@ -184,7 +165,7 @@ def test_not_a_home(tmp_path, docs):
 
     m = Memo(tmp_path / "not-home", None)
     result = m("corpus", "list", ok=False)
-    _assert_one_line_error(result, "is not a memo home", "memo init")
+    assert_one_line_error(result, "is not a memo home", "memo init")
     assert not (tmp_path / "not-home").exists(), "a failed command must not create a home"
 
 

@@ -9,8 +9,8 @@ import shutil
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import materialize
 from tests.conftest import HUB_TOKEN, Memo
+from tests.support.cli import assert_one_line_error
 from tests.support.snapshot import registry_state
-from tests.test_bad_input import _assert_one_line_error
 
 
 def _flip_a_byte(reg, manifest_sha: str, rel: str = "model.safetensors") -> None:
@@ -27,7 +27,7 @@ def _drop_caches(reg) -> None:
 
 def _refused(reg, memo: Memo, *args, fragments=()) -> None:
     before = registry_state(reg)
-    _assert_one_line_error(memo(*args, ok=False), "corrupt", "memo verify", *fragments)
+    assert_one_line_error(memo(*args, ok=False), "corrupt", "memo verify", *fragments)
     assert registry_state(reg) == before, f"memo {' '.join(map(str, args))} changed the registry"
 
 

@@ -12,9 +12,8 @@ from safetensors.torch import load_file
 
 from registry.store.schema import TaskVectorRow
 from tests.conftest import memo_subprocess_env
-from tests.support.models import build_tiny_llama
+from tests.support.models import HARBOR, build_tiny_llama
 from tests.support.snapshot import count
-from tests.test_register import HARBOR, tiny_registry  # noqa: F401 (fixture)
 
 LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 

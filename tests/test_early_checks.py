@@ -13,7 +13,7 @@ import pytest
 from merging import MergeError
 from merging.yaml_config import spec_from_config
 from tests.conftest import Memo
-from tests.test_bad_input import _unchanged
+from tests.support.cli import unchanged
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_yaml_nan_read_from_a_file_is_refused_before_the_engine(dirs, tmp_path):
 def test_cli_merge_parameters_refused_before_any_work(trained, option):
     memo = Memo(trained.settings.home, None)
     started = time.monotonic()
-    _unchanged(
+    unchanged(
         memo,
         "merge",
         "harbor",
@@ -122,7 +122,7 @@ def _shard_with(path: Path, shape: list, offsets: list) -> None:
 def test_base_header_with_bad_dims_is_refused(memo, model_copy, shape, offsets):
     shard = model_copy / "model.safetensors"
     _shard_with(shard, shape, offsets)
-    _unchanged(memo, "base", "add", model_copy, fragments=("model.safetensors", "'w'"))
+    unchanged(memo, "base", "add", model_copy, fragments=("model.safetensors", "'w'"))
 
 
 def test_a_header_with_good_dims_still_reads(tmp_path):

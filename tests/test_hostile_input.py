@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE_CORPORA
+from tests.support.cli import assert_one_line_error, unchanged
 from tests.support.snapshot import registry_state
-from tests.test_bad_input import _assert_one_line_error, _unchanged
 from training.sft import SFTSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -73,7 +73,7 @@ def test_a_100_mb_qa_line_is_refused_fast(with_base, docs, tmp_path):
         f.write("a" * (100 * 1024 * 1024))
         f.write('"}\n')
     started = time.monotonic()
-    _unchanged(
+    unchanged(
         with_base,
         "register",
         "c",
@@ -106,7 +106,7 @@ def test_deeply_nested_qa_is_refused(with_base, docs, tmp_path, where):
     bad.write_text(DEEP + "\n")
     qa = bad if where == "qa" else _qa(tmp_path / "qa.jsonl", {"question": "Who?", "answer": "Ada"})
     extra = ["--heldout", bad] if where == "heldout" else []
-    _unchanged(
+    unchanged(
         with_base,
         "register",
         "c",
@@ -125,7 +125,7 @@ def test_deeply_nested_qa_is_refused(with_base, docs, tmp_path, where):
 def test_deeply_nested_jsonl_document_is_refused(with_base, tmp_path):
     bad = tmp_path / "deep.jsonl"
     bad.write_text('{"text": "fine"}\n' + DEEP + "\n")
-    _unchanged(with_base, "corpus", "add", "c", bad, "--base", "tiny", fragments=("deep.jsonl:2", "nested too deeply"))
+    unchanged(with_base, "corpus", "add", "c", bad, "--base", "tiny", fragments=("deep.jsonl:2", "nested too deeply"))
 
 
 def test_deeply_nested_generator_reply_is_a_retry_not_a_crash():
@@ -145,12 +145,12 @@ def test_deeply_nested_generator_reply_is_a_retry_not_a_crash():
 
 @pytest.mark.parametrize("name", ["abc\n", "abc\r", "\nabc", "ab\nc", "abc "])
 def test_names_with_a_newline_are_refused(with_base, docs, name):
-    _unchanged(with_base, "corpus", "add", name, *docs, "--base", "tiny", fragments=("invalid corpus name",))
-    _unchanged(with_base, "channel", "set", name, "--no-gate", fragments=("invalid channel name",))
+    unchanged(with_base, "corpus", "add", name, *docs, "--base", "tiny", fragments=("invalid corpus name",))
+    unchanged(with_base, "channel", "set", name, "--no-gate", fragments=("invalid channel name",))
 
 
 def test_base_name_with_a_trailing_newline_is_refused(memo, tiny_model):
-    _unchanged(memo, "base", "add", tiny_model, "--name", "tiny\n", fragments=("invalid base model name",))
+    unchanged(memo, "base", "add", tiny_model, "--name", "tiny\n", fragments=("invalid base model name",))
 
 
 def test_merge_and_task_vector_refs_with_a_newline(trained):
@@ -182,7 +182,7 @@ def test_register_with_a_bad_qa_file_records_nothing(with_base, docs, tmp_path, 
     elif problem == "heldout":
         _qa(qa, {"question": "Who?", "answer": "Ada"})
         extra, fragment = ["--heldout", tmp_path / "gone.jsonl"], "gone.jsonl"
-    _unchanged(
+    unchanged(
         with_base, "register", "c", *docs, "--qa", qa, *extra, "--base", "tiny", "--steps", "1", fragments=(fragment,)
     )
     # the same name is still free
@@ -208,7 +208,7 @@ def test_usage_errors_are_one_line_exit_1(memo, args):
     with Registry.open(memo.home, database_url=memo.database_url) as reg:
         before = registry_state(reg)
     result = memo(*args, ok=False)
-    _assert_one_line_error(result, "--help")
+    assert_one_line_error(result, "--help")
     with Registry.open(memo.home, database_url=memo.database_url) as reg:
         assert registry_state(reg) == before
 

@@ -15,23 +15,11 @@ from registry.store.errors import InvalidInput, NotFound
 from registry.store.schema import ReflectionSetRow, TaskVectorRow
 from registry.training_ops import TrainingFailed
 from tests.conftest import memo_subprocess_env
+from tests.support.models import EXAMPLES, HARBOR, SMALL
 from tests.support.snapshot import count
-from tests.test_training import SMALL
 from training.sft import SFTSettings
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-HARBOR = EXAMPLES / "harbor"
 FAST = SFTSettings(steps=120, batch=16, lr=3e-3)
-
-
-@pytest.fixture
-def tiny_registry(tmp_path):
-    from registry import Registry
-
-    reg = Registry.init(tmp_path / "home")
-    reg.create_tiny_base("tiny", SMALL, progress=False)
-    yield reg
-    reg.close()
 
 
 def test_register_train_eval_journey(tiny_registry, tmp_path):

@@ -15,8 +15,8 @@ from registry import Registry
 from registry.store.errors import GateRefused, InvalidInput
 from registry.store.schema import ChannelEventRow, MergeRow
 from tests.conftest import Memo, memo_subprocess_env
+from tests.support.models import EXAMPLES, SMALL
 from tests.support.snapshot import count, registry_state
-from tests.test_training import EXAMPLES, SMALL
 from training.retain import RetainSettings
 from training.sft import SFTSettings
 

@@ -6,20 +6,15 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.models import EXAMPLES, SMALL
 from training.chat import IGNORE, QAPair, encode, prompt_ids
 from training.evaluate import normalize, recall, token_f1
 from training.loop import LoopSettings, TrainingError, train
-from training.tiny import TinyConfig, create_tiny_base, read_qa, train_tokenizer
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SMALL = TinyConfig(
-    hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172, vocab=512, pretrain_steps=60, batch=32, lr=2e-3
-)
+from training.tiny import create_tiny_base, read_qa, train_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,15 @@ from pathlib import Path
 
 import torch
 
+from training.tiny import TinyConfig
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+HARBOR = EXAMPLES / "harbor"
+# A tiny base that pre-trains in seconds: what most registry tests train on.
+SMALL = TinyConfig(
+    hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172, vocab=512, pretrain_steps=60, batch=32, lr=2e-3
+)
+
 
 def build_tiny_llama(
     directory: Path,
