@@ -48,23 +48,29 @@ def partial_dir(out: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def is_leftover(path: Path, now: float | None = None) -> bool:
-    """Whether ``path`` is a partial directory whose writer is gone."""
-    if CREATING in path.name:
-        return (now or time.time()) - path.lstat().st_mtime >= CREATING_GRACE_SECONDS
-    if PARTIAL not in path.name or not path.is_dir() or path.is_symlink():
-        return False
+def is_held(path: Path) -> bool | None:
+    """Whether a live process holds ``path``'s ``flock`` (the kernel drops it when the holder dies);
+    None when the path cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False  # its writer is alive
+        return True
     finally:
         os.close(fd)
-    return True
+    return False
+
+
+def is_leftover(path: Path) -> bool:
+    """Whether ``path`` is a partial directory whose writer is gone."""
+    if CREATING in path.name:
+        return time.time() - path.lstat().st_mtime >= CREATING_GRACE_SECONDS
+    if PARTIAL not in path.name or not path.is_dir() or path.is_symlink():
+        return False
+    return is_held(path) is False
 
 
 def leftovers(directory: Path, name: str | None = None) -> list[Path]:

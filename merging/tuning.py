@@ -14,11 +14,14 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from merging.partial import is_held
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -55,8 +58,6 @@ _RECOUNT_SECONDS = 1.0
 
 class _CoreShare:
     def __init__(self, directory: Path) -> None:
-        import fcntl
-
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.cores = _cores()
@@ -68,21 +69,13 @@ class _CoreShare:
 
     def live(self) -> int:
         """memo processes alive on this machine (this one included); dead ones' files removed."""
-        import fcntl
-
         count = 0
         for path in self.directory.iterdir():
-            if path.name == str(os.getpid()):
+            held = path == self.path or is_held(path)
+            if held:
                 count += 1
-                continue
-            try:
-                with open(path) as f:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif held is False:
                 path.unlink(missing_ok=True)  # its process is gone
-            except BlockingIOError:
-                count += 1
-            except OSError:
-                continue
         return count
 
     def threads(self) -> int:
@@ -92,7 +85,6 @@ class _CoreShare:
 _sharing = False  # share_cores() was called: rebalance() takes the process's share
 _share: _CoreShare | None = None  # registered at the first rebalance (only processes doing torch work count)
 _pinned: int | None = None  # MEMO_THREADS / OMP_NUM_THREADS / pin_threads(): a fixed count
-_applied = False
 
 
 def _cores() -> int:
@@ -117,8 +109,8 @@ def share_cores() -> None:
 
 def pin_threads(n: int) -> None:
     """A fixed thread count for this process (no rebalancing)."""
-    global _pinned, _applied
-    _pinned, _applied = max(1, n), False
+    global _pinned
+    _pinned = max(1, n)
     rebalance()
 
 
@@ -126,30 +118,26 @@ def rebalance(*, force: bool = False) -> int | None:
     """At a safe point: take this process's current share of the cores (cheap: recounts at most
     once a second), or the pinned count. A no-op unless an entry point called :func:`share_cores`
     or :func:`pin_threads`. Returns the thread count set, if any."""
-    global _share, _sharing, _applied
+    global _share, _sharing
     if _pinned is not None:
-        if not _applied:
-            import torch
-
-            torch.set_num_threads(_pinned)
-            _applied = True
-        return _pinned
-    if not _sharing:
+        wanted = _pinned
+    elif not _sharing:
         return None
-    if _share is None:
-        try:
-            _share = _CoreShare(Path(tempfile.gettempdir()) / f"memo-{os.getuid()}" / "cpu-share")
-        except OSError:  # no shared runtime directory: torch's defaults
-            _sharing = False
+    else:
+        if _share is None:
+            try:
+                _share = _CoreShare(Path(tempfile.gettempdir()) / f"memo-{os.getuid()}" / "cpu-share")
+            except OSError:  # no shared runtime directory: torch's defaults
+                _sharing = False
+                return None
+            force = True
+        now = time.monotonic()
+        if not force and now - _share.checked < _RECOUNT_SECONDS:
             return None
-        force = True
-    now = time.monotonic()
-    if not force and now - _share.checked < _RECOUNT_SECONDS:
-        return None
-    _share.checked = now
+        _share.checked = now
+        wanted = _share.threads()
     import torch
 
-    wanted = _share.threads()
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted

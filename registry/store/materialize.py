@@ -5,8 +5,10 @@ A manifest's files are copied from the blob store into
 whose bytes no longer match its name (bit rot, a stray write) stops the
 command with one line naming the artifact, before anything reads it. The
 entry is built in a temporary sibling and renamed into place, so a cache entry
-is always complete and always a verified private copy: never a hard link,
-through which damage to the cache would be damage to the store.
+is always complete (a killed build leaves a dead ``.partial-`` sibling that
+the next build or ``memo gc`` removes) and always a verified private copy:
+never a hard link, through which damage to the cache would be damage to the
+store.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from merging.partial import partial_dir
 from registry.store.blobstore import CHUNK, LocalBlobStore
 from registry.store.errors import Corrupt
 from registry.store.manifests import load_manifest, manifest_files
@@ -33,9 +36,7 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, w
         _set_aside(target)  # an entry of an older memo: hard links into the store; rebuilt as copies
     what = what or f"the artifact of manifest {manifest_sha[:12]}"
     files = manifest_files(load_manifest(store, manifest_sha))
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{manifest_sha[:12]}-", dir=cache_root))
-    try:
+    with partial_dir(target) as tmp:  # also removes what killed builds of this entry left
         for rel, sha in files.items():
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -44,11 +45,7 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, w
             os.replace(tmp, target)
         except OSError:
             if not target.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same entry first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                raise  # else another process finished the same entry first: ours is removed on exit
     return target
 
 

@@ -4,7 +4,7 @@ Merges, heals and trainings build their output in a directory under
 ``HOME/tmp`` and store it as blobs before writing the row; a killed command
 leaves that directory behind (a whole model, never reachable from a row).
 Cache entries (``HOME/cache/<kind>/<manifest sha>``) are rebuilt from the
-blobs on demand, and a killed build leaves a hidden ``.<sha>-*`` sibling.
+blobs on demand, and a killed build leaves a hidden ``.<sha>.partial-*`` sibling.
 Like unreferenced blobs, these go only once older than the grace period, so
 gc never pulls a directory from under a running command. ``HOME/checkpoints``
 is never touched: a killed training resumes from it.
