@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from executive.memory import Memory
+from training.jsonl import JSONTooDeep, loads
 
 DEFAULT_MAX_BODY = 1 << 20  # bytes; a chat request with one question is a few hundred
 DEFAULT_MAX_PENDING = 256  # questions waiting or being answered
@@ -105,11 +106,11 @@ def question_of(request: ChatRequest) -> str:
 
 def parse_request(body: bytes) -> ChatRequest:
     try:
-        value = json.loads(body or b"null")
+        value = loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the body is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ApiError(400, "the body is not usable JSON (nested too deeply)") from None
+    except JSONTooDeep as e:
+        raise ApiError(400, f"the body is not usable JSON ({e})") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
     try:
