@@ -179,3 +179,10 @@ def tiny_registry(tmp_path: Path) -> Iterator[Registry]:
     reg.create_tiny_base("tiny", SMALL, progress=False)
     yield reg
     reg.close()
+
+
+@pytest.fixture
+def with_base(memo: Memo, tiny_model: Path) -> Memo:
+    """An initialised home (SQLite or PostgreSQL) with the tiny model registered as base ``tiny``."""
+    memo("base", "add", tiny_model, "--name", "tiny")
+    return memo

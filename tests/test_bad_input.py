@@ -11,13 +11,6 @@ import pytest
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
 from tests.support.cli import assert_one_line_error, unchanged
 
-
-@pytest.fixture
-def with_base(memo, tiny_model):
-    memo("base", "add", tiny_model, "--name", "tiny")
-    return memo
-
-
 # --- base models ---------------------------------------------------------------------
 
 

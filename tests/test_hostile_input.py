@@ -19,12 +19,6 @@ HARBOR = EXAMPLES / "harbor"
 DEEP = "[" * 50_000  # far past any parser's recursion limit, under the record length cap
 
 
-@pytest.fixture
-def with_base(memo, tiny_model):
-    memo("base", "add", tiny_model, "--name", "tiny")
-    return memo
-
-
 def _qa(path: Path, *records: dict) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
