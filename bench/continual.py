@@ -187,7 +187,7 @@ SCALES = {  # label -> tiny base
 
 def scale_study(args: argparse.Namespace) -> None:
     """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
-    from registry.examples import example_corpora, examples_dir
+    from registry import example_corpora, examples_dir
 
     settings = SFTSettings(steps=args.train_steps)
     rows, out = [], {}
@@ -210,9 +210,9 @@ def scale_study(args: argparse.Namespace) -> None:
                 figures[k] = {
                     "bare": _mean(bare.retention),
                     "healed": _mean(healed.retention),
-                    "heal_examples": healed.training_cost["examples"],
+                    "heal_examples": healed.training_cost.examples,
                 }
-            own = sum(tv.metrics["recall"]["exact_match"] for n in names for tv in reg.list_task_vectors(n)) / 4
+            own = sum(_own(tv) for n in names for tv in reg.list_task_vectors(n)) / 4
             out[label] = {"parameters": base.parameter_count, "own": own, **figures}
             rows.append(
                 [
@@ -231,6 +231,10 @@ def scale_study(args: argparse.Namespace) -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.json").write_text(json.dumps(out, indent=1))
+
+
+def _own(tv) -> float:
+    return tv.metrics.recall.exact_match if tv.metrics.recall else 0.0
 
 
 def _mean(retention: dict) -> float:

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from training.evaluate import generate_answers
 from training.llm import ChatClient, Sampling
+from training.sft import load_model
 
 _UNKNOWN = re.compile(r"\b(i do not know|i don'?t know|unknown|no idea|not sure)\b", re.IGNORECASE)
 
@@ -31,8 +33,6 @@ class LocalMemory:
     """A model directory loaded with transformers (safetensors only), answering greedily."""
 
     def __init__(self, directory: Path, *, device: str = "cpu", max_new_tokens: int = 48) -> None:
-        from training.sft import load_model
-
         self.directory = Path(directory)
         self.device = device
         self.max_new_tokens = max_new_tokens
@@ -40,8 +40,6 @@ class LocalMemory:
         self._lock = threading.Lock()  # one generation at a time (a server answers from many threads)
 
     def answer(self, questions: list[str]) -> list[str]:
-        from training.evaluate import generate_answers
-
         if not questions:
             return []
         with self._lock:

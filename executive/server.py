@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -297,8 +298,6 @@ class MemoryServer:
         max_pending: int = DEFAULT_MAX_PENDING,
         batch: int = DEFAULT_BATCH,
     ) -> None:
-        import uvicorn
-
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
         app = create_app(source, max_body=max_body, max_pending=max_pending, batch=batch)

@@ -121,17 +121,7 @@ def merge(
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
     dt = _compute_dtype(spec, plans)
     out_dt = parse_dtype(spec.out_dtype) or dt
-    device = torch.device(options.device)
     use_compile = _want_compile(options, plans, len(spec.inputs))
-    cfg = KernelConfig(
-        len(spec.inputs),
-        dt,
-        out_dt,
-        spec.method_def.consensus,
-        spec.effective_normalize,
-        spec.lam,
-        inputs_are_deltas=spec.inputs[0].kind == "task_vector",
-    )
     outputs = [
         OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype), p.shape)
         for p in plans
@@ -147,19 +137,7 @@ def merge(
             index_metadata={"memo_version": engine_version()},
         ) as writer,
     ):
-        job = TensorJob(
-            reader=reader,
-            device=device,
-            compute_dtype=dt,
-            out_dtype=out_dt,
-            densities=tuple(i.density for i in spec.inputs),
-            weights=tuple(i.weight for i in spec.inputs),
-            trims=spec.method_def.trims,
-            tie_break=spec.tie_break,
-            chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize),
-            compiled=use_compile,
-            config=cfg,
-        )
+        job = _job(spec, options, plans, reader, dt, out_dt, use_compile)
         _write_tensors(job, plans, writer, progress=options.progress)
         extra = _extra_files(spec, base.tensors, plans, out_dt, config_yaml, card_body, names)
         writer.commit(extra)
@@ -174,6 +152,40 @@ def merge(
         out_dtype=dtype_name(out_dt),
         compiled=use_compile,
         seconds=time.perf_counter() - started,
+    )
+
+
+def _job(
+    spec: MergeSpec,
+    options: MergeOptions,
+    plans: list[TensorPlan],
+    reader: TensorReader,
+    dt: torch.dtype,
+    out_dt: torch.dtype,
+    use_compile: bool,
+) -> TensorJob:
+    """Everything the per-tensor merge needs: the reader, the device, the dtypes, the method and the chunking."""
+    config = KernelConfig(
+        len(spec.inputs),
+        dt,
+        out_dt,
+        spec.method_def.consensus,
+        spec.effective_normalize,
+        spec.lam,
+        inputs_are_deltas=spec.inputs[0].kind == "task_vector",
+    )
+    return TensorJob(
+        reader=reader,
+        device=torch.device(options.device),
+        compute_dtype=dt,
+        out_dtype=out_dt,
+        densities=tuple(i.density for i in spec.inputs),
+        weights=tuple(i.weight for i in spec.inputs),
+        trims=spec.method_def.trims,
+        tie_break=spec.tie_break,
+        chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize),
+        compiled=use_compile,
+        config=config,
     )
 
 

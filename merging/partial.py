@@ -48,6 +48,21 @@ def partial_dir(out: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def move_into_place(built: Path, out: Path) -> None:
+    """Rename a finished directory onto ``out`` (absent or an empty directory) and make the rename
+    durable: the parent directory is fsynced, so after a power cut ``out`` is whole or absent."""
+    os.replace(built, out)
+    fsync_dir(out.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def is_held(path: Path) -> bool | None:
     """Whether a live process holds ``path``'s ``flock`` (the kernel drops it when the holder dies);
     None when the path cannot be opened."""

@@ -136,7 +136,7 @@ def rebalance(*, force: bool = False) -> int | None:
             return None
         _share.checked = now
         wanted = _share.threads()
-    import torch
+    import torch  # this module is imported before torch on purpose (registry.launch)
 
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)

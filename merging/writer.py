@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import torch
 
 from merging.errors import MergeError
-from merging.partial import partial_dir
+from merging.partial import move_into_place, partial_dir
 
 _ST_DTYPE = {
     torch.float64: "F64",
@@ -256,12 +256,7 @@ class ModelDirWriter:
                 raise MergeError(f"{self.out_dir} appeared while merging; nothing was overwritten")
             old = self.out_dir.with_name(f".{self.out_dir.name}.old-{os.getpid()}")
             os.replace(self.out_dir, old)
-        os.replace(self._dir(), self.out_dir)
-        fd = os.open(self.out_dir.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        move_into_place(self._dir(), self.out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out_dir

@@ -61,6 +61,27 @@ def _bool(value: Any, where: str) -> bool:
 def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> MergeSpec:
     """A :class:`MergeSpec` from a parsed mergekit YAML config (paths relative to ``root``)."""
     root = Path.cwd() if root is None else root
+    method = _method(config)
+    base = _local_dir(config["base_model"], "base_model", root)
+    shared = _shared_parameters(config, method)
+    inputs = []
+    for n, entry in enumerate(config.get("models") or []):
+        member = _member(entry, f"models[{n}]", shared, base, root)
+        if member is not None:
+            inputs.append(member)
+    return MergeSpec(
+        method=method,
+        base=base,
+        inputs=tuple(inputs),
+        normalize=_bool(shared["normalize"], "parameters.normalize") if "normalize" in shared else None,
+        lam=check_scale(_scalar(shared.get("lambda", 1.0), "parameters.lambda"), "parameters.lambda"),
+        dtype=config.get("dtype"),
+        out_dtype=config.get("out_dtype"),
+    )
+
+
+def _method(config: dict[str, Any]) -> str:
+    """The config's merge method, once every top-level key is known and a base is named."""
     if not isinstance(config, dict):
         raise MergeError("the config must be a YAML mapping")
     for key in config:
@@ -73,7 +94,10 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
         raise MergeError(f"unknown merge method {method!r}; memo merges {', '.join(METHODS)}")
     if "base_model" not in config:
         raise MergeError(f"merge_method {method!r} needs a base_model")
-    base = _local_dir(config["base_model"], "base_model", root)
+    return method
+
+
+def _shared_parameters(config: dict[str, Any], method: str) -> dict[str, Any]:
     shared = config.get("parameters") or {}
     if not isinstance(shared, dict):
         raise MergeError("parameters must be a mapping")
@@ -82,50 +106,38 @@ def spec_from_config(config: dict[str, Any], *, root: Path | None = None) -> Mer
             raise MergeError(f"parameter {key!r} is not one of {method}'s parameters")
     if shared.get("rescale"):
         raise MergeError("rescale is not supported for ties/task_arithmetic")
-    inputs = []
-    for n, entry in enumerate(config.get("models") or []):
-        where = f"models[{n}]"
-        if not isinstance(entry, dict):
-            raise MergeError(f"{where} must be a mapping with 'model' and 'parameters'")
-        kind: InputKind = "task_vector" if "task_vector" in entry else "model"
-        path = _local_dir(entry.get(kind), f"{where}.{kind}", root)
-        if kind == "model" and path.resolve() == base.resolve():
-            continue
-        for key in entry:
-            if key not in {"model", "task_vector", "parameters"}:
-                raise MergeError(f"{where}: unknown key {key!r} (use 'model' or 'task_vector', and 'parameters')")
-        own = entry.get("parameters") or {}
-        if not isinstance(own, dict):
-            raise MergeError(f"{where}.parameters must be a mapping of weight and density")
-        for key in own:
-            if key not in _MODEL_PARAMETERS:
-                raise MergeError(
-                    f"{where}.parameters: unknown parameter {key!r} (use {' or '.join(sorted(_MODEL_PARAMETERS))})"
-                )
-        params = {**shared, **own}
-        if "weight" not in params:
-            raise MergeError(f"{where} has no weight (mergekit requires parameters.weight)")
-        inputs.append(
-            MergeInput(
-                path=path,
-                kind=kind,
-                weight=check_scale(
-                    _scalar(params["weight"], f"{where}.parameters.weight"), f"{where}.parameters.weight"
-                ),
-                density=check_density(
-                    _scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY), f"{where}.parameters.density"),
-                    f"{where}.parameters.density",
-                ),
+    return shared
+
+
+def _member(entry: Any, where: str, shared: dict[str, Any], base: Path, root: Path) -> MergeInput | None:
+    """One ``models:`` entry as an input (None: the base itself, listed as mergekit allows)."""
+    if not isinstance(entry, dict):
+        raise MergeError(f"{where} must be a mapping with 'model' and 'parameters'")
+    kind: InputKind = "task_vector" if "task_vector" in entry else "model"
+    path = _local_dir(entry.get(kind), f"{where}.{kind}", root)
+    if kind == "model" and path.resolve() == base.resolve():
+        return None
+    for key in entry:
+        if key not in {"model", "task_vector", "parameters"}:
+            raise MergeError(f"{where}: unknown key {key!r} (use 'model' or 'task_vector', and 'parameters')")
+    own = entry.get("parameters") or {}
+    if not isinstance(own, dict):
+        raise MergeError(f"{where}.parameters must be a mapping of weight and density")
+    for key in own:
+        if key not in _MODEL_PARAMETERS:
+            raise MergeError(
+                f"{where}.parameters: unknown parameter {key!r} (use {' or '.join(sorted(_MODEL_PARAMETERS))})"
             )
-        )
-    return MergeSpec(
-        method=method,
-        base=base,
-        inputs=tuple(inputs),
-        normalize=_bool(shared["normalize"], "parameters.normalize") if "normalize" in shared else None,
-        lam=check_scale(_scalar(shared.get("lambda", 1.0), "parameters.lambda"), "parameters.lambda"),
-        dtype=config.get("dtype"),
-        out_dtype=config.get("out_dtype"),
+    params = {**shared, **own}
+    if "weight" not in params:
+        raise MergeError(f"{where} has no weight (mergekit requires parameters.weight)")
+    weight = _scalar(params["weight"], f"{where}.parameters.weight")
+    density = _scalar(params.get("density", MERGEKIT_DEFAULT_DENSITY), f"{where}.parameters.density")
+    return MergeInput(
+        path=path,
+        kind=kind,
+        weight=check_scale(weight, f"{where}.parameters.weight"),
+        density=check_density(density, f"{where}.parameters.density"),
     )
 
 

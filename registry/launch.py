@@ -10,9 +10,9 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from merging.tuning import share_cores
+    from merging.tuning import share_cores  # merging's package loads torch: after main starts
 
     share_cores()
-    from registry.cli import main as cli_main
+    from registry.cli import main as cli_main  # the CLI loads torch: after share_cores
 
     cli_main()

@@ -105,3 +105,15 @@ def test_the_home_can_be_given_before_after_or_in_the_environment(tmp_path, monk
     assert json.loads(result.stdout)["home"] == str(home.resolve()) and (home / "memo-home.json").is_file()
     listed = CliRunner().invoke(cli, ["corpus", "list", "--home", str(home), "--json"])
     assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_json_can_be_asked_before_or_after_the_command(tmp_path, where):
+    home = str(tmp_path / "reg")
+    assert CliRunner().invoke(cli, ["init", "--home", home]).exit_code == 0
+    args = ["--json", "corpus", "list", "--home", home] if where == "before" else ["corpus", "list", "--json"]
+    listed = CliRunner().invoke(cli, args if where == "before" else ["--home", home, *args])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    table = CliRunner().invoke(cli, ["--home", home, "corpus", "list"])
+    assert table.exit_code == 0 and not table.stdout.lstrip().startswith("[")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import corpora as corpora_module
+from registry.operations import corpora as corpora_module
 from registry.store.schema import CorpusRow, DocumentRow
 from tests.conftest import memo_subprocess_env
 from tests.support.snapshot import count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 from huggingface_hub import constants
 
@@ -66,6 +67,13 @@ def test_demo_json_carries_the_study(tmp_path):
     assert cum["joint"][1]["examples"] == 5 * 16 + 2 * 5 * 16
     assert [e["action"] for e in data["log"]] == ["configure", "promote", "promote", "rollback"]
     assert data["verify"]["problems"] == 0
+    # The headline figures the CLI prints come from the study, so scripts get them too.
+    headline, last = data["headline"], data["arrivals"][-1]["recall"]
+    mean = {m: sum(s["exact"] for s in last[m].values()) / 2 for m in ("ties", "joint")}
+    assert headline["k"] == 2
+    assert headline["ties_gap_points"] == pytest.approx((mean["joint"] - mean["ties"]) * 100)
+    assert set(headline["kept_vs_joint"]) == {"ties+heal", "warm", "retrain"}
+    assert [s[1] for s in headline["seconds_production_vs_joint"]] == [c["seconds"] for c in cum["joint"]]
 
 
 def test_local_hub_restores_the_environment(monkeypatch):

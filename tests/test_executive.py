@@ -12,7 +12,6 @@ import pytest
 
 from executive.memory import LocalMemory, is_unknown
 from executive.protocol import ExecutiveProtocol, ProtocolSettings
-from registry.evaluation import model_dir, qa_pairs
 from tests.conftest import Memo, memo_subprocess_env
 from tests.support import scripted_llm
 from tests.support.chat_server import ScriptedChatServer, payload_of, stage_of
@@ -48,7 +47,7 @@ def channel(trained):
 
 
 def _memory(reg, ref: str) -> LocalMemory:
-    return LocalMemory(model_dir(reg.db, reg.store, reg.settings.home, ref), device="cpu")
+    return LocalMemory(reg.model_dir(ref), device="cpu")
 
 
 def _protocol(url: str, memory, **settings) -> ExecutiveProtocol:
@@ -95,7 +94,7 @@ def test_unknown_answers_are_recognised():
 
 def test_memo_ask_questions_the_channel_model(channel, executive):
     memo = Memo(channel.settings.home, None)
-    question = qa_pairs(channel.db, channel.store, "harbor")[0].question
+    question = channel.questions("harbor")[0].question
     expected = _memory(channel, "merge-2").answer([question])[0]
     trace = json.loads(
         memo("ask", question, "--executive-url", executive.url, "--executive-model", "exec", "--json").stdout
@@ -215,7 +214,7 @@ def _start_server(home):
 
 
 def test_serve_answers_like_the_channel_model_and_follows_a_rollback(channel):
-    questions = [p.question for p in qa_pairs(channel.db, channel.store, "harbor")[:4]]
+    questions = [p.question for p in channel.questions("harbor")[:4]]
     want = {ref: _memory(channel, ref).answer(questions) for ref in ("merge-2", "merge-1")}
     assert want["merge-2"] != want["merge-1"], "the two merges should answer differently"
     proc, url = _start_server(channel.settings.home)

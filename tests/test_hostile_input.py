@@ -148,12 +148,12 @@ def test_base_name_with_a_trailing_newline_is_refused(memo, tiny_model):
 
 
 def test_merge_and_task_vector_refs_with_a_newline(trained):
-    from registry.merges import is_merge_ref
+    from registry.operations.merges import is_merge_ref
     from registry.store.errors import InvalidInput
 
     assert is_merge_ref("merge-1") and is_merge_ref("1")
     assert not is_merge_ref("1\n") and not is_merge_ref("merge-1\n")
-    from registry.task_vectors import find_task_vector
+    from registry.operations.task_vectors import find_task_vector
 
     with trained.db.read() as session:
         assert find_task_vector(session, "harbor@v1").version == 1

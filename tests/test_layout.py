@@ -6,9 +6,19 @@ registry) are import-linter contracts in pyproject.toml, checked by `lint-import
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
 
 PACKAGES = ("registry", "merging", "training", "executive")
+ROOT = Path(__file__).resolve().parents[1]
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 65  # signature and docstring included
+
+
+def _sources() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 
 
 def _cycles(graph) -> list[list[str]]:
@@ -61,3 +71,29 @@ def test_the_cycle_finder_finds_a_cycle():
             return {"a": {"b"}, "b": {"a"}, "c": set()}[module]
 
     assert _cycles(Graph) == [["a", "b"]]
+
+
+def test_modules_and_functions_stay_small():
+    long_modules = [
+        f"{p.relative_to(ROOT)}: {n}" for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    long_functions = [
+        f"{p.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1}"
+        for p in _sources()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long_modules == [] and long_functions == []
+
+
+def test_the_migrations_never_import_memo():
+    """Alembic's scripts describe the schema as it was; importing today's code would make them drift."""
+    scripts = [ROOT / "alembic" / "env.py", *sorted((ROOT / "alembic" / "versions").glob("*.py"))]
+    assert len(scripts) > 1
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] in PACKAGES for n in names), f"{script.name} imports {names}"

@@ -280,6 +280,7 @@ def test_merge_and_channels_on_each_database(registry, tiny_model, docs, tmp_pat
     """The merge rows, members, triggers and channel history on SQLite and PostgreSQL."""
     from safetensors.torch import save_file
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     from training.tiny import train_tokenizer
 
@@ -304,7 +305,7 @@ def test_merge_and_channels_on_each_database(registry, tiny_model, docs, tmp_pat
     assert registry.get_merge(m2.id).parent_merge_id == m1.id
     for statement in ("UPDATE merge SET method = 'x'", "DELETE FROM merge_member", "DELETE FROM channel_event"):
         with (
-            pytest.raises(Exception, match="immutable|append-only|fixed once written"),
+            pytest.raises(DBAPIError, match="immutable|append-only|fixed once written"),
             registry.db.write() as session,
         ):
             session.execute(text(statement))

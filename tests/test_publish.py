@@ -12,7 +12,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
 
-from registry.publishing import PROVENANCE, HubError
+from registry.operations.publishing import PROVENANCE, HubError
 from registry.store.errors import Conflict
 from tests.conftest import HUB_TOKEN, Memo
 from tests.support.snapshot import registry_state

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from registry.operations.fine_tuning import TrainingFailed
 from registry.store.errors import InvalidInput, NotFound
 from registry.store.schema import ReflectionSetRow, TaskVectorRow
-from registry.training_ops import TrainingFailed
 from tests.conftest import memo_subprocess_env
 from tests.support.models import EXAMPLES, HARBOR, SMALL
 from tests.support.snapshot import count
@@ -29,8 +29,8 @@ def test_register_train_eval_journey(tiny_registry, tmp_path):
     assert refl.pair_count == 46 and refl.heldout_sha256
     tv = reg.train("harbor", FAST, progress=False)
     assert tv.ref == "harbor@v1" and tv.base_model == "tiny" and tv.method == "full"
-    assert tv.metrics["recall"]["exact_match"] >= 0.9, tv.metrics
-    assert "heldout" in tv.metrics
+    assert tv.metrics.recall.exact_match >= 0.9, tv.metrics
+    assert tv.metrics.heldout is not None
     training = tv.training
     assert training["dataset_sha256"] == refl.sha256 and training["sft"]["seed"] == 0
     assert training["examples"] == 120 * 16 and training["wall_seconds"] > 0
@@ -39,23 +39,17 @@ def test_register_train_eval_journey(tiny_registry, tmp_path):
     again = reg.train("harbor", FAST, storage_dtype="bfloat16", progress=False)
     assert again.version == 2 and again.storage_dtype == "bfloat16"
     result = reg.evaluate("harbor@v1", "harbor")
-    assert result["exact_match"] == pytest.approx(tv.metrics["recall"]["exact_match"], abs=0.05)
-    assert reg.evaluate("harbor", "harbor", heldout=True)["count"] == 40
+    assert result.exact_match == pytest.approx(tv.metrics.recall.exact_match, abs=0.05)
+    assert reg.evaluate("harbor", "harbor", heldout=True).count == 40
     assert reg.verify().ok
 
 
 def test_base_alone_knows_almost_nothing(tiny_registry):
-    from sqlalchemy import select
-
-    from registry.store.schema import BaseModelRow
-    from registry.training_ops import base_dir
-
     reg = tiny_registry
     reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
     reg.import_reflections("harbor", HARBOR / "qa.jsonl")
-    with reg.db.read() as session:
-        directory = base_dir(reg.store, reg.settings.home, session.scalar(select(BaseModelRow)))
-    assert reg.evaluate(str(directory), "harbor")["exact_match"] <= 0.2
+    directory = reg.base_dir("tiny")
+    assert reg.evaluate(str(directory), "harbor").exact_match <= 0.2
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,8 @@ import json
 import pytest
 
 from executive.memory import LocalMemory
-from registry.evaluation import model_dir
+from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.store.errors import GateRefused
-from registry.training_ops import EVAL_SAMPLE, sample
 from tests.conftest import Memo
 from training.evaluate import normalize
 from training.qa_files import decode_records, pairs_of
@@ -25,21 +24,10 @@ def _task_vector(reg, corpus):
         return session.scalars(select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus_id)).one()
 
 
-def test_a_single_corpus_merge_at_full_density_keeps_everything(trained):
-    record = trained.merge(["harbor"], strategy="ties", density=1.0, progress=False)
-    own = _task_vector(trained, "harbor").metrics["recall"]
-    assert record.recall["harbor"]["own"] == own["exact_match"]
-    assert record.recall["harbor"]["count"] == own["count"]
-    assert record.recall["harbor"]["exact_match"] == pytest.approx(own["exact_match"])
-    if own["exact_match"]:
-        assert record.retention["harbor"] == pytest.approx(1.0)
-    assert record.training_cost["merge_seconds"] > 0 and record.training_cost["evaluation_seconds"] > 0
-
-
 def test_retention_is_merged_recall_over_own_on_the_same_questions(trained):
     record = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
     assert set(record.recall) == set(record.retention) == {"glassworks", "harbor"}
-    directory = model_dir(trained.db, trained.store, trained.settings.home, record.ref)
+    directory = trained.model_dir(record.ref)
     memory = LocalMemory(directory)
     for corpus in ("harbor", "glassworks"):
         tv = _task_vector(trained, corpus)
@@ -51,9 +39,9 @@ def test_retention_is_merged_recall_over_own_on_the_same_questions(trained):
         answers = memory.answer([p.question for p in pairs])
         hits = sum(normalize(a) == normalize(p.answer) for a, p in zip(answers, pairs))
         got = record.recall[corpus]
-        assert got["count"] == len(pairs) and got["exact_match"] == pytest.approx(hits / len(pairs))
+        assert got.count == len(pairs) and got.exact_match == pytest.approx(hits / len(pairs))
         own = tv.metrics["recall"]["exact_match"]
-        assert record.retention[corpus] == (pytest.approx(got["exact_match"] / own) if own else None)
+        assert record.retention[corpus] == (pytest.approx(got.exact_match / own) if own else None)
 
 
 def test_the_cli_prints_and_shows_retention(trained, monkeypatch):

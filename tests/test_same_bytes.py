@@ -34,7 +34,7 @@ def test_identical_trainings_give_identical_manifests(trained):
 
 def test_the_same_training_under_other_thread_counts(trained):
     """memo moves a process between 1 and 2 threads as other memo processes come and go; on this model
-    (as on the demo's) both give the same bytes. Odd counts (3) can differ: see the README."""
+    (as on the demo's) both give the same bytes. Odd counts (3) can differ (docs/operations.md)."""
     import json
     import subprocess
     import sys

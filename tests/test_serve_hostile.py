@@ -17,7 +17,6 @@ import pytest
 from executive.memory import LocalMemory
 from executive.server import MemoryServer
 from registry import Registry
-from registry.evaluation import model_dir
 
 QUESTION = "Who founded Port Velin?"
 
@@ -38,7 +37,7 @@ class OneModel:
 def memory(trained_home_template, tmp_path_factory) -> LocalMemory:
     home = Path(shutil.copytree(trained_home_template, tmp_path_factory.mktemp("serve") / "home", symlinks=True))
     with Registry.open(home) as reg:
-        return LocalMemory(model_dir(reg.db, reg.store, home, "harbor"), device="cpu")
+        return LocalMemory(reg.model_dir("harbor"), device="cpu")
 
 
 @pytest.fixture

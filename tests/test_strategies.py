@@ -56,31 +56,44 @@ def _lowest(check: dict) -> float:
 
 def test_the_corpora_are_learned_and_a_bare_merge_forgets(learned):
     for name in CORPORA:
-        assert learned.list_task_vectors(name)[0].metrics["recall"]["exact_match"] >= 0.75
+        assert learned.list_task_vectors(name)[0].metrics.recall.exact_match >= 0.75
     bare = learned.merge(CORPORA, strategy="ties", progress=False, device="cpu")
     assert min(bare.retention.values()) < 0.8  # so healing has something to win back
+
+
+def test_a_single_corpus_merge_at_full_density_keeps_everything(learned):
+    """Density 1 applies the task vector whole: the merge is the corpus's own model, retention 1."""
+    name = CORPORA[0]
+    own = learned.list_task_vectors(name)[0].metrics.recall
+    assert own is not None and own.exact_match > 0, "the corpus's own model must recall something to compare"
+    record = learned.merge([name], strategy="ties", density=1.0, progress=False, device="cpu")
+    got = record.recall[name]
+    assert got.own == own.exact_match and got.count == own.count
+    assert got.exact_match == pytest.approx(own.exact_match)
+    assert record.retention[name] == pytest.approx(1.0) and record.lowest_retention == pytest.approx(1.0)
+    assert record.training_cost.merge_seconds > 0 and record.training_cost.evaluation_seconds > 0
 
 
 def test_heal_stops_at_the_first_check_that_reaches_the_target(learned):
     full = learned.merge(
         CORPORA, strategy="ties+heal", retain=heal(target=1.0, max_steps=STEPS), progress=False, device="cpu"
     )
-    checks = full.training_cost["retain"]["checks"]
+    checks = full.training_cost.retain.checks
     assert [c["step"] for c in checks] == list(range(0, STEPS + 1, 2))
     target = 0.8
     first = next(c["step"] for c in checks if _lowest(c) >= target)
     assert first > 0, "the bare merge must start below the target"
 
     healed = learned.merge(CORPORA, strategy="ties+heal", retain=heal(target=target), progress=False, device="cpu")
-    cost, retain = healed.training_cost, healed.training_cost["retain"]
-    assert retain["reached"] and cost["steps"] == first and cost["examples"] == first * 8
-    assert retain["checks"] == [c for c in checks if c["step"] <= first]  # the same run, stopped earlier
-    assert all(_lowest(c) < target for c in retain["checks"][:-1])
+    cost, retain = healed.training_cost, healed.training_cost.retain
+    assert retain is not None and retain.reached and cost.steps == first and cost.examples == first * 8
+    assert list(retain.checks) == [c for c in checks if c["step"] <= first]  # the same run, stopped earlier
+    assert all(_lowest(c) < target for c in retain.checks[:-1])
     # Decoding recalls at least what the teacher-forced checks counted.
     assert min(healed.retention.values()) >= target
     assert healed.strategy == "ties+heal" and healed.method == "ties"
     assert healed.parameters["retain"]["target"] == target and healed.parameters["density"] == 0.3
-    assert cost["train_seconds"] > 0 and cost["check_seconds"] > 0 and cost["merge_seconds"] > 0
+    assert cost.train_seconds > 0 and cost.check_seconds > 0 and cost.merge_seconds > 0
 
 
 def test_a_trained_strategy_is_reproducible_with_its_seed(learned, learned_template, tmp_path):
@@ -103,8 +116,8 @@ def test_a_model_that_keeps_everything_costs_nothing(learned):
     record = learned.merge(
         ["harbor"], strategy="ties+heal", density=1.0, retain=heal(target=0.9), progress=False, device="cpu"
     )
-    assert record.training_cost["steps"] == record.training_cost["examples"] == 0
-    assert record.training_cost["retain"]["reached"] and len(record.training_cost["retain"]["checks"]) == 1
+    assert record.training_cost.steps == record.training_cost.examples == 0
+    assert record.training_cost.retain.reached and len(record.training_cost.retain.checks) == 1
 
 
 def test_warm_fine_tunes_the_channels_model_and_retrain_the_base(learned):
@@ -125,11 +138,11 @@ def test_warm_fine_tunes_the_channels_model_and_retrain_the_base(learned):
         device="cpu",
     )
     assert warm.parameters["start"] == start.ref and warm.parent_merge_id == start.id
-    assert warm.method == "fine-tune" and warm.training_cost["retain"]["reached"]
-    assert warm.training_cost["examples"] > 0 and min(warm.retention.values()) >= 0.8
+    assert warm.method == "fine-tune" and warm.training_cost.retain.reached
+    assert warm.training_cost.examples > 0 and min(warm.retention.values()) >= 0.8
     retrain = learned.merge(CORPORA, strategy="retrain", retain=heal(target=0.8), progress=False, device="cpu")
-    assert retrain.parameters["start"] == "base" and retrain.training_cost["retain"]["checks"][0]["step"] == 0
-    assert retrain.training_cost["examples"] > 0 and retrain.content_key != warm.content_key
+    assert retrain.parameters["start"] == "base" and retrain.training_cost.retain.checks[0]["step"] == 0
+    assert retrain.training_cost.examples > 0 and retrain.content_key != warm.content_key
 
 
 def test_a_heal_cut_short_by_its_cap_is_recorded_but_not_promoted(learned):
@@ -145,7 +158,7 @@ def test_a_heal_cut_short_by_its_cap_is_recorded_but_not_promoted(learned):
         )
     record = learned.list_merges()[-1]
     assert record.parameters["retain"]["target"] == 0.9  # the channel's gate is the target
-    assert not record.training_cost["retain"]["reached"] and record.training_cost["steps"] == 2
+    assert not record.training_cost.retain.reached and record.training_cost.steps == 2
     assert learned.get_channel("production").current_merge_id is None
 
 
@@ -181,14 +194,13 @@ def test_cli_strategies(learned, monkeypatch):
 
 
 def test_teacher_forced_checks_never_count_more_than_decoding(learned):
-    from registry.evaluation import model_dir, qa_pairs
     from training.evaluate import recall, teacher_forced_exact
     from training.sft import load_model
 
     for name in CORPORA:  # each corpus's own model (a one-corpus merge at density 1)
         record = learned.merge([name], strategy="ties", density=1.0, progress=False, device="cpu", evaluate=False)
-        model, tokenizer = load_model(model_dir(learned.db, learned.store, learned.settings.home, record.ref))
-        pairs = qa_pairs(learned.db, learned.store, name)
+        model, tokenizer = load_model(learned.model_dir(record.ref))
+        pairs = learned.questions(name)
         forced = teacher_forced_exact(model, tokenizer, pairs)
         assert 0 < forced <= recall(model, tokenizer, pairs).exact_match
 
@@ -228,7 +240,7 @@ def test_a_failure_in_the_middle_of_a_heal_leaves_nothing(learned, monkeypatch):
     healed = learned.merge(
         CORPORA, strategy="ties+heal", retain=heal(target=0.8), channel="production", progress=False, device="cpu"
     )
-    assert healed.id == 1 and healed.training_cost["retain"]["reached"] and learned.verify().ok
+    assert healed.id == 1 and healed.training_cost.retain.reached and learned.verify().ok
 
 
 def test_a_heal_killed_while_training_leaves_no_row_and_gc_takes_its_work(learned):

@@ -9,13 +9,14 @@ last complete checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from merging.partial import move_into_place
 
 META = "checkpoint.json"
 
@@ -38,7 +39,7 @@ def save_checkpoint(directory: Path, *, step: int, fingerprint: str, model, opti
         (tmp / META).write_text(json.dumps(meta))
         if directory.exists():
             shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        move_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -26,8 +28,6 @@ def is_main_process() -> bool:
 
 def resolve_device(requested: str = "auto") -> str:
     """``auto``: CUDA when there is a GPU, else the CPU. Under a launcher, each process takes its own GPU."""
-    import torch
-
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and world_size() > 1:
@@ -41,7 +41,7 @@ def accelerator(device: str):
     """An Accelerator for a multi-process launch, or None for a plain run."""
     if world_size() <= 1:
         return None
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # only under a multi-process launch (a second to load)
 
     return Accelerator(cpu=not device.startswith("cuda"))
 
@@ -49,6 +49,6 @@ def accelerator(device: str):
 def wait_for_everyone() -> None:
     """A barrier across the processes of a launch (nothing in a plain run)."""
     if world_size() > 1:
-        from accelerate import PartialState
+        from accelerate import PartialState  # only under a multi-process launch
 
         PartialState().wait_for_everyone()

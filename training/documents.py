@@ -5,6 +5,7 @@ Validation happens before anything is stored, with the file (and line) named.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def inspect_documents(paths: list[Path]) -> list[DocumentFile]:
 
 def document_text(media_type: str, raw: bytes) -> str:
     """The text a generator reads: the file itself, or for JSON lines each object's ``text`` (or itself)."""
-    import json
-
     text = raw.decode("utf-8")
     if media_type != "jsonl":
         return text

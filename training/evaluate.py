@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from merging.tuning import rebalance
-from training.chat import QAPair, clip, prompt_ids
+from training.chat import IGNORE, QAPair, clip, collate, encode, prompt_ids
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -101,8 +101,6 @@ def teacher_forced_exact(
     the greedy choice, so a pair counted here is also an exact match there
     (the converse can fail: exact match forgives case and punctuation).
     """
-    from training.chat import IGNORE, collate, encode
-
     model.to(device)
     eos = tokenizer.eos_token_id
     hits = 0

@@ -62,7 +62,7 @@ class ChatClient:
     """One endpoint and model; thread-safe (the ``openai`` client is)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        import openai
+        import openai  # half a second of start-up: only when an endpoint is called
 
         self.endpoint = endpoint
         self._client = openai.OpenAI(
@@ -76,7 +76,7 @@ class ChatClient:
         self, messages: list[dict], sampling: Sampling = Sampling(), *, json_mode: bool = False
     ) -> tuple[str, Usage]:
         """The reply's text and token counts."""
-        import openai
+        import openai  # half a second of start-up: only when an endpoint is called
 
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
         try:

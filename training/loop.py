@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -106,66 +107,32 @@ def train(
     """
     if not examples:
         raise TrainingError("nothing to train on: the example set is empty")
-    accel = accelerator(str(device))
-    world, me = (accel.num_processes, accel.process_index) if accel is not None else (1, 0)
-    if accel is not None:
-        device = accel.device
-    torch.manual_seed(settings.seed)
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = max(1, math.ceil(settings.warmup * settings.steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    run = _prepare(model, settings, device)
     start = 0
     if checkpoint is not None:
         start = load_checkpoint(
-            checkpoint, fingerprint=fingerprint, model=model, optimizer=optimizer, scheduler=schedule
+            checkpoint, fingerprint=fingerprint, model=model, optimizer=run.optimizer, scheduler=run.schedule
         )
-    raw_model, raw_optimizer = model, optimizer
-    if accel is not None:
-        if settings.batch < world:
-            raise TrainingError(
-                f"a batch of {settings.batch} cannot be shared by {world} processes; use --batch {world} or more"
-            )
-        model, optimizer = accel.prepare(model, optimizer)
+    run.distribute(settings)
     started, loss_value, done = time.perf_counter(), float("nan"), start
     with tqdm(
         range(start, settings.steps),
         desc=desc,
-        disable=not progress or me != 0,
+        disable=not progress or run.me != 0,
         leave=False,
         initial=start,
         total=settings.steps,
     ) as bar:
         for step in bar:
             rebalance()  # this process's share of the cores, as other memo processes come and go
-            whole = _batch(examples, settings.batch, settings.seed, step)
-            batch = {k: v.to(device) for k, v in collate(whole[me::world], pad_id).items()}
-            loss = _loss(model, batch, _labelled(whole))
-            total = loss.detach() if accel is None else accel.reduce(loss.detach(), "sum")
-            if not torch.isfinite(total):
-                raise TrainingError(
-                    f"the loss became {total.item()} at step {step}; lower the learning rate (--lr) and train again"
-                )
-            (loss * world).backward()  # DDP averages gradients over the processes
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = total.item()
+            loss_value = run.step(examples, settings, step, pad_id)
             bar.set_postfix(loss=f"{loss_value:.3f}")
-            if checkpoint is not None and me == 0 and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
-                save_checkpoint(
-                    checkpoint,
-                    step=step + 1,
-                    fingerprint=fingerprint,
-                    model=raw_model,
-                    optimizer=raw_optimizer,
-                    scheduler=schedule,
-                )
             done = step + 1
-            if stop is not None and _asked_to_stop(stop, raw_model, done):
+            if checkpoint is not None and run.me == 0 and done % checkpoint_every == 0 and done < settings.steps:
+                run.save(checkpoint, done, fingerprint)
+            if stop is not None and _asked_to_stop(stop, model, done):
                 break
-    raw_model.eval()
+    model.eval()
     return LoopResult(
         steps=done,
         examples=(done - start) * settings.batch,
@@ -173,6 +140,72 @@ def train(
         final_loss=loss_value,
         resumed_from=start,
     )
+
+
+@dataclass
+class _Run:
+    """The model, its optimizer and schedule, and (under a multi-process launch) how they are shared."""
+
+    model: torch.nn.Module  # the model as given: what checkpoints save and the caller gets back
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    accel: Any  # accelerate's Accelerator under a multi-process launch, else None
+    device: torch.device | str
+    world: int = 1
+    me: int = 0
+    wrapped: Any = None  # the model and optimizer as accelerate prepared them
+    stepper: Any = None
+
+    def distribute(self, settings: LoopSettings) -> None:
+        self.wrapped, self.stepper = self.model, self.optimizer
+        if self.accel is None:
+            return
+        if settings.batch < self.world:
+            raise TrainingError(
+                f"a batch of {settings.batch} cannot be shared by {self.world} processes; "
+                f"use --batch {self.world} or more"
+            )
+        self.wrapped, self.stepper = self.accel.prepare(self.model, self.optimizer)
+
+    def step(self, examples: list[Example], settings: LoopSettings, step: int, pad_id: int) -> float:
+        """One optimizer step on the step's batch (this process's share of it); the batch's mean loss."""
+        whole = _batch(examples, settings.batch, settings.seed, step)
+        batch = {k: v.to(self.device) for k, v in collate(whole[self.me :: self.world], pad_id).items()}
+        loss = _loss(self.wrapped, batch, _labelled(whole))
+        total = loss.detach() if self.accel is None else self.accel.reduce(loss.detach(), "sum")
+        if not torch.isfinite(total):
+            raise TrainingError(
+                f"the loss became {total.item()} at step {step}; lower the learning rate (--lr) and train again"
+            )
+        (loss * self.world).backward()  # DDP averages gradients over the processes
+        torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), settings.clip)
+        self.stepper.step()
+        self.schedule.step()
+        self.stepper.zero_grad(set_to_none=True)
+        return total.item()
+
+    def save(self, checkpoint: Path, step: int, fingerprint: str) -> None:
+        save_checkpoint(
+            checkpoint,
+            step=step,
+            fingerprint=fingerprint,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.schedule,
+        )
+
+
+def _prepare(model: torch.nn.Module, settings: LoopSettings, device: torch.device | str) -> _Run:
+    accel = accelerator(str(device))
+    if accel is not None:
+        device = accel.device
+    torch.manual_seed(settings.seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = max(1, math.ceil(settings.warmup * settings.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    world, me = (accel.num_processes, accel.process_index) if accel is not None else (1, 0)
+    return _Run(model, optimizer, schedule, accel, device, world, me)
 
 
 def _asked_to_stop(stop: Callable[[int], bool], model: torch.nn.Module, done: int) -> bool:

@@ -93,6 +93,15 @@ class VerifyReply(BaseModel):
     verdicts: list[Verdict]
 
 
+# MeMo's five stages, in order, each with the prompts it runs.
+STAGE_PROMPTS: dict[str, tuple[str, ...]] = {
+    "extract": ("extract-direct", "extract-indirect"),
+    "consolidate": ("consolidate",),
+    "verify": ("verify",),
+    "surface": ("surface",),
+    "synthesize": ("synthesize",),
+}
+
 REPLY_SHAPES: dict[str, type[BaseModel]] = {
     "extract-direct": PairsReply,
     "extract-indirect": PairsReply,

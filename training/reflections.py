@@ -24,6 +24,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from tqdm.auto import tqdm
+
 from training.llm import ChatClient, Sampling
 from training.reflection_prompts import PROMPT_VERSION, REPLY_SHAPES, GeneratedPair, messages
 
@@ -194,8 +196,6 @@ class _Caller:
 
 def _run(fn: Callable[[U], R], units: Sequence[U], *, concurrency: int, desc: str, progress: bool) -> list[R]:
     """``fn`` over ``units``, at most ``concurrency`` at once, results in unit order; the first error stops all."""
-    from tqdm.auto import tqdm
-
     if not units:
         return []
     with (

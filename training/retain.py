@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from training.chat import QAPair, encode
+from training.evaluate import teacher_forced_exact
+from training.loop import LoopSettings, train
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,6 @@ def train_until_retained(
     desc: str = "healing",
 ) -> RetainResult:
     """Train ``model`` in place on every member's pairs until each keeps ``settings.target``."""
-    from training.loop import LoopSettings, train
-
     if settings.target is None:
         raise ValueError("RetainSettings.target must be set before training")
     result = RetainResult()
@@ -108,8 +108,6 @@ def train_until_retained(
 
 
 def _retention(model, tokenizer, members: list[Member], settings: RetainSettings, device) -> dict:
-    from training.evaluate import teacher_forced_exact
-
     out: dict[str, float | None] = {}
     for m in members:
         if not m.own or not m.checks:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+
+import torch
 
 from training.chat import QAPair, encode
-
-if TYPE_CHECKING:  # torch loads with the first model, not with the settings (CLI start-up)
-    import torch
+from training.loop import LoopSettings, train
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 FULL_LR = 3e-4  # full fine-tuning
 LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
+METHODS = ("full", "lora")  # full fine-tuning, or a LoRA adapter merged back into the weights
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,8 @@ class SFTSettings:
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu"):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # seconds of start-up: only when a model loads
+    from transformers.utils import logging as hf_logging  # (with the line above)
 
     hf_logging.disable_progress_bar()  # memo draws its own progress; a bar per model load is noise
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
@@ -78,8 +78,6 @@ def fine_tune(
     With ``checkpoint``, progress is saved as it goes and a run with the same
     ``fingerprint`` resumes where a killed one stopped.
     """
-    from training.loop import LoopSettings, train
-
     model, tokenizer = load_model(base_dir, device)
     examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
     loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.learning_rate, seed=settings.seed)
@@ -102,7 +100,7 @@ def fine_tune(
 
 
 def _with_lora(model, settings: SFTSettings):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # peft takes seconds to load: only for --method lora
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     config = LoraConfig(

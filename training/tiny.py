@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from training.chat import TINY_CHAT_TEMPLATE, Example, QAPair, encode
+from training.loop import LoopResult, LoopSettings, train
 from training.qa_files import pairs_of, read_qa_file
-
-if TYPE_CHECKING:  # torch loads with the first model built, not with the config (CLI start-up)
-    from training.loop import LoopResult
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 
@@ -38,8 +38,7 @@ class TinyConfig:
 
 def train_tokenizer(texts: list[str], vocab: int):
     """A byte-level BPE tokenizer with memo's chat special tokens and template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # transformers loads only when a model is built (start-up)
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -71,10 +70,7 @@ def create_tiny_base(
     progress: bool = True,
 ) -> tuple[Path, LoopResult]:
     """Build, pre-train and save a tiny base model directory (tokenizer included)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from training.loop import LoopSettings, train
+    from transformers import LlamaConfig, LlamaForCausalLM  # transformers loads only when a model is built (start-up)
 
     pairs = read_qa(pretrain_dir / "qa.jsonl") + read_qa(pretrain_dir / "heldout.jsonl")
     docs = [p.read_text() for p in sorted(pretrain_dir.glob("*.md"))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from registry import memo_version
 from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
 from registry.cli.channel_cmds import channel, export, promote, publish, rollback
@@ -17,7 +18,6 @@ from registry.cli.executive_cmds import ask, serve
 from registry.cli.home_cmds import gc, init, log, verify
 from registry.cli.merge_cmds import merge
 from registry.cli.train_cmds import eval_, reflect, register, train
-from registry.store.migrations import memo_version
 
 
 @click.group(cls=MemoGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,9 +36,10 @@ from registry.store.migrations import memo_version
     metavar="URL",
     help="Any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/memo. Default: $MEMO_DATABASE_URL or HOME/memo.db.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (same as `memo COMMAND --json`).")
 @click.version_option(memo_version(), prog_name="memo")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, database_url: str | None, as_json: bool) -> None:
     """memo: a registry for memory models.
 
     Every knowledge corpus is fine-tuned once into its own task vector, tracked
@@ -52,7 +53,7 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
       memo corpus add atlas docs/*.md --base tiny
       memo corpus list
     """
-    ctx.obj = AppContext(home=home, database_url=database_url)
+    ctx.obj = AppContext(home=home, database_url=database_url, as_json=as_json)
 
 
 def _set(field: str):

@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 
 import click
 
+from registry import MemoError
 from registry.service import Registry
-from registry.store.errors import MemoError
 
 
 @dataclass
 class AppContext:
     home: str | None
     database_url: str | None
+    as_json: bool = False  # `memo --json COMMAND`: every command that can print JSON does
     _registry: Registry | None = field(default=None, repr=False)
 
     def registry(self) -> Registry:

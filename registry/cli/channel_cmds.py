@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from registry import ChannelEventRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, json_option, print_json, print_table
-from registry.store.records import ChannelEventRecord
 
 
 def _moved(event: ChannelEventRecord | None, channel: str) -> str:

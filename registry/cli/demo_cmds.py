@@ -7,26 +7,14 @@ from pathlib import Path
 
 import click
 
+from registry import Recall
 from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, json_option, print_json, print_log, print_table
 from registry.demo.run import DemoResult, run_demo
-from registry.demo.study import PROMOTED as DEFAULT
-from registry.demo.study import cumulative
+from registry.demo.study import LABELS, PAPER_COMPUTE, PAPER_GAP, PROMOTED, Headline, cumulative
 from training.sft import SFTSettings
 from training.tiny import TinyConfig
-
-# MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
-PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
-PAPER_GAP = "11-19 points below full retraining"
-HEADERS = {
-    "own": "own model",
-    "ties": "bare TIES",
-    "ties+heal": "TIES + heal",
-    "warm": "warm start",
-    "retrain": "retrain to target",
-    "joint": "joint retraining",
-}
 
 
 @click.command()
@@ -90,7 +78,7 @@ def demo(
         progress=not as_json,
     )
     if as_json:
-        print_json(_json(result))
+        print_json(result.to_json())
         return
     _print(result)
 
@@ -104,10 +92,10 @@ def _print(result: DemoResult) -> None:
                 o.corpus.name,
                 len(o.corpus.documents),
                 o.task_vector.ref,
-                f"{o.task_vector.metrics['recall']['exact_match']:.2f}",
-                f"{o.task_vector.metrics['heldout']['exact_match']:.2f}",
+                _score(o.task_vector.metrics.recall),
+                _score(o.task_vector.metrics.heldout),
                 f"{o.base_recall:.2f}",
-                f"{o.task_vector.training['train_seconds']:.1f}s",
+                f"{o.task_vector.cost.train_seconds:.1f}s",
             )
             for o in result.corpora
         ],
@@ -117,24 +105,24 @@ def _print(result: DemoResult) -> None:
     methods = last.methods()
     print_table(
         f"recall per corpus after K={last.k} (exact match / held-out paraphrases)",
-        ["corpus", *(HEADERS[m] for m in methods)],
+        ["corpus", *(LABELS[m] for m in methods)],
         [(c, *(_pair(last.recall[m][c]) for m in methods)) for c in last.recall["own"]],
     )
     print_table(
         "as corpora arrive: mean recall of each strategy's model",
-        ["K", "production", *(HEADERS[m] for m in methods)],
+        ["K", "production", *(LABELS[m] for m in methods)],
         [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in methods)) for a in arrivals],
     )
     paths = [m for m in methods if m != "own"]
     totals = {m: cumulative(arrivals, m) for m in paths}
     print_table(
         "cumulative training compute, examples processed (seconds); merge paths include training each corpus alone",
-        ["K", *(HEADERS[m] for m in paths), "production vs joint"],
+        ["K", *(LABELS[m] for m in paths), "production vs joint"],
         [
             (
                 a.k,
                 *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
-                _saving(totals[DEFAULT][i][1], totals["joint"][i][1]) if "joint" in totals else "",
+                _saving(totals[PROMOTED][i][1], totals["joint"][i][1]) if "joint" in totals else "",
             )
             for i, a in enumerate(arrivals)
         ],
@@ -143,26 +131,32 @@ def _print(result: DemoResult) -> None:
         base = "" if result.base_general is None else f"{result.base_general:.2f}"
         print_table(
             f"general knowledge kept at K={last.k}: recall on the base's own questions (base: {base})",
-            [HEADERS[m] for m in last.general],
+            [LABELS[m] for m in last.general],
             [[f"{v:.2f}" for v in last.general.values()]],
         )
-    gap = (last.mean("joint") - last.mean("ties")) * 100
-    kept = {m: last.mean(m) / last.mean("joint") if last.mean("joint") else float("nan") for m in ("ties+heal", "warm")}
-    click.echo(
-        f"ours at K={last.k}: a bare TIES merge recalls {gap:.0f} points less than joint retraining "
-        f"(paper, 14B models: {PAPER_GAP}); production (warm start, what memo merge --channel does "
-        f"as corpora arrive) recalls {kept['warm']:.2f} of what joint retraining does, TIES + heal "
-        f"{kept['ties+heal']:.2f}."
-    )
-    seconds = [(m[0], j[0]) for m, j in zip(totals[DEFAULT], totals["joint"])]
-    for k, (merged, retrained) in PAPER_COMPUTE.items():
-        ours = f"ours {_saving(*seconds[k - 1])}" if k <= len(seconds) else f"ours: run with {k} corpora"
-        click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
+    if result.headline is not None:
+        _print_headline(result.headline)
     retention = {a.merge.id: lowest_retention(a.merge) for a in arrivals}
     print_log(result.log, f"history of production (published to {result.hub})", retention)
     click.echo(f"{len(result.publications)} publications; the plot is at {result.plot}")
     click.echo(f"verify: {result.verify.checked} blobs checked, {len(result.verify.problems)} problems")
     click.echo(f"the demo registry is at {result.home}; try `memo --home {result.home} merge list`")
+
+
+def _print_headline(h: Headline) -> None:
+    kept = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in h.kept.items())
+    click.echo(
+        f"ours at K={h.k}: a bare TIES merge recalls {h.ties_gap_points:.0f} points less than joint retraining "
+        f"(paper, 14B models: {PAPER_GAP}); as a fraction of joint retraining's recall: {kept} "
+        f"(production is {LABELS[PROMOTED]}, what memo merge --channel does as corpora arrive)."
+    )
+    for k, (merged, retrained) in PAPER_COMPUTE.items():
+        ours = f"ours {_saving(*h.seconds[k - 1])}" if k <= len(h.seconds) else f"ours: run with {k} corpora"
+        click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
+
+
+def _score(recall: Recall | None) -> str:
+    return "-" if recall is None else f"{recall.exact_match:.2f}"
 
 
 def _pair(score) -> str:
@@ -177,22 +171,3 @@ def _saving(merged: float, retrained: float) -> str:
     if ratio < 1:
         return f"{(merged / retrained - 1) * 100:.0f}% more"
     return f"{ratio:.1f}x less" if ratio >= 2 else f"{(1 - merged / retrained) * 100:.0f}% less"
-
-
-def _json(result: DemoResult) -> dict:
-    return {
-        "home": str(result.home),
-        "base": result.base.to_json(),
-        "hub": result.hub,
-        "plot": str(result.plot),
-        "arrivals": [a.to_json() for a in result.arrivals],
-        "base_general": result.base_general,
-        "cumulative": {
-            m: [{"seconds": s, "examples": e} for s, e in cumulative(list(result.arrivals), m)]
-            for m in result.arrivals[-1].methods()
-            if m != "own"
-        },
-        "log": [e.to_json() for e in result.log],
-        "publications": [p.to_json() for p in result.publications],
-        "verify": {"checked": result.verify.checked, "problems": len(result.verify.problems)},
-    }

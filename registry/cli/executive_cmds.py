@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from executive.server import DEFAULT_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING
+from executive.protocol import ProtocolSettings
+from executive.server import DEFAULT_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING, MemoryServer
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import console, err_console, json_option, print_json
 from training.llm import Endpoint
@@ -36,13 +37,25 @@ def executive_options(required: bool):
             ),
             click.option("--memory-model", metavar="NAME", help="The memory's model name at --memory-url."),
             click.option(
-                "--max-questions", type=int, default=8, show_default=True, help="Memory questions per executive turn."
+                "--max-questions",
+                type=int,
+                default=ProtocolSettings.max_questions,
+                show_default=True,
+                help="Memory questions per executive turn.",
             ),
             click.option(
-                "--narrow-rounds", type=int, default=7, show_default=True, help="Entity-identification turns at most."
+                "--narrow-rounds",
+                type=int,
+                default=ProtocolSettings.narrow_rounds,
+                show_default=True,
+                help="Entity-identification turns at most.",
             ),
             click.option(
-                "--gather-rounds", type=int, default=8, show_default=True, help="Answer-seeking turns at most."
+                "--gather-rounds",
+                type=int,
+                default=ProtocolSettings.gather_rounds,
+                show_default=True,
+                help="Answer-seeking turns at most.",
             ),
             click.option(
                 "--json-mode/--no-json-mode",
@@ -59,8 +72,6 @@ def executive_options(required: bool):
 
 
 def protocol_settings(max_questions: int, narrow_rounds: int, gather_rounds: int, json_mode: bool):
-    from executive.protocol import ProtocolSettings
-
     try:
         return ProtocolSettings(
             max_questions=max_questions, narrow_rounds=narrow_rounds, gather_rounds=gather_rounds, json_mode=json_mode
@@ -193,8 +204,6 @@ def serve(
       curl http://127.0.0.1:8100/v1/chat/completions -H 'Content-Type: application/json' \\
           -d '{"model": "production", "messages": [{"role": "user", "content": "Who founded Port Velin?"}]}'
     """
-    from executive.server import MemoryServer
-
     with err_console.status("loading the memory model", spinner="dots"):
         source = app.registry().channel_source(channel, device=device)
     try:

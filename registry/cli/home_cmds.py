@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 from rich.progress import Progress
 
+from registry import DEFAULT_GC_GRACE_SECONDS
 from registry.cli.app import AppContext, pass_app
+from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, human_size, json_option, print_json, print_log
-from registry.maintenance import DEFAULT_GC_GRACE_SECONDS
 from registry.service import Registry
 
 
@@ -44,8 +45,6 @@ def log(app: AppContext, channel: str | None, as_json: bool) -> None:
     if as_json:
         print_json([e.to_json() for e in events])
         return
-    from registry.cli.merge_cmds import lowest_retention
-
     retention = {m.id: lowest_retention(m) for m in app.registry().list_merges()}
     print_log(events, f"history of {channel}" if channel else "channel history", retention)
 

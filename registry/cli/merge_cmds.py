@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from merging.spec import DEFAULT_DENSITY
+from merging.spec import DEFAULT_DENSITY, METHODS
+from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
-from registry.integration import DEFAULT_STRATEGY, STRATEGIES
-from registry.store.records import MergeRecord
+from training.retain import RetainSettings
 
 
 class DefaultCommandGroup(click.Group):
@@ -46,7 +46,7 @@ def _merge_rows(merges: list[MergeRecord]):
             how(m),
             m.corpora,
             m.parent_merge_id or "",
-            m.training_cost.get("examples", ""),
+            m.training_cost.examples or "",
             lowest_retention(m),
         )
         for m in merges
@@ -62,8 +62,8 @@ def how(record: MergeRecord) -> str:
 
 
 def lowest_retention(record: MergeRecord) -> str:
-    values = [v for v in record.retention.values() if v is not None]
-    return f"{min(values):.2f}" if values else ""
+    lowest = record.lowest_retention
+    return "" if lowest is None else f"{lowest:.2f}"
 
 
 MERGE_COLUMNS = ["merge", "created", "how", "corpora", "parent", "examples", "retention"]
@@ -78,7 +78,7 @@ def merge() -> None:
 @click.argument("corpora", nargs=-1, required=True)
 @click.option(
     "--strategy",
-    type=click.Choice(STRATEGIES),
+    type=click.Choice(STRATEGY_CHOICES),
     default=DEFAULT_STRATEGY,
     show_default=True,
     help="auto: warm when the channel's model holds only corpora being merged, else ties+heal; "
@@ -97,16 +97,20 @@ def merge() -> None:
     help="Step cap of the trained strategies [default: the members' "
     "training steps summed, i.e. what retraining costs].",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the trained strategies.")
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="Learning rate of the trained strategies.")
+@click.option(
+    "--seed", type=int, default=RetainSettings.seed, show_default=True, help="Seed of the trained strategies."
+)
+@click.option(
+    "--lr", type=float, default=RetainSettings.lr, show_default=True, help="Learning rate of the trained strategies."
+)
 @click.option(
     "--check-every",
     type=int,
-    default=10,
+    default=RetainSettings.check_every,
     show_default=True,
     help="Steps between retention checks of the trained strategies.",
 )
-@click.option("--method", type=click.Choice(["ties", "task_arithmetic"]), default="ties", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="ties", show_default=True)
 @click.option(
     "--density",
     type=float,
@@ -161,8 +165,6 @@ def create(
       memo merge harbor glassworks --strategy ties          # the bare TIES merge
       memo merge harbor@v1 glassworks --strategy ties --method task_arithmetic --weight harbor=2
     """
-    from training.retain import RetainSettings
-
     reg = app.registry()
     retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every)
     record = reg.merge(
@@ -175,37 +177,39 @@ def create(
         progress=not as_json,
         evaluate=evaluate,
         device=device,
-        promote=False,
+        reason=reason,
+        force=force,
         strategy=strategy,
         retain=retain,
+        on_recorded=None if as_json else _show,  # shown before a retention gate may refuse the promotion
     )
-    if not as_json:
-        verb = "found recorded" if record.reused else "recorded"
-        click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}")
-        if record.strategy != "ties":
-            click.echo(trained_line(record))
-        if record.recall:
-            _print_retention(record)
-    if channel:  # after the merge is shown: a retention gate may refuse the promotion (the merge stays)
-        reg.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
     if as_json:
         print_json(record.to_json())
     elif channel:
         click.echo(f"channel {channel} -> {record.ref}")
 
 
+def _show(record: MergeRecord) -> None:
+    verb = "found recorded" if record.reused else "recorded"
+    click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}")
+    if record.strategy != "ties":
+        click.echo(trained_line(record))
+    if record.recall:
+        _print_retention(record)
+
+
 def trained_line(record: MergeRecord) -> str:
-    cost, retain = record.training_cost, record.training_cost.get("retain", {})
+    cost = record.training_cost
     target = record.parameters.get("retain", {}).get("target")
-    outcome = "reached" if retain.get("reached") else "NOT reached (step cap)"
+    outcome = "reached" if cost.retain and cost.retain.reached else "NOT reached (step cap)"
     return (
-        f"{record.strategy}: {cost.get('steps', 0)} steps, {cost.get('examples', 0)} examples, "
-        f"{cost.get('train_seconds', 0.0):.1f} s training + {cost.get('check_seconds', 0.0):.1f} s checks; "
+        f"{record.strategy}: {cost.steps} steps, {cost.examples} examples, "
+        f"{cost.train_seconds:.1f} s training + {cost.check_seconds:.1f} s checks; "
         f"target retention {target} {outcome}"
     )
 
 
-def _print_retention(record) -> None:
+def _print_retention(record: MergeRecord) -> None:
     """Recall of the merge and of each corpus's own model on the same questions; retention = merged / own."""
 
     def fmt(value):
@@ -214,10 +218,7 @@ def _print_retention(record) -> None:
     print_table(
         f"what {record.ref} still knows (exact match on each corpus's questions)",
         ["corpus", "merged", "own model", "retention", "questions"],
-        [
-            (c, fmt(r["exact_match"]), fmt(r.get("own")), fmt(record.retention.get(c)), r["count"])
-            for c, r in record.recall.items()
-        ],
+        [(c, fmt(r.exact_match), fmt(r.own), fmt(record.retention.get(c)), r.count) for c, r in record.recall.items()],
     )
 
 

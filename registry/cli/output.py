@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from tqdm.auto import tqdm
 
 # Wide enough that a table is never cut or wrapped when output goes to a log file or a pipe
 # (rich falls back to 80 columns there); on a terminal rich uses the terminal's width.
@@ -27,7 +28,14 @@ err_console = console(stderr=True)
 
 
 def json_option(f: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")(f)
+    """``--json`` on a command; ``memo --json COMMAND`` asks for it as well."""
+    return click.option(
+        "--json", "as_json", is_flag=True, callback=_json_wanted, help="Print JSON for scripts instead of a table."
+    )(f)
+
+
+def _json_wanted(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    return value or bool(getattr(ctx.find_root().obj, "as_json", False))
 
 
 def print_json(data: Any) -> None:
@@ -67,8 +75,6 @@ def when(dt) -> str:
 @contextmanager
 def progress_bar(desc: str, hidden: bool = False) -> Iterator[Callable[[int, int], None]]:
     """A tqdm bar on stderr driven by ``update(done, total)`` callbacks."""
-    from tqdm.auto import tqdm
-
     with tqdm(desc=desc, disable=hidden, file=sys.stderr) as bar:
 
         def update(done: int, total: int) -> None:

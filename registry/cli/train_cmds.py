@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import click
 
+from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
+from training.delta import STORAGE_DTYPES
 from training.llm import Endpoint
+from training.reflection_prompts import STAGE_PROMPTS
 from training.reflections import ReflectSettings
-from training.sft import FULL_LR, LORA_LR, SFTSettings
+from training.sft import FULL_LR, LORA_LR, METHODS, SFTSettings
 
 
 def train_options(f):
@@ -17,7 +20,7 @@ def train_options(f):
     options = [
         click.option(
             "--method",
-            type=click.Choice(["full", "lora"]),
+            type=click.Choice(METHODS),
             default="full",
             show_default=True,
             help="Full fine-tuning (best in MeMo) or LoRA merged into full weights.",
@@ -36,7 +39,7 @@ def train_options(f):
         click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
         click.option(
             "--storage-dtype",
-            type=click.Choice(["float32", "bfloat16"]),
+            type=click.Choice(list(STORAGE_DTYPES)),
             default="float32",
             show_default=True,
             help="Task vector storage (bfloat16: half the size, ~0.2% error).",
@@ -60,12 +63,13 @@ def _report(record, as_json: bool) -> None:
     if as_json:
         print_json(record.to_json())
         return
-    m = record.metrics
-    held = f", held-out {m['heldout']['exact_match']:.2f}" if "heldout" in m else ""
+    m, cost = record.metrics, record.cost
+    recall = f"{m.recall.exact_match:.2f}" if m.recall else "-"
+    held = f", held-out {m.heldout.exact_match:.2f}" if m.heldout else ""
     verb = "already registered (the same reflections and settings)" if record.reused else "registered"
     click.echo(
-        f"{verb} task vector {record.ref}: recall {m['recall']['exact_match']:.2f} exact match"
-        f"{held}; {record.training['examples']} examples in {record.training['wall_seconds']:.1f}s"
+        f"{verb} task vector {record.ref}: recall {recall} exact match"
+        f"{held}; {cost.examples} examples in {cost.wall_seconds:.1f}s"
     )
 
 
@@ -183,13 +187,7 @@ def _report_reflections(record, verb: str) -> None:
 
 def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
     rows = []
-    for stage, prompts in (
-        ("extract", ("extract-direct", "extract-indirect")),
-        ("consolidate", ("consolidate",)),
-        ("verify", ("verify",)),
-        ("surface", ("surface",)),
-        ("synthesize", ("synthesize",)),
-    ):
+    for stage, prompts in STAGE_PROMPTS.items():
         u = [usage.get(p, {}) for p in prompts]
         result = ", ".join(f"{k} {v}" for k, v in counts.get(stage, {}).items())
         rows.append(
@@ -328,43 +326,48 @@ def eval_(
       memo eval production --corpus harbor --executive-url http://127.0.0.1:11434/v1 \\
           --executive-model qwen2.5:14b --judge --limit 20
     """
-    reg = app.registry()
     if bool(executive_url) != bool(executive_model):
         raise click.UsageError("give --executive-url and --executive-model together")
+    reg = app.registry()
     if not executive_url or not executive_model:
         if judge or limit or memory_url:
             raise click.UsageError("--judge, --limit and --memory-url need an executive (--executive-url)")
         with err_console.status("answering", spinner="dots"):
-            result = reg.evaluate(ref, corpus, heldout=heldout, device=device)
-        columns, row = (
-            ["exact match", "F1", "questions"],
-            [f"{result['exact_match']:.3f}", f"{result['f1']:.3f}", result["count"]],
-        )
+            alone = reg.evaluate(ref, corpus, heldout=heldout, device=device)
+        columns = ["exact match", "F1", "questions"]
+        result: EvaluationRecord | ExecutiveEvaluationRecord = alone
+        row = [f"{alone.exact_match:.3f}", f"{alone.f1:.3f}", alone.count]
     else:
-        settings = protocol_settings(max_questions, narrow_rounds, gather_rounds, json_mode)
         memory = reg.memory(ref, endpoint=memory_endpoint(memory_url, memory_model), device=device)
         with progress_bar("asking", as_json) as update:
-            result = reg.evaluate_with_executive(
+            together = reg.evaluate_with_executive(
                 memory,
                 Endpoint(executive_url, executive_model),
                 corpus,
-                settings=settings,
+                settings=protocol_settings(max_questions, narrow_rounds, gather_rounds, json_mode),
                 heldout=heldout,
                 judge=judge,
                 limit=limit,
                 seed=seed,
                 on_question=update,
             )
-        columns = ["exact match", "F1", *(["judge"] if judge else []), "executive calls", "questions"]
-        row = [
-            f"{result['exact_match']:.3f}",
-            f"{result['f1']:.3f}",
-            *([f"{result['judge']:.3f}"] if judge else []),
-            f"{result['executive_calls']:.1f}",
-            result["count"],
-        ]
+        columns, row = _executive_row(together)
+        result = together
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
     else:
         how = "executive + memory" if executive_url else "memory alone"
-        print_table(f"{ref} on {corpus} ({result['set']}, {how})", columns, [row])
+        print_table(f"{ref} on {corpus} ({result.set}, {how})", columns, [row])
+
+
+def _executive_row(result: ExecutiveEvaluationRecord) -> tuple[list[str], list]:
+    judged = result.judge is not None
+    columns = ["exact match", "F1", *(["judge"] if judged else []), "executive calls", "questions"]
+    row = [
+        f"{result.exact_match:.3f}",
+        f"{result.f1:.3f}",
+        *([f"{result.judge:.3f}"] if result.judge is not None else []),
+        f"{result.executive_calls:.1f}",
+        result.count,
+    ]
+    return columns, row

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from huggingface_hub import constants
 
 from registry.demo.hub_state import (
     BAD_TOKEN,
@@ -361,8 +362,6 @@ def local_hub() -> Iterator[HubServer]:
 
     Both are restored afterwards, so a user's own token and settings are untouched.
     """
-    from huggingface_hub import constants
-
     token = "hf_memo_local_" + secrets.token_hex(12)
     saved_token, saved_xet = os.environ.get("HF_TOKEN"), constants.HF_HUB_DISABLE_XET
     with HubServer(tokens={token: "memo"}) as hub:

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.demo.study import FROM_SCRATCH, Arrival, cumulative
-
-LABELS = {
-    "own": "each corpus's own model",
-    "ties": "bare TIES merge",
-    "ties+heal": "TIES + heal",
-    "warm": "warm start (memo merge --channel)",
-    "retrain": "retrain to target",
-    "joint": "joint retraining (MeMo baseline)",
-}
+from registry.demo.study import FROM_SCRATCH, LABELS, Arrival, cumulative
 
 
 def plot_continual(arrivals: list[Arrival], path: Path, *, title: str = "") -> Path:
     """Three panels: mean recall per method (held-out dashed), general knowledge kept, cumulative examples."""
-    import matplotlib
+    import matplotlib  # only when a plot is drawn (start-up)
 
     matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     ks = [a.k for a in arrivals]
     methods = [m for m in LABELS if m in arrivals[-1].recall]

@@ -20,19 +20,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.demo.plots import plot_continual
-from registry.demo.study import Arrival, Study
-from registry.examples import example_corpora, examples_dir
-from registry.service import Registry
-from registry.store.errors import AlreadyExists
-from registry.store.records import (
+from registry import (
+    AlreadyExists,
     BaseModelRecord,
     ChannelEventRecord,
     CorpusRecord,
     PublicationRecord,
+    Registry,
     TaskVectorRecord,
     VerifyReport,
+    default_endpoint,
+    example_corpora,
+    examples_dir,
 )
+from registry.demo.local_hub import local_hub
+from registry.demo.plots import plot_continual
+from registry.demo.study import Arrival, Headline, Study, cumulative, headline
 from training.sft import SFTSettings
 from training.tiny import TinyConfig, read_qa
 
@@ -56,6 +59,34 @@ class DemoResult:
     hub: str  # where production was published ("local Hub at URL" or the real Hub's URL)
     plot: Path
     verify: VerifyReport
+
+    @property
+    def headline(self) -> Headline | None:
+        return headline(list(self.arrivals))
+
+    def to_json(self) -> dict:
+        arrivals = list(self.arrivals)
+        return {
+            "home": str(self.home),
+            "base": self.base.to_json(),
+            "hub": self.hub,
+            "plot": str(self.plot),
+            "corpora": [
+                {"corpus": o.corpus.name, "task_vector": o.task_vector.ref, "base_recall": o.base_recall}
+                for o in self.corpora
+            ],
+            "arrivals": [a.to_json() for a in arrivals],
+            "base_general": self.base_general,
+            "cumulative": {
+                m: [{"seconds": s, "examples": e} for s, e in cumulative(arrivals, m)]
+                for m in arrivals[-1].methods()
+                if m != "own"
+            },
+            "headline": self.headline.to_json() if self.headline else None,
+            "log": [e.to_json() for e in self.log],
+            "publications": [p.to_json() for p in self.publications],
+            "verify": {"checked": self.verify.checked, "problems": len(self.verify.problems)},
+        }
 
 
 CHANNEL = "production"
@@ -93,16 +124,9 @@ def run_demo(
             say(f"channel {CHANNEL} publishes to {repo_id} on {where}")
             general = read_qa(examples_dir() / "pretrain" / "qa.jsonl")
             study = Study(reg, settings, general=general, device=device, progress=progress)
-            outcomes = []
-            for name, files in chosen:
-                outcome = _register(reg, name, files, base, settings, device, say, progress)
-                outcomes.append(outcome)
-                arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
-                say(
-                    f"integrated {arrival.k} corpora: {arrival.merge.ref} ({arrival.merge.strategy}, "
-                    f"{arrival.examples['warm']} examples) promoted to {CHANNEL} and published; mean recall: "
-                    + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods())
-                )
+            outcomes = [
+                _arrive(reg, study, name, files, base, settings, device, say, progress) for name, files in chosen
+            ]
             if len(study.arrivals) > 1:
                 event = reg.rollback(CHANNEL, reason="demo: roll back one step")
                 say(
@@ -129,16 +153,24 @@ def run_demo(
         )
 
 
+def _arrive(reg, study, name, files, base, settings, device, say, progress) -> CorpusOutcome:
+    """A corpus arrives: registered, then integrated with every strategy so far (production moves)."""
+    outcome = _register(reg, name, files, base, settings, device, say, progress)
+    arrival = study.arrive(name, outcome.task_vector, channel=CHANNEL)
+    say(
+        f"integrated {arrival.k} corpora: {arrival.merge.ref} ({arrival.merge.strategy}, "
+        f"{arrival.examples['warm']} examples) promoted to {CHANNEL} and published; mean recall: "
+        + ", ".join(f"{m} {arrival.mean(m):.2f}" for m in arrival.methods())
+    )
+    return outcome
+
+
 @contextmanager
 def _hub(repo: str | None) -> Iterator[tuple[str, str | None, str]]:
     """(repo id, endpoint, description): a local Hub for the run, or the real one with ``repo``."""
     if repo is not None:
-        from registry.publishing import default_endpoint
-
         yield repo, None, default_endpoint()
         return
-    from registry.demo.local_hub import local_hub
-
     with local_hub() as hub:
         yield "memo-demo/production", hub.url, f"a local Hub at {hub.url} (in memory, for this run)"
 
@@ -159,9 +191,9 @@ def _register(
     reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
     tv = reg.train(name, settings, device=device, progress=progress)
     assert tv is not None  # one process: it records the task vector
-    base_recall = reg.evaluate(str(reg.base_dir(base.name)), name, device=device)["exact_match"]
+    base_recall = reg.evaluate(str(reg.base_dir(base.name)), name, device=device).exact_match
     say(
         f"registered corpus {name}: {len(files)} documents, task vector {tv.ref}, recall "
-        f"{tv.metrics['recall']['exact_match']:.2f} (base alone {base_recall:.2f})"
+        f"{tv.metrics.recall.exact_match if tv.metrics.recall else 0:.2f} (base alone {base_recall:.2f})"
     )
     return CorpusOutcome(corpus=corpus, task_vector=tv, base_recall=base_recall)

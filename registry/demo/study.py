@@ -9,7 +9,7 @@ pre-training world's questions: forgetting). The models:
 - ``own``: each corpus's own model (its task vector on the base);
 - ``ties``: the bare TIES merge (MeMo's setting, density 0.3);
 - ``ties+heal``: TIES, then fine-tuned on all member reflections until every
-  corpus keeps the target retention (:mod:`registry.integration`);
+  corpus keeps the target retention (:mod:`registry.operations.integration`);
 - ``warm``: the previous ``warm`` model fine-tuned so (its chain lives on
   the study's channel; the first one is the ``ties+heal`` model). This is
   what `memo merge --channel` does by default (``auto``) as corpora arrive;
@@ -30,14 +30,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from registry.evaluation import model_dir, qa_pairs
-from registry.service import Registry
-from registry.store.records import MergeRecord, TaskVectorRecord
+from registry import STRATEGIES, MergeRecord, Registry, TaskVectorRecord
 from training.chat import QAPair
+from training.evaluate import recall
 from training.retain import RetainSettings
-from training.sft import SFTSettings
+from training.sft import SFTSettings, fine_tune, load_model
 
-STRATEGIES = ("ties", "ties+heal", "warm", "retrain")
 METHODS = ("own", *STRATEGIES, "joint")
 # The strategy whose model the study's channel serves: what `memo merge --channel` (auto) does as corpora
 # arrive: warm start from the channel's model, the first one healed from a (one-corpus) merge.
@@ -45,6 +43,10 @@ PROMOTED = "warm"
 WARM_CHANNEL = "study-warm"  # the warm chain's channel when the study is given none
 FROM_SCRATCH = ("retrain", "joint")  # they do not need each corpus trained alone
 GENERAL_SAMPLE = 100
+LABELS = {"own": "own model", **{s.name: s.label for s in STRATEGIES.values()}, "joint": "joint retraining"}
+# MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
+PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
+PAPER_GAP = "11-19 points below full retraining"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,45 @@ def cumulative(arrivals: list[Arrival], method: str) -> list[tuple[float, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class Headline:
+    """The study's figures at its last arrival, the ones the MeMo paper reports too."""
+
+    k: int
+    ties_gap_points: float  # joint retraining's mean recall minus the bare TIES merge's, in points
+    kept: dict[str, float]  # trained strategy -> its mean recall as a fraction of joint retraining's
+    seconds: tuple[tuple[float, float], ...]  # per arrival: cumulative seconds of (production's path, joint)
+
+    def to_json(self) -> dict:
+        return {
+            "k": self.k,
+            "ties_gap_points": self.ties_gap_points,
+            "kept_vs_joint": self.kept,
+            "seconds_production_vs_joint": [list(s) for s in self.seconds],
+        }
+
+
+def headline(arrivals: list[Arrival]) -> Headline | None:
+    """None when joint retraining was not measured (nothing to compare with)."""
+    last = arrivals[-1]
+    if "joint" not in last.recall or "ties" not in last.recall:
+        return None
+    joint = last.mean("joint")
+    trained = [m for m in last.recall if m in STRATEGIES and STRATEGIES[m].trained]
+    production, retrained = cumulative(arrivals, PROMOTED), cumulative(arrivals, "joint")
+    return Headline(
+        k=last.k,
+        ties_gap_points=(joint - last.mean("ties")) * 100,
+        kept={m: last.mean(m) / joint if joint else float("nan") for m in trained},
+        seconds=tuple((p[0], j[0]) for p, j in zip(production, retrained)),
+    )
+
+
+def _own_score(tv: TaskVectorRecord) -> Score:
+    held = tv.metrics.heldout
+    return Score(tv.metrics.recall.exact_match if tv.metrics.recall else 0.0, held.exact_match if held else None)
+
+
 class Study:
     """Measures one arrival at a time on a registry whose corpora are registered in order."""
 
@@ -119,15 +160,13 @@ class Study:
         *,
         general: Sequence[QAPair] = (),
         retain: RetainSettings = RetainSettings(target=0.9),
-        strategies=STRATEGIES,
+        strategies: Sequence[str] = tuple(STRATEGIES),
         joint: bool = True,
         device: str = "auto",
         progress: bool = True,
     ):
-        from registry.training_ops import device_for
-
         self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
-        self.device = device_for(device)
+        self.device = Registry.resolve_device(device)
         self.strategies, self.joint = [s for s in STRATEGIES if s in strategies], joint
         self.general = random.Random(0).sample(list(general), min(GENERAL_SAMPLE, len(general)))
         self.arrivals: list[Arrival] = []
@@ -137,19 +176,14 @@ class Study:
         self._own[corpus] = task_vector
         names = list(self._own)
         arrival = Arrival(len(names), corpus)
-        arrival.seconds["alone"] = task_vector.training["train_seconds"]
-        arrival.examples["alone"] = task_vector.training["examples"]
-        arrival.recall["own"] = {
-            c: Score(tv.metrics["recall"]["exact_match"], tv.metrics.get("heldout", {}).get("exact_match"))
-            for c, tv in self._own.items()
-        }
+        arrival.seconds["alone"] = task_vector.cost.train_seconds
+        arrival.examples["alone"] = task_vector.cost.examples
+        arrival.recall["own"] = {c: _own_score(tv) for c, tv in self._own.items()}
         for strategy in self.strategies:
             record = self._integrate(strategy, names, channel, arrival)
             arrival.merges[strategy] = record
-            arrival.seconds[strategy] = sum(
-                record.training_cost.get(k, 0.0) for k in ("merge_seconds", "train_seconds", "check_seconds")
-            )
-            arrival.examples[strategy] = record.training_cost.get("examples", 0)
+            arrival.seconds[strategy] = record.training_cost.seconds
+            arrival.examples[strategy] = record.training_cost.examples
             model, tokenizer = self._load(record)
             arrival.recall[strategy], arrival.general[strategy] = self._measure(model, tokenizer, names)
         if self.joint:
@@ -180,30 +214,21 @@ class Study:
         return record
 
     def _load(self, record: MergeRecord):
-        from training.sft import load_model
-
-        return load_model(model_dir(self.reg.db, self.reg.store, self.reg.settings.home, record.ref), self.device)
+        return load_model(self.reg.model_dir(record.ref), self.device)
 
     def _measure(self, model, tokenizer, corpora: list[str]) -> tuple[dict[str, Score], float | None]:
-        from training.evaluate import recall
-
         scores = {}
         for c in corpora:
             held = None
-            if self._own[c].metrics.get("heldout") is not None:
-                held = recall(
-                    model, tokenizer, qa_pairs(self.reg.db, self.reg.store, c, heldout=True), device=self.device
-                ).exact_match
-            pairs = qa_pairs(self.reg.db, self.reg.store, c)
+            if self._own[c].metrics.heldout is not None:
+                held = recall(model, tokenizer, self.reg.questions(c, heldout=True), device=self.device).exact_match
+            pairs = self.reg.questions(c)
             scores[c] = Score(recall(model, tokenizer, pairs, device=self.device).exact_match, held)
         general = recall(model, tokenizer, self.general, device=self.device).exact_match if self.general else None
         return scores, general
 
     def base_general(self) -> float | None:
         """The bare base's recall on its general-knowledge questions (what forgetting is measured against)."""
-        from training.evaluate import recall
-        from training.sft import load_model
-
         if not self.general or not self._own:
             return None
         base = self.reg.get_corpus(next(iter(self._own))).base_model
@@ -212,9 +237,7 @@ class Study:
 
     def _joint(self, corpora: list[str], arrival: Arrival) -> None:
         """Fine-tune the base on every corpus so far (not registered: it is the baseline)."""
-        from training.sft import fine_tune
-
-        everything = [p for c in corpora for p in qa_pairs(self.reg.db, self.reg.store, c)]
+        everything = [p for c in corpora for p in self.reg.questions(c)]
         settings = replace(self.settings, steps=self.settings.steps * len(corpora))
         model, tokenizer, result = fine_tune(
             self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),

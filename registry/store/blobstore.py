@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from merging.partial import fsync_dir
 from registry.store.errors import Corrupt, NotFound
 
 CHUNK = 1 << 20
@@ -46,14 +47,6 @@ class BlobStore(Protocol):
         return now - path.stat().st_mtime
 
     def delete(self, sha256: str) -> int: ...
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalBlobStore:
@@ -117,7 +110,7 @@ class LocalBlobStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return sha
         except BaseException:
             tmp.unlink(missing_ok=True)

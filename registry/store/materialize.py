@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from merging.partial import partial_dir
+from merging.partial import move_into_place, partial_dir
 from registry.store.blobstore import CHUNK, LocalBlobStore
 from registry.store.errors import Corrupt
 from registry.store.manifests import load_manifest, manifest_files
@@ -42,7 +42,7 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, w
             dest.parent.mkdir(parents=True, exist_ok=True)
             _copy_verified(store, sha, dest, f"{what}: blob {sha} ({rel})")
         try:
-            os.replace(tmp, target)
+            move_into_place(tmp, target)
         except OSError:
             if not target.is_dir():
                 raise  # else another process finished the same entry first: ours is removed on exit

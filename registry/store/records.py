@@ -24,6 +24,142 @@ class Record:
         return _jsonable(asdict(self))  # type: ignore[call-overload]
 
 
+def _number(data: dict[str, Any], key: str, default: float = 0.0) -> float:
+    value = data.get(key)
+    return default if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Recall(Record):
+    """A model asked a corpus's questions: exact match and token F1 over ``count`` questions."""
+
+    exact_match: float
+    f1: float
+    count: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Recall | None:
+        if not data:
+            return None
+        return cls(float(data["exact_match"]), _number(data, "f1"), int(data.get("count", 0)))
+
+
+@dataclass(frozen=True)
+class MemberRecall(Recall):
+    """A merge asked a member corpus's questions, beside that corpus's own model (``own``)."""
+
+    own: float | None = None
+
+    @classmethod
+    def of_member(cls, data: dict[str, Any]) -> MemberRecall:
+        own = data.get("own")
+        return cls(float(data["exact_match"]), _number(data, "f1"), int(data.get("count", 0)), own)
+
+
+@dataclass(frozen=True)
+class TaskVectorMetrics(Record):
+    """The trained model's recall on its reflections and on their held-out paraphrases."""
+
+    recall: Recall | None = None
+    heldout: Recall | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskVectorMetrics:
+        return cls(Recall.from_json(data.get("recall")), Recall.from_json(data.get("heldout")))
+
+
+@dataclass(frozen=True)
+class TrainingCost(Record):
+    """What training a corpus into its task vector took."""
+
+    examples: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0  # the training loop
+    wall_seconds: float = 0.0  # the whole command: loading, training, evaluating, storing
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainingCost:
+        return cls(
+            int(data.get("examples", 0)),
+            int(data.get("steps", 0)),
+            _number(data, "train_seconds"),
+            _number(data, "wall_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class RetainOutcome(Record):
+    """How a trained strategy's fine-tuning went: steps, whether every member reached the target,
+    and each retention check (``{"step", "retention": {corpus: value}}``)."""
+
+    steps: int
+    examples: int
+    reached: bool
+    checks: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RetainOutcome | None:
+        if not data:
+            return None
+        checks = tuple(data.get("checks", ()))
+        return cls(int(data.get("steps", 0)), int(data.get("examples", 0)), bool(data.get("reached")), checks)
+
+
+@dataclass(frozen=True)
+class MergeCost(Record):
+    """What making a merge took: the merge engine, training (trained strategies) and the retention checks."""
+
+    merge_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    train_seconds: float = 0.0
+    check_seconds: float = 0.0
+    examples: int = 0
+    steps: int = 0
+    retain: RetainOutcome | None = None  # trained strategies only
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MergeCost:
+        return cls(
+            merge_seconds=_number(data, "merge_seconds"),
+            evaluation_seconds=_number(data, "evaluation_seconds"),
+            train_seconds=_number(data, "train_seconds"),
+            check_seconds=_number(data, "check_seconds"),
+            examples=int(data.get("examples", 0)),
+            steps=int(data.get("steps", 0)),
+            retain=RetainOutcome.from_json(data.get("retain")),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.merge_seconds + self.train_seconds + self.check_seconds
+
+
+@dataclass(frozen=True)
+class EvaluationRecord(Record):
+    """`memo eval`: a model's recall on a corpus's reflections or held-out set."""
+
+    ref: str
+    corpus: str
+    set: str  # "reflections" or "heldout"
+    exact_match: float
+    f1: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ExecutiveEvaluationRecord(Record):
+    """`memo eval --executive-url`: executive + memory on a corpus's questions, and each question's trace."""
+
+    corpus: str
+    set: str  # "reflections" or "heldout"
+    count: int
+    exact_match: float
+    f1: float
+    executive_calls: float  # per question
+    judge: float | None  # the LLM judge's share of correct answers (None: not asked)
+    questions: tuple[dict[str, Any], ...]
+
+
 @dataclass(frozen=True)
 class BaseModelRecord(Record):
     id: int
@@ -82,11 +218,15 @@ class TaskVectorRecord(Record):
     method: str
     storage_dtype: str
     manifest_sha256: str
-    training: dict[str, Any]
+    training: dict[str, Any]  # provenance: settings, dataset, software versions, cost
     norms: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: TaskVectorMetrics
     created_at: datetime
     reused: bool = False  # an earlier identical training returned instead of training again
+
+    @property
+    def cost(self) -> TrainingCost:
+        return TrainingCost.from_json(self.training)
 
     @property
     def ref(self) -> str:
@@ -118,11 +258,16 @@ class MergeRecord(Record):
     content_key: str
     manifest_sha256: str
     members: tuple[MergeMemberRecord, ...]
-    recall: dict[str, Any]
-    retention: dict[str, Any]
-    training_cost: dict[str, Any]
+    recall: dict[str, MemberRecall]  # member corpus -> the merge's recall on its questions
+    retention: dict[str, float | None]  # member corpus -> merged recall / own recall (None: no own figure)
+    training_cost: MergeCost
     created_at: datetime
     reused: bool = False  # found by content instead of computed by this call
+
+    @property
+    def lowest_retention(self) -> float | None:
+        values = [v for v in self.retention.values() if v is not None]
+        return min(values) if values else None
 
     @property
     def ref(self) -> str:

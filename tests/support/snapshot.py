@@ -15,9 +15,15 @@ def registry_state(reg: Registry) -> dict:
                 continue
             rows = session.execute(text(f'SELECT * FROM "{name}" ORDER BY 1')).all()
             tables[name] = [tuple(r) for r in rows]
-    # Referenced blobs must not change; new unreferenced blobs are allowed
-    # (they are what an interrupted write leaves and gc removes).
-    return {"tables": tables}
+    # Referenced blobs must not change (verify rehashes every one); new unreferenced blobs are
+    # allowed (they are what an interrupted write leaves and gc removes).
+    report = reg.verify()
+    referenced = sorted(set(reg.store.iter_shas()) - set(report.unreferenced))
+    return {
+        "tables": tables,
+        "blobs": {sha: reg.store.path(sha).stat().st_size for sha in referenced},
+        "problems": report.problems,
+    }
 
 
 def blob_set(reg: Registry) -> set[str]:

@@ -46,7 +46,7 @@ def promote_together(home: str, url: str, merge_id: int, channel: str) -> dict:
     for the test's go (on stdin), so every worker's read happens before any
     worker's write.
     """
-    from registry import channels
+    from registry.operations import channels
 
     real = channels.channel_head
 

@@ -11,12 +11,10 @@ race a command that has stored blobs but not yet committed its rows.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from sqlalchemy import select
 
 from registry.store import workdirs
-from registry.store.blobstore import LocalBlobStore
 from registry.store.database import Database
 from registry.store.errors import Corrupt, MemoError
 from registry.store.manifests import load_manifest, manifest_files
@@ -30,6 +28,7 @@ from registry.store.schema import (
     ReflectionSetRow,
     TaskVectorRow,
 )
+from registry.store.workspace import Workspace
 
 DEFAULT_GC_GRACE_SECONDS = 3600.0
 
@@ -56,16 +55,16 @@ def _row_references(db: Database) -> list[tuple[str, str, bool]]:
     return refs
 
 
-def _references(db: Database, store: LocalBlobStore) -> tuple[dict[str, str], list[BlobProblem]]:
+def _references(ws: Workspace) -> tuple[dict[str, str], list[BlobProblem]]:
     """Every referenced sha -> a description, plus manifests that could not be read."""
     referenced: dict[str, str] = {}
     unreadable: list[BlobProblem] = []
-    for sha, owner, is_manifest in _row_references(db):
+    for sha, owner, is_manifest in _row_references(ws.db):
         referenced.setdefault(sha, owner)
         if not is_manifest:
             continue
         try:
-            files = manifest_files(load_manifest(store, sha))
+            files = manifest_files(load_manifest(ws.store, sha))
         except MemoError as e:
             unreadable.append(BlobProblem(sha, "missing" if "missing" in str(e) else "corrupt", owner))
             continue
@@ -74,17 +73,17 @@ def _references(db: Database, store: LocalBlobStore) -> tuple[dict[str, str], li
     return referenced, unreadable
 
 
-def verify(db: Database, store: LocalBlobStore, *, progress=None) -> VerifyReport:
-    referenced, problems = _references(db, store)
+def verify(ws: Workspace, *, progress=None) -> VerifyReport:
+    referenced, problems = _references(ws)
     seen_problem = {p.sha256 for p in problems}
-    stored = set(store.iter_shas())
+    stored = set(ws.store.iter_shas())
     checked = 0
     for sha in sorted(stored | set(referenced)):
         if progress:
             progress(sha)
         if sha in seen_problem:
             continue
-        problem = store.check(sha)
+        problem = ws.store.check(sha)
         checked += sha in stored
         if problem:
             problems.append(BlobProblem(sha, problem, referenced.get(sha, "nothing (unreferenced)")))
@@ -94,22 +93,20 @@ def verify(db: Database, store: LocalBlobStore, *, progress=None) -> VerifyRepor
         checked=checked,
         problems=tuple(problems),
         unreferenced=unreferenced,
-        temp_files=len(store.temp_files()),
+        temp_files=len(ws.store.temp_files()),
     )
 
 
 def gc(
-    db: Database,
-    store: LocalBlobStore,
+    ws: Workspace,
     *,
     dry_run: bool = True,
     grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
-    home: Path | None = None,
     caches: bool = False,
 ) -> GcReport:
-    """Unreferenced blobs and temp files; with ``home`` also left-over work directories and,
-    with ``caches``, the rebuildable cache entries (:mod:`registry.store.workdirs`)."""
-    referenced, unreadable = _references(db, store)
+    """Unreferenced blobs and temp files, left-over work directories and, with ``caches``, the
+    rebuildable cache entries (:mod:`registry.store.workdirs`)."""
+    referenced, unreadable = _references(ws)
     if unreadable:
         # Without a manifest we cannot know what it reaches: deleting would lose data.
         raise Corrupt(
@@ -118,18 +115,18 @@ def gc(
         )
     now = time.time()
     removed, kept_recent, freed = [], 0, 0
-    for sha in sorted(set(store.iter_shas()) - set(referenced)):
-        if store.age_seconds(store.path(sha), now) < grace_seconds:
+    for sha in sorted(set(ws.store.iter_shas()) - set(referenced)):
+        if ws.store.age_seconds(ws.store.path(sha), now) < grace_seconds:
             kept_recent += 1
             continue
         removed.append(sha)
         if not dry_run:
-            freed += store.delete(sha)
+            freed += ws.store.delete(sha)
         else:
-            freed += store.path(sha).stat().st_size
-    old_temps = [t for t in store.temp_files() if store.age_seconds(t, now) >= grace_seconds]
-    work = workdirs.stale_work(home, now, grace_seconds) if home else []
-    cached = workdirs.cache_entries(home, now, grace_seconds) if home and caches else []
+            freed += ws.store.path(sha).stat().st_size
+    old_temps = [t for t in ws.store.temp_files() if ws.store.age_seconds(t, now) >= grace_seconds]
+    work = workdirs.stale_work(ws.home, now, grace_seconds)
+    cached = workdirs.cache_entries(ws.home, now, grace_seconds) if caches else []
     if not dry_run:
         for t in old_temps:
             t.unlink(missing_ok=True)

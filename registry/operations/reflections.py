@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.corpora import find_corpus
-from registry.store.blobstore import LocalBlobStore
+from registry.operations.corpora import find_corpus
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, LLMFailed, NotFound
 from registry.store.generator_cache import BlobCallCache
 from registry.store.records import ReflectionSetRecord
 from registry.store.schema import CorpusRow, DocumentRow, ReflectionSetRow
+from registry.store.workspace import Workspace
 from training.documents import document_text
 from training.llm import ChatClient, Endpoint, LLMError
 from training.qa_files import QAFileError, encode_records, read_qa_file
@@ -56,27 +56,26 @@ def read_pairs(qa: Path, heldout: Path | None, *, documents: set[str]) -> tuple[
 
 
 def import_reflections(
-    db: Database, store: LocalBlobStore, corpus: str, qa: Path, *, heldout: Path | None = None, reuse: bool = False
+    ws: Workspace, corpus: str, qa: Path, *, heldout: Path | None = None, reuse: bool = False
 ) -> ReflectionSetRecord:
-    with db.read() as session:
+    with ws.db.read() as session:
         corpus_row = find_corpus(session, corpus)
         names = set(session.scalars(select(DocumentRow.name).where(DocumentRow.corpus_id == corpus_row.id)))
     records, held = read_pairs(qa, heldout, documents=names)
-    sha = store.put_bytes(encode_records(records))
+    sha = ws.store.put_bytes(encode_records(records))
     settings: dict[str, Any] = {"source": Path(qa).name}
     if held is not None and heldout is not None:
         settings |= {
-            HELDOUT_KEY: store.put_bytes(encode_records(held)),
+            HELDOUT_KEY: ws.store.put_bytes(encode_records(held)),
             "heldout_pairs": len(held),
             "heldout_source": Path(heldout).name,
         }
     row = ReflectionSetRow(generator="imported", settings=settings, pair_count=len(records), sha256=sha)
-    return _add(db, corpus, row, reuse)
+    return _add(ws.db, corpus, row, reuse)
 
 
 def generate_reflections(
-    db: Database,
-    store: LocalBlobStore,
+    ws: Workspace,
     corpus: str,
     endpoint: Endpoint,
     settings: ReflectSettings = ReflectSettings(),
@@ -84,13 +83,13 @@ def generate_reflections(
     progress: bool = True,
     reuse: bool = False,
 ) -> ReflectionSetRecord:
-    with db.read() as session:
+    with ws.db.read() as session:
         corpus_row = find_corpus(session, corpus)
         rows = session.scalars(
             select(DocumentRow).where(DocumentRow.corpus_id == corpus_row.id).order_by(DocumentRow.name)
         ).all()
-    documents = [SourceDocument(d.name, document_text(d.media_type, store.get_bytes(d.sha256))) for d in rows]
-    pipeline = ReflectionPipeline(ChatClient(endpoint), BlobCallCache(db, store), settings, progress=progress)
+    documents = [SourceDocument(d.name, document_text(d.media_type, ws.store.get_bytes(d.sha256))) for d in rows]
+    pipeline = ReflectionPipeline(ChatClient(endpoint), BlobCallCache(ws.db, ws.store), settings, progress=progress)
     try:
         run = pipeline.run(documents)
     except LLMError as e:
@@ -102,7 +101,7 @@ def generate_reflections(
         raise LLMFailed(
             f"the generator made no verified question-answer pairs for corpus {corpus!r}; nothing was registered"
         )
-    sha = store.put_bytes(encode_records(run.records))
+    sha = ws.store.put_bytes(encode_records(run.records))
     recorded = {
         "prompt_version": PROMPT_VERSION,
         "endpoint": endpoint.url,
@@ -112,7 +111,7 @@ def generate_reflections(
         "usage": run.usage_json(),
     }
     row = ReflectionSetRow(generator=endpoint.model, settings=recorded, pair_count=len(run.records), sha256=sha)
-    return _add(db, corpus, row, reuse)
+    return _add(ws.db, corpus, row, reuse)
 
 
 def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> ReflectionSetRecord:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def examples_dir() -> Path:
-    package = Path(__file__).resolve().parent  # registry/
+    package = Path(__file__).resolve().parents[1]  # registry/
     for candidate in (package / "_examples", package.parent / "examples"):
         if candidate.is_dir():
             return candidate

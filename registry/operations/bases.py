@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
@@ -10,13 +12,18 @@ from sqlalchemy.exc import IntegrityError
 
 from merging.checkpoint import PICKLE_PATTERNS, open_checkpoint
 from merging.errors import CheckpointError
-from registry.store.blobstore import LocalBlobStore
+from registry.operations.examples import examples_dir
 from registry.store.database import Database
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
 from registry.store.manifests import store_directory
 from registry.store.names import check_name
 from registry.store.records import BaseModelRecord
 from registry.store.schema import BaseModelRow
+from registry.store.workspace import Workspace
+from training.tiny import TinyConfig
+from training.tiny import create_tiny_base as build_tiny_base
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 def to_record(row: BaseModelRow) -> BaseModelRecord:
@@ -55,7 +62,7 @@ def _pickle_files(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for pat in PICKLE_PATTERNS for p in directory.glob(pat)}
 
 
-def add_base(db: Database, store: LocalBlobStore, path: Path, *, name: str | None = None) -> BaseModelRecord:
+def add_base(ws: Workspace, path: Path, *, name: str | None = None) -> BaseModelRecord:
     directory = Path(path).expanduser().resolve()
     name = check_name("base model", name or directory.name)
     if not directory.is_dir():
@@ -66,10 +73,10 @@ def add_base(db: Database, store: LocalBlobStore, path: Path, *, name: str | Non
         fingerprint = checkpoint.fingerprint()
     except CheckpointError as e:
         raise Corrupt(str(e)) from e
-    with db.read() as session:
+    with ws.db.read() as session:
         _refuse_duplicate(session, name, fingerprint)
     # Blobs first, row last: a crash in between leaves only unreferenced blobs.
-    manifest = store_directory(store, directory, kind="model", skip=_pickle_files(directory))
+    manifest = store_directory(ws.store, directory, kind="model", skip=_pickle_files(directory))
     row = BaseModelRow(
         name=name,
         source=str(directory),
@@ -80,7 +87,7 @@ def add_base(db: Database, store: LocalBlobStore, path: Path, *, name: str | Non
         manifest_sha256=manifest,
     )
     try:
-        with db.write() as session:
+        with ws.db.write() as session:
             _refuse_duplicate(session, name, fingerprint)
             session.add(row)
             session.flush()
@@ -126,3 +133,27 @@ def list_bases(db: Database) -> list[BaseModelRecord]:
 def get_base(db: Database, name: str) -> BaseModelRecord:
     with db.read() as session:
         return to_record(find_base(session, name))
+
+
+def base_dir(ws: Workspace, base: BaseModelRow) -> Path:
+    """The base model as a directory (materialized from the blob store), with its tokenizer."""
+    directory = ws.materialize(base.manifest_sha256, "models", what=f"base model {base.name!r}")
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        raise InvalidInput(
+            f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+            "add the model directory again with its tokenizer files"
+        )
+    return directory
+
+
+def create_tiny_base(ws: Workspace, name: str, config: TinyConfig, *, progress: bool) -> BaseModelRecord:
+    """Build, pre-train (offline, on the shipped pre-training text) and register a tiny Llama base."""
+    check_available(ws.db, name)
+    work = Path(tempfile.mkdtemp(dir=ws.work_root(), prefix="tiny-"))
+    try:
+        directory, _ = build_tiny_base(
+            work / name, pretrain_dir=examples_dir() / "pretrain", config=config, progress=progress
+        )
+        return add_base(ws, directory, name=name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

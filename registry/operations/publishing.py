@@ -28,17 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from merging.partial import partial_dir
-from registry.merged_models import merged_model_dir
-from registry.merges import find_merge, require_merge, to_record
-from registry.store.blobstore import LocalBlobStore
+from merging.partial import move_into_place, partial_dir
+from registry.operations import channels
+from registry.operations.merged_models import merged_model_dir
+from registry.operations.merges import find_merge, is_merge_ref, require_merge, to_record
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, InvalidInput, MemoError
-from registry.store.records import MergeRecord, PublicationRecord
+from registry.store.records import ChannelRecord, MergeRecord, PublicationRecord
 from registry.store.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
+from registry.store.workspace import Workspace
 
 PROVENANCE = "memo-provenance.json"
 KEEP_ON_HUB = {".gitattributes"}
@@ -65,8 +68,6 @@ class HubTarget:
 
 
 def default_endpoint() -> str:
-    from huggingface_hub import constants
-
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
@@ -94,23 +95,21 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
     return {"memo_provenance": 1, "merge": record}
 
 
-def _files(
-    db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int
-) -> tuple[MergeRow, MergeRecord, Path, bytes]:
+def _files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, bytes]:
     """The merge's row and record, its model directory, and its provenance file."""
-    with db.read() as session:
+    with ws.db.read() as session:
         row = require_merge(session, str(merge_ref))
         record = to_record(session, row)
         prov = json.dumps(provenance(session, row, record), indent=2, sort_keys=True).encode()
-    return row, record, merged_model_dir(store, home, row), prov
+    return row, record, merged_model_dir(ws, row), prov
 
 
-def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str | int, directory: Path) -> Path:
+def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:
     """Write the merge as a standalone model directory (copies, not links), all at once or not at all."""
     directory = directory.expanduser().resolve()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
-    _, _, source, prov = _files(db, store, home, merge_ref)
+    _, _, source, prov = _files(ws, merge_ref)
     with partial_dir(directory) as tmp:  # also removes what killed exports left here
         for path in sorted(source.rglob("*")):
             if path.is_file():
@@ -120,14 +119,12 @@ def export_merge(db: Database, store: LocalBlobStore, home: Path, merge_ref: str
         (tmp / PROVENANCE).write_bytes(prov)
         if directory.exists():
             directory.rmdir()
-        os.replace(tmp, directory)
+        move_into_place(tmp, directory)
     return directory
 
 
 def _hub(target: HubTarget, what: str, call: Callable[[], T]) -> T:
     """Run one Hub call; turn its failures into one-line HubErrors (never with the token in them)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
     try:
         return call()
     except HfHubHTTPError as e:
@@ -164,9 +161,7 @@ def last_publication(session: Session, target: HubTarget) -> PublicationRow | No
 
 
 def publish_merge(
-    db: Database,
-    store: LocalBlobStore,
-    home: Path,
+    ws: Workspace,
     merge_ref: str | int,
     target: HubTarget,
     *,
@@ -174,9 +169,7 @@ def publish_merge(
     force: bool = False,
 ) -> PublicationRecord:
     """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-
-    row, merge_record, source, prov = _files(db, store, home, merge_ref)
+    row, merge_record, source, prov = _files(ws, merge_ref)
     api = HfApi(endpoint=target.endpoint)
     _hub(
         target,
@@ -187,7 +180,7 @@ def publish_merge(
     if head is None:
         raise HubError(f"the Hub at {target.endpoint} gave no commit for main of {target.repo_id}")
     on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
-    with db.read() as session:
+    with ws.db.read() as session:
         last = last_publication(session, target)
         if last is not None and last.commit_sha == head and last.merge_id == row.id:
             # Already done: main is memo's own commit of this merge. Nothing to send or record.
@@ -201,7 +194,7 @@ def publish_merge(
     ):
         # An unrecorded commit with exactly this merge: this publish was interrupted after committing.
         _tag(api, target, merge_record.ref, head)
-        return _record(db, row.id, target, head, merge_record.ref, channel)
+        return _record(ws.db, row.id, target, head, merge_record.ref, channel)
     if last is not None and last.commit_sha != head and not force:
         raise Conflict(
             f"main of {target.repo_id} moved since memo last published there (memo's commit "
@@ -215,7 +208,13 @@ def publish_merge(
     operations += [
         CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB
     ]
-    tag = merge_record.ref
+    commit_sha = _commit(api, target, head, operations, row, merge_record)
+    _tag(api, target, merge_record.ref, commit_sha)
+    return _record(ws.db, row.id, target, commit_sha, merge_record.ref, channel)
+
+
+def _commit(api: HfApi, target: HubTarget, head: str, operations: list, row: MergeRow, merge: MergeRecord) -> str:
+    """One commit on top of ``head`` (the Hub refuses it if main moved meanwhile); its sha."""
     commit = _hub(
         target,
         f"commit to {target.repo_id}",
@@ -223,12 +222,11 @@ def publish_merge(
             target.repo_id,
             operations,
             parent_commit=head,
-            commit_message=f"memo: {tag} ({merge_record.method} of {merge_record.corpora})",
+            commit_message=f"memo: {merge.ref} ({merge.method} of {merge.corpora})",
             commit_description=f"Published by memo from merge {row.id} (content key {row.content_key[:12]}).",
         ),
     )
-    _tag(api, target, tag, commit.oid)
-    return _record(db, row.id, target, commit.oid, tag, channel)
+    return commit.oid
 
 
 def _holds_exactly(api, target: HubTarget, head: str, files: dict[str, bytes | Path]) -> bool:
@@ -315,3 +313,24 @@ def list_publications(db: Database, merge_ref: str | int | None = None) -> list[
         if merge_ref is not None:
             query = query.where(PublicationRow.merge_id == find_merge(session, merge_ref).id)
         return [to_publication_record(p, name) for p, name in session.execute(query.order_by(PublicationRow.id))]
+
+
+def publish(ws: Workspace, ref: str | int, target: HubTarget, *, force: bool = False) -> PublicationRecord:
+    """Publish a merge, or a channel's merge; a channel not linked to a repo yet is linked to this
+    one, so its later promotions and rollbacks publish there too."""
+    channel = str(ref) if not is_merge_ref(str(ref)) else None
+    publication = publish_merge(ws, ref, target, channel=channel, force=force)
+    if channel is not None and not channels.get_channel(ws.db, channel).hub_repo:
+        channels.configure(ws.db, channel, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
+    return publication
+
+
+def channel_publisher(ws: Workspace, *, force: bool) -> channels.Publisher:
+    """What a linked channel runs before it moves: publish the merge it moves to."""
+
+    def publish_for(merge_id: int, channel: ChannelRecord) -> None:
+        if channel.hub_repo is not None:
+            target = HubTarget.of(channel.hub_repo, channel.hub_endpoint)
+            publish_merge(ws, merge_id, target, channel=channel.name, force=force)
+
+    return publish_for

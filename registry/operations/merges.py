@@ -15,18 +15,22 @@ import hashlib
 import json
 import re
 import time
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.merge_inputs import Member, MergeParams, resolve_members
-from registry.merged_models import compute_merge
-from registry.store.blobstore import LocalBlobStore
+from merging.card import engine_version
+from registry.operations import integration
+from registry.operations.devices import device_for
+from registry.operations.merge_inputs import Member, MergeParams, resolve_members
+from registry.operations.merged_models import compute_merge
+from registry.operations.retention import measure
+from registry.operations.strategies import AUTO, strategy_of
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
-from registry.store.records import MergeMemberRecord, MergeRecord
+from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
+from registry.store.workspace import Workspace
 from training.retain import RetainSettings
 
 _MERGE_REF = re.compile(r"(merge-)?(?P<id>\d+)")
@@ -48,7 +52,7 @@ def content_key(
         "density": params.density if params.method == "ties" else None,
         "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
     }
-    if strategy != "ties":  # trained: the settings (seed included) and the starting model decide it too
+    if strategy_of(strategy).trained:  # the settings (seed included) and the starting model decide it too
         described |= {
             "retain": retain.to_json() if retain else None,
             "start": start.manifest_sha256 if start is not None else None,
@@ -85,9 +89,9 @@ def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> Merge
             )
             for mm, tv, name in members
         ),
-        recall=row.recall,
-        retention=row.retention,
-        training_cost=row.training_cost,
+        recall={corpus: MemberRecall.of_member(r) for corpus, r in row.recall.items()},
+        retention=dict(row.retention),
+        training_cost=MergeCost.from_json(row.training_cost),
         created_at=row.created_at,
         reused=reused,
     )
@@ -147,17 +151,12 @@ def channel_head(session: Session, channel: str | None) -> int | None:
     return row.current_merge_id if row else None
 
 
-def _retention(db: Database, store: LocalBlobStore, home: Path, manifest: str, members: list[Member], device: str):
-    from registry.retention import measure
-    from registry.training_ops import device_for
-
-    return measure(db, store, home, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
+def _retention(ws: Workspace, manifest: str, members: list[Member], device: str):
+    return measure(ws, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
 
 
 def create_merge(
-    db: Database,
-    store: LocalBlobStore,
-    home: Path,
+    ws: Workspace,
     refs: list[str],
     params: MergeParams,
     *,
@@ -172,44 +171,44 @@ def create_merge(
 
     ``channel`` names the parent (the channel's current merge; ``warm``
     starts from it); moving the channel is a separate promotion. ``strategy``
-    is one of :data:`registry.integration.STRATEGIES` (``auto`` is resolved
+    is one of :data:`registry.operations.strategies.CHOICES` (``auto`` is resolved
     here to ``warm`` or ``ties+heal``); the trained ones use
     ``retain``. With ``evaluate`` the result is asked each member corpus's
     questions, and the recall and retention (merged / own) go on the row
-    (:mod:`registry.retention`).
+    (:mod:`registry.operations.retention`).
     """
-    from registry import integration
-
     params.check()
     integration.check_strategy(strategy, retain)
-    with db.read() as session:
+    with ws.db.read() as session:
         base, members = resolve_members(session, refs, params)
         head = channel_head(session, channel)
-        if strategy == "auto":
+        if strategy == AUTO:
             strategy = integration.resolve_auto(session, base, members, head)
         start = None
-        if strategy in integration.TRAINED:
+        if strategy_of(strategy).trained:
             retain = integration.settle(retain, members)
-            if strategy == "warm":
+            if strategy_of(strategy).start == "channel":
                 start = integration.warm_start(session, base, head, channel)
         key = content_key(base, params, members, strategy, retain, start)
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:
             return to_record(session, existing, reused=True)
     started = time.perf_counter()
-    if strategy == "ties":
-        manifest = compute_merge(store, home, base, members, params, progress=progress)
+    if not strategy_of(strategy).trained:
+        manifest = compute_merge(ws, base, members, params, progress=progress)
         cost, outcome = {"merge_seconds": time.perf_counter() - started}, {}
     else:
         assert retain is not None  # settled above for every trained strategy
         trained = integration.train_strategy(
-            db, store, home, strategy, base, members, params, retain, start, device=device, progress=progress
+            ws, strategy, base, members, params, retain, start, device=device, progress=progress
         )
         manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
     measured_at = time.perf_counter()
-    measured = _retention(db, store, home, manifest, members, device) if evaluate else None
+    measured = _retention(ws, manifest, members, device) if evaluate else None
     cost["evaluation_seconds"] = time.perf_counter() - measured_at
-    return _record(db, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
+    return _record(
+        ws.db, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome
+    )
 
 
 def _parameters(
@@ -221,13 +220,14 @@ def _parameters(
         "normalize": params.method == "ties",
         "weights": {m.corpus: m.weight for m in members},
     }
-    if strategy == "ties" or retain is None:
+    chosen = strategy_of(strategy)
+    if not chosen.trained or retain is None:
         return merged
     out = {
         "retain": retain.to_json(),
-        "start": f"merge-{start.id}" if start is not None else ("ties" if strategy == "ties+heal" else "base"),
+        "start": f"merge-{start.id}" if start is not None else ("ties" if chosen.merges else "base"),
     }
-    return (merged | out) if strategy == "ties+heal" else out
+    return (merged | out) if chosen.merges else out
 
 
 def _record(
@@ -244,8 +244,6 @@ def _record(
     measured,
     cost: dict,
 ) -> MergeRecord:
-    from merging.card import engine_version
-
     with db.write() as session:
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:  # another process recorded the same merge meanwhile
@@ -253,14 +251,14 @@ def _record(
         row = MergeRow(
             base_model_id=base.id,
             strategy=strategy,
-            method=params.method if strategy in ("ties", "ties+heal") else "fine-tune",
+            method=params.method if strategy_of(strategy).merges else "fine-tune",
             parameters=_parameters(params, members, strategy, retain, start),
             engine_version=engine_version(),
             parent_merge_id=channel_head(session, channel),
             member_count=len(members),
             content_key=key,
             manifest_sha256=manifest,
-            recall=measured.recall if measured else {},
+            recall={c: r.to_json() for c, r in measured.recall.items()} if measured else {},
             retention=measured.retention if measured else {},
             training_cost=cost,
         )

@@ -16,19 +16,22 @@ from typing import Any
 
 from executive.memory import LocalMemory, Memory, RemoteMemory
 from executive.protocol import ExecutiveProtocol, ProtocolSettings, Trace, judge
-from registry.evaluation import model_dir, qa_pairs
-from registry.merged_models import merged_model_dir
-from registry.merges import channel_head
-from registry.store.blobstore import LocalBlobStore
-from registry.store.database import Database, row_of
+from registry.operations.devices import device_for
+from registry.operations.evaluation import model_dir
+from registry.operations.merged_models import merged_model_dir
+from registry.operations.merges import channel_head
+from registry.operations.questions import qa_pairs, sample
+from registry.store.database import row_of
 from registry.store.errors import InvalidInput, LLMFailed, NotFound
+from registry.store.records import ExecutiveEvaluationRecord
 from registry.store.schema import MergeRow
-from registry.training_ops import device_for, sample
+from registry.store.workspace import Workspace
+from training.evaluate import normalize, token_f1
 from training.llm import ChatClient, Endpoint, LLMError
 
 
-def local_memory(db: Database, store: LocalBlobStore, home: Path, ref: str, device: str) -> LocalMemory:
-    return LocalMemory(model_dir(db, store, home, ref), device=device_for(device))
+def local_memory(ws: Workspace, ref: str, device: str) -> LocalMemory:
+    return LocalMemory(model_dir(ws, ref), device=device_for(device))
 
 
 def remote_memory(endpoint: Endpoint) -> RemoteMemory:
@@ -45,8 +48,7 @@ def ask(memory: Memory, executive: Endpoint, question: str, settings: ProtocolSe
 
 
 def evaluate_with_executive(
-    db: Database,
-    store: LocalBlobStore,
+    ws: Workspace,
     memory: Memory,
     executive: Endpoint,
     corpus: str,
@@ -57,11 +59,9 @@ def evaluate_with_executive(
     limit: int | None = None,
     seed: int = 0,
     on_question: Callable[[int, int], None] | None = None,
-) -> dict:
+) -> ExecutiveEvaluationRecord:
     """Executive + memory accuracy on a corpus's questions: exact match, token F1, and the judge's verdict."""
-    from training.evaluate import normalize, token_f1
-
-    pairs = qa_pairs(db, store, corpus, heldout=heldout)
+    pairs = qa_pairs(ws, corpus, heldout=heldout)
     if limit is not None:
         pairs = sample(pairs, limit, seed)
     client = ChatClient(executive)
@@ -87,18 +87,16 @@ def evaluate_with_executive(
     except LLMError as e:
         raise LLMFailed(str(e)) from e
     n = max(1, len(rows))
-    result = {
-        "corpus": corpus,
-        "set": "heldout" if heldout else "reflections",
-        "count": len(rows),
-        "exact_match": sum(r["exact_match"] for r in rows) / n,
-        "f1": sum(r["f1"] for r in rows) / n,
-        "executive_calls": sum(r["executive_calls"] for r in rows) / n,
-        "questions": rows,
-    }
-    if use_judge:
-        result["judge"] = sum(r["judge"] for r in rows) / n
-    return result
+    return ExecutiveEvaluationRecord(
+        corpus=corpus,
+        set="heldout" if heldout else "reflections",
+        count=len(rows),
+        exact_match=sum(r["exact_match"] for r in rows) / n,
+        f1=sum(r["f1"] for r in rows) / n,
+        executive_calls=sum(r["executive_calls"] for r in rows) / n,
+        judge=sum(r["judge"] for r in rows) / n if use_judge else None,
+        questions=tuple(rows),
+    )
 
 
 class ChannelSource:
@@ -106,15 +104,13 @@ class ChannelSource:
 
     def __init__(
         self,
-        db: Database,
-        store: LocalBlobStore,
-        home: Path,
+        ws: Workspace,
         channel: str,
         *,
         device: str = "cpu",
         loader: Callable[[Path, str], Memory] | None = None,
     ) -> None:
-        self.db, self.store, self.home, self.name = db, store, home, channel
+        self.ws, self.name = ws, channel
         self.device = device
         self._load = loader or (lambda directory, device: LocalMemory(directory, device=device))
         self._lock = threading.Lock()
@@ -122,7 +118,7 @@ class ChannelSource:
         self._memory: Memory | None = None  # set with _merge_id, on the first current()
 
     def current(self) -> tuple[str, Memory]:
-        with self.db.read() as session:
+        with self.ws.db.read() as session:
             head = channel_head(session, self.name)
         if head is None:
             raise NotFound(
@@ -131,8 +127,8 @@ class ChannelSource:
             )
         with self._lock:
             if head != self._merge_id:
-                with self.db.read() as session:
-                    directory = merged_model_dir(self.store, self.home, row_of(session, MergeRow, head))
+                with self.ws.db.read() as session:
+                    directory = merged_model_dir(self.ws, row_of(session, MergeRow, head))
                 self._memory = self._load(directory, self.device)
                 self._merge_id = head
             assert self._memory is not None  # loaded above whenever _merge_id changed

@@ -19,14 +19,13 @@ from sqlalchemy.orm import Session
 
 from merging.checkpoint import Checkpoint, open_checkpoint
 from merging.errors import CheckpointError
-from registry.corpora import find_corpus
-from registry.store.blobstore import LocalBlobStore
+from registry.operations.corpora import find_corpus
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, Corrupt, InvalidInput, NotFound
 from registry.store.manifests import store_directory
-from registry.store.materialize import materialize
-from registry.store.records import TaskVectorRecord
+from registry.store.records import TaskVectorMetrics, TaskVectorRecord
 from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
+from registry.store.workspace import Workspace
 
 _REF = re.compile(r"(?P<corpus>[^@]+)(@v(?P<version>\d+))?")
 
@@ -57,7 +56,7 @@ def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
         manifest_sha256=row.manifest_sha256,
         training=row.training,
         norms=row.norms,
-        metrics=row.metrics,
+        metrics=TaskVectorMetrics.from_json(row.metrics),
         created_at=row.created_at,
     )
 
@@ -102,32 +101,28 @@ def _check_against_base(tv: Checkpoint, base: Checkpoint, base_name: str) -> Non
 
 
 def add_task_vector(
-    db: Database,
-    store: LocalBlobStore,
+    ws: Workspace,
     corpus: str,
     directory: Path,
     *,
     method: str,
     storage_dtype: str,
-    cache_root: Path,
     training: dict[str, Any] | None = None,
     norms: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     reflection_set_id: int | None = None,
 ) -> TaskVectorRecord:
     """Store a directory of delta safetensors as the corpus's next task vector version."""
-    with db.read() as session:
+    with ws.db.read() as session:
         base = row_of(session, BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
         tv = open_checkpoint(directory)
-        base_ckpt = open_checkpoint(
-            materialize(store, base.manifest_sha256, cache_root, what=f"base model {base.name!r}")
-        )
+        base_ckpt = open_checkpoint(ws.materialize(base.manifest_sha256, "models", what=f"base model {base.name!r}"))
     except CheckpointError as e:
         raise Corrupt(str(e)) from e
     _check_against_base(tv, base_ckpt, base.name)
-    manifest = store_directory(store, directory, kind="task_vector")
-    with db.write() as session:
+    manifest = store_directory(ws.store, directory, kind="task_vector")
+    with ws.db.write() as session:
         corpus_row = find_corpus(session, corpus)
         row = TaskVectorRow(
             corpus_id=corpus_row.id,

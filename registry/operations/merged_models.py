@@ -6,43 +6,40 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from registry.merge_inputs import Member, MergeParams
-from registry.store.blobstore import LocalBlobStore
+from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
+from registry.operations.bases import base_dir
+from registry.operations.merge_inputs import Member, MergeParams
+from registry.operations.retention import own_recall
 from registry.store.errors import Corrupt
-from registry.store.home import cache_dir, work_root
 from registry.store.manifests import store_directory
-from registry.store.materialize import materialize
 from registry.store.schema import BaseModelRow, MergeRow
+from registry.store.workspace import Workspace
 
 
-def verified_task_vector_dir(store: LocalBlobStore, home: Path, member: Member) -> Path:
+def verified_task_vector_dir(ws: Workspace, member: Member) -> Path:
     """The member's deltas as a directory (every blob rehashed as it is materialized)."""
-    return materialize(
-        store,
-        member.row.manifest_sha256,
-        cache_dir(home, "task_vectors"),
-        what=f"task vector {member.corpus}@v{member.row.version}",
+    return ws.materialize(
+        member.row.manifest_sha256, "task_vectors", what=f"task vector {member.corpus}@v{member.row.version}"
     )
 
 
-def merged_model_dir(store: LocalBlobStore, home: Path, row: MergeRow) -> Path:
+def merged_model_dir(ws: Workspace, row: MergeRow) -> Path:
     """A recorded merge as a loadable model directory (materialized from the blob store)."""
-    return materialize(store, row.manifest_sha256, cache_dir(home, "models"), what=f"merge-{row.id}")
+    return ws.materialize(row.manifest_sha256, "models", what=f"merge-{row.id}")
 
 
 def compute_merge(
-    store: LocalBlobStore, home: Path, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
+    ws: Workspace, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
 ) -> str:
     """Run the merge engine; store its output directory; return the manifest's sha256."""
-    with tempfile.TemporaryDirectory(dir=work_root(home), prefix="merge-") as tmp:
-        out = merge_into(Path(tmp) / "model", store, home, base, members, params, progress=progress)
-        return store_directory(store, out, kind="merge")
+    with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="merge-") as tmp:
+        out = merge_into(Path(tmp) / "model", ws, base, members, params, progress=progress)
+        return store_directory(ws.store, out, kind="merge")
 
 
 def merge_into(
     out: Path,
-    store: LocalBlobStore,
-    home: Path,
+    ws: Workspace,
     base: BaseModelRow,
     members: list[Member],
     params: MergeParams,
@@ -50,11 +47,8 @@ def merge_into(
     progress: bool,
 ) -> Path:
     """Run the merge engine into the (new) directory ``out``."""
-    from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
-    from registry.training_ops import base_dir
-
-    base_path = base_dir(store, home, base)
-    paths = [verified_task_vector_dir(store, home, m) for m in members]
+    base_path = base_dir(ws, base)
+    paths = [verified_task_vector_dir(ws, m) for m in members]
     density = params.density if params.method == "ties" else 1.0
     spec = MergeSpec(
         params.method,
@@ -76,6 +70,6 @@ def merge_into(
 def card_body(members: list[Member]) -> str:
     lines = ["## Memory corpora", "", "| corpus | version | own recall (exact match) |", "|---|---|---|"]
     for m in members:
-        recall = m.row.metrics.get("recall", {}).get("exact_match")
+        recall = own_recall(m.row)
         lines.append(f"| {m.corpus} | v{m.row.version} | {'' if recall is None else f'{recall:.2f}'} |")
     return "\n".join(lines)

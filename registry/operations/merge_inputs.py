@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from merging.spec import DEFAULT_DENSITY
+from merging import MergeError
+from merging.spec import DEFAULT_DENSITY, METHODS, check_density, check_scale
+from registry.operations.task_vectors import find_task_vector
 from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
-from registry.task_vectors import find_task_vector
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,6 @@ class MergeParams:
 
     def check(self) -> None:
         """Before any work: the same bounds the merge engine holds its inputs to."""
-        from merging import MergeError
-        from merging.spec import METHODS, check_density, check_scale
-
         if self.method not in METHODS:
             raise InvalidInput(f"unknown merge method {self.method!r}; use one of {', '.join(METHODS)}")
         try:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from registry import corpora, reflections
-from registry.store.blobstore import LocalBlobStore
+from registry.operations import corpora, reflections
+from registry.operations.fine_tuning import train_corpus
 from registry.store.database import Database
 from registry.store.errors import InvalidInput
 from registry.store.records import ReflectionSetRecord, TaskVectorRecord
-
-if TYPE_CHECKING:
-    from training.llm import Endpoint
-    from training.reflections import ReflectSettings
-    from training.sft import SFTSettings
+from registry.store.workspace import Workspace
+from training.distributed import is_main_process, wait_for_everyone
+from training.llm import Endpoint
+from training.reflections import ReflectSettings
+from training.sft import SFTSettings
 
 
 def check_registration(
@@ -37,9 +36,7 @@ def check_registration(
 
 
 def register(
-    db: Database,
-    store: LocalBlobStore,
-    home: Path,
+    ws: Workspace,
     name: str,
     files: list[Path],
     *,
@@ -55,21 +52,16 @@ def register(
     on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
 ) -> TaskVectorRecord | None:
     """The corpus's task vector (None in the helper processes of a multi-process launch)."""
-    from registry import training_ops
-    from training.distributed import is_main_process, wait_for_everyone
-
     if (qa is None) == (generator is None):
         raise InvalidInput("give either a QA file (--qa) or a generator (--generator-url/--generator-model)")
     if is_main_process():
-        check_registration(db, name, files, base=base, qa=qa, heldout=heldout)
-        corpora.add_corpus(db, store, name, files, base=base, description=description, reuse=True)
+        check_registration(ws.db, name, files, base=base, qa=qa, heldout=heldout)
+        corpora.add_corpus(ws, name, files, base=base, description=description, reuse=True)
         if generator is not None:
-            record = reflections.generate_reflections(db, store, name, *generator, progress=progress, reuse=True)
+            record = reflections.generate_reflections(ws, name, *generator, progress=progress, reuse=True)
         elif qa is not None:
-            record = reflections.import_reflections(db, store, name, qa, heldout=heldout, reuse=True)
+            record = reflections.import_reflections(ws, name, qa, heldout=heldout, reuse=True)
         if on_reflections is not None:
             on_reflections(record)
     wait_for_everyone()
-    return training_ops.train_corpus(
-        db, store, home, name, settings, storage_dtype=storage_dtype, device=device, progress=progress, reuse=True
-    )
+    return train_corpus(ws, name, settings, storage_dtype=storage_dtype, device=device, progress=progress, reuse=True)

@@ -1,4 +1,4 @@
-"""Integration strategies: how the member corpora become one model.
+"""Running the integration strategies (the table is :data:`registry.operations.strategies.STRATEGIES`).
 
 - ``ties``: the bare TIES merge of the task vectors (no training).
 - ``ties+heal``: the TIES merge, then fine-tuned on all member reflections
@@ -8,7 +8,7 @@
 - ``retrain``: the base fine-tuned the same way, from scratch.
 - ``auto`` (the default): ``warm`` when the channel's current model already
   holds only corpora being merged (a corpus arriving, or a new version), else
-  ``ties+heal``. Measured (README): healing a merge costs less for the first
+  ``ties+heal``. Measured (docs/continual-integration.md): healing a merge costs less for the first
   few corpora, warm start from about six on and over K = 1..10 in all.
 
 The trained strategies' outputs are not functions of the task vectors alone,
@@ -28,19 +28,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
+from sqlalchemy import select
 
-from registry.store.blobstore import LocalBlobStore
-from registry.store.database import Database, row_of
+from merging.card import BASE_FILES, engine_version
+from merging.spec import parse_dtype
+from registry.operations.bases import base_dir
+from registry.operations.devices import device_for
+from registry.operations.merged_models import merge_into, merged_model_dir
+from registry.operations.questions import reflections_of
+from registry.operations.retention import own_recall
+from registry.operations.strategies import AUTO, Strategy, strategy_of
+from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput
-from registry.store.home import work_root
 from registry.store.manifests import store_directory
-from registry.store.schema import BaseModelRow, MergeRow
+from registry.store.schema import BaseModelRow, MergeMemberRow, MergeRow, TaskVectorRow
+from registry.store.workspace import Workspace
 from training.retain import Member as RetainMember
-from training.retain import RetainSettings
+from training.retain import RetainSettings, train_until_retained
+from training.sft import load_model
 
-STRATEGIES = ("auto", "ties", "ties+heal", "warm", "retrain")
-TRAINED = ("ties+heal", "warm", "retrain")
-DEFAULT_STRATEGY = "auto"  # measured best (README, "Integration strategies")
 DEFAULT_TARGET = 0.9  # retention the trained strategies stop at when the channel has no gate
 
 
@@ -54,15 +60,15 @@ class Trained:
 
 
 def check_strategy(strategy: str, settings: RetainSettings | None) -> None:
-    if strategy not in STRATEGIES:
-        raise InvalidInput(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if strategy in (*TRAINED, "auto") and settings is not None:
-        if settings.target is not None and not 0 < settings.target <= 1:
-            raise InvalidInput(f"--target must be in (0, 1], not {settings.target}")
-        if settings.max_steps is not None and settings.max_steps < 0:
-            raise InvalidInput(f"--max-steps must be 0 or more, not {settings.max_steps}")
-        if settings.check_every < 1 or settings.batch < 1 or not settings.lr > 0:
-            raise InvalidInput("--check-every and --batch must be 1 or more and --lr above 0")
+    """A known strategy, and retention settings a trained one can run with."""
+    if (strategy != AUTO and not strategy_of(strategy).trained) or settings is None:
+        return
+    if settings.target is not None and not 0 < settings.target <= 1:
+        raise InvalidInput(f"--target must be in (0, 1], not {settings.target}")
+    if settings.max_steps is not None and settings.max_steps < 0:
+        raise InvalidInput(f"--max-steps must be 0 or more, not {settings.max_steps}")
+    if settings.check_every < 1 or settings.batch < 1 or not settings.lr > 0:
+        raise InvalidInput("--check-every and --batch must be 1 or more and --lr above 0")
 
 
 def settle(settings: RetainSettings | None, members) -> RetainSettings:
@@ -75,12 +81,13 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
     return settings
 
 
+def aimed_at(settings: RetainSettings, gate: float | None) -> RetainSettings:
+    """The settings with the channel's retention gate as their target, unless they name one."""
+    return replace(settings, target=gate) if settings.target is None and gate else settings
+
+
 def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> str:
     """``warm`` when the channel's model holds only corpora being merged (same base), else ``ties+heal``."""
-    from sqlalchemy import select
-
-    from registry.store.schema import MergeMemberRow, TaskVectorRow
-
     if head_id is None:
         return "ties+heal"
     head = row_of(session, MergeRow, head_id)
@@ -112,9 +119,7 @@ def warm_start(session, base: BaseModelRow, parent_id: int | None, channel: str 
 
 
 def train_strategy(
-    db: Database,
-    store: LocalBlobStore,
-    home: Path,
+    ws: Workspace,
     strategy: str,
     base: BaseModelRow,
     members,
@@ -126,28 +131,16 @@ def train_strategy(
     progress: bool,
 ) -> Trained:
     """Build the strategy's starting model, train it until retained, store the result."""
-    from registry.merged_models import merge_into, merged_model_dir
-    from registry.training_ops import base_dir, device_for
-    from training.retain import train_until_retained
-    from training.sft import load_model
-
     device = device_for(device)
-    with tempfile.TemporaryDirectory(dir=work_root(home), prefix="integrate-") as tmp:
+    with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="integrate-") as tmp:
         started = time.perf_counter()
-        if strategy == "ties+heal":
-            origin = merge_into(Path(tmp) / "merged", store, home, base, members, params, progress=progress)
-        else:
-            origin = (
-                merged_model_dir(store, home, start)
-                if strategy == "warm" and start is not None
-                else base_dir(store, home, base)
-            )
-        merge_seconds = time.perf_counter() - started if strategy == "ties+heal" else 0.0
+        origin = starting_model(ws, strategy_of(strategy), Path(tmp) / "merged", base, members, params, start, progress)
+        merge_seconds = time.perf_counter() - started if strategy_of(strategy).merges else 0.0
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
             model,
             tokenizer,
-            retain_members(db, store, members),
+            retain_members(ws, members),
             settings,
             device=device,
             progress=progress,
@@ -155,10 +148,10 @@ def train_strategy(
         )
         out = Path(tmp) / "model"
         started_from = {
-            "ties+heal": "the TIES merge of its members",
-            "retrain": f"the base `{base.name}`",
-            "warm": f"merge-{start.id}" if start is not None else "",
-        }[strategy]
+            "merge": "the TIES merge of its members",
+            "base": f"the base `{base.name}`",
+            "channel": f"merge-{start.id}" if start is not None else "",
+        }[strategy_of(strategy).start]
         save_model(
             model,
             origin,
@@ -166,7 +159,7 @@ def train_strategy(
             base,
             card(strategy, base, members, settings, result.to_json(), started_from=started_from),
         )
-        manifest = store_directory(store, out, kind="merge")
+        manifest = store_directory(ws.store, out, kind="merge")
     retain = result.to_json()
     cost = {
         "merge_seconds": merge_seconds,
@@ -178,13 +171,30 @@ def train_strategy(
     return Trained(manifest, cost, retain)
 
 
-def retain_members(db: Database, store: LocalBlobStore, members) -> list[RetainMember]:
-    from registry.retention import reflections_of
+def starting_model(
+    ws: Workspace,
+    strategy: Strategy,
+    scratch: Path,
+    base: BaseModelRow,
+    members,
+    params,
+    start: MergeRow | None,
+    progress: bool,
+) -> Path:
+    """The model a trained strategy fine-tunes: the members' TIES merge (built in ``scratch``),
+    the channel's current model (``start``), or the base."""
+    if strategy.start == "merge":
+        return merge_into(scratch, ws, base, members, params, progress=progress)
+    if strategy.start == "channel" and start is not None:
+        return merged_model_dir(ws, start)
+    return base_dir(ws, base)
 
+
+def retain_members(ws: Workspace, members) -> list[RetainMember]:
     out = []
     for m in members:
-        pairs, checks = reflections_of(db, store, m.row)
-        out.append(RetainMember(m.corpus, pairs, checks, m.row.metrics.get("recall", {}).get("exact_match")))
+        pairs, checks = reflections_of(ws, m.row)
+        out.append(RetainMember(m.corpus, pairs, checks, own_recall(m.row)))
     if not any(m.pairs for m in out):
         raise InvalidInput(
             "none of these task vectors has reflections to train on (they were added from weights); use --strategy ties"
@@ -194,9 +204,6 @@ def retain_members(db: Database, store: LocalBlobStore, members) -> list[RetainM
 
 def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: str) -> None:
     """The trained model in the base's dtype, with the starting model's tokenizer files and a card."""
-    from merging.card import BASE_FILES
-    from merging.spec import parse_dtype
-
     model.to("cpu", parse_dtype(base.dtype)).save_pretrained(out, safe_serialization=True)
     for name in BASE_FILES:  # what save_pretrained wrote (the generation config) stays as it wrote it
         if (origin / name).is_file() and not (out / name).exists():
@@ -209,8 +216,6 @@ def card(
 ) -> str:
     """A trained strategy's card: a fine-tune of the base (so the Hub's model tree links it), its
     member corpora, the model its training started from, and the retention it reached."""
-    from merging.card import engine_version
-
     meta = {
         "base_model": [base.name],
         "base_model_relation": "finetune",

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from registry.merges import channel_head, find_merge
+from registry.operations.merges import channel_head, find_merge
 from registry.store.database import Database
 from registry.store.errors import Conflict, GateRefused, InvalidInput, NotFound
 from registry.store.names import check_name
@@ -74,8 +75,6 @@ def lock_or_create(session: Session, name: str) -> ChannelRow:
     wait for it, then lock it; a plain ``SELECT ... FOR UPDATE`` finds no row
     to lock, and every process but one would fail on the unique name.
     """
-    from sqlalchemy.dialects import postgresql, sqlite
-
     dialects: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
     insert = dialects.get(session.get_bind().dialect.name)
     if insert is not None:

@@ -8,13 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.bases import find_base
-from registry.store.blobstore import LocalBlobStore, sha256_file
+from registry.operations.bases import find_base
+from registry.store.blobstore import sha256_file
 from registry.store.database import Database, row_of
 from registry.store.errors import AlreadyExists, InvalidInput, NotFound
 from registry.store.names import check_name
 from registry.store.records import CorpusRecord, DocumentRecord
 from registry.store.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
+from registry.store.workspace import Workspace
 from training.documents import DocumentError, DocumentFile, inspect_documents
 
 
@@ -57,8 +58,7 @@ def check_documents(db: Database, name: str, files: list[Path], *, base: str) ->
 
 
 def add_corpus(
-    db: Database,
-    store: LocalBlobStore,
+    ws: Workspace,
     name: str,
     files: list[Path],
     *,
@@ -69,17 +69,17 @@ def add_corpus(
     """Record a corpus and its documents. With ``reuse``, an existing corpus of the
     same name, base and documents (byte for byte) is returned instead of refused,
     so an interrupted `memo register` can be run again."""
-    docs = check_documents(db, name, files, base=base)
-    with db.read() as session:
+    docs = check_documents(ws.db, name, files, base=base)
+    with ws.db.read() as session:
         existing = session.scalar(select(CorpusRow.id).where(CorpusRow.name == name))
         if existing is not None and not reuse:
             raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
     if existing is not None:
-        return _the_same_corpus(db, existing, base, docs)
+        return _the_same_corpus(ws.db, existing, base, docs)
     # Blobs first, rows last in one transaction: a crash leaves no half corpus.
-    shas = [store.put_file(d.path) for d in docs]
+    shas = [ws.store.put_file(d.path) for d in docs]
     try:
-        with db.write() as session:
+        with ws.db.write() as session:
             base_row = find_base(session, base)
             if session.scalar(select(CorpusRow.id).where(CorpusRow.name == name)) is not None:
                 raise AlreadyExists(f"corpus {name!r} already exists; choose another name")

@@ -1,0 +1,156 @@
+"""Fine-tuning a corpus into its next task vector version.
+
+Nothing is written until training has finished: the task vector's blobs and
+row come last, so a crash, a kill or a NaN loss leaves no row and at most
+unreferenced blobs (which `memo gc` removes); running again works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from registry.operations.bases import base_dir
+from registry.operations.corpora import find_corpus
+from registry.operations.devices import device_for
+from registry.operations.questions import EVAL_SAMPLE, sample
+from registry.operations.reflections import HELDOUT_KEY, latest_reflections
+from registry.operations.task_vectors import add_task_vector, find_trained
+from registry.store.database import row_of
+from registry.store.errors import MemoError
+from registry.store.records import TaskVectorRecord
+from registry.store.schema import BaseModelRow, ReflectionSetRow
+from registry.store.workspace import Workspace
+from training.chat import QAPair
+from training.delta import save_task_vector, task_vector
+from training.distributed import is_main_process
+from training.evaluate import recall
+from training.loop import TrainingError
+from training.qa_files import decode_records, pairs_of
+from training.sft import SFTSettings, fine_tune
+
+
+class TrainingFailed(MemoError):
+    code = "training_failed"
+
+
+def software_versions() -> dict[str, str]:
+    return {
+        "memo": version("memo-registry"),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+        "python": platform.python_version(),
+    }
+
+
+def train_corpus(
+    ws: Workspace,
+    corpus: str,
+    settings: SFTSettings,
+    *,
+    storage_dtype: str = "float32",
+    device: str = "auto",
+    progress: bool = True,
+    reuse: bool = False,
+) -> TaskVectorRecord | None:
+    """Train and record the corpus's next task vector; under ``accelerate launch`` every process
+    trains and the main one alone evaluates and records (the others return None). With ``reuse``, a
+    task vector already trained on the latest reflections with the same settings is returned."""
+    started = time.perf_counter()
+    device = device_for(device)
+    with ws.db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
+        reflections = latest_reflections(session, corpus_row)
+        done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
+    if reuse and done is not None:
+        return done if is_main_process() else None
+    directory = base_dir(ws, base_row)
+    pairs, heldout = _pairs(ws, reflections)
+    # A killed run resumes from its checkpoint when the same training is asked for again.
+    key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()
+    checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
+    try:
+        model, tokenizer, result = fine_tune(
+            directory, pairs, settings, device=device, progress=progress, checkpoint=checkpoint, fingerprint=fingerprint
+        )
+    except TrainingError as e:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
+    if not is_main_process():
+        return None
+    metrics = _recall_of(model, tokenizer, pairs, heldout, seed=settings.seed, device=device)
+    deltas, stats = _task_vector_of(model, directory, storage_dtype)
+    training = {
+        "sft": settings.to_json(),
+        "storage_dtype": storage_dtype,
+        "device": str(device),
+        "dataset_sha256": reflections.sha256,
+        "reflection_set_id": reflections.id,
+        **_run_facts(result, stats),
+    }
+    with tempfile.TemporaryDirectory(dir=ws.work_root()) as tmp:
+        save_task_vector(deltas, Path(tmp), stats)
+        training["wall_seconds"] = time.perf_counter() - started
+        record = add_task_vector(
+            ws,
+            corpus,
+            Path(tmp),
+            method=settings.method,
+            storage_dtype=storage_dtype,
+            training=training,
+            norms=stats.norms,
+            metrics=metrics,
+            reflection_set_id=reflections.id,
+        )
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return record
+
+
+def _pairs(ws: Workspace, reflections: ReflectionSetRow) -> tuple[list[QAPair], list[QAPair]]:
+    """The reflection set's pairs, and its held-out paraphrases (none when it has no held-out set)."""
+    heldout_sha = reflections.settings.get(HELDOUT_KEY)
+    heldout = pairs_of(decode_records(ws.store.get_bytes(heldout_sha))) if heldout_sha else []
+    return pairs_of(decode_records(ws.store.get_bytes(reflections.sha256))), heldout
+
+
+def _task_vector_of(model, directory: Path, storage_dtype: str):
+    """The fine-tuned weights minus the base's, in ``storage_dtype``, with their statistics."""
+    base_state = {n: t for f in sorted(directory.glob("*.safetensors")) for n, t in load_file(f).items()}
+    finetuned = {n: t.detach().to("cpu", base_state[n].dtype) for n, t in model.state_dict().items() if n in base_state}
+    return task_vector(base_state, finetuned, storage_dtype)
+
+
+def _recall_of(model, tokenizer, pairs: list, heldout: list, *, seed: int, device: str) -> dict:
+    """The trained model's recall on (a seeded sample of) its reflections, and its held-out set's."""
+    metrics = {"recall": recall(model, tokenizer, sample(pairs, EVAL_SAMPLE, seed), device=device).to_json()}
+    if heldout:
+        metrics["heldout"] = recall(model, tokenizer, sample(heldout, EVAL_SAMPLE, seed), device=device).to_json()
+    return metrics
+
+
+def _run_facts(result, stats) -> dict:
+    """How the training went and what it made, for the task vector's provenance."""
+    return {
+        "examples": result.examples,
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "final_loss": result.final_loss,
+        "resumed_from_step": result.resumed_from,
+        "versions": software_versions(),
+        "task_vector": {
+            "mismatches": stats.mismatches,
+            "relative_error": stats.relative_error,
+            "total_norm": stats.total_norm,
+        },
+    }

@@ -1,0 +1,86 @@
+"""The part of :class:`registry.Registry` that moves and publishes channels: promote, roll back,
+gate, link to a Hub repo, export, publish, and the channels' history."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from registry.operations import (
+    channels,
+    history,
+    publishing,
+)
+from registry.store.records import (
+    ChannelEventRecord,
+    ChannelRecord,
+    PublicationRecord,
+)
+from registry.store.workspace import Workspace
+
+
+class ChannelsFacade:
+    ws: Workspace
+
+    def list_channels(self) -> list[ChannelRecord]:
+        return channels.list_channels(self.ws.db)
+
+    def get_channel(self, name: str) -> ChannelRecord:
+        return channels.get_channel(self.ws.db, name)
+
+    def link_channel(self, name: str, repo: str | None, *, endpoint: str | None = None) -> ChannelRecord:
+        """Link a channel to a Hub repo (``None``: unlink); a linked channel publishes as it moves."""
+        if repo is None:
+            return channels.configure(self.ws.db, name, unlink=True)
+        target = publishing.HubTarget.of(repo, endpoint)
+        return channels.configure(self.ws.db, name, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
+
+    def set_min_retention(self, name: str, value: float | None) -> ChannelRecord:
+        """Gate a channel: promotions of merges below ``value`` retention on any corpus are refused (None: no gate)."""
+        return channels.configure(self.ws.db, name, min_retention=value)
+
+    def promote(
+        self, merge: str | int, channel: str, *, reason: str = "", force: bool = False
+    ) -> ChannelEventRecord | None:
+        """Point ``channel`` at a merge (None if it already does); publishes first when linked.
+
+        ``force`` overrides the channel's retention gate (recorded in the
+        history) and publishes over a Hub ``main`` that moved.
+        """
+        return channels.promote(
+            self.ws.db,
+            merge,
+            channel,
+            reason=reason,
+            forced=force,
+            publish=publishing.channel_publisher(self.ws, force=force),
+        )
+
+    def rollback(
+        self, channel: str, *, to: str | int | None = None, reason: str = "", force: bool = False
+    ) -> ChannelEventRecord:
+        """Point ``channel`` back at its previous merge (or ``to``); publishes first when linked."""
+        publisher = publishing.channel_publisher(self.ws, force=force)
+        return channels.rollback(self.ws.db, channel, to=to, reason=reason, publish=publisher)
+
+    # --- export and publishing ----------------------------------------------------------
+    def export(self, ref: str | int, directory: str | os.PathLike[str]) -> Path:
+        """Write a merge (or a channel's merge) as a standard Hugging Face model directory."""
+        return publishing.export_merge(self.ws, ref, Path(directory))
+
+    def publish(
+        self, ref: str | int, repo: str, *, private: bool = False, endpoint: str | None = None, force: bool = False
+    ) -> PublicationRecord:
+        """Push a merge (or a channel's merge) to a Hub repo's ``main`` in one commit, tagged ``merge-N``.
+
+        Publishing a channel that is not linked to a repo yet links it: its
+        later promotions and rollbacks publish to the same repo.
+        """
+        return publishing.publish(self.ws, ref, publishing.HubTarget.of(repo, endpoint, private=private), force=force)
+
+    def publications(self, ref: str | int | None = None) -> list[PublicationRecord]:
+        return publishing.list_publications(self.ws.db, ref)
+
+    # --- history -----------------------------------------------------------------
+    def log(self, channel: str | None = None) -> list[ChannelEventRecord]:
+        return history.channel_log(self.ws.db, channel)

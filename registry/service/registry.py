@@ -1,0 +1,344 @@
+"""The registry's Python API: ``Registry`` opens a home and runs the operations.
+
+The CLI is a thin layer over this class; so are the later ``train``,
+``merge``, ``publish`` and ``rollback`` operations. Every method either
+completes or leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from merging.spec import DEFAULT_DENSITY
+from registry.operations import (
+    bases,
+    corpora,
+    fine_tuning,
+    integration,
+    maintenance,
+    merge_inputs,
+    merges,
+    reflections,
+    registration,
+    task_vectors,
+)
+from registry.operations.devices import device_for
+from registry.operations.strategies import DEFAULT_STRATEGY
+from registry.service.asking import QuestionsFacade
+from registry.service.channels import ChannelsFacade
+from registry.store.blobstore import LocalBlobStore
+from registry.store.config import Settings, resolve_settings
+from registry.store.database import Database, make_engine, row_of
+from registry.store.home import blobs_dir, check_home, create_home
+from registry.store.migrations import migrate
+from registry.store.records import (
+    BaseModelRecord,
+    CorpusRecord,
+    GcReport,
+    MergeRecord,
+    ReflectionSetRecord,
+    TaskVectorRecord,
+    VerifyReport,
+)
+from registry.store.schema import BaseModelRow
+from registry.store.workspace import Workspace
+from training.llm import Endpoint
+from training.reflections import ReflectSettings
+from training.retain import RetainSettings
+from training.sft import SFTSettings
+from training.tiny import TinyConfig
+
+
+class Registry(QuestionsFacade, ChannelsFacade):
+    """A memo home (blob store) plus its database, migrated to the current schema."""
+
+    def __init__(self, settings: Settings) -> None:
+        check_home(settings.home)
+        self.settings = settings
+        store = LocalBlobStore(blobs_dir(settings.home))
+        store.create()
+        db = Database(make_engine(settings.database_url))
+        try:
+            migrate(db, lock_dir=settings.home)
+        except BaseException:
+            db.dispose()
+            raise
+        self.ws = Workspace(db, store, settings.home)
+
+    @property
+    def db(self) -> Database:
+        return self.ws.db
+
+    @property
+    def store(self) -> LocalBlobStore:
+        return self.ws.store
+
+    @property
+    def home(self) -> Path:
+        return self.ws.home
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
+        """Open an existing home (``memo init`` makes one)."""
+        return cls(resolve_settings(home, database_url))
+
+    @classmethod
+    def init(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
+        """Create a home if needed, then open it; safe to run again."""
+        settings = resolve_settings(home, database_url)
+        create_home(settings.home)
+        return cls(settings)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def resolve_device(requested: str = "auto") -> str:
+        """``auto`` as the device it picks here (a GPU when there is one); an absent device is a one-line error."""
+        return device_for(requested)
+
+    # --- base models -------------------------------------------------------------
+    def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
+        return bases.add_base(self.ws, Path(path), name=name)
+
+    def create_tiny_base(
+        self, name: str, config: TinyConfig | None = None, *, progress: bool = True
+    ) -> BaseModelRecord:
+        """Build, pre-train (offline) and register a tiny Llama base: for demos and tests."""
+        return bases.create_tiny_base(self.ws, name, config or TinyConfig(), progress=progress)
+
+    def base_dir(self, name: str) -> Path:
+        """The base model as a loadable directory (materialized from the blob store)."""
+        record = self.get_base(name)
+        with self.db.read() as session:
+            return bases.base_dir(self.ws, row_of(session, BaseModelRow, record.id))
+
+    def list_bases(self) -> list[BaseModelRecord]:
+        return bases.list_bases(self.db)
+
+    def get_base(self, name: str) -> BaseModelRecord:
+        return bases.get_base(self.db, name)
+
+    # --- corpora -----------------------------------------------------------------
+    def add_corpus(
+        self,
+        name: str,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        base: str,
+        description: str = "",
+        reuse: bool = False,
+    ) -> CorpusRecord:
+        """Record a corpus; with ``reuse`` the same corpus (name, base, documents) is returned, not refused."""
+        return corpora.add_corpus(
+            self.ws, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
+        )
+
+    def register(
+        self,
+        name: str,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        base: str,
+        settings: SFTSettings | None = None,
+        qa: str | os.PathLike[str] | None = None,
+        heldout: str | os.PathLike[str] | None = None,
+        generator: tuple[Endpoint, ReflectSettings] | None = None,
+        description: str = "",
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+    ) -> TaskVectorRecord | None:
+        """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
+        ``generator``), training, task vector. Every input is checked before anything is
+        recorded; run again, it reuses what was done (:mod:`registry.operations.registration`)."""
+        return registration.register(
+            self.ws,
+            name,
+            [Path(f) for f in files],
+            base=base,
+            settings=settings or SFTSettings(),
+            qa=Path(qa) if qa is not None else None,
+            heldout=Path(heldout) if heldout is not None else None,
+            generator=generator,
+            description=description,
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            on_reflections=on_reflections,
+        )
+
+    def list_corpora(self) -> list[CorpusRecord]:
+        return corpora.list_corpora(self.db)
+
+    def get_corpus(self, name: str) -> CorpusRecord:
+        return corpora.get_corpus(self.db, name)
+
+    # --- reflections, training, evaluation --------------------------------------------
+    def generate_reflections(
+        self,
+        corpus: str,
+        endpoint: Endpoint,
+        settings: ReflectSettings | None = None,
+        *,
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
+        """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
+        return reflections.generate_reflections(
+            self.ws, corpus, endpoint, settings or ReflectSettings(), progress=progress, reuse=reuse
+        )
+
+    def import_reflections(
+        self,
+        corpus: str,
+        qa: str | os.PathLike[str],
+        *,
+        heldout: str | os.PathLike[str] | None = None,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
+        """Record ready question-answer pairs (JSON lines) as the corpus's reflections.
+
+        With ``reuse``, when the latest set holds the same pairs, it is returned instead.
+        """
+        return reflections.import_reflections(
+            self.ws, corpus, Path(qa), heldout=Path(heldout) if heldout else None, reuse=reuse
+        )
+
+    def train(
+        self,
+        corpus: str,
+        settings: SFTSettings | None = None,
+        *,
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> TaskVectorRecord | None:
+        """Fine-tune the corpus's base on its latest reflections; record the next task vector.
+
+        ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
+        only the main process records (and returns the record); the others return None.
+        """
+        return fine_tuning.train_corpus(
+            self.ws,
+            corpus,
+            settings or SFTSettings(),
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            reuse=reuse,
+        )
+
+    # --- task vectors --------------------------------------------------------------
+    def add_task_vector(
+        self,
+        corpus: str,
+        directory: str | os.PathLike[str],
+        *,
+        method: str,
+        storage_dtype: str,
+        training: dict | None = None,
+        norms: dict | None = None,
+        metrics: dict | None = None,
+    ) -> TaskVectorRecord:
+        """Record a directory of delta safetensors as ``corpus``'s next version."""
+        return task_vectors.add_task_vector(
+            self.ws,
+            corpus,
+            Path(directory),
+            method=method,
+            storage_dtype=storage_dtype,
+            training=training,
+            norms=norms,
+            metrics=metrics,
+        )
+
+    def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:
+        return task_vectors.list_task_vectors(self.db, corpus)
+
+    # --- merges ---------------------------------------------------------------------
+    def merge(
+        self,
+        corpora: list[str],
+        *,
+        method: str = "ties",
+        density: float = DEFAULT_DENSITY,
+        lam: float = 1.0,
+        weights: dict[str, float] | None = None,
+        channel: str | None = None,
+        reason: str = "",
+        progress: bool = True,
+        evaluate: bool = True,
+        device: str = "auto",
+        promote: bool = True,
+        force: bool = False,
+        strategy: str | None = None,
+        retain: RetainSettings | None = None,
+        on_recorded: Callable[[MergeRecord], None] | None = None,
+    ) -> MergeRecord:
+        """Merge the latest (or named ``corpus@vN``) task vectors; with ``channel``, promote the result.
+
+        The same corpora versions and parameters give the recorded merge back
+        (``record.reused``) instead of computing it again. With ``evaluate``
+        (the default) the merge's recall and retention on every member corpus
+        are measured and recorded with it. ``strategy`` picks how the corpora
+        become one model (:mod:`registry.operations.integration`; by default ``auto``:
+        ``warm`` when extending the channel's model, else ``ties+heal``;
+        ``"ties"`` for the bare merge); the trained ones stop
+        at ``retain.target``, by default the channel's gate (or 0.9).
+        ``promote=False`` records the merge with the channel as its parent but
+        leaves the channel where it is. A channel's retention gate can refuse
+        the promotion (:class:`GateRefused`); the merge stays recorded, and
+        ``force`` promotes it anyway. ``on_recorded`` sees the merge before the promotion.
+        """
+        params = merge_inputs.MergeParams(
+            method=method, density=density, lam=lam, weights=tuple(sorted((weights or {}).items()))
+        )
+        record = merges.create_merge(
+            self.ws,
+            list(corpora),
+            params,
+            channel=channel,
+            progress=progress,
+            evaluate=evaluate,
+            device=device,
+            strategy=strategy or DEFAULT_STRATEGY,
+            retain=self.retain_settings(retain, channel),
+        )
+        if on_recorded is not None:
+            on_recorded(record)
+        if channel is not None and promote:
+            self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
+        return record
+
+    def retain_settings(self, retain: RetainSettings | None, channel: str | None) -> RetainSettings:
+        """``retain`` with the channel's gate as its target where none is given (else the
+        strategy's default, :func:`registry.operations.integration.settle`)."""
+        gate = next((c.min_retention for c in self.list_channels() if c.name == channel), None)
+        return integration.aimed_at(retain or RetainSettings(), gate)
+
+    def list_merges(self) -> list[MergeRecord]:
+        return merges.list_merges(self.db)
+
+    def get_merge(self, ref: str | int) -> MergeRecord:
+        """A merge by id (``7``, ``merge-7``) or a channel's current merge."""
+        return merges.get_merge(self.db, ref)
+
+    # --- maintenance -------------------------------------------------------------
+    def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
+        return maintenance.verify(self.ws, progress=progress)
+
+    def gc(
+        self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS, caches: bool = False
+    ) -> GcReport:
+        return maintenance.gc(self.ws, dry_run=dry_run, grace_seconds=grace_seconds, caches=caches)
