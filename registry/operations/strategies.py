@@ -33,7 +33,7 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("ties", "merge", False, "TIES", "the bare TIES merge of the task vectors (no training)"),
+        Strategy("ties", "merge", False, "bare TIES", "the bare TIES merge of the task vectors (no training)"),
         Strategy(
             "ties+heal",
             "merge",
