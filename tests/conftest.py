@@ -22,6 +22,7 @@ from registry import Registry  # noqa: E402
 from registry.cli import cli  # noqa: E402
 from tests.support.models import build_tiny_llama  # noqa: E402
 from tests.support.postgres import PostgresServer, find_bindir  # noqa: E402
+from tests.support.s3_server import S3Server
 
 
 @pytest.fixture(autouse=True)
@@ -67,12 +68,34 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres+s3", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    """None means the home's default SQLite file; else a fresh PostgreSQL database."""
+    """The two set-ups every registry test runs on: one person's (None: the home's SQLite file,
+    with blobs under the home) and a team's (a fresh PostgreSQL database, blobs in S3: ``blobs_url``)."""
     if request.param == "sqlite":
         return None
     return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture
+def blobs_url(database_url: str | None, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """None beside SQLite (the home's directory); a fresh bucket on the S3 test server beside PostgreSQL."""
+    if database_url is None:
+        return None
+    server: S3Server = request.getfixturevalue("s3_server")
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    return server.create_bucket()
 
 
 @pytest.fixture
@@ -81,8 +104,8 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(home: Path, database_url: str | None) -> Iterator[Registry]:
-    reg = Registry.init(home, database_url=database_url)
+def registry(home: Path, database_url: str | None, blobs_url: str | None) -> Iterator[Registry]:
+    reg = Registry.init(home, database_url=database_url, blobs=blobs_url)
     yield reg
     reg.close()
 
@@ -100,15 +123,18 @@ def docs(tmp_path: Path) -> list[Path]:
 class Memo:
     """Runs the real CLI in-process against one home (and database)."""
 
-    def __init__(self, home: Path, database_url: str | None) -> None:
+    def __init__(self, home: Path, database_url: str | None, blobs_url: str | None = None) -> None:
         self.home = home
         self.database_url = database_url
+        self.blobs_url = blobs_url
         self.runner = CliRunner()
 
     def __call__(self, *args: str, ok: bool = True):
         prefix = ["--home", str(self.home)]
         if self.database_url:
             prefix += ["--db", self.database_url]
+        if self.blobs_url:
+            prefix += ["--blobs", self.blobs_url]
         result = self.runner.invoke(cli, [*prefix, *map(str, args)], catch_exceptions=False)
         if ok:
             assert result.exit_code == 0, f"memo {' '.join(map(str, args))} failed:\n{result.output}"
@@ -116,8 +142,8 @@ class Memo:
 
 
 @pytest.fixture
-def memo(home: Path, database_url: str | None) -> Memo:
-    m = Memo(home, database_url)
+def memo(home: Path, database_url: str | None, blobs_url: str | None) -> Memo:
+    m = Memo(home, database_url, blobs_url)
     m("init")
     return m
 

@@ -9,13 +9,22 @@ import time
 
 import pytest
 
-from registry.store.blobstore import LocalBlobStore
-from registry.store.errors import Corrupt, NotFound
+from registry.store.blob_location import open_blob_store
+from registry.store.blobstore import LocalBlobStore, check_blob
+from registry.store.errors import Corrupt, InvalidInput, NotFound
+from tests.support.blobs import leave_temp_file, overwrite, shas
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = LocalBlobStore(tmp_path / "blobs")
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.postgres)])
+def store(request, tmp_path, monkeypatch):
+    """An empty blob store of each kind (the S3 one in a fresh bucket on the test server)."""
+    if request.param == "local":
+        s = LocalBlobStore(tmp_path / "blobs")
+    else:
+        server = request.getfixturevalue("s3_server")
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        s = open_blob_store(server.create_bucket(), tmp_path)
     s.create()
     return s
 
@@ -26,28 +35,40 @@ def test_put_is_content_addressed_and_deduplicated(store, tmp_path):
     sha = store.put_file(f)
     assert sha == hashlib.sha256(b"hello memo").hexdigest()
     assert store.put_bytes(b"hello memo") == sha
-    assert list(store.iter_shas()) == [sha]
+    assert shas(store) == {sha} and store.exists(sha)
     assert store.get_bytes(sha) == b"hello memo"
-    assert store.temp_files() == []
-    assert oct(store.path(sha).stat().st_mode & 0o777) == "0o444", "blobs are stored read-only"
+    assert b"".join(store.read_chunks(sha)) == b"hello memo"
+    assert store.read_range(sha, 6, 4) == b"memo"
+    assert store.info(sha).size == 10 and store.info("0" * 64) is None
+    assert store.stale_temp_files(0) == []
+    assert store.delete(sha) == 10 and shas(store) == set()
+
+
+def test_a_big_blob_streams_in_chunks(store, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    f = tmp_path / "big.bin"
+    f.write_bytes(data)
+    sha = store.put_file(f)
+    chunks = list(store.read_chunks(sha))
+    assert len(chunks) >= 2 and b"".join(chunks) == data and check_blob(store, sha) is None
+    assert store.read_range(sha, len(data) - 17, 17) == data[-17:]
 
 
 def test_read_detects_corruption_and_absence(store):
     sha = store.put_bytes(b"payload")
-    path = store.path(sha)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"tampered")
+    overwrite(store, sha, b"tampered")
     with pytest.raises(Corrupt, match="fails its sha256"):
         store.get_bytes(sha)
-    assert store.check(sha).startswith("corrupt")
-    path.unlink()
+    assert check_blob(store, sha).startswith("corrupt")
+    store.delete(sha)
     with pytest.raises(NotFound, match="missing"):
         store.get_bytes(sha)
+    assert check_blob(store, sha) == "missing"
     with pytest.raises(Corrupt, match="not a sha256"):
-        store.path("../../etc/passwd")
+        store.get_bytes("../../etc/passwd")
 
 
-def test_failed_write_leaves_no_blob_and_no_temp(store, tmp_path):
+def test_local_blobs_are_read_only_and_a_failed_write_leaves_nothing(tmp_path):
     class Boom(Exception):
         pass
 
@@ -55,15 +76,25 @@ def test_failed_write_leaves_no_blob_and_no_temp(store, tmp_path):
         def read(self, _n):
             raise Boom
 
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.create()
+    sha = store.put_bytes(b"kept")
+    assert oct(store.path(sha).stat().st_mode & 0o777) == "0o444", "blobs are stored read-only"
     with pytest.raises(Boom):
         store._put_stream(Exploding())
-    assert list(store.iter_shas()) == [] and store.temp_files() == []
+    assert shas(store) == {sha} and store.stale_temp_files(0) == []
 
 
-def _corrupt(reg, sha: str) -> None:
-    path = reg.store.path(sha)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"bit rot")
+def test_blob_store_urls(tmp_path):
+    assert isinstance(open_blob_store(None, tmp_path), LocalBlobStore)
+    assert open_blob_store(str(tmp_path / "elsewhere"), tmp_path).url == str(tmp_path / "elsewhere")
+    for url, message in [
+        ("s3://key:secret@bucket/memo", "credentials never go in"),
+        ("s3:///memo", "names no bucket"),
+        ("gs://bucket/memo", "unknown blob store"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            open_blob_store(url, tmp_path)
 
 
 def test_verify_reports_corrupt_and_missing_with_owner(memo, tiny_model, docs):
@@ -74,9 +105,9 @@ def test_verify_reports_corrupt_and_missing_with_owner(memo, tiny_model, docs):
     assert json.loads(memo("verify", "--json").stdout)["problems"] == []
     with Registry.open(memo.home, database_url=memo.database_url) as reg:
         doc = reg.get_corpus("velin").documents[0]
-        _corrupt(reg, doc.sha256)
+        overwrite(reg.store, doc.sha256)
         weights = json.loads(reg.store.get_bytes(reg.get_base("tiny").manifest_sha256))["files"]
-        reg.store.path(weights["model.safetensors"]["sha256"]).unlink()
+        reg.store.delete(weights["model.safetensors"]["sha256"])
     result = memo("verify", "--json", ok=False)
     assert result.exit_code == 1
     problems = {p["referenced_by"]: p["problem"] for p in json.loads(result.stdout)["problems"]}
@@ -86,19 +117,20 @@ def test_verify_reports_corrupt_and_missing_with_owner(memo, tiny_model, docs):
     assert "missing" in text and "corrupt" in text
 
 
+GRACE = 1.0  # seconds; S3 times its objects to the second, so the old ones are made 2 s before
+
+
 def test_gc_removes_only_unreferenced_and_old(registry, tiny_model, docs, tmp_path):
     registry.add_base(tiny_model, name="tiny")
     registry.add_corpus("velin", docs, base="tiny")
     orphan = registry.store.put_bytes(b"left by a killed command")
+    leave_temp_file(registry.store)
+    time.sleep(2 * GRACE)
     fresh = registry.store.put_bytes(b"being written right now")
-    old = time.time() - 7200
-    os.utime(registry.store.path(orphan), (old, old))
-    (registry.store.tmp / "put-stale").write_bytes(b"half")
-    os.utime(registry.store.tmp / "put-stale", (old, old))
 
-    dry = registry.gc(dry_run=True)
+    dry = registry.gc(dry_run=True, grace_seconds=GRACE)
     assert dry.removed == (orphan,) and dry.kept_recent == 1 and registry.store.exists(orphan)
-    done = registry.gc(dry_run=False)
+    done = registry.gc(dry_run=False, grace_seconds=GRACE)
     assert done.removed == (orphan,) and done.bytes_freed == len(b"left by a killed command")
     assert done.temp_files_removed == 1
     assert not registry.store.exists(orphan) and registry.store.exists(fresh)
@@ -109,16 +141,16 @@ def test_gc_removes_only_unreferenced_and_old(registry, tiny_model, docs, tmp_pa
 
 
 def test_dedupe_refreshes_an_orphan_so_gc_cannot_race_a_writer(registry):
-    sha = registry.store.put_bytes(b"orphan")
-    old = time.time() - 7200
-    os.utime(registry.store.path(sha), (old, old))
+    registry.store.put_bytes(b"orphan")
+    time.sleep(2 * GRACE)
     registry.store.put_bytes(b"orphan")  # a new command stores the same content again
-    assert registry.gc(dry_run=False).removed == ()
+    assert registry.gc(dry_run=False, grace_seconds=GRACE).removed == ()
+    assert registry.store.stale_temp_files(0) == []  # the refresh's copy is gone
 
 
 def test_gc_refuses_when_a_manifest_is_unreadable(registry, tiny_model):
     base = registry.add_base(tiny_model, name="tiny")
-    _corrupt(registry, base.manifest_sha256)
+    overwrite(registry.store, base.manifest_sha256)
     with pytest.raises(Corrupt, match="cannot collect garbage"):
         registry.gc(dry_run=False, grace_seconds=0)
 
@@ -173,7 +205,7 @@ def test_cli_gc_reports_work_directories(registry, tiny_model, tmp_path):
     registry.add_base(tiny_model, name="tiny")
     (registry.settings.home / "tmp" / "merge-old").mkdir(parents=True)
     _aged(registry.settings.home / "tmp" / "merge-old")
-    memo = Memo(registry.settings.home, registry.settings.database_url)
+    memo = Memo(registry.settings.home, registry.settings.database_url, registry.settings.blobs_url)
     out = memo("gc").output
     assert "would remove 0 blobs, 0 temp files, 1 work directories" in out and "memo gc --yes" in out
     report = json.loads(memo("gc", "--yes", "--cache", "--grace", "0", "--json").output)

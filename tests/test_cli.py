@@ -80,13 +80,15 @@ def test_os_errors_are_one_line(memo, monkeypatch, docs, tiny_model):
     import errno
 
     from registry.store.blobstore import LocalBlobStore
+    from registry.store.s3_blobs import S3BlobStore
 
     memo("base", "add", tiny_model, "--name", "tiny")
 
     def full(self, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(LocalBlobStore, "put_file", full)
+    for kind in (LocalBlobStore, S3BlobStore):
+        monkeypatch.setattr(kind, "put_file", full)
     result = memo("corpus", "add", "c", *docs, "--base", "tiny", ok=False)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == ["Error: No space left on device; the command was not completed"]

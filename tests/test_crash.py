@@ -13,6 +13,7 @@ import pytest
 from registry.operations import corpora as corpora_module
 from registry.store.schema import CorpusRow, DocumentRow
 from tests.conftest import memo_subprocess_env
+from tests.support.blobs import shas
 from tests.support.snapshot import count
 
 DOCS = 24
@@ -30,11 +31,11 @@ def _docs(directory: Path, attempt: int) -> list[Path]:
 
 def _kill_after_blobs(cmd: list[str], env: dict, reg, target: int) -> None:
     """Start ``cmd`` and SIGKILL it as soon as ``target`` new blobs are stored (or it ends)."""
-    start = sum(1 for _ in reg.store.iter_shas())
+    start = len(shas(reg.store))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline:
-        if sum(1 for _ in reg.store.iter_shas()) - start >= target:
+        if len(shas(reg.store)) - start >= target:
             break
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)

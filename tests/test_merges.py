@@ -21,6 +21,7 @@ from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import materialize
 from registry.store.schema import ChannelEventRow, MergeMemberRow, MergeRow
 from tests.conftest import memo_subprocess_env
+from tests.support.blobs import shas
 from tests.support.snapshot import count, registry_state
 
 HARBOR = Path(__file__).resolve().parent.parent / "examples" / "harbor"
@@ -233,16 +234,16 @@ def test_killed_merge_leaves_no_row_and_reruns(trained, new_blobs):
     """SIGKILL while the merged model's files are being stored: no row, no reachable partial blob."""
     home = trained.settings.home
     cmd = ["memo", "merge", "harbor", "glassworks", "observatory", "--strategy", "ties", "--channel", "production"]
-    start = set(trained.store.iter_shas())
+    start = shas(trained.store)
     proc = subprocess.Popen(cmd, env=memo_subprocess_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
-        if len(set(trained.store.iter_shas()) - start) >= new_blobs:
+        if len(shas(trained.store) - start) >= new_blobs:
             break
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(set(trained.store.iter_shas()) - start) >= new_blobs  # it was storing when killed...
+    assert len(shas(trained.store) - start) >= new_blobs  # it was storing when killed...
     assert count(trained, MergeRow) == count(trained, ChannelEventRow) == 0  # ...and recorded nothing
     assert trained.verify().ok  # no row reaches a partial blob
     rerun = subprocess.run(cmd, env=memo_subprocess_env(home), capture_output=True, text=True, timeout=120)

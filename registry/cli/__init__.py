@@ -36,10 +36,33 @@ from registry.cli.train_cmds import eval_, reflect, register, train
     metavar="URL",
     help="Any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/memo. Default: $MEMO_DATABASE_URL or HOME/memo.db.",
 )
+@click.option(
+    "--blobs",
+    "blobs_url",
+    envvar="MEMO_BLOBS",
+    default=None,
+    metavar="URL",
+    help="Where blobs live: a directory or s3://BUCKET/PREFIX (credentials from the AWS settings). "
+    "Default: $MEMO_BLOBS, else what `memo init --blobs` recorded, else HOME/blobs.",
+)
+@click.option(
+    "--cache-size",
+    envvar="MEMO_CACHE_SIZE",
+    default=None,
+    metavar="SIZE",
+    help="Bytes of HOME/cache to keep, e.g. 5G or 500M (least recently used entries go first). Default: 5G.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (same as `memo COMMAND --json`).")
 @click.version_option(memo_version(), prog_name="memo")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, database_url: str | None, as_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    home: str | None,
+    database_url: str | None,
+    blobs_url: str | None,
+    cache_size: str | None,
+    as_json: bool,
+) -> None:
     """memo: a registry for memory models.
 
     Every knowledge corpus is fine-tuned once into its own task vector, tracked
@@ -53,7 +76,9 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None, as_json:
       memo corpus add atlas docs/*.md --base tiny
       memo corpus list
     """
-    ctx.obj = AppContext(home=home, database_url=database_url, as_json=as_json)
+    ctx.obj = AppContext(
+        home=home, database_url=database_url, blobs_url=blobs_url, cache_size=cache_size, as_json=as_json
+    )
 
 
 def _set(field: str):
@@ -65,7 +90,7 @@ def _set(field: str):
 
 
 def _accept_home_options(command: click.Command) -> None:
-    """``--home`` and ``--db`` after the command too (``memo init --home DIR``), as before it."""
+    """``--home``, ``--db`` and ``--blobs`` after the command too (``memo init --home DIR``), as before it."""
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _accept_home_options(sub)
@@ -84,6 +109,13 @@ def _accept_home_options(command: click.Command) -> None:
             expose_value=False,
             callback=_set("database_url"),
             help="The database URL (same as `memo --db URL ...`).",
+        ),
+        click.Option(
+            ["--blobs", "blobs_url"],
+            metavar="URL",
+            expose_value=False,
+            callback=_set("blobs_url"),
+            help="Where blobs live (same as `memo --blobs URL ...`).",
         ),
     ]
 

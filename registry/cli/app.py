@@ -14,12 +14,16 @@ from registry.service import Registry
 class AppContext:
     home: str | None
     database_url: str | None
+    blobs_url: str | None = None
+    cache_size: str | None = None
     as_json: bool = False  # `memo --json COMMAND`: every command that can print JSON does
     _registry: Registry | None = field(default=None, repr=False)
 
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry.open(self.home, database_url=self.database_url)
+            self._registry = Registry.open(
+                self.home, database_url=self.database_url, blobs=self.blobs_url, cache_size=self.cache_size
+            )
             click.get_current_context().call_on_close(self._registry.close)
         return self._registry
 

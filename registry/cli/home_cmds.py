@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 from rich.progress import Progress
 
-from registry import DEFAULT_GC_GRACE_SECONDS
+from registry import DEFAULT_GC_GRACE_SECONDS, Registry
 from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, human_size, json_option, print_json, print_log
-from registry.service import Registry
 
 
 @click.command()
@@ -19,15 +18,20 @@ def init(app: AppContext, as_json: bool) -> None:
     """Create a memo home (safe to run again) and migrate its database.
 
     \b
-    Example:
+    Examples:
       memo --home ./registry init
+      memo init --db postgresql+psycopg://memo@db/memo --blobs s3://team-bucket/memo   # a team registry
     """
-    with Registry.init(app.home, database_url=app.database_url) as reg:
-        info = {"home": str(reg.settings.home), "database": reg.db.engine.url.render_as_string(hide_password=True)}
+    with Registry.init(app.home, database_url=app.database_url, blobs=app.blobs_url) as reg:
+        info = {
+            "home": str(reg.home),
+            "database": reg.db.engine.url.render_as_string(hide_password=True),
+            "blobs": reg.store.url,
+        }
     if as_json:
         print_json(info)
     else:
-        click.echo(f"memo home ready at {info['home']} (database: {info['database']})")
+        click.echo(f"memo home ready at {info['home']} (database: {info['database']}; blobs: {info['blobs']})")
 
 
 @click.command()
@@ -60,7 +64,7 @@ def verify(app: AppContext, as_json: bool) -> None:
       memo verify --json
     """
     reg = app.registry()
-    total = sum(1 for _ in reg.store.iter_shas())
+    total = sum(1 for _ in reg.store.iter_blobs())
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         task = progress.add_task("verifying blobs", total=total)
         report = reg.verify(progress=lambda _sha: progress.advance(task))

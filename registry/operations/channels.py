@@ -213,8 +213,13 @@ def promote(
     reason: str = "",
     forced: bool = False,
     publish: Publisher | None = None,
+    expected: Any = KEEP,
 ) -> ChannelEventRecord | None:
-    """Point ``channel`` at a merge (created on first use). None when it already points there."""
+    """Point ``channel`` at a merge (created on first use). None when it already points there.
+
+    ``expected``: the merge the channel must still point at (what a merge built for the channel
+    started from); if another user moved it meanwhile, a :class:`Conflict` and nothing moves.
+    """
     with db.read() as session:
         merge = find_merge(session, merge_ref)
         target = merge.id
@@ -223,6 +228,12 @@ def promote(
             check_gate(session, channel, merge)
     if current == target:
         return None
+    if expected is not KEEP and current != expected:
+        raise Conflict(
+            f"merge-{target} was recorded but not promoted: channel {channel!r} moved from merge {expected} "
+            f"to {current} while it was made; look at `memo log {channel}`, then `memo promote {target} "
+            f"--channel {channel}` if it should still go out"
+        )
     return _move(db, channel, target, "promote", reason, forced, publish, current)
 
 

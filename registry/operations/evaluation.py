@@ -55,6 +55,8 @@ def model_dir(ws: Workspace, ref: str) -> Path:
             merge(spec, target, MergeOptions(progress=False))
         except MergeError as e:
             raise Corrupt(f"task vector {ref} cannot be applied to base {base.name!r}: {e}") from e
+    if not ws.hold_cached(target):  # evicted by another process just now: apply it again
+        return model_dir(ws, ref)
     return target
 
 

@@ -15,6 +15,7 @@ import time
 from sqlalchemy import select
 
 from registry.store import workdirs
+from registry.store.blobstore import check_blob
 from registry.store.database import Database
 from registry.store.errors import Corrupt, MemoError
 from registry.store.manifests import load_manifest, manifest_files
@@ -76,14 +77,14 @@ def _references(ws: Workspace) -> tuple[dict[str, str], list[BlobProblem]]:
 def verify(ws: Workspace, *, progress=None) -> VerifyReport:
     referenced, problems = _references(ws)
     seen_problem = {p.sha256 for p in problems}
-    stored = set(ws.store.iter_shas())
+    stored = {b.sha256 for b in ws.store.iter_blobs()}
     checked = 0
     for sha in sorted(stored | set(referenced)):
         if progress:
             progress(sha)
         if sha in seen_problem:
             continue
-        problem = ws.store.check(sha)
+        problem = check_blob(ws.store, sha)
         checked += sha in stored
         if problem:
             problems.append(BlobProblem(sha, problem, referenced.get(sha, "nothing (unreferenced)")))
@@ -93,8 +94,14 @@ def verify(ws: Workspace, *, progress=None) -> VerifyReport:
         checked=checked,
         problems=tuple(problems),
         unreferenced=unreferenced,
-        temp_files=len(ws.store.temp_files()),
+        temp_files=len(ws.store.stale_temp_files(0.0)),
     )
+
+
+def _stored_again(ws: Workspace, sha256: str, grace_seconds: float) -> bool:
+    """Whether a command stored the blob again since it was listed (it is about to reference it)."""
+    info = ws.store.info(sha256)
+    return info is None or time.time() - info.modified < grace_seconds
 
 
 def gc(
@@ -115,21 +122,18 @@ def gc(
         )
     now = time.time()
     removed, kept_recent, freed = [], 0, 0
-    for sha in sorted(set(ws.store.iter_shas()) - set(referenced)):
-        if ws.store.age_seconds(ws.store.path(sha), now) < grace_seconds:
+    for blob in sorted((b for b in ws.store.iter_blobs() if b.sha256 not in referenced), key=lambda b: b.sha256):
+        if now - blob.modified < grace_seconds or (not dry_run and _stored_again(ws, blob.sha256, grace_seconds)):
             kept_recent += 1
             continue
-        removed.append(sha)
-        if not dry_run:
-            freed += ws.store.delete(sha)
-        else:
-            freed += ws.store.path(sha).stat().st_size
-    old_temps = [t for t in ws.store.temp_files() if ws.store.age_seconds(t, now) >= grace_seconds]
+        removed.append(blob.sha256)
+        freed += blob.size if dry_run else ws.store.delete(blob.sha256)
+    old_temps = ws.store.stale_temp_files(grace_seconds)
     work = workdirs.stale_work(ws.home, now, grace_seconds)
     cached = workdirs.cache_entries(ws.home, now, grace_seconds) if caches else []
     if not dry_run:
-        for t in old_temps:
-            t.unlink(missing_ok=True)
+        for name in old_temps:
+            ws.store.remove_temp_file(name)
         for leftover in work + cached:
             workdirs.remove(leftover)
     return GcReport(

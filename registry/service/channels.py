@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from registry.operations import (
     channels,
@@ -40,7 +41,7 @@ class ChannelsFacade:
         return channels.configure(self.ws.db, name, min_retention=value)
 
     def promote(
-        self, merge: str | int, channel: str, *, reason: str = "", force: bool = False
+        self, merge: str | int, channel: str, *, reason: str = "", force: bool = False, expected: Any = channels.KEEP
     ) -> ChannelEventRecord | None:
         """Point ``channel`` at a merge (None if it already does); publishes first when linked.
 
@@ -54,6 +55,7 @@ class ChannelsFacade:
             reason=reason,
             forced=force,
             publish=publishing.channel_publisher(self.ws, force=force),
+            expected=expected,
         )
 
     def rollback(

@@ -28,10 +28,12 @@ from registry.operations.devices import device_for
 from registry.operations.strategies import DEFAULT_STRATEGY
 from registry.service.asking import QuestionsFacade
 from registry.service.channels import ChannelsFacade
-from registry.store.blobstore import LocalBlobStore
+from registry.store.blob_location import open_blob_store
+from registry.store.blobstore import BlobStore
+from registry.store.cache_limit import CacheUse
 from registry.store.config import Settings, resolve_settings
 from registry.store.database import Database, make_engine, row_of
-from registry.store.home import blobs_dir, check_home, create_home
+from registry.store.home import check_home, create_home
 from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
@@ -57,7 +59,7 @@ class Registry(QuestionsFacade, ChannelsFacade):
     def __init__(self, settings: Settings) -> None:
         check_home(settings.home)
         self.settings = settings
-        store = LocalBlobStore(blobs_dir(settings.home))
+        store = open_blob_store(settings.blobs_url, settings.home)
         store.create()
         db = Database(make_engine(settings.database_url))
         try:
@@ -65,14 +67,14 @@ class Registry(QuestionsFacade, ChannelsFacade):
         except BaseException:
             db.dispose()
             raise
-        self.ws = Workspace(db, store, settings.home)
+        self.ws = Workspace(db, store, settings.home, CacheUse(limit=settings.cache_size))
 
     @property
     def db(self) -> Database:
         return self.ws.db
 
     @property
-    def store(self) -> LocalBlobStore:
+    def store(self) -> BlobStore:
         return self.ws.store
 
     @property
@@ -80,18 +82,31 @@ class Registry(QuestionsFacade, ChannelsFacade):
         return self.ws.home
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
-        """Open an existing home (``memo init`` makes one)."""
-        return cls(resolve_settings(home, database_url))
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        blobs: str | None = None,
+        cache_size: str | None = None,
+    ) -> Registry:
+        """Open an existing home (``memo init`` makes one); ``cache_size`` (``5G``, ``500M``) bounds its cache."""
+        return cls(resolve_settings(home, database_url, blobs, cache_size))
 
     @classmethod
-    def init(cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None) -> Registry:
-        """Create a home if needed, then open it; safe to run again."""
-        settings = resolve_settings(home, database_url)
-        create_home(settings.home)
+    def init(
+        cls, home: str | os.PathLike[str] | None = None, *, database_url: str | None = None, blobs: str | None = None
+    ) -> Registry:
+        """Create a home if needed, then open it; safe to run again. ``blobs`` (a directory or
+        ``s3://bucket/prefix``) is recorded in the home, so later commands find its blob store."""
+        settings = resolve_settings(home, database_url, blobs)
+        if settings.blobs_url:  # a store it cannot reach is never recorded in the home
+            open_blob_store(settings.blobs_url, settings.home).create()
+        create_home(settings.home, blobs=settings.blobs_url)
         return cls(settings)
 
     def close(self) -> None:
+        self.ws.cache_use.release()
         self.db.dispose()
 
     def __enter__(self) -> Registry:
@@ -300,7 +315,10 @@ class Registry(QuestionsFacade, ChannelsFacade):
         leaves the channel where it is. A channel's retention gate can refuse
         the promotion (:class:`GateRefused`); the merge stays recorded, and
         ``force`` promotes it anyway. ``on_recorded`` sees the merge before the promotion.
+        If another user moves the channel while the merge is made, the promotion is a
+        :class:`Conflict` (the merge stays recorded).
         """
+        started_from = self.get_channel(channel).current_merge_id if channel and self._has_channel(channel) else None
         params = merge_inputs.MergeParams(
             method=method, density=density, lam=lam, weights=tuple(sorted((weights or {}).items()))
         )
@@ -318,8 +336,12 @@ class Registry(QuestionsFacade, ChannelsFacade):
         if on_recorded is not None:
             on_recorded(record)
         if channel is not None and promote:
-            self.promote(record.id, channel, reason=reason or f"memo merge {' '.join(corpora)}", force=force)
+            reason = reason or f"memo merge {' '.join(corpora)}"
+            self.promote(record.id, channel, reason=reason, force=force, expected=started_from)
         return record
+
+    def _has_channel(self, name: str) -> bool:
+        return any(c.name == name for c in self.list_channels())
 
     def retain_settings(self, retain: RetainSettings | None, channel: str | None) -> RetainSettings:
         """``retain`` with the channel's gate as its target where none is given (else the

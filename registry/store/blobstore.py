@@ -1,10 +1,12 @@
-"""Content-addressed blob store: every artifact is a file named by its sha256.
+"""Content-addressed blob stores: every artifact is a blob named by its sha256.
 
-Writes are atomic (temp file in the same filesystem, fsync, rename, fsync of
-the directory), so a reader never sees a partial blob and a crash leaves at
-most a temp file that ``gc`` removes. Equal content is stored once.
-The :class:`BlobStore` protocol is what the registry needs; other backends
-(object stores) can implement it later.
+:class:`BlobStore` is what the registry needs from one. :class:`LocalBlobStore`
+keeps blobs as files under the home (writes are atomic: temp file in the same
+filesystem, fsync, rename, fsync of the directory, so a reader never sees a
+partial blob and a crash leaves at most a temp file that ``gc`` removes);
+:mod:`registry.store.s3_blobs` keeps them in any S3-compatible bucket. Equal
+content is stored once, and storing it again makes it fresh, so a concurrent
+``gc`` (which spares blobs younger than its grace period) cannot take it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -35,18 +39,47 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size: int
+    modified: float  # seconds since the epoch: when it was stored or last stored again
+
+
 class BlobStore(Protocol):
+    """Blobs by sha256. ``get_bytes`` and ``read_chunks`` callers verify what they read."""
+
+    url: str  # where the blobs live, for messages (never with credentials)
+
+    def create(self) -> None: ...
     def put_file(self, path: Path) -> str: ...
     def put_bytes(self, data: bytes) -> str: ...
     def get_bytes(self, sha256: str) -> bytes: ...
-    def path(self, sha256: str) -> Path: ...
+    def read_chunks(self, sha256: str) -> Iterator[bytes]: ...
+    def read_range(self, sha256: str, start: int, length: int) -> bytes: ...
     def exists(self, sha256: str) -> bool: ...
-    def iter_shas(self) -> Iterator[str]: ...
-    def check(self, sha256: str) -> str | None: ...
-    def age_seconds(self, path: Path, now: float) -> float:
-        return now - path.stat().st_mtime
-
+    def info(self, sha256: str) -> BlobInfo | None: ...
+    def iter_blobs(self) -> Iterator[BlobInfo]: ...
     def delete(self, sha256: str) -> int: ...
+    def stale_temp_files(self, older_than: float) -> list[str]: ...
+    def remove_temp_file(self, name: str) -> None: ...
+
+
+def check_blob(store: BlobStore, sha256: str) -> str | None:
+    """Rehash one blob, streaming: None when intact, else a short reason."""
+    digest = hashlib.sha256()
+    try:
+        for chunk in store.read_chunks(sha256):
+            digest.update(chunk)
+    except NotFound:
+        return "missing"
+    return None if digest.hexdigest() == sha256 else "corrupt (sha256 mismatch)"
+
+
+def verified_bytes(store: BlobStore, sha256: str, data: bytes) -> bytes:
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise Corrupt(f"blob {sha256} fails its sha256 check; run `memo verify`")
+    return data
 
 
 class LocalBlobStore:
@@ -56,6 +89,7 @@ class LocalBlobStore:
         self.root = root
         self.objects = root / "sha256"
         self.tmp = root / "tmp"
+        self.url = str(root)
 
     def create(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -122,28 +156,34 @@ class LocalBlobStore:
             data = path.read_bytes()
         except FileNotFoundError as e:
             raise NotFound(f"blob {sha256} is missing from {self.objects}; run `memo verify`") from e
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise Corrupt(f"blob {sha256} fails its sha256 check; run `memo verify`")
-        return data
+        return verified_bytes(self, sha256, data)
 
-    def iter_shas(self) -> Iterator[str]:
+    def read_chunks(self, sha256: str) -> Iterator[bytes]:
+        try:
+            with open(self.path(sha256), "rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        except FileNotFoundError as e:
+            raise NotFound(f"blob {sha256} is missing from {self.objects}; run `memo verify`") from e
+
+    def read_range(self, sha256: str, start: int, length: int) -> bytes:
+        with open(self.path(sha256), "rb") as f:
+            return os.pread(f.fileno(), length, start)
+
+    def info(self, sha256: str) -> BlobInfo | None:
+        try:
+            st = self.path(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(sha256, st.st_size, st.st_mtime)
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
         if not self.objects.is_dir():
             return
         for sub in sorted(self.objects.iterdir()):
             for blob in sorted(sub.iterdir()):
-                yield blob.name
-
-    def check(self, sha256: str) -> str | None:
-        """Rehash one blob: None when intact, else a short reason."""
-        path = self.path(sha256)
-        if not path.is_file():
-            return "missing"
-        if sha256_file(path) != sha256:
-            return "corrupt (sha256 mismatch)"
-        return None
-
-    def age_seconds(self, path: Path, now: float) -> float:
-        return now - path.stat().st_mtime
+                st = blob.stat()
+                yield BlobInfo(blob.name, st.st_size, st.st_mtime)
 
     def delete(self, sha256: str) -> int:
         path = self.path(sha256)
@@ -151,6 +191,11 @@ class LocalBlobStore:
         path.unlink()
         return size
 
-    def temp_files(self) -> list[Path]:
-        """Leftovers of interrupted writes (never reachable from a row)."""
-        return sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
+    def stale_temp_files(self, older_than: float) -> list[str]:
+        """Leftovers of interrupted writes older than ``older_than`` seconds (never reachable from a row)."""
+        now = time.time()
+        found = sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
+        return [t.name for t in found if now - t.stat().st_mtime >= older_than]
+
+    def remove_temp_file(self, name: str) -> None:
+        (self.tmp / name).unlink(missing_ok=True)

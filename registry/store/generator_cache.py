@@ -12,14 +12,14 @@ import json
 
 from sqlalchemy.exc import IntegrityError
 
-from registry.store.blobstore import LocalBlobStore
+from registry.store.blobstore import BlobStore
 from registry.store.database import Database
 from registry.store.errors import MemoError
 from registry.store.schema import GeneratorCallRow
 
 
 class BlobCallCache:
-    def __init__(self, db: Database, store: LocalBlobStore) -> None:
+    def __init__(self, db: Database, store: BlobStore) -> None:
         self.db, self.store = db, store
 
     def get(self, key: str) -> dict | None:

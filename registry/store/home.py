@@ -61,15 +61,31 @@ def is_home(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
-def create_home(path: Path) -> bool:
-    """Create (or keep) a home; returns False when it already was one."""
+def create_home(path: Path, *, blobs: str | None = None) -> bool:
+    """Create (or keep) a home, recording where its blobs live (``blobs``: None for ``HOME/blobs``);
+    returns False when it already was one."""
     if path.exists() and not path.is_dir():
         raise NotAHome(f"{path} exists and is not a directory; choose another --home")
     if is_home(path):
+        recorded = recorded_blobs(path)
+        if blobs is not None and blobs != recorded:
+            raise NotAHome(
+                f"{path} keeps its blobs at {recorded or blobs_dir(path)}; a home's blob store cannot change "
+                "(its rows point into it): use another --home for another store"
+            )
         return False
     path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path / MARKER, {"memo_home_format": HOME_FORMAT})
+    write_json_atomic(path / MARKER, {"memo_home_format": HOME_FORMAT, **({"blobs": blobs} if blobs else {})})
     return True
+
+
+def recorded_blobs(path: Path) -> str | None:
+    """Where ``memo init --blobs`` said this home's blobs live (None: ``HOME/blobs``, or not a home)."""
+    try:
+        value = json.loads((path / MARKER).read_text()).get("blobs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def check_home(path: Path) -> None:

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from registry.store.blobstore import LocalBlobStore, is_sha256
+from registry.store.blobstore import BlobStore, is_sha256
 from registry.store.errors import Corrupt
 
 
-def store_directory(store: LocalBlobStore, directory: Path, *, kind: str, skip: Iterable[str] = ()) -> str:
+def store_directory(store: BlobStore, directory: Path, *, kind: str, skip: Iterable[str] = ()) -> str:
     """Store every regular file under ``directory`` (hidden ones excepted); return the manifest's sha."""
     skipped = set(skip)
     files: dict[str, dict[str, Any]] = {}
@@ -33,7 +33,7 @@ def encode_manifest(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, indent=1).encode()
 
 
-def load_manifest(store: LocalBlobStore, sha256: str) -> dict[str, Any]:
+def load_manifest(store: BlobStore, sha256: str) -> dict[str, Any]:
     try:
         manifest = json.loads(store.get_bytes(sha256))
         files = manifest["files"]

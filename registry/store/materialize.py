@@ -21,18 +21,23 @@ import tempfile
 from pathlib import Path
 
 from merging.partial import move_into_place, partial_dir
-from registry.store.blobstore import CHUNK, LocalBlobStore
-from registry.store.errors import Corrupt
+from registry.store.blobstore import BlobStore
+from registry.store.errors import Corrupt, NotFound
 from registry.store.manifests import load_manifest, manifest_files
 
 
-def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, what: str = "") -> Path:
+def materialize(store: BlobStore, manifest_sha: str, cache_root: Path, *, what: str = "") -> Path:
     """The manifest's directory in the cache (built and verified on first use); ``what`` names the
     artifact in errors, e.g. ``base model 'tiny'``."""
+    return build_entry(store, manifest_sha, cache_root, what=what)[0]
+
+
+def build_entry(store: BlobStore, manifest_sha: str, cache_root: Path, *, what: str = "") -> tuple[Path, bool]:
+    """:func:`materialize`, also saying whether this call built the entry."""
     target = cache_root / manifest_sha
     if target.is_dir():
         if not _linked_into_the_store(target):
-            return target
+            return target, False
         _set_aside(target)  # an entry of an older memo: hard links into the store; rebuilt as copies
     what = what or f"the artifact of manifest {manifest_sha[:12]}"
     files = manifest_files(load_manifest(store, manifest_sha))
@@ -46,23 +51,20 @@ def materialize(store: LocalBlobStore, manifest_sha: str, cache_root: Path, *, w
         except OSError:
             if not target.is_dir():
                 raise  # else another process finished the same entry first: ours is removed on exit
-    return target
+    return target, True
 
 
-def _copy_verified(store: LocalBlobStore, sha: str, dest: Path, what: str) -> None:
-    source = store.path(sha)
+def _copy_verified(store: BlobStore, sha: str, dest: Path, what: str) -> None:
     digest = hashlib.sha256()
     try:
-        with open(source, "rb") as src, open(dest, "wb") as dst:
-            while chunk := src.read(CHUNK):
+        with open(dest, "wb") as dst:
+            for chunk in store.read_chunks(sha):
                 digest.update(chunk)
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
-    except FileNotFoundError as e:
-        if e.filename == str(source):
-            raise Corrupt(f"{what} is missing from the blob store; run `memo verify`") from None
-        raise
+    except NotFound:
+        raise Corrupt(f"{what} is missing from the blob store; run `memo verify`") from None
     if digest.hexdigest() != sha:
         raise Corrupt(f"{what} is corrupt (sha256 mismatch); nothing was used; run `memo verify`")
     os.chmod(dest, 0o444)

@@ -75,7 +75,8 @@ def _dead_partials(home: Path) -> list[Path]:
 def cache_entries(home: Path, now: float, grace_seconds: float) -> list[Leftover]:
     """Complete cache entries built more than the grace period ago (rebuilt when next needed)."""
     entries = [p for kind in _cache_kinds(home) for p in sorted(kind.iterdir()) if not p.name.startswith(".")]
-    return [Leftover(p, freed_bytes(p)) for p in entries if now - p.lstat().st_mtime >= grace_seconds]
+    old = [p for p in entries if now - p.lstat().st_mtime >= grace_seconds]
+    return [Leftover(p, freed_bytes(p)) for p in old if not partial.is_held(p)]  # never one a command uses
 
 
 def remove(leftover: Leftover) -> None:

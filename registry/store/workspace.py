@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.store.blobstore import LocalBlobStore
+from registry.store.blobstore import BlobStore
+from registry.store.cache_limit import CacheUse
 from registry.store.database import Database
 from registry.store.home import CacheKind, cache_dir, checkpoints_dir, work_root
-from registry.store.materialize import materialize
+from registry.store.materialize import build_entry
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,9 @@ class Workspace:
     the operations use (:mod:`registry.store.home` names each place)."""
 
     db: Database
-    store: LocalBlobStore
+    store: BlobStore
     home: Path
+    cache_use: CacheUse = field(default_factory=CacheUse)  # what this process holds in the cache
 
     def cache(self, kind: CacheKind) -> Path:
         return cache_dir(self.home, kind)
@@ -32,5 +34,20 @@ class Workspace:
         return checkpoints_dir(self.home)
 
     def materialize(self, manifest_sha256: str, kind: CacheKind, *, what: str) -> Path:
-        """A stored artifact as a verified directory in the ``kind`` cache (:mod:`registry.store.materialize`)."""
-        return materialize(self.store, manifest_sha256, self.cache(kind), what=what)
+        """A stored artifact as a verified directory in the ``kind`` cache (:mod:`registry.store.materialize`),
+        held for this process; the cache is then trimmed to its limit (:mod:`registry.store.cache_limit`)."""
+        while True:
+            entry, built = build_entry(self.store, manifest_sha256, self.cache(kind), what=what)
+            if self.cache_use.hold(entry):
+                break
+        if built:
+            self.cache_use.trim(self.home / "cache")
+        return entry
+
+    def hold_cached(self, entry: Path) -> bool:
+        """Hold a cache entry built by other means (an applied task vector), then trim the cache;
+        False when it was evicted before it could be held."""
+        if not self.cache_use.hold(entry):
+            return False
+        self.cache_use.trim(self.home / "cache")
+        return True

@@ -18,16 +18,16 @@ def registry_state(reg: Registry) -> dict:
     # Referenced blobs must not change (verify rehashes every one); new unreferenced blobs are
     # allowed (they are what an interrupted write leaves and gc removes).
     report = reg.verify()
-    referenced = sorted(set(reg.store.iter_shas()) - set(report.unreferenced))
+    stored = {b.sha256: b.size for b in reg.store.iter_blobs()}
     return {
         "tables": tables,
-        "blobs": {sha: reg.store.path(sha).stat().st_size for sha in referenced},
+        "blobs": {sha: size for sha, size in sorted(stored.items()) if sha not in report.unreferenced},
         "problems": report.problems,
     }
 
 
 def blob_set(reg: Registry) -> set[str]:
-    return set(reg.store.iter_shas())
+    return {b.sha256 for b in reg.store.iter_blobs()}
 
 
 def count(reg: Registry, table) -> int:

@@ -1,0 +1,106 @@
+"""A proxy in front of the S3 test server that fails chosen requests the way networks and servers do:
+a connection dropped halfway through an upload or a download, or a 500 from the server."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+
+
+@dataclass
+class Fault:
+    method: str  # "PUT", "GET", ...
+    path_part: str  # a substring of the request path, e.g. "/sha256/"
+    mode: str  # "drop" (the connection closes halfway through the body) or "500"
+    hits: int = 0
+
+
+class FaultyProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail(self, method: str, path_part: str, mode: str) -> Fault:
+        fault = Fault(method, path_part, mode)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def heal(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.method == method and fault.path_part in path:
+                    fault.hits += 1
+                    return fault
+        return None
+
+
+def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _relay(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            fault = proxy.fault_for(self.command, self.path)
+            if fault is not None and fault.mode == "drop" and self.command == "PUT":
+                self.rfile.read(length // 2)  # half the upload arrives, then the connection dies
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            body = self.rfile.read(length) if length else None
+            if fault is not None and fault.mode == "500":
+                self.send_response(500)
+                error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error)
+                return
+            upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for k, v in response.getheaders():
+                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            size = response.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+            self.send_header("Content-Length", size or "0")
+            self.end_headers()
+            if fault is not None and fault.mode == "drop":  # a download cut off halfway
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+    return Handler

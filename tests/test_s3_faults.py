@@ -1,0 +1,82 @@
+"""The object store failing mid-request: a dropped upload, a dropped download, a server error.
+
+Each command fails with one line, records nothing a row points to, and the same command run
+again once the store is healthy succeeds. The S3 server is the test one, behind a proxy that
+injects the failures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from registry import Registry
+from registry.store.materialize import materialize
+from registry.store.s3_blobs import BlobStoreFailed
+from tests.conftest import Memo
+from tests.support.cli import assert_one_line_error
+from tests.support.faulty_proxy import FaultyProxy
+from tests.support.s3_server import CREDENTIALS
+from tests.support.snapshot import registry_state
+
+
+@pytest.fixture
+def proxied(s3_server, monkeypatch, tmp_path):
+    """A home whose blobs are in a bucket reached through the fault-injecting proxy."""
+    with FaultyProxy(s3_server.endpoint) as proxy:
+        for name, value in {**s3_server.environment(), "AWS_ENDPOINT_URL": proxy.endpoint}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MEMO_S3_RETRIES", "1")  # fail fast: the faults here do not go away by retrying
+        url = s3_server.create_bucket()
+        memo = Memo(tmp_path / "home", None, url)
+        memo("init")
+        yield memo, proxy
+
+
+def _state(memo: Memo) -> dict:
+    with Registry.open(memo.home) as reg:
+        return registry_state(reg)
+
+
+@pytest.mark.parametrize("mode", ["drop", "500"])
+def test_a_failed_upload_records_nothing_and_the_rerun_succeeds(proxied, tiny_model, mode):
+    memo, proxy = proxied
+    before = _state(memo)
+    proxy.fail("PUT", "/sha256/", mode)
+    result = memo("base", "add", tiny_model, "--name", "tiny", ok=False)
+    assert_one_line_error(result, "cannot store blob")
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in result.output
+    assert _state(memo) == before, "nothing recorded, no referenced blob changed"
+    proxy.heal()
+    memo("base", "add", tiny_model, "--name", "tiny")
+    with Registry.open(memo.home) as reg:
+        assert [b.name for b in reg.list_bases()] == ["tiny"] and reg.verify().ok
+
+
+def test_a_failed_download_leaves_no_output_and_the_rerun_succeeds(proxied, tiny_model, tmp_path):
+    memo, proxy = proxied
+    memo("base", "add", tiny_model, "--name", "tiny")
+    proxy.fail("GET", "/sha256/", "drop")
+    assert_one_line_error(memo("verify", ok=False), "cannot read blob")
+    cache = tmp_path / "cache"
+    with Registry.open(memo.home) as reg:
+        base = reg.get_base("tiny")
+        with pytest.raises(BlobStoreFailed, match="cannot read blob"):
+            materialize(reg.store, base.manifest_sha256, cache)
+        assert not (cache / base.manifest_sha256).exists(), "no cache entry from a cut download"
+        proxy.heal()
+        assert (materialize(reg.store, base.manifest_sha256, cache) / "config.json").is_file()
+    memo("verify")
+
+
+def test_a_missing_bucket_is_one_line(s3_server, monkeypatch, tmp_path):
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "home"
+    result = Memo(home, None, "s3://no-such-bucket/memo")("init", ok=False)
+    assert_one_line_error(result, "there is no bucket 'no-such-bucket'")
+    assert not (home / "memo-home.json").exists(), "a home never records a store it cannot reach"
+    good = s3_server.create_bucket()
+    Memo(home, None, good)("init")  # so the same command with the right bucket just works
+    assert json.loads((home / "memo-home.json").read_text())["blobs"] == good
