@@ -8,13 +8,17 @@ injects the failures.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from registry import Registry
 from registry.store.materialize import materialize
 from registry.store.s3_blobs import BlobStoreFailed
-from tests.conftest import Memo
+from tests.conftest import Memo, memo_subprocess_env
 from tests.support.cli import assert_one_line_error
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.s3_server import CREDENTIALS
@@ -80,3 +84,24 @@ def test_a_missing_bucket_is_one_line(s3_server, monkeypatch, tmp_path):
     good = s3_server.create_bucket()
     Memo(home, None, good)("init")  # so the same command with the right bucket just works
     assert json.loads((home / "memo-home.json").read_text())["blobs"] == good
+
+
+def test_a_command_killed_mid_upload_leaves_nothing_a_row_points_to(proxied, tiny_model):
+    memo, proxy = proxied
+    fault = proxy.fail("PUT", "/sha256/", "hang")
+    env = dict(memo_subprocess_env(memo.home), MEMO_S3_RETRIES="0")
+    command = [sys.executable, "-m", "registry", "base", "add", str(tiny_model), "--name", "tiny"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while fault.hits == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert fault.hits >= 1, "the upload should have started"
+    proc.send_signal(signal.SIGKILL)  # killed while its first blob is half sent
+    proc.wait()
+    proxy.heal()
+    with Registry.open(memo.home) as reg:
+        assert reg.list_bases() == [] and reg.verify().ok  # no row, and no row points at a missing blob
+        assert reg.store.stale_temp_files(0) == []
+    memo("base", "add", tiny_model, "--name", "tiny")  # the same command again just works
+    with Registry.open(memo.home) as reg:
+        assert [b.name for b in reg.list_bases()] == ["tiny"] and reg.verify().ok

@@ -1,5 +1,6 @@
-"""A proxy in front of the S3 test server that fails chosen requests the way networks and servers do:
-a connection dropped halfway through an upload or a download, or a 500 from the server."""
+"""A proxy in front of the S3 test server that fails chosen requests the way networks and servers do
+(a connection dropped halfway through an upload or a download, a 500, a client killed mid-upload),
+and counts the bytes that go up and down through it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 class Fault:
     method: str  # "PUT", "GET", ...
     path_part: str  # a substring of the request path, e.g. "/sha256/"
-    mode: str  # "drop" (the connection closes halfway through the body) or "500"
+    mode: str  # "drop" (the connection closes halfway through the body), "500", or "hang" (half the
+    # upload arrives, then nothing until the proxy is healed: a client killed mid-upload)
     hits: int = 0
 
 
@@ -25,6 +27,8 @@ class FaultyProxy:
         self.upstream = urlsplit(upstream)
         self.faults: list[Fault] = []
         self._lock = threading.Lock()
+        self.healed = threading.Event()
+        self.bytes_up = self.bytes_down = 0  # request and response bodies relayed
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -47,6 +51,7 @@ class FaultyProxy:
     def heal(self) -> None:
         with self._lock:
             self.faults.clear()
+        self.healed.set()
 
     def fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -67,6 +72,11 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
         def _relay(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             fault = proxy.fault_for(self.command, self.path)
+            if fault is not None and fault.mode == "hang":
+                self.rfile.read(length // 2)
+                proxy.healed.wait(timeout=60)
+                self.close_connection = True
+                return
             if fault is not None and fault.mode == "drop" and self.command == "PUT":
                 self.rfile.read(length // 2)  # half the upload arrives, then the connection dies
                 self.close_connection = True
@@ -85,6 +95,9 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
             data = response.read()
+            with proxy._lock:
+                proxy.bytes_up += len(body or b"")
+                proxy.bytes_down += len(data)
             self.send_response(response.status)
             for k, v in response.getheaders():
                 if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
