@@ -4,6 +4,7 @@ and a recorded merge materialised from the blob store."""
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
@@ -47,8 +48,11 @@ def merge_into(
     progress: bool,
 ) -> Path:
     """Run the merge engine into the (new) directory ``out``."""
-    base_path = base_dir(ws, base)
-    paths = [verified_task_vector_dir(ws, m) for m in members]
+    # The base and the members are fetched at once: from a bucket, downloads overlap instead of queueing.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        base_future = pool.submit(base_dir, ws, base)
+        member_futures = [pool.submit(verified_task_vector_dir, ws, m) for m in members]
+        base_path, paths = base_future.result(), [f.result() for f in member_futures]
     density = params.density if params.method == "ties" else 1.0
     spec = MergeSpec(
         params.method,
