@@ -19,12 +19,16 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.store.errors import InvalidInput
+from registry.store.errors import Conflict, InvalidInput
 from registry.store.workdirs import freed_bytes
 
 CACHE_SIZE_ENV = "MEMO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 5 * 10**9
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+
+
+class CacheTooSmall(Conflict):
+    code = "cache_too_small"
 
 
 def parse_size(text: str) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry.store.blobstore import BlobStore
-from registry.store.cache_limit import CacheUse
+from registry.store.cache_limit import CacheTooSmall, CacheUse
 from registry.store.database import Database
 from registry.store.home import CacheKind, cache_dir, checkpoints_dir, work_root
 from registry.store.materialize import build_entry
@@ -36,13 +36,16 @@ class Workspace:
     def materialize(self, manifest_sha256: str, kind: CacheKind, *, what: str) -> Path:
         """A stored artifact as a verified directory in the ``kind`` cache (:mod:`registry.store.materialize`),
         held for this process; the cache is then trimmed to its limit (:mod:`registry.store.cache_limit`)."""
-        while True:
+        for _ in range(3):  # another process may evict it between the build and the hold: build again
             entry, built = build_entry(self.store, manifest_sha256, self.cache(kind), what=what)
             if self.cache_use.hold(entry):
-                break
-        if built:
-            self.cache_use.trim(self.home / "cache")
-        return entry
+                if built:
+                    self.cache_use.trim(self.home / "cache")
+                return entry
+        raise CacheTooSmall(
+            f"{what} is evicted from the cache as soon as it is built: other memo processes need more than "
+            "the cache size; raise --cache-size (MEMO_CACHE_SIZE)"
+        )
 
     def hold_cached(self, entry: Path) -> bool:
         """Hold a cache entry built by other means (an applied task vector), then trim the cache;
