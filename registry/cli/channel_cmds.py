@@ -98,16 +98,20 @@ def channel_set(
         click.echo(f"channel {record.name}: {linked}; {gate}")
 
 
-@click.command()
-@click.argument("merge_ref", metavar="MERGE")
-@click.option("--channel", required=True, help="The channel to move (created on first use).")
-@click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option(
+reason_option = click.option("--reason", default="", help="Why (kept in the channel history).")
+force_option = click.option(
     "--force",
     is_flag=True,
     help="Promote below the channel's retention gate, and publish even if the "
     "linked repo's main moved since memo's last publish (recorded in the history).",
 )
+
+
+@click.command()
+@click.argument("merge_ref", metavar="MERGE")
+@click.option("--channel", required=True, help="The channel to move (created on first use).")
+@reason_option
+@force_option
 @json_option
 @pass_app
 def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: bool, as_json: bool) -> None:
@@ -127,13 +131,8 @@ def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: b
 @click.command()
 @click.argument("channel_name", metavar="CHANNEL")
 @click.option("--to", "to", metavar="MERGE", help="Go back to this merge [default: the one before the current].")
-@click.option("--reason", default="", help="Why (kept in the channel history).")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Promote below the channel's retention gate, and publish even if the "
-    "linked repo's main moved since memo's last publish (recorded in the history).",
-)
+@reason_option
+@force_option
 @json_option
 @pass_app
 def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, force: bool, as_json: bool) -> None:
