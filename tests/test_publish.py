@@ -36,7 +36,7 @@ def hub_files(hub, repo=REPO) -> dict[str, bytes]:
 
 
 def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
-    """The issue's journey, as a user runs it: three corpora, publish, a fourth, roll back."""
+    """The publishing journey, as a user runs it: three corpora, publish, a fourth, roll back."""
     memo = Memo(trained.settings.home, None)
     memo("merge", "--strategy", "ties", "harbor", "glassworks", "observatory", "--channel", "production")
     out = memo("publish", "production", "--repo", REPO, "--endpoint", hub.url).output
