@@ -2,11 +2,18 @@
 
 For each model shape (a tiny base, and a ~200M-parameter Qwen2-shaped bf16 model), in one run:
 register a base and three corpora (their task vectors are synthetic bf16 deltas: what is measured
-is the registry's storing and reading, not training), merge K=3 (TIES, density 0.3) from the home
-that registered them (its cache holds the base), then the same corpora at another density from a
-second home sharing the database and the store (a teammate with an empty cache: everything is read
-from the store). The S3 side runs against moto's server on 127.0.0.1 through a proxy that counts
-the bytes each way. Prints wall seconds per phase and the S3 / local ratio.
+is the registry's storing and reading, not training), then merge K=3 (TIES) three ways:
+
+- from the home that registered them (with a bucket, its cache kept what it stored; with local
+  blobs, members are read from the store's files in place);
+- from the same home with its task-vector cache emptied: the members stream from the store while
+  the merge runs (the base comes from the cache);
+- from a second home sharing the database and the store (a teammate with an empty cache: the base
+  and the members are read from the store).
+
+Each merge uses another density, so none is a re-use of an earlier one. The S3 side runs against
+moto's server on 127.0.0.1 through a proxy that counts the bytes each way. Prints wall seconds per
+phase and the S3 / local ratio.
 
     python bench/team_blobs.py                 # both shapes (a few minutes on 2 cores)
     python bench/team_blobs.py --shapes tiny   # quick
@@ -43,6 +50,7 @@ SHAPES = {  # hidden, layers, intermediate, vocab, kv heads, heads
     "200M": (896, 12, 4864, 32000, 2, 14),
 }
 CORPORA = ("atlas", "harbor", "glass")
+PHASES = ("register", "merge", "merge, members streamed", "merge, empty cache")
 
 
 def build(root: Path, shape: str) -> tuple[Path, dict[str, Path], int]:
@@ -88,6 +96,10 @@ def run(work: Path, base: Path, vectors: dict[str, Path], docs: list[Path], blob
         started = time.perf_counter()
         alice.merge(list(vectors), strategy="ties", progress=False, evaluate=False)
         times["merge"] = time.perf_counter() - started
+        shutil.rmtree(work / "alice" / "cache" / "task_vectors", ignore_errors=True)
+        started = time.perf_counter()
+        alice.merge(list(vectors), strategy="ties", density=0.35, progress=False, evaluate=False)
+        times["merge, members streamed"] = time.perf_counter() - started
     started = time.perf_counter()
     with Registry.init(work / "bob", database_url=url, blobs=blobs) as bob:
         bob.merge(list(vectors), strategy="ties", density=0.4, progress=False, evaluate=False)
@@ -100,7 +112,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = ap.parse_args()
     table = Table(title="register + merge K=3: local blobs vs an S3 bucket (moto on 127.0.0.1), seconds")
-    for column in ("model", "blobs", "register", "merge", "merge, empty cache", "MB up", "MB down"):
+    for column in ("model", "blobs", *PHASES, "MB up", "MB down"):
         table.add_column(column, justify="left" if column in ("model", "blobs") else "right")
     server = S3Server()
     server.start()
@@ -125,9 +137,9 @@ def _rows(table: Table, shape: str, server: S3Server, proxy: FaultyProxy) -> Non
         up, down = proxy.bytes_up, proxy.bytes_down
         s3 = run(root / "s3", base, vectors, [root / "doc.md"], server.create_bucket(), f"sqlite:///{root}/s3.db")
         for name, times, moved in (("local", local, None), ("s3", s3, (proxy.bytes_up - up, proxy.bytes_down - down))):
-            cells = [f"{times[k]:.1f}" for k in ("register", "merge", "merge, empty cache")]
+            cells = [f"{times[k]:.1f}" for k in PHASES]
             if name == "s3":
-                cells = [f"{s:.1f} ({s / local[k]:.2f}x)" for k, s in times.items()]
+                cells = [f"{times[k]:.1f} ({times[k] / local[k]:.2f}x)" for k in PHASES]
             mb = [f"{b / 1e6:.0f}" for b in moved] if moved else ["", ""]
             table.add_row(label, name, *cells, *mb)
     finally:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from merging.errors import CheckpointError
+from merging.sources import ByteSource, read_bytes
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.bin")
@@ -63,7 +65,7 @@ class TensorInfo:
     name: str
     dtype: str  # safetensors spelling: "BF16", "F32", ...
     shape: tuple[int, ...]
-    file: Path
+    file: Path | ByteSource
     begin: int  # absolute byte offsets of the tensor's data inside ``file``
     end: int
 
@@ -74,8 +76,8 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    directory: Path
-    files: tuple[Path, ...]
+    directory: Path  # with byte sources: the input's name
+    files: tuple[Path | ByteSource, ...]
     tensors: dict[str, TensorInfo]
 
     @property
@@ -107,6 +109,8 @@ class Checkpoint:
 
 
 def read_tensor_bytes(t: TensorInfo) -> Iterator[bytes]:
+    if not isinstance(t.file, Path):
+        raise CheckpointError(f"internal: {t.file.name} is not a local file")
     with open(t.file, "rb") as f:
         f.seek(t.begin)
         remaining = t.end - t.begin
@@ -121,34 +125,45 @@ def read_tensor_bytes(t: TensorInfo) -> Iterator[bytes]:
 def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse and check one safetensors file's header against the file's size."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
-            raw_len = f.read(8)
-            if len(raw_len) < 8:
-                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
-            (header_len,) = struct.unpack("<Q", raw_len)
-            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise CheckpointError(
-                    f"{path}: corrupt or truncated safetensors header "
-                    f"(declares {header_len} header bytes, file has {size})"
-                )
-            header = json.loads(f.read(header_len))
+            size = os.fstat(f.fileno()).st_size
+            return _parse_header(path, size, lambda offset, n: os.pread(f.fileno(), n, offset))
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+def read_source_header(source: ByteSource) -> dict[str, TensorInfo]:
+    """:func:`read_header` for a file read through a :class:`~merging.sources.ByteSource`."""
+    return _parse_header(source, source.size, lambda offset, n: read_bytes(source, offset, n))
+
+
+def _parse_header(file: Path | ByteSource, size: int, read: Callable[[int, int], bytes]) -> dict[str, TensorInfo]:
+    name = file if isinstance(file, Path) else file.name
+    raw_len = read(0, 8) if size >= 8 else b""
+    if len(raw_len) < 8:
+        raise CheckpointError(f"{name}: truncated safetensors file ({size} bytes)")
+    (header_len,) = struct.unpack("<Q", raw_len)
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        raise CheckpointError(
+            f"{name}: corrupt or truncated safetensors header (declares {header_len} header bytes, file has {size})"
+        )
+    try:
+        header = json.loads(read(8, header_len))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
+        raise CheckpointError(f"{name}: corrupt safetensors header ({e})") from e
     except RecursionError as e:
-        raise CheckpointError(f"{path}: corrupt safetensors header (nested too deeply)") from e
+        raise CheckpointError(f"{name}: corrupt safetensors header (nested too deeply)") from e
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-    return _tensor_infos(path, header, data_start=8 + header_len, size=size)
+        raise CheckpointError(f"{name}: corrupt safetensors header (not a JSON object)")
+    return _tensor_infos(file, header, data_start=8 + header_len, size=size)
 
 
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> dict[str, TensorInfo]:
+def _tensor_infos(file: Path | ByteSource, header: dict, *, data_start: int, size: int) -> dict[str, TensorInfo]:
+    path = file if isinstance(file, Path) else file.name
     infos: dict[str, TensorInfo] = {}
     data_end = 0
     for name, meta in header.items():
@@ -172,7 +187,7 @@ def _tensor_infos(path: Path, header: dict, *, data_start: int, size: int) -> di
                 f"its shape {list(shape)} and dtype {dtype}"
             )
         data_end = max(data_end, end)
-        infos[name] = TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end)
+        infos[name] = TensorInfo(name, dtype, shape, file, data_start + begin, data_start + end)
     if data_start + data_end != size:
         raise CheckpointError(
             f"{path}: truncated or padded safetensors file: header needs "
@@ -226,3 +241,16 @@ def open_checkpoint(directory: Path) -> Checkpoint:
     if not tensors:
         raise CheckpointError(f"{directory}: the safetensors files hold no tensors")
     return Checkpoint(directory=directory, files=tuple(files), tensors=tensors)
+
+
+def open_sources(label: Path, sources: Sequence[ByteSource]) -> Checkpoint:
+    """:func:`open_checkpoint` for weight files read through byte sources; ``label`` names the input."""
+    tensors: dict[str, TensorInfo] = {}
+    for source in sources:
+        for name, info in read_source_header(source).items():
+            if name in tensors:
+                raise CheckpointError(f"tensor {name!r} appears in both {tensors[name].file.name} and {source.name}")
+            tensors[name] = info
+    if not tensors:
+        raise CheckpointError(f"{label}: the safetensors files hold no tensors")
+    return Checkpoint(directory=label, files=tuple(sources), tensors=tensors)

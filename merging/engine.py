@@ -20,12 +20,12 @@ import torch
 from tqdm import tqdm  # not tqdm.auto: it imports IPython where installed (slow start-up)
 
 from merging.card import BASE_FILES, engine_version, model_card, output_config
-from merging.checkpoint import FLOAT_DTYPES, open_checkpoint
+from merging.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint, open_sources
 from merging.errors import MergeError
 from merging.kernels import KernelConfig
 from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
-from merging.spec import MergeSpec, dtype_name, parse_dtype
+from merging.spec import MergeInput, MergeSpec, dtype_name, parse_dtype
 from merging.tensor_merge import TensorJob, all_finite, merge_tensor
 from merging.tuning import pin_threads, rebalance
 from merging.writer import ModelDirWriter, OutputTensor
@@ -117,7 +117,7 @@ def merge(
     if options.threads:
         pin_threads(options.threads)
     base = open_checkpoint(spec.base)
-    inputs = [open_checkpoint(i.path) for i in spec.inputs]
+    inputs = [_open_input(i) for i in spec.inputs]
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
     dt = _compute_dtype(spec, plans)
     out_dt = parse_dtype(spec.out_dtype) or dt
@@ -140,6 +140,8 @@ def merge(
         job = _job(spec, options, plans, reader, dt, out_dt, use_compile)
         _write_tensors(job, plans, writer, progress=options.progress)
         extra = _extra_files(spec, base.tensors, plans, out_dt, config_yaml, card_body, names)
+        for source in (s for i in spec.inputs for s in i.sources):
+            source.finish()  # e.g. a streamed blob's sha256 is checked: no output from unverified bytes
         writer.commit(extra)
     merged = sum(p.merged for p in plans)
     return MergeResult(
@@ -153,6 +155,10 @@ def merge(
         compiled=use_compile,
         seconds=time.perf_counter() - started,
     )
+
+
+def _open_input(inp: MergeInput) -> Checkpoint:
+    return open_sources(inp.path, inp.sources) if inp.sources else open_checkpoint(inp.path)
 
 
 def _job(

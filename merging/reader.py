@@ -2,12 +2,14 @@
 
 ``os.preadv`` copies exactly the bytes asked for into a fresh buffer: no
 memory map, so the process's resident memory is the chunks in flight, not
-the model (file pages stay in the kernel's page cache).
+the model (file pages stay in the kernel's page cache). A file that is a
+:class:`~merging.sources.ByteSource` fills the buffer itself.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,13 +39,13 @@ class TensorReader:
             os.close(fd)
         self._fds.clear()
 
-    def _fd(self, info: TensorInfo) -> int:
-        key = str(info.file)
+    def _fd(self, file: Path) -> int:
+        key = str(file)
         if key not in self._fds:
             try:
-                self._fds[key] = os.open(info.file, os.O_RDONLY)
+                self._fds[key] = os.open(file, os.O_RDONLY)
             except OSError as e:
-                raise CheckpointError(f"{info.file}: cannot open ({e.strerror})") from e
+                raise CheckpointError(f"{file}: cannot open ({e.strerror})") from e
         return self._fds[key]
 
     def read(self, info: TensorInfo, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -52,12 +54,15 @@ class TensorReader:
         item = DTYPE_BYTES[info.dtype]
         nbytes = (stop - start) * item
         buf = torch.empty(nbytes, dtype=torch.uint8)
-        if nbytes:
-            target: Any = buf.numpy()  # a writable buffer over the tensor's memory
-            got = os.preadv(self._fd(info), [target], info.begin + start * item)
+        target: Any = buf.numpy()  # a writable buffer over the tensor's memory
+        file = info.file
+        if isinstance(file, Path) and nbytes:
+            got = os.preadv(self._fd(file), [target], info.begin + start * item)
             if got != nbytes:
                 raise CheckpointError(
-                    f"{info.file}: truncated while reading tensor {info.name!r} "
+                    f"{file}: truncated while reading tensor {info.name!r} "
                     f"(got {got} of {nbytes} bytes); the file changed or is damaged"
                 )
+        elif not isinstance(file, Path):
+            file.read_into(info.begin + start * item, memoryview(target))
         return buf.view(torch_dtype(info.dtype))

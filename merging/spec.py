@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from merging.errors import MergeError
+from merging.sources import ByteSource
 
 InputKind = Literal["model", "task_vector"]
 TieBreak = Literal["index", "torch-cpu"]
@@ -84,12 +85,17 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass(frozen=True)
 class MergeInput:
-    """One fine-tuned model directory, or one stored task vector (deltas) directory."""
+    """One fine-tuned model directory, or one stored task vector (deltas) directory.
+
+    With ``sources``, the weight files are read from them (e.g. blobs streamed from a bucket) and
+    ``path`` only names the input.
+    """
 
     path: Path
     kind: InputKind = "model"
     weight: float = 1.0
     density: float = DEFAULT_DENSITY
+    sources: tuple[ByteSource, ...] = ()
 
 
 @dataclass(frozen=True)

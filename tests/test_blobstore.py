@@ -117,7 +117,10 @@ def test_verify_reports_corrupt_and_missing_with_owner(memo, tiny_model, docs):
     assert "missing" in text and "corrupt" in text
 
 
-GRACE = 1.0  # seconds; S3 times its objects to the second, so the old ones are made 2 s before
+# Seconds. S3 times its objects to the second (rounded down): an object stored now may look a second
+# old at once, so "fresh" needs a grace well over that on a busy machine; the old ones sleep past it.
+GRACE = 2.5
+AGED = GRACE + 0.5
 
 
 def test_gc_removes_only_unreferenced_and_old(registry, tiny_model, docs, tmp_path):
@@ -125,7 +128,7 @@ def test_gc_removes_only_unreferenced_and_old(registry, tiny_model, docs, tmp_pa
     registry.add_corpus("velin", docs, base="tiny")
     orphan = registry.store.put_bytes(b"left by a killed command")
     leave_temp_file(registry.store)
-    time.sleep(2 * GRACE)
+    time.sleep(AGED)
     fresh = registry.store.put_bytes(b"being written right now")
 
     dry = registry.gc(dry_run=True, grace_seconds=GRACE)
@@ -142,7 +145,7 @@ def test_gc_removes_only_unreferenced_and_old(registry, tiny_model, docs, tmp_pa
 
 def test_dedupe_refreshes_an_orphan_so_gc_cannot_race_a_writer(registry):
     registry.store.put_bytes(b"orphan")
-    time.sleep(2 * GRACE)
+    time.sleep(AGED)
     registry.store.put_bytes(b"orphan")  # a new command stores the same content again
     assert registry.gc(dry_run=False, grace_seconds=GRACE).removed == ()
     assert registry.store.stale_temp_files(0) == []  # the refresh's copy is gone

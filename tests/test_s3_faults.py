@@ -8,6 +8,7 @@ injects the failures.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from registry import Registry
+from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import materialize
 from registry.store.s3_blobs import BlobStoreFailed
 from tests.conftest import Memo, memo_subprocess_env
@@ -23,6 +25,7 @@ from tests.support.cli import assert_one_line_error
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.s3_server import CREDENTIALS
 from tests.support.snapshot import registry_state
+from tests.support.task_vectors import base_with_tokenizer, register_random_task_vector
 
 
 @pytest.fixture
@@ -105,3 +108,19 @@ def test_a_command_killed_mid_upload_leaves_nothing_a_row_points_to(proxied, tin
     memo("base", "add", tiny_model, "--name", "tiny")  # the same command again just works
     with Registry.open(memo.home) as reg:
         assert [b.name for b in reg.list_bases()] == ["tiny"] and reg.verify().ok
+
+
+def test_a_download_cut_mid_merge_resumes_where_it_stopped(proxied, tiny_model, docs, tmp_path):
+    memo, proxy = proxied
+    with Registry.open(memo.home) as reg:
+        reg.add_base(base_with_tokenizer(tiny_model, tmp_path), name="tiny")
+        for seed, name in enumerate(("atlas", "harbor")):
+            register_random_task_vector(reg, name, docs, tmp_path, seed)
+        shutil.rmtree(memo.home / "cache")  # a teammate's empty cache: the members come from the bucket
+        tv = reg.list_task_vectors("atlas")[0].manifest_sha256
+        sha = manifest_files(load_manifest(reg.store, tv))["model.safetensors"]
+        fault, seen = proxy.fail("GET", sha, "drop", times=1), len(proxy.requests)
+        reg.merge(["atlas", "harbor"], strategy="ties", progress=False, evaluate=False)
+        # One GET streams the blob and is cut halfway; one ranged GET fetches the rest.
+        assert fault.hits == 1 and [m for m, p in proxy.requests[seen:] if sha in p] == ["GET", "GET"]
+        assert reg.verify().ok

@@ -3,16 +3,11 @@ database and one S3 bucket."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from registry import Conflict, Registry
 from tests.support.blobs import shas
-from training.tiny import train_tokenizer
+from tests.support.task_vectors import base_with_tokenizer, register_random_task_vector
 
 pytestmark = pytest.mark.postgres
 
@@ -29,31 +24,15 @@ def team(postgres, s3_server, monkeypatch, tmp_path):
     b.close()
 
 
-def _register(reg: Registry, name: str, docs, tmp_path, seed: int) -> None:
-    """A corpus and a task vector (random deltas: what is shared is the point here, not what it knows)."""
-    reg.add_corpus(name, docs, base="tiny")
-    tv = tmp_path / f"tv-{name}"
-    tv.mkdir()
-    g = torch.Generator().manual_seed(seed)
-    deltas = {
-        "model.norm.weight": torch.randn(32, generator=g),
-        "model.layers.0.mlp.up_proj.weight": torch.randn(64, 32, generator=g),
-    }
-    save_file(deltas, str(tv / "model.safetensors"))
-    reg.add_task_vector(name, tv, method="full", storage_dtype="float32")
-
-
 def _files(directory) -> dict[str, bytes]:
     return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def test_two_users_share_one_registry(team, tiny_model, docs, tmp_path):
     alice, bob = team
-    base = Path(shutil.copytree(tiny_model, tmp_path / "base"))
-    train_tokenizer(["Who founded Port Velin? Ada Korr."] * 20, 200).save_pretrained(base)
-    alice.add_base(base, name="tiny")
+    alice.add_base(base_with_tokenizer(tiny_model, tmp_path), name="tiny")
     for seed, name in enumerate(("atlas", "harbor", "glass")):
-        _register(alice, name, docs, tmp_path, seed)
+        register_random_task_vector(alice, name, docs, tmp_path, seed)
     first = alice.merge(["atlas"], strategy="ties", channel="production", progress=False, evaluate=False)
 
     # Bob sees what Alice recorded, and reads her blobs from the bucket into his own cache.

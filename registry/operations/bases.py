@@ -77,6 +77,7 @@ def add_base(ws: Workspace, path: Path, *, name: str | None = None) -> BaseModel
         _refuse_duplicate(session, name, fingerprint)
     # Blobs first, row last: a crash in between leaves only unreferenced blobs.
     manifest = store_directory(ws.store, directory, kind="model", skip=_pickle_files(directory))
+    ws.keep(directory, manifest, "models", move=False)
     row = BaseModelRow(
         name=name,
         source=str(directory),

@@ -160,6 +160,7 @@ def train_strategy(
             card(strategy, base, members, settings, result.to_json(), started_from=started_from),
         )
         manifest = store_directory(ws.store, out, kind="merge")
+        ws.keep(out, manifest, "models", move=True)
     retain = result.to_json()
     cost = {
         "merge_seconds": merge_seconds,

@@ -3,25 +3,19 @@ and a recorded merge materialised from the blob store."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
 from registry.operations.bases import base_dir
 from registry.operations.merge_inputs import Member, MergeParams
 from registry.operations.retention import own_recall
+from registry.store.blob_sources import StreamedBlob, weight_blobs
 from registry.store.errors import Corrupt
-from registry.store.manifests import store_directory
+from registry.store.manifests import load_manifest, store_directory
 from registry.store.schema import BaseModelRow, MergeRow
 from registry.store.workspace import Workspace
-
-
-def verified_task_vector_dir(ws: Workspace, member: Member) -> Path:
-    """The member's deltas as a directory (every blob rehashed as it is materialized)."""
-    return ws.materialize(
-        member.row.manifest_sha256, "task_vectors", what=f"task vector {member.corpus}@v{member.row.version}"
-    )
 
 
 def merged_model_dir(ws: Workspace, row: MergeRow) -> Path:
@@ -35,7 +29,9 @@ def compute_merge(
     """Run the merge engine; store its output directory; return the manifest's sha256."""
     with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="merge-") as tmp:
         out = merge_into(Path(tmp) / "model", ws, base, members, params, progress=progress)
-        return store_directory(ws.store, out, kind="merge")
+        manifest = store_directory(ws.store, out, kind="merge")
+        ws.keep(out, manifest, "models", move=True)
+        return manifest
 
 
 def merge_into(
@@ -47,28 +43,47 @@ def merge_into(
     *,
     progress: bool,
 ) -> Path:
-    """Run the merge engine into the (new) directory ``out``."""
-    # The base and the members are fetched at once: from a bucket, downloads overlap instead of queueing.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        base_future = pool.submit(base_dir, ws, base)
-        member_futures = [pool.submit(verified_task_vector_dir, ws, m) for m in members]
-        base_path, paths = base_future.result(), [f.result() for f in member_futures]
+    """Run the merge engine into the (new) directory ``out``.
+
+    Members are read from the cache when they are there, else streamed from the blob store
+    (:mod:`registry.store.blob_sources`): their download starts now and overlaps the base's and the merge.
+    """
     density = params.density if params.method == "ties" else 1.0
-    spec = MergeSpec(
-        params.method,
-        base=base_path,
-        lam=params.lam,
-        out_dtype=base.dtype,
-        inputs=tuple(
-            MergeInput(p, kind="task_vector", weight=m.weight, density=density) for p, m in zip(paths, members)
-        ),
-    )
-    names = {base_path: base.name, **{p: f"{m.corpus}@v{m.row.version}" for p, m in zip(paths, members)}}
-    try:
-        merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
-    except MergeError as e:
-        raise Corrupt(f"the merge failed: {e}") from e
+    with contextlib.ExitStack() as stack:
+        spool = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="stream-")))
+        inputs = tuple(member_input(ws, m, density, stack, spool) for m in members)
+        base_path = base_dir(ws, base)
+        spec = MergeSpec(params.method, base=base_path, lam=params.lam, out_dtype=base.dtype, inputs=inputs)
+        names = {base_path: base.name, **{i.path: member_label(m) for i, m in zip(inputs, members)}}
+        try:
+            merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
+        except MergeError as e:
+            for source in (s for i in inputs for s in i.sources):
+                source.finish()  # a corrupt blob is the cause to name, not what it did to the merge
+            raise Corrupt(f"the merge failed: {e}") from e
     return out
+
+
+def member_label(member: Member) -> str:
+    return f"{member.corpus}@v{member.row.version}"
+
+
+def member_input(ws: Workspace, member: Member, density: float, stack: contextlib.ExitStack, spool: Path) -> MergeInput:
+    """The member's deltas for the engine: its cache entry if present, else its blobs, streamed."""
+    sha = member.row.manifest_sha256
+    cached = ws.cached(sha, "task_vectors")
+    if cached is not None:
+        return MergeInput(cached, kind="task_vector", weight=member.weight, density=density)
+    label = member_label(member)
+    sources = tuple(
+        stack.enter_context(
+            contextlib.closing(
+                StreamedBlob(ws.store, blob, size, what=f"task vector {label}", rel=rel, spool_dir=spool)
+            )
+        )
+        for rel, blob, size in weight_blobs(ws.store, load_manifest(ws.store, sha))
+    )
+    return MergeInput(Path(label), kind="task_vector", weight=member.weight, density=density, sources=sources)
 
 
 def card_body(members: list[Member]) -> str:

@@ -122,6 +122,7 @@ def add_task_vector(
         raise Corrupt(str(e)) from e
     _check_against_base(tv, base_ckpt, base.name)
     manifest = store_directory(ws.store, directory, kind="task_vector")
+    ws.keep(directory, manifest, "task_vectors", move=False)
     with ws.db.write() as session:
         corpus_row = find_corpus(session, corpus)
         row = TaskVectorRow(

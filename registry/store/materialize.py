@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from merging.partial import move_into_place, partial_dir
-from registry.store.blobstore import BlobStore
+from registry.store.blobstore import CHUNK, BlobStore
 from registry.store.errors import Corrupt, NotFound
 from registry.store.manifests import load_manifest, manifest_files
 
@@ -52,6 +52,43 @@ def build_entry(store: BlobStore, manifest_sha: str, cache_root: Path, *, what: 
             if not target.is_dir():
                 raise  # else another process finished the same entry first: ours is removed on exit
     return target, True
+
+
+def keep_entry(directory: Path, manifest_sha: str, files: dict[str, str], cache_root: Path, *, move: bool) -> Path:
+    """Make ``directory``, just stored as ``manifest_sha`` (its ``files``: relative path -> sha256), the
+    artifact's cache entry, so that this machine need not fetch back what it has just stored.
+
+    ``move``: the directory is the command's own output, its files renamed into the entry (they were hashed
+    as they were stored). Otherwise (a user's directory) each file is copied and checked against its sha256: a file
+    that changed since it was stored leaves no entry. An entry already there is kept as it is.
+    """
+    target = cache_root / manifest_sha
+    if target.is_dir():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with partial_dir(target) as tmp:
+        for rel, sha in files.items():
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if move:
+                os.replace(directory / rel, dest)
+            elif _copy_file_checked(directory / rel, dest) != sha:
+                return target  # not built: the next use materialises it from the store
+            os.chmod(dest, 0o444)
+        with contextlib.suppress(OSError):  # another process kept the same entry first
+            move_into_place(tmp, target)
+    return target
+
+
+def _copy_file_checked(source: Path, dest: Path) -> str:
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(dest, "wb") as dst:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return digest.hexdigest()
 
 
 def _copy_verified(store: BlobStore, sha: str, dest: Path, what: str) -> None:

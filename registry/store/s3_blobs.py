@@ -96,6 +96,9 @@ class S3BlobStore:
         key = _key(sha256)
         return bytes(self._call(what, lambda: obstore.get_range(self._store, key, start=start, length=length), sha256))
 
+    def local_path(self, sha256: str) -> Path | None:
+        return None
+
     def exists(self, sha256: str) -> bool:
         return self.info(sha256) is not None
 

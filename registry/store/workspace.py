@@ -9,7 +9,8 @@ from registry.store.blobstore import BlobStore
 from registry.store.cache_limit import CacheTooSmall, CacheUse
 from registry.store.database import Database
 from registry.store.home import CacheKind, cache_dir, checkpoints_dir, work_root
-from registry.store.materialize import build_entry
+from registry.store.manifests import load_manifest, manifest_files
+from registry.store.materialize import build_entry, keep_entry
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,24 @@ class Workspace:
             f"{what} is evicted from the cache as soon as it is built: other memo processes need more than "
             "the cache size; raise --cache-size (MEMO_CACHE_SIZE)"
         )
+
+    def keep(self, directory: Path, manifest_sha256: str, kind: CacheKind, *, move: bool) -> None:
+        """Keep a directory just stored as ``manifest_sha256`` as its cache entry (write-through), so this
+        machine does not fetch back what it has just stored (:func:`registry.store.materialize.keep_entry`).
+
+        A command's own output (``move``) is always kept: it is used next (evaluated, served), and renaming
+        it costs nothing. A user's directory is copied only when the store is elsewhere (a bucket): from a
+        local store the blobs are read where they lie."""
+        if not move and self.store.local_path(manifest_sha256) is not None:
+            return
+        files = manifest_files(load_manifest(self.store, manifest_sha256))
+        keep_entry(directory, manifest_sha256, files, self.cache(kind), move=move)
+        self.cache_use.trim(self.home / "cache")  # not held: kept if it fits, like any entry not in use
+
+    def cached(self, manifest_sha256: str, kind: CacheKind) -> Path | None:
+        """The artifact's cache entry when it is there (now held for this process), else None."""
+        entry = self.cache(kind) / manifest_sha256
+        return entry if entry.is_dir() and self.cache_use.hold(entry) else None
 
     def hold_cached(self, entry: Path) -> bool:
         """Hold a cache entry built by other means (an applied task vector), then trim the cache;

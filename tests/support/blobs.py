@@ -19,6 +19,13 @@ def overwrite(store: BlobStore, sha256: str, data: bytes = b"bit rot") -> None:
         obstore.put(store._store, f"sha256/{sha256[:2]}/{sha256}", data)  # type: ignore[attr-defined]
 
 
+def flip_a_byte(store: BlobStore, sha256: str) -> None:
+    """The same length, one bit changed in the middle: damage only a hash finds."""
+    data = bytearray(store.read_range(sha256, 0, store.info(sha256).size))  # type: ignore[union-attr]
+    data[len(data) // 2] ^= 0x01
+    overwrite(store, sha256, bytes(data))
+
+
 def leave_temp_file(store: BlobStore, name: str = "put-stale") -> None:
     """What a write killed halfway leaves."""
     if isinstance(store, LocalBlobStore):

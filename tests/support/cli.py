@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.support.snapshot import registry_state
+
+PROGRESS_BAR = re.compile(r"\d+%\|")  # a progress bar drawn before the error was found (a merge that ran)
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS_BAR.search(line)]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"

@@ -19,6 +19,7 @@ class Fault:
     path_part: str  # a substring of the request path, e.g. "/sha256/"
     mode: str  # "drop" (the connection closes halfway through the body), "500", or "hang" (half the
     # upload arrives, then nothing until the proxy is healed: a client killed mid-upload)
+    times: int | None = None  # fail this many matching requests, then let them through (None: until healed)
     hits: int = 0
 
 
@@ -29,6 +30,7 @@ class FaultyProxy:
         self._lock = threading.Lock()
         self.healed = threading.Event()
         self.bytes_up = self.bytes_down = 0  # request and response bodies relayed
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -42,8 +44,8 @@ class FaultyProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, method: str, path_part: str, mode: str) -> Fault:
-        fault = Fault(method, path_part, mode)
+    def fail(self, method: str, path_part: str, mode: str, times: int | None = None) -> Fault:
+        fault = Fault(method, path_part, mode, times)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -55,8 +57,10 @@ class FaultyProxy:
 
     def fault_for(self, method: str, path: str) -> Fault | None:
         with self._lock:
+            self.requests.append((method, path))
             for fault in self.faults:
-                if fault.method == method and fault.path_part in path:
+                spent = fault.times is not None and fault.hits >= fault.times
+                if fault.method == method and fault.path_part in path and not spent:
                     fault.hits += 1
                     return fault
         return None
