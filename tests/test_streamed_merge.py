@@ -80,5 +80,7 @@ def test_a_home_keeps_what_it_stores_in_its_cache(registry, registered, blobs_ur
     assert _member_caches(registry) == (sorted(stored_here) if blobs_url else [])
     record = registry.merge(list(registered), strategy="ties", progress=False, evaluate=False)
     entry = _home(registry) / "cache" / "models" / record.manifest_sha256
-    assert (entry / "model.safetensors").is_file() and (entry / "config.json").is_file()
+    assert (entry / "config.json").is_file()
+    stored = registry.store.get_bytes(_weights(registry, record.manifest_sha256))  # uploaded as it was written
+    assert stored == (entry / "model.safetensors").read_bytes()
     assert not list((_home(registry) / "tmp").iterdir()), "the merge's own output moved into the cache"

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import http.client
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+CHUNK = 1 << 20
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
 
 
@@ -86,8 +88,8 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            body = self.rfile.read(length) if length else None
             if fault is not None and fault.mode == "500":
+                self.rfile.read(length)
                 self.send_response(500)
                 error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
                 self.send_header("Content-Length", str(len(error)))
@@ -96,27 +98,48 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                 return
             upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            upstream.request(self.command, self.path, body=body, headers=headers)
+            upstream.request(self.command, self.path, body=self._body(length) if length else None, headers=headers)
             response = upstream.getresponse()
-            data = response.read()
-            with proxy._lock:
-                proxy.bytes_up += len(body or b"")
-                proxy.bytes_down += len(data)
+            size = response.getheader("Content-Length")
+            data = b"" if size is not None or self.command == "HEAD" else response.read()
             self.send_response(response.status)
             for k, v in response.getheaders():
                 if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
                     self.send_header(k, v)
-            size = response.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-            self.send_header("Content-Length", size or "0")
+            self.send_header("Content-Length", size if size is not None else str(len(data)))
             self.end_headers()
-            if fault is not None and fault.mode == "drop":  # a download cut off halfway
-                self.wfile.write(data[: len(data) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                total = int(size) if size is not None else len(data)
+                cut = fault is not None and fault.mode == "drop"  # a download cut off halfway
+                self._send(response, data, total // 2 if cut else total)
+                if cut:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
             upstream.close()
+
+        def _body(self, length: int) -> Iterator[bytes]:
+            """The request body, relayed as it arrives (a real network streams; it does not buffer)."""
+            while length > 0:
+                chunk = self.rfile.read(min(CHUNK, length))
+                if not chunk:
+                    return
+                length -= len(chunk)
+                with proxy._lock:
+                    proxy.bytes_up += len(chunk)
+                yield chunk
+
+        def _send(self, response: http.client.HTTPResponse, data: bytes, limit: int) -> None:
+            """Relay up to ``limit`` bytes of the response body as they arrive."""
+            sent = 0
+            while sent < limit:
+                chunk = data[sent:limit] if data else response.read(min(CHUNK, limit - sent))
+                if not chunk:
+                    return
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                with proxy._lock:
+                    proxy.bytes_down += len(chunk)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
