@@ -8,10 +8,13 @@ import os
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import constants
+from starlette.testclient import TestClient
 
 from registry import Registry
 from registry.cli import cli
 from registry.demo.local_hub import local_hub
+from registry.ui import create_app
+from tests.support.pages import crawl
 
 ARGS = ["demo", "--corpora", "2", "--pretrain-steps", "5", "--train-steps", "5", "--device", "cpu"]
 
@@ -25,6 +28,7 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
     assert "0 problems" in out and "held-out" in out and "glassworks@v1" in out
     assert "joint retraining" in out and "paper 33% less" in out and "11-19 points" in out
     assert os.environ["HF_TOKEN"] == "hf_users_own_token", "the demo's local Hub token must not leak out"
+    assert f"memo --home {home} ui" in out
 
     with Registry.open(home) as reg:
         assert [b.name for b in reg.list_bases()] == ["tiny"]
@@ -41,6 +45,8 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
         assert {m.id for m in reg.list_merges()} >= {first, second}
         assert len(reg.get_merge(second).members) == 2
         assert reg.get_merge(second).strategy == "warm"  # memo merge --channel (auto) as corpora arrive
+        with TestClient(create_app(reg)) as client:  # the demo's registry as its web page
+            assert {f"/merges/{first}", f"/merges/{second}", "/channels/production"} <= crawl(client)
     png = home / "continual.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 

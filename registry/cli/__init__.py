@@ -18,6 +18,7 @@ from registry.cli.executive_cmds import ask, serve
 from registry.cli.home_cmds import gc, init, log, verify
 from registry.cli.merge_cmds import merge
 from registry.cli.train_cmds import eval_, reflect, register, train
+from registry.cli.ui_cmds import ui
 
 
 @click.group(cls=MemoGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,6 +139,7 @@ for command in (
     publish,
     ask,
     serve,
+    ui,
     verify,
     gc,
 ):

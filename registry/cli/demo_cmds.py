@@ -141,6 +141,7 @@ def _print(result: DemoResult) -> None:
     click.echo(f"{len(result.publications)} publications; the plot is at {result.plot}")
     click.echo(f"verify: {result.verify.checked} blobs checked, {len(result.verify.problems)} problems")
     click.echo(f"the demo registry is at {result.home}; try `memo --home {result.home} merge list`")
+    click.echo(f"browse it: `memo --home {result.home} ui`, then open http://127.0.0.1:8200/")
 
 
 def _print_headline(h: Headline) -> None:

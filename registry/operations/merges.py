@@ -15,8 +15,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from merging.card import engine_version
@@ -28,6 +29,7 @@ from registry.operations.retention import measure
 from registry.operations.strategies import AUTO, strategy_of
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
+from registry.store.manifests import load_manifest, manifest_files
 from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from registry.store.workspace import Workspace
@@ -60,18 +62,39 @@ def content_key(
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> MergeRecord:
-    members = session.execute(
-        select(MergeMemberRow, TaskVectorRow, CorpusRow.name)
+_MemberRows = list[tuple[str, int, int, float]]  # corpus, version, task vector id, weight
+
+
+def _member_rows(session: Session, merge_ids: list[int] | None) -> dict[int, _MemberRows]:
+    """Each merge's members in order, in one query of plain columns (``None``: every merge's)."""
+    query = (
+        select(MergeMemberRow.merge_id, CorpusRow.name, TaskVectorRow.version, TaskVectorRow.id, MergeMemberRow.weight)
         .join(TaskVectorRow, TaskVectorRow.id == MergeMemberRow.task_vector_id)
         .join(CorpusRow, CorpusRow.id == TaskVectorRow.corpus_id)
-        .where(MergeMemberRow.merge_id == row.id)
-        .order_by(MergeMemberRow.position)
-    ).all()
+        .order_by(MergeMemberRow.merge_id, MergeMemberRow.position)
+    )
+    if merge_ids is not None:
+        query = query.where(MergeMemberRow.merge_id.in_(merge_ids))
+    found: dict[int, _MemberRows] = {}
+    for merge_id, *member in session.execute(query).all():
+        found.setdefault(merge_id, []).append(tuple(member))  # type: ignore[arg-type]
+    return found
+
+
+def to_record(
+    session: Session,
+    row: MergeRow,
+    *,
+    reused: bool = False,
+    members: _MemberRows | None = None,
+    base_name: str | None = None,
+) -> MergeRecord:
+    if members is None:
+        members = _member_rows(session, [row.id]).get(row.id, [])
     density = row.parameters.get("density")
     return MergeRecord(
         id=row.id,
-        base_model=row_of(session, BaseModelRow, row.base_model_id).name,
+        base_model=base_name or row_of(session, BaseModelRow, row.base_model_id).name,
         strategy=row.strategy,
         method=row.method,
         parameters=row.parameters,
@@ -81,13 +104,13 @@ def to_record(session: Session, row: MergeRow, *, reused: bool = False) -> Merge
         manifest_sha256=row.manifest_sha256,
         members=tuple(
             MergeMemberRecord(
-                corpus=name,
-                version=tv.version,
-                task_vector_id=tv.id,
-                weight=mm.weight,
+                corpus=corpus,
+                version=version,
+                task_vector_id=tv_id,
+                weight=weight,
                 density=density if density is not None else 1.0,
             )
-            for mm, tv, name in members
+            for corpus, version, tv_id, weight in members
         ),
         recall={corpus: MemberRecall.of_member(r) for corpus, r in row.recall.items()},
         retention=dict(row.retention),
@@ -133,9 +156,32 @@ def require_merge(session: Session, ref: str) -> MergeRow:
     return row
 
 
-def list_merges(db: Database) -> list[MergeRecord]:
+def list_merges(
+    db: Database, *, ids: Iterable[int] | None = None, last: int | None = None, children_of: int | None = None
+) -> list[MergeRecord]:
+    """Merges oldest first: every one, or those with ``ids``, the ``last`` few, or the ``children_of`` a merge
+    (three queries however many there are)."""
+    query = select(MergeRow).order_by(MergeRow.id)
+    if ids is not None:
+        query = query.where(MergeRow.id.in_(list(ids)))
+    if children_of is not None:
+        query = query.where(MergeRow.parent_merge_id == children_of)
+    if last is not None:
+        query = query.order_by(None).order_by(MergeRow.id.desc()).limit(last)
     with db.read() as session:
-        return [to_record(session, row) for row in session.scalars(select(MergeRow).order_by(MergeRow.id))]
+        bases = dict(session.execute(select(BaseModelRow.id, BaseModelRow.name)).tuples().all())
+        rows = sorted(session.scalars(query), key=lambda r: r.id)
+        members = _member_rows(
+            session, None if ids is None and last is None and children_of is None else [r.id for r in rows]
+        )
+        return [
+            to_record(session, row, members=members.get(row.id, []), base_name=bases[row.base_model_id]) for row in rows
+        ]
+
+
+def count_merges(db: Database) -> int:
+    with db.read() as session:
+        return session.scalar(select(func.count()).select_from(MergeRow)) or 0
 
 
 def get_merge(db: Database, ref: str | int) -> MergeRecord:
@@ -268,3 +314,12 @@ def _record(
             session.add(MergeMemberRow(merge_id=row.id, task_vector_id=m.row.id, position=position, weight=m.weight))
         session.flush()
         return to_record(session, row)
+
+
+def merge_file(ws: Workspace, ref: str | int, name: str) -> bytes | None:
+    """One small file of a merge's model directory (e.g. ``mergekit_config.yml``), read from the blob store
+    (verified); None when the merge has no such file."""
+    with ws.db.read() as session:
+        manifest = require_merge(session, str(ref)).manifest_sha256
+    sha = manifest_files(load_manifest(ws.store, manifest)).get(name)
+    return None if sha is None else ws.store.get_bytes(sha)

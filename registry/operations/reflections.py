@@ -151,3 +151,12 @@ def latest_reflections(session: Session, corpus_row: CorpusRow) -> ReflectionSet
             "or import pairs with `--qa FILE.jsonl`"
         )
     return row
+
+
+def list_reflection_sets(db: Database, corpus: str) -> list[ReflectionSetRecord]:
+    with db.read() as session:
+        corpus_id = find_corpus(session, corpus).id
+        rows = session.scalars(
+            select(ReflectionSetRow).where(ReflectionSetRow.corpus_id == corpus_id).order_by(ReflectionSetRow.id)
+        )
+        return [to_record(session, row) for row in rows]

@@ -8,7 +8,7 @@ completes or leaves the registry as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from merging.spec import DEFAULT_DENSITY
@@ -349,12 +349,25 @@ class Registry(QuestionsFacade, ChannelsFacade):
         gate = next((c.min_retention for c in self.list_channels() if c.name == channel), None)
         return integration.aimed_at(retain or RetainSettings(), gate)
 
-    def list_merges(self) -> list[MergeRecord]:
-        return merges.list_merges(self.db)
+    def list_merges(
+        self, *, ids: Iterable[int] | None = None, last: int | None = None, children_of: int | None = None
+    ) -> list[MergeRecord]:
+        """Merges, oldest first: all, those with ``ids``, the ``last`` N, or those built from merge ``children_of``."""
+        return merges.list_merges(self.db, ids=ids, last=last, children_of=children_of)
+
+    def count_merges(self) -> int:
+        return merges.count_merges(self.db)
 
     def get_merge(self, ref: str | int) -> MergeRecord:
         """A merge by id (``7``, ``merge-7``) or a channel's current merge."""
         return merges.get_merge(self.db, ref)
+
+    def merge_file(self, ref: str | int, name: str) -> bytes | None:
+        """A small file of a merge's model directory (``mergekit_config.yml``, ``README.md``), verified."""
+        return merges.merge_file(self.ws, ref, name)
+
+    def list_reflection_sets(self, corpus: str) -> list[ReflectionSetRecord]:
+        return reflections.list_reflection_sets(self.db, corpus)
 
     # --- maintenance -------------------------------------------------------------
     def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:

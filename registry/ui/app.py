@@ -1,0 +1,123 @@
+"""``memo ui``: a read-only web page over the registry, server-rendered (Starlette, Jinja2, inline SVG).
+
+Every route is a GET; each page has its JSON twin under ``/api`` with the records the CLI's ``--json``
+prints. Templates autoescape, and the charts escape their labels, so a name is always shown as text.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from registry import InvalidInput, MemoError, NotFound, Registry
+from registry.ui import pages
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.filters["pct"] = lambda v: "n/a" if v is None else f"{v:.2f}"
+TEMPLATES.env.globals["hub_url"] = pages.hub_url
+
+
+def create_app(reg: Registry) -> Starlette:
+    def page(template: str, build):
+        async def endpoint(request: Request) -> Response:
+            try:
+                context = build(request)
+            except NotFound as e:
+                return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(e)}, status_code=404)
+            except (InvalidInput, ValueError) as e:
+                return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(e)}, status_code=400)
+            return TEMPLATES.TemplateResponse(request, template, context)
+
+        return endpoint
+
+    def api(build):
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(build(request))
+            except NotFound as e:
+                return JSONResponse({"error": str(e)}, status_code=404)
+            except (InvalidInput, ValueError, MemoError) as e:
+                return JSONResponse({"error": str(e)}, status_code=400)
+
+        return endpoint
+
+    def name(request: Request) -> str:
+        return request.path_params["name"]
+
+    def merge_id(request: Request) -> int:
+        return request.path_params["merge_id"]
+
+    def last(request: Request) -> int:
+        return int(request.query_params.get("last", pages.HEATMAP_MERGES))
+
+    routes = [
+        Route("/", page("home.html", lambda r: pages.home(reg))),
+        Route("/channels/{name}", page("channel.html", lambda r: pages.channel(reg, name(r)))),
+        Route("/merges", page("merges.html", lambda r: {"merges": reg.list_merges()[::-1]})),
+        Route("/merges/{merge_id:int}", page("merge.html", lambda r: {"page": pages.merge(reg, merge_id(r))})),
+        Route("/corpora", page("corpora.html", lambda r: {"corpora": reg.list_corpora()})),
+        Route("/corpora/{name}", page("corpus.html", lambda r: pages.corpus(reg, name(r)))),
+        Route("/retention", page("retention.html", lambda r: pages.retention(reg, last(r)))),
+        Route("/api/home", api(lambda r: _home_json(pages.home(reg)))),
+        Route("/api/channels", api(lambda r: [c.to_json() for c in reg.list_channels()])),
+        Route("/api/channels/{name}", api(lambda r: _channel_json(reg, name(r)))),
+        Route("/api/merges", api(lambda r: [m.to_json() for m in reg.list_merges()])),
+        Route("/api/merges/{merge_id:int}", api(lambda r: _merge_json(pages.merge(reg, merge_id(r))))),
+        Route("/api/corpora", api(lambda r: [c.to_json() for c in reg.list_corpora()])),
+        Route("/api/corpora/{name}", api(lambda r: _jsonable(pages.corpus(reg, name(r))))),
+        Route("/api/retention", api(lambda r: _retention_json(pages.retention(reg, last(r))))),
+    ]
+    return Starlette(routes=routes)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _home_json(home: dict[str, Any]) -> dict[str, Any]:
+    return {"channels": _jsonable(home["channels"]), "counts": home["counts"]}
+
+
+def _channel_json(reg: Registry, name: str) -> dict[str, Any]:
+    return {"channel": reg.get_channel(name).to_json(), "events": [e.to_json() for e in reg.log(name)]}
+
+
+def _merge_json(page: pages.MergePage) -> dict[str, Any]:
+    return {
+        "merge": page.merge.to_json(),
+        "parent": page.parent.id if page.parent else None,
+        "children": [m.id for m in page.children],
+        "channels": [c.name for c in page.channels],
+        "publications": [p.to_json() for p in page.publications],
+        "mergekit_config": page.config,
+    }
+
+
+def _retention_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {"merges": [m.id for m in data["merges"]], "corpora": data["corpora"], "cells": data["cells"]}
+
+
+def listen(host: str = "127.0.0.1", port: int = 8200) -> socket.socket:
+    """The listening socket (port 0: any free one); OSError when the address is taken or not ours."""
+    sock = socket.create_server((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(reg: Registry, sock: socket.socket) -> None:
+    """Serve the pages on ``sock`` until interrupted."""
+    uvicorn.Server(uvicorn.Config(create_app(reg), fd=sock.fileno(), log_level="warning")).run()

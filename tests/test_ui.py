@@ -1,0 +1,119 @@
+"""`memo ui`: every page renders from a real registry, each page's JSON twin gives the CLI's records,
+no route changes anything, and whatever users typed is shown as text, never as markup."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from starlette.testclient import TestClient
+
+from registry.ui import create_app
+from tests.conftest import memo_subprocess_env
+from tests.support.pages import crawl
+from tests.support.snapshot import registry_state
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def ui(trained, tmp_path):
+    """A registry with two merges in a gated channel, a rollback, and text that looks like markup."""
+    doc = tmp_path / "<img src=x onerror=alert(1)>.md"
+    doc.write_text("# Harbor notes\nThe harbor opened in 1822.\n")
+    trained.add_corpus("notes", [doc], base="tiny", description=SCRIPT)
+    first = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
+    trained.promote(first.id, "production", reason=SCRIPT)
+    second = trained.merge(["harbor", "glassworks"], strategy="ties", density=0.5, progress=False)
+    trained.promote(second.id, "production", reason="denser", force=True)
+    trained.rollback("production", reason="back")
+    trained.set_min_retention("production", 0.5)
+    with TestClient(create_app(trained)) as client:
+        yield trained, client, (first, second)
+
+
+def test_every_page_renders_and_every_link_resolves(ui):
+    reg, client, (first, second) = ui
+    seen = crawl(client)
+    assert {
+        "/channels/production",
+        f"/merges/{first.id}",
+        f"/merges/{second.id}",
+        "/corpora/harbor",
+        "/retention",
+    } <= seen
+
+
+def test_the_pages_show_what_the_registry_holds(ui):
+    reg, client, (first, second) = ui
+    home = client.get("/").text
+    assert f'href="/merges/{first.id}"' in home and "0.50" in home  # production's merge after the rollback, its gate
+    channel = client.get("/channels/production").text
+    assert channel.count("<tr>") == 1 + len(reg.log("production")) and 'id="timeline"' in channel
+    merge = client.get(f"/merges/{second.id}").text
+    assert 'id="lineage"' in merge and 'id="retention"' in merge and "merge_method: ties" in merge
+    heat = client.get("/retention").text
+    assert 'id="heatmap"' in heat and heat.count("<rect") >= 4  # two merges x two corpora
+    corpus = client.get("/corpora/harbor").text
+    assert "v1" in corpus and 'id="task-vectors"' in corpus
+
+
+def test_the_json_twins_are_the_records(ui):
+    reg, client, (first, second) = ui
+    assert client.get("/api/merges").json() == [m.to_json() for m in reg.list_merges()]
+    assert client.get(f"/api/merges/{second.id}").json()["merge"] == reg.get_merge(second.id).to_json()
+    assert client.get("/api/channels/production").json()["events"] == [e.to_json() for e in reg.log("production")]
+    assert client.get("/api/corpora/harbor").json()["task_vectors"][0] == reg.list_task_vectors("harbor")[-1].to_json()
+    cells = client.get("/api/retention").json()["cells"]
+    assert {(c["corpus"], c["merge"]) for c in cells} == {
+        (c, m) for m in (first.id, second.id) for c in ("glassworks", "harbor")
+    }
+    assert (
+        client.get("/api/merges/999").status_code == 404
+        and "unknown merge" in client.get("/api/merges/999").json()["error"]
+    )
+
+
+def test_nothing_users_typed_becomes_markup(ui):
+    reg, client, _ = ui
+    for path in ("/", "/channels/production", "/corpora/notes", "/corpora"):
+        html = client.get(path).text
+        assert SCRIPT not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/channels/production").text
+    assert "&lt;img src=x onerror=alert(1)&gt;.md" in client.get("/corpora/notes").text
+
+
+def test_the_ui_is_read_only(ui):
+    reg, client, (first, _) = ui
+    before = registry_state(reg)
+    for path in ("/", f"/merges/{first.id}", "/api/merges", "/channels/production"):
+        for method in ("post", "put", "delete", "patch"):
+            assert getattr(client, method)(path).status_code == 405
+    assert client.get("/merges/999").status_code == 404 and client.get("/channels/nowhere").status_code == 404
+    assert registry_state(reg) == before
+
+
+def test_memo_ui_serves_the_pages_and_a_taken_port_is_one_line(ui):
+    reg, _, (first, _) = ui
+    env = memo_subprocess_env(reg.settings.home)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "registry", "ui", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        url = re.search(r"http://\S+/", line)[0]  # type: ignore[index]
+        with urllib.request.urlopen(f"{url}merges/{first.id}", timeout=30) as response:
+            assert response.status == 200 and f"merge-{first.id}" in response.read().decode()
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        taken = subprocess.run(
+            [sys.executable, "-m", "registry", "ui", "--port", port], env=env, capture_output=True, text=True
+        )
+        assert taken.returncode == 1 and taken.stderr.strip().splitlines() == [
+            f"Error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
