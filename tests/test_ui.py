@@ -13,26 +13,15 @@ from starlette.testclient import TestClient
 
 from registry.ui import create_app
 from tests.conftest import memo_subprocess_env
-from tests.support.pages import crawl
+from tests.support.pages import SCRIPT, crawl, fill_for_pages
 from tests.support.snapshot import registry_state
-
-SCRIPT = "<script>alert(1)</script>"
 
 
 @pytest.fixture
 def ui(trained, tmp_path):
-    """A registry with two merges in a gated channel, a rollback, and text that looks like markup."""
-    doc = tmp_path / "<img src=x onerror=alert(1)>.md"
-    doc.write_text("# Harbor notes\nThe harbor opened in 1822.\n")
-    trained.add_corpus("notes", [doc], base="tiny", description=SCRIPT)
-    first = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
-    trained.promote(first.id, "production", reason=SCRIPT)
-    second = trained.merge(["harbor", "glassworks"], strategy="ties", density=0.5, progress=False)
-    trained.promote(second.id, "production", reason="denser", force=True)
-    trained.rollback("production", reason="back")
-    trained.set_min_retention("production", 0.5)
+    merges = fill_for_pages(trained, tmp_path)
     with TestClient(create_app(trained)) as client:
-        yield trained, client, (first, second)
+        yield trained, client, merges
 
 
 def test_every_page_renders_and_every_link_resolves(ui):

@@ -169,7 +169,7 @@ def list_merges(
     if last is not None:
         query = query.order_by(None).order_by(MergeRow.id.desc()).limit(last)
     with db.read() as session:
-        bases = dict(session.execute(select(BaseModelRow.id, BaseModelRow.name)).tuples().all())
+        bases = {i: name for i, name in session.execute(select(BaseModelRow.id, BaseModelRow.name))}
         rows = sorted(session.scalars(query), key=lambda r: r.id)
         members = _member_rows(
             session, None if ids is None and last is None and children_of is None else [r.id for r in rows]
