@@ -72,9 +72,7 @@ def seed(reg: Registry) -> None:
             s.add(corpus)
             s.flush()
             s.add(
-                DocumentRow(
-                    corpus_id=corpus.id, name=f"doc-{i}.md", media_type="md", sha256=_sha(f"d{i}"), size=1000
-                )
+                DocumentRow(corpus_id=corpus.id, name=f"doc-{i}.md", media_type="md", sha256=_sha(f"d{i}"), size=1000)
             )
             rs = ReflectionSetRow(
                 corpus_id=corpus.id,

@@ -227,30 +227,33 @@ def open_checkpoint(directory: Path) -> Checkpoint:
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory")
     files = _find_weight_files(directory)
-    tensors: dict[str, TensorInfo] = {}
-    for f in files:
-        for name, info in read_header(f).items():
-            if name in tensors:
-                raise CheckpointError(f"tensor {name!r} appears in both {tensors[name].file.name} and {f.name}")
-            tensors[name] = info
+    tensors = _all_tensors([(f.name, read_header(f)) for f in files])
     index = directory / INDEX_FILE
     if index.is_file():
         for name, fname in json.loads(index.read_text())["weight_map"].items():
             if name not in tensors or tensors[name].file.name != fname:
                 raise CheckpointError(f"{index} maps tensor {name!r} to {fname}, which lacks it")
-    if not tensors:
-        raise CheckpointError(f"{directory}: the safetensors files hold no tensors")
-    return Checkpoint(directory=directory, files=tuple(files), tensors=tensors)
+    return Checkpoint(directory=directory, files=tuple(files), tensors=_some(tensors, directory))
 
 
 def open_sources(label: Path, sources: Sequence[ByteSource]) -> Checkpoint:
     """:func:`open_checkpoint` for weight files read through byte sources; ``label`` names the input."""
+    tensors = _all_tensors([(s.name, read_source_header(s)) for s in sources])
+    return Checkpoint(directory=label, files=tuple(sources), tensors=_some(tensors, label))
+
+
+def _all_tensors(headers: list[tuple[str, dict[str, TensorInfo]]]) -> dict[str, TensorInfo]:
+    """Every file's tensors in one mapping; a name in two files is an error."""
     tensors: dict[str, TensorInfo] = {}
-    for source in sources:
-        for name, info in read_source_header(source).items():
+    for file_name, infos in headers:
+        for name, info in infos.items():
             if name in tensors:
-                raise CheckpointError(f"tensor {name!r} appears in both {tensors[name].file.name} and {source.name}")
+                raise CheckpointError(f"tensor {name!r} appears in both {tensors[name].file.name} and {file_name}")
             tensors[name] = info
+    return tensors
+
+
+def _some(tensors: dict[str, TensorInfo], where: Path) -> dict[str, TensorInfo]:
     if not tensors:
-        raise CheckpointError(f"{label}: the safetensors files hold no tensors")
-    return Checkpoint(directory=label, files=tuple(sources), tensors=tensors)
+        raise CheckpointError(f"{where}: the safetensors files hold no tensors")
+    return tensors

@@ -9,6 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from alembic import command
 from registry import Registry
@@ -44,6 +45,27 @@ def test_downgrade_then_upgrade(registry):
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     assert set(Base.metadata.tables) <= set(inspect(registry.db.engine).get_table_names())
+
+
+def test_the_gate_refusals_migration_keeps_the_history_append_only(registry):
+    registry.set_min_retention("production", 0.5)
+    registry.set_min_retention("production", 0.7)
+    before = [e.to_json() for e in registry.log("production")]
+    cfg = alembic_config()
+    for target in ("0003", "head"):  # SQLite rebuilds the table both ways
+        with registry.db.write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, target) if target != "head" else command.upgrade(cfg, target)
+    assert [e.to_json() for e in registry.log("production")] == before
+    with pytest.raises(DBAPIError, match="append-only"), registry.db.write() as session:
+        session.execute(text("UPDATE channel_event SET reason = 'rewritten'"))
+    with pytest.raises(DBAPIError, match="action_known"), registry.db.write() as session:
+        session.execute(
+            text(
+                "INSERT INTO channel_event (channel_id, action, reason, forced, created_at) "
+                "VALUES (1, 'vanished', '', false, CURRENT_TIMESTAMP)"
+            )
+        )
 
 
 def test_newer_schema_is_refused(registry, memo):

@@ -4,6 +4,7 @@ same place removes it, and so does `memo gc`; a live writer's is never touched."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from merging.partial import leftovers, partial_dir, remove_stale
+from merging.partial import CREATING_GRACE_SECONDS, leftovers, partial_dir, remove_stale
 from tests.support.merge_models import make_finetunes
 
 
@@ -72,7 +73,9 @@ def test_a_killed_merge_is_cleaned_up_by_the_rerun(big_enough, tmp_path, point):
         subprocess.run(_merge_cmd(config, reference), check=True)
     expected = {p.name: p.read_bytes() for p in reference.iterdir()}
     ready = {
-        "created": lambda: bool(_partials(tmp_path)),
+        # Once it is `.partial-` (locked); a kill in the microseconds before leaves a `.creating-`
+        # directory that only a sweep after its grace period removes (tested below).
+        "created": lambda: any(".partial-" in p.name for p in _partials(tmp_path)),
         "first shard": lambda: _shards(tmp_path) >= 1,
         "half the shards": lambda: _shards(tmp_path) >= 5,
     }[point]
@@ -127,3 +130,14 @@ def test_gc_removes_dead_partials_under_the_home_but_not_live_ones(memo):
         report = json.loads(memo("gc", "--yes", "--json").stdout)
         assert report["work_dirs_removed"] == 2 and report["bytes_freed"] >= 2000
         assert not any(d.exists() for d in dead) and live.exists()
+
+
+def test_a_creating_directory_goes_only_after_its_grace(tmp_path):
+    """A writer killed between making its directory and locking it leaves `.creating-`: nothing can tell a
+    dead one from a live one but age, so it goes once older than the grace period."""
+    young, old = tmp_path / ".model.creating-young", tmp_path / ".model.creating-old"
+    young.mkdir()
+    old.mkdir()
+    past = time.time() - CREATING_GRACE_SECONDS - 1
+    os.utime(old, (past, past))
+    assert remove_stale(tmp_path, "model") == [old] and young.is_dir() and not old.exists()

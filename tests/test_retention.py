@@ -94,8 +94,12 @@ def test_the_gate_refuses_a_merge_below_it_and_keeps_the_merge(gated, monkeypatc
     forced = memo("promote", "1", "--channel", "production", "--force")
     assert "merge 1" in forced.stdout
     log = json.loads(memo("log", "production", "--json").stdout)
-    assert [(e["action"], e["forced"]) for e in log] == [("configure", False), ("promote", True)]
-    assert log[0]["reason"] == "min retention 0.8"
+    assert [(e["action"], e["to_merge_id"], e["forced"]) for e in log] == [
+        ("configure", None, False),
+        ("refused", 1, False),  # the refusal is history too; the channel did not move
+        ("promote", 1, True),
+    ]
+    assert log[0]["reason"] == "min retention 0.8" and log[1]["reason"] == line.removeprefix("Error: ")
 
 
 def test_the_gate_never_promotes_below_its_threshold(gated):

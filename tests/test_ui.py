@@ -45,7 +45,7 @@ def test_the_pages_show_what_the_registry_holds(ui):
     merge = client.get(f"/merges/{second.id}").text
     assert 'id="lineage"' in merge and 'id="retention"' in merge and "merge_method: ties" in merge
     heat = client.get("/retention").text
-    assert 'id="heatmap"' in heat and heat.count("<rect") >= 4  # two merges x two corpora
+    assert 'id="heatmap"' in heat and heat.count("<rect") == 6  # three merges x two corpora
     corpus = client.get("/corpora/harbor").text
     assert "v1" in corpus and 'id="task-vectors"' in corpus
 
@@ -56,10 +56,10 @@ def test_the_json_twins_are_the_records(ui):
     assert client.get(f"/api/merges/{second.id}").json()["merge"] == reg.get_merge(second.id).to_json()
     assert client.get("/api/channels/production").json()["events"] == [e.to_json() for e in reg.log("production")]
     assert client.get("/api/corpora/harbor").json()["task_vectors"][0] == reg.list_task_vectors("harbor")[-1].to_json()
-    cells = client.get("/api/retention").json()["cells"]
-    assert {(c["corpus"], c["merge"]) for c in cells} == {
-        (c, m) for m in (first.id, second.id) for c in ("glassworks", "harbor")
-    }
+    cells = {(c["corpus"], c["merge"]): c["retention"] for c in client.get("/api/retention").json()["cells"]}
+    merges = [m.id for m in reg.list_merges()]
+    assert set(cells) == {(c, m) for m in merges for c in ("glassworks", "harbor")}
+    assert cells == {(c, m.id): m.retention.get(c) for m in reg.list_merges() for c in ("glassworks", "harbor")}
     assert (
         client.get("/api/merges/999").status_code == 404
         and "unknown merge" in client.get("/api/merges/999").json()["error"]
@@ -106,3 +106,12 @@ def test_memo_ui_serves_the_pages_and_a_taken_port_is_one_line(ui):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_gate_refusal_is_in_the_channel_history(ui):
+    reg, client, _ = ui
+    refused = [e for e in reg.log("production") if e.action == "refused"]
+    assert len(refused) == 1 and "no retention figures" in refused[0].reason
+    assert reg.get_channel("production").current_merge_id == refused[0].from_merge_id, "the channel did not move"
+    page = client.get("/channels/production").text
+    assert "refused" in page and f'href="/merges/{refused[0].to_merge_id}"' in page

@@ -73,7 +73,7 @@ def test_every_page_loads_clean_and_every_link_resolves(trained, tmp_path, brows
 
         browser.get(f"{base}/retention")
         cells = browser.find_elements(By.CSS_SELECTOR, "#heatmap rect")
-        assert len(cells) == 4 and all(c.size["width"] > 0 for c in cells)  # two merges x two corpora, drawn
+        assert len(cells) == 6 and all(c.size["width"] > 0 for c in cells)  # three merges x two corpora, drawn
         browser.get(f"{base}/merges/{second.id}")
         nodes = browser.find_elements(By.CSS_SELECTOR, "#lineage a")
         assert {n.text for n in nodes} >= {"harbor@v1", "glassworks@v1", f"merge-{second.id} (ties)"}

@@ -6,8 +6,9 @@ history as a stack: a promotion pushes, a rollback pops back to its target,
 so rolling back twice goes two merges back rather than toggling.
 
 A channel can require a minimum retention (``min_retention``): a promotion
-of a merge that keeps less of any member corpus is refused unless forced,
-and a forced one is marked in the history. Rollbacks are not gated: they
+of a merge that keeps less of any member corpus is refused unless forced;
+the refusal is an event in the history (``refused``, the channel does not
+move) and a forced promotion is marked. Rollbacks are not gated: they
 return to a merge the channel already served.
 
 A channel linked to a Hub repo publishes before it moves: if publishing
@@ -224,8 +225,15 @@ def promote(
         merge = find_merge(session, merge_ref)
         target = merge.id
         current = channel_head(session, channel)
+        refusal = None
         if current != target and not forced:
-            check_gate(session, channel, merge)
+            try:
+                check_gate(session, channel, merge)
+            except GateRefused as e:
+                refusal = e
+    if refusal is not None:
+        _record_refusal(db, channel, current, target, str(refusal))
+        raise refusal
     if current == target:
         return None
     if expected is not KEEP and current != expected:
@@ -235,6 +243,17 @@ def promote(
             f"--channel {channel}` if it should still go out"
         )
     return _move(db, channel, target, "promote", reason, forced, publish, current)
+
+
+def _record_refusal(db: Database, channel: str, current: int | None, target: int, reason: str) -> None:
+    """The gate's refusal goes into the channel's history; the channel itself does not move."""
+    with db.write() as session:
+        row = find_channel(session, channel)
+        session.add(
+            ChannelEventRow(
+                channel_id=row.id, action="refused", from_merge_id=current, to_merge_id=target, reason=reason
+            )
+        )
 
 
 def rollback(

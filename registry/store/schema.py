@@ -219,7 +219,9 @@ class ChannelEventRow(Base):
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created_at()
 
-    __table_args__ = (CheckConstraint("action IN ('create', 'promote', 'rollback', 'configure')", name="action_known"),)
+    __table_args__ = (
+        CheckConstraint("action IN ('create', 'promote', 'rollback', 'configure', 'refused')", name="action_known"),
+    )
 
 
 class PublicationRow(Base):

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import uvicorn
 
-from registry import MergeRecord, Registry
+from registry import GateRefused, MergeRecord, Registry
 from registry.ui import create_app
 
 SCRIPT = "<script>alert(1)</script>"
@@ -28,6 +29,9 @@ def fill_for_pages(reg: Registry, tmp_path: Path) -> tuple[MergeRecord, MergeRec
     reg.promote(second.id, "production", reason="denser", force=True)
     reg.rollback("production", reason="back")
     reg.set_min_retention("production", 0.5)
+    unmeasured = reg.merge(["harbor", "glassworks"], strategy="ties", density=0.7, progress=False, evaluate=False)
+    with pytest.raises(GateRefused, match="no retention figures"):  # the gate's refusal goes into the history
+        reg.promote(unmeasured.id, "production")
     return first, second
 
 
