@@ -8,6 +8,7 @@ RSS, the ratios, bit-identity against mergekit, and a K scaling table.
 
     python bench/merge_vs_mergekit.py                    # ~376M parameters, K=3, then K=2,5,10
     python bench/merge_vs_mergekit.py --layers 4 --ks 2  # quick
+    python bench/merge_vs_mergekit.py --busy 2 --ks ''   # K=3 idle, then beside two busy processes
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -215,6 +218,31 @@ def run_pair(root: Path, base: Path, models: list[Path], args, label: str, merge
     return row
 
 
+@contextmanager
+def busy(n: int) -> Iterator[None]:
+    """``n`` processes of other work (each keeps one core busy) running throughout."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def print_busy(root: Path, base: Path, models: list[Path], args, idle: dict) -> None:
+    with busy(args.busy):
+        loaded = run_pair(root, base, models, args, f"k{args.k}-busy")
+    idle_ratio, busy_ratio = idle["memo_s"] / idle["mk_s"], loaded["memo_s"] / loaded["mk_s"]
+    print(f"\nK={args.k} beside {args.busy} busy processes   wall s")
+    print(f"mergekit-yaml  {loaded['mk_s']:8.1f}   ({loaded['mk_s'] / idle['mk_s']:.1f}x its idle time)")
+    print(f"memo           {loaded['memo_s']:8.1f}   ({loaded['memo_s'] / idle['memo_s']:.1f}x its idle time)")
+    print(
+        f"memo / mergekit time: idle {idle_ratio:.3f}, busy {busy_ratio:.3f}; "
+        f"busy / idle ratio: {busy_ratio / idle_ratio:.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, default=896)
@@ -230,6 +258,7 @@ def main() -> None:
     ap.add_argument("--no-mergekit-scaling", action="store_true", help="memo only in the scaling table")
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip the unmeasured warm-up run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
+    ap.add_argument("--busy", type=int, default=0, help="also run K=k beside this many busy processes")
     args = ap.parse_args()
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="memo-bench-"))
@@ -253,6 +282,8 @@ def main() -> None:
         f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x   "
         f"bit-identical to mergekit: {head['identical']:.2%}"
     )
+    if args.busy:
+        print_busy(root, base, models[: args.k], args, head)
     if ks:
         print("\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up")
         for k in ks:

@@ -11,10 +11,11 @@ import urllib.request
 import pytest
 from starlette.testclient import TestClient
 
-from registry.ui import create_app
+from registry.ui import create_app, svg
 from tests.conftest import memo_subprocess_env
 from tests.support.pages import SCRIPT, crawl, fill_for_pages
 from tests.support.snapshot import registry_state
+from tests.support.task_vectors import base_with_tokenizer, register_random_task_vector
 
 
 @pytest.fixture
@@ -115,3 +116,31 @@ def test_a_gate_refusal_is_in_the_channel_history(ui):
     assert reg.get_channel("production").current_merge_id == refused[0].from_merge_id, "the channel did not move"
     page = client.get("/channels/production").text
     assert "refused" in page and f'href="/merges/{refused[0].to_merge_id}"' in page
+
+
+def test_the_pages_read_a_team_registry(registry, tiny_model, docs, tmp_path):
+    """The same pages over SQLite + local blobs and over PostgreSQL + a bucket (a merge's
+    mergekit_config.yml is read from the blob store)."""
+    registry.add_base(base_with_tokenizer(tiny_model, tmp_path), name="tiny")
+    for seed, name in enumerate(("atlas", "harbor")):
+        register_random_task_vector(registry, name, docs, tmp_path, seed)
+    merged = registry.merge(["atlas", "harbor"], strategy="ties", progress=False, evaluate=False)
+    registry.promote(merged.id, "production", reason="first")
+    with TestClient(create_app(registry)) as client:
+        assert {"/channels/production", f"/merges/{merged.id}", "/corpora/atlas"} <= crawl(client)
+        assert "merge_method: ties" in client.get(f"/api/merges/{merged.id}").json()["mergekit_config"]
+
+
+def test_the_charts_escape_every_label_and_scale_to_their_values():
+    label = "<b>x</b>&"
+    charts = [
+        svg.bars([svg.Bar(label, 0.5)], [(label, 0.8)]),
+        svg.timeline([(label, 0.5), (label, 1.0)], 0.8),
+        svg.lineage([svg.Node("a", label, "/corpora/a?b=<c>", 0)], []),
+        svg.heatmap([label], [1], {(label, 1): 0.5}),
+    ]
+    for chart in charts:
+        assert "<b>" not in chart and "&lt;b&gt;x&lt;/b&gt;&amp;" in chart
+    assert 'width="160.0"' in charts[0]  # half of the 320-pixel scale
+    assert svg.retention_color(1.0) == "rgb(40,160,70)" and svg.retention_color(None) == "#d9d9d9"
+    assert svg.retention_color(0.0) == "rgb(215,48,70)"

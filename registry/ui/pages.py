@@ -100,7 +100,9 @@ def merge(reg: Registry, ref: int) -> MergePage:
     )
 
 
-def _lineage(record: MergeRecord, parent, children, channels) -> Markup:
+def _lineage(
+    record: MergeRecord, parent: MergeRecord | None, children: list[MergeRecord], channels: list[ChannelRecord]
+) -> Markup:
     me = f"merge-{record.id}"
     nodes = [svg.Node(f"tv-{m.corpus}", f"{m.corpus}@v{m.version}", f"/corpora/{m.corpus}", 0) for m in record.members]
     edges = [(f"tv-{m.corpus}", me) for m in record.members]

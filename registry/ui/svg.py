@@ -19,7 +19,10 @@ def retention_color(value: float | None) -> str:
     if value is None:
         return "#d9d9d9"
     v = max(0.0, min(1.0, value))
-    red, green = (int(215 - 150 * max(0.0, v - 0.5) * 2), int(48 + 152 * min(1.0, v * 2))) if v < 1 else (40, 160)
+    if v >= 1:
+        return "rgb(40,160,70)"
+    red = int(215 - 150 * max(0.0, v - 0.5) * 2)  # stays red up to half, then fades
+    green = int(48 + 152 * min(1.0, v * 2))  # grows up to half, then stays
     return f"rgb({red},{green},70)"
 
 
