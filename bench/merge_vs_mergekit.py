@@ -218,10 +218,14 @@ def run_pair(root: Path, base: Path, models: list[Path], args, label: str, merge
     return row
 
 
+# Other work as a machine that trains or serves has it: torch matrix products with torch's default threads.
+BUSY_WORK = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch.tanh(a @ a)"
+
+
 @contextmanager
 def busy(n: int) -> Iterator[None]:
-    """``n`` processes of other work (each keeps one core busy) running throughout."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    """``n`` processes of other work running throughout."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_WORK]) for _ in range(n)]
     try:
         yield
     finally:

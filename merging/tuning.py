@@ -50,9 +50,7 @@ def keep_freed_memory() -> bool:
 # (b) takes its share of the cores: the cores divided by the memo processes alive on the machine,
 # counted through lock files in a per-user runtime directory and recounted at most once a second
 # at safe points (between training steps, between merged tensors), so the shares follow processes
-# as they come and go; and (c) uses no more threads than the cores other work (any process) leaves
-# free at that moment, so a busy machine slows a merge by its share of the cores, not by barriers
-# waiting for threads that are not scheduled. MEMO_THREADS (or OMP_NUM_THREADS) pins the count.
+# as they come and go. MEMO_THREADS (or OMP_NUM_THREADS) pins the count instead.
 
 _SPINCOUNT = "1000"  # OpenMP's default spins ~300k times; 1k keeps an idle machine as fast
 _RECOUNT_SECONDS = 1.0
@@ -81,30 +79,12 @@ class _CoreShare:
         return count
 
     def threads(self) -> int:
-        """This process's share of the memo processes' cores, and no more than the cores other work
-        leaves free now: a barrier that waits for a descheduled thread costs more than a core gives."""
-        share = self.cores // max(1, self.live())
-        return max(1, min(share, self.cores - others_running()))
+        return max(1, self.cores // max(1, self.live()))
 
 
 _sharing = False  # share_cores() was called: rebalance() takes the process's share
 _share: _CoreShare | None = None  # registered at the first rebalance (only processes doing torch work count)
 _pinned: int | None = None  # MEMO_THREADS / OMP_NUM_THREADS / pin_threads(): a fixed count
-
-
-def others_running() -> int:
-    """Threads of other processes that are runnable now (Linux: ``procs_running`` in /proc/stat, less
-    this process's running threads); 0 where that cannot be read."""
-    try:
-        with open("/proc/stat") as f:
-            total = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
-        own = 0
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/stat") as f:
-                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
-    except (OSError, StopIteration, ValueError, IndexError):
-        return 0
-    return max(0, total - own)
 
 
 def _cores() -> int:
