@@ -7,6 +7,7 @@ input and write one output with safetensors, no math). Prints wall time, peak
 RSS, the ratios, bit-identity against mergekit, and a K scaling table.
 
     python bench/merge_vs_mergekit.py                    # ~376M parameters, K=3, then K=2,5,10
+    python bench/merge_vs_mergekit.py --shape layer-heavy --dtype float32   # 12 layers, tied 32k vocabulary
     python bench/merge_vs_mergekit.py --layers 4 --ks 2  # quick
     python bench/merge_vs_mergekit.py --busy 2 --ks ''   # K=3 idle, then beside two busy processes
 """
@@ -31,6 +32,13 @@ from safetensors.torch import load_file, save_file
 from merging.checkpoint import open_checkpoint
 
 INT_VIEW = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+# Two model shapes: one whose time goes to two huge embedding matrices (Qwen2's 152k vocabulary, untied),
+# and one of many mid-size matrices with a tied 32k vocabulary, like the small Llama/Qwen models users merge.
+SHAPES = {
+    "wide-vocab": {"hidden": 896, "layers": 7, "intermediate": 4864, "vocab": 151936, "tied": False},
+    "layer-heavy": {"hidden": 896, "layers": 12, "intermediate": 4864, "vocab": 32000, "tied": True},
+}
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 # --- synthetic models -------------------------------------------------------------------
@@ -85,6 +93,9 @@ def write_model(directory: Path, tensors: dict[str, torch.Tensor], config: dict,
 
 def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
     shapes = qwen2_shapes(args.hidden, args.layers, args.intermediate, args.vocab, args.kv_heads, args.heads)
+    if args.tied:
+        del shapes["lm_head.weight"]
+    dtype = DTYPES[args.dtype]
     config = {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
@@ -94,13 +105,13 @@ def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
         "num_attention_heads": args.heads,
         "num_key_value_heads": args.kv_heads,
         "vocab_size": args.vocab,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": args.tied,
+        "torch_dtype": args.dtype,
     }
     base_dir = root / "base"
     g = torch.Generator().manual_seed(0)
     if not base_dir.exists():
-        base = {n: (torch.randn(s, generator=g) * 0.02).to(torch.bfloat16) for n, s in shapes.items()}
+        base = {n: (torch.randn(s, generator=g) * 0.02).to(dtype) for n, s in shapes.items()}
         write_model(base_dir, base, config, args.shard_bytes)
     base = None
     models = []
@@ -111,16 +122,16 @@ def build_models(root: Path, args, k: int) -> tuple[Path, list[Path]]:
             continue
         base = base or {n: t for f in sorted(base_dir.glob("*.safetensors")) for n, t in load_file(f).items()}
         g = torch.Generator().manual_seed(i + 1)
-        ft = {n: (t.float() + torch.randn(t.shape, generator=g) * 0.002).to(torch.bfloat16) for n, t in base.items()}
+        ft = {n: (t.float() + torch.randn(t.shape, generator=g) * 0.002).to(dtype) for n, t in base.items()}
         write_model(d, ft, config, args.shard_bytes)
     return base_dir, models
 
 
-def write_yaml(path: Path, base: Path, models: list[Path], density: float) -> Path:
+def write_yaml(path: Path, base: Path, models: list[Path], density: float, dtype: str) -> Path:
     config = {
         "merge_method": "ties",
         "base_model": str(base),
-        "dtype": "bfloat16",
+        "dtype": dtype,
         "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": density}} for m in models],
         "parameters": {"normalize": True},
     }
@@ -188,7 +199,7 @@ def bit_identical(a: Path, b: Path) -> float:
 
 
 def run_pair(root: Path, base: Path, models: list[Path], args, label: str, mergekit: bool = True) -> dict:
-    config = write_yaml(root / f"{label}.yml", base, models, args.density)
+    config = write_yaml(root / f"{label}.yml", base, models, args.density, args.dtype)
     memo_cmd = [
         sys.executable,
         "-m",
@@ -249,10 +260,12 @@ def print_busy(root: Path, base: Path, models: list[Path], args, idle: dict) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=896)
-    ap.add_argument("--layers", type=int, default=7)  # with untied 151936-token embeddings: ~376M
-    ap.add_argument("--intermediate", type=int, default=4864)
-    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--shape", choices=list(SHAPES), default="wide-vocab", help="the model's shape (~376M / ~207M)")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="the models' and the merge's dtype")
+    ap.add_argument("--hidden", type=int, default=None, help="override the shape's hidden size")
+    ap.add_argument("--layers", type=int, default=None, help="override the shape's layer count")
+    ap.add_argument("--intermediate", type=int, default=None, help="override the shape's MLP size")
+    ap.add_argument("--vocab", type=int, default=None, help="override the shape's vocabulary")
     ap.add_argument("--heads", type=int, default=14)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--shard-bytes", type=int, default=300_000_000)
@@ -264,13 +277,17 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
     ap.add_argument("--busy", type=int, default=0, help="also run K=k beside this many busy processes")
     args = ap.parse_args()
+    for key, value in SHAPES[args.shape].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="memo-bench-"))
     ks = [int(k) for k in args.ks.split(",") if k]
     base, models = build_models(root, args, max([args.k, *ks]))
     params = open_checkpoint(base).parameter_count
     print(
-        f"model: Qwen2-shaped, {params / 1e6:.0f}M parameters, bf16, {len(list(base.glob('*.safetensors')))} "
+        f"model: Qwen2-shaped ({args.shape}{', tied' if args.tied else ''}), {params / 1e6:.0f}M parameters, "
+        f"{args.dtype}, {len(list(base.glob('*.safetensors')))} "
         f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}"
     )
     print("after one unmeasured warm-up run (page cache warm for all)" if args.warm else "no warm-up run")
