@@ -137,8 +137,13 @@ def read_source_header(source: ByteSource) -> dict[str, TensorInfo]:
     return _parse_header(source, source.size, lambda offset, n: read_bytes(source, offset, n))
 
 
+def _shown(file: Path | ByteSource) -> Path | str:
+    """A file as messages name it."""
+    return file if isinstance(file, Path) else file.name
+
+
 def _parse_header(file: Path | ByteSource, size: int, read: Callable[[int, int], bytes]) -> dict[str, TensorInfo]:
-    name = file if isinstance(file, Path) else file.name
+    name = _shown(file)
     raw_len = read(0, 8) if size >= 8 else b""
     if len(raw_len) < 8:
         raise CheckpointError(f"{name}: truncated safetensors file ({size} bytes)")
@@ -163,7 +168,7 @@ def _whole(value: object) -> bool:
 
 
 def _tensor_infos(file: Path | ByteSource, header: dict, *, data_start: int, size: int) -> dict[str, TensorInfo]:
-    path = file if isinstance(file, Path) else file.name
+    path = _shown(file)
     infos: dict[str, TensorInfo] = {}
     data_end = 0
     for name, meta in header.items():

@@ -54,15 +54,17 @@ class TensorReader:
         item = DTYPE_BYTES[info.dtype]
         nbytes = (stop - start) * item
         buf = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes == 0:
+            return buf.view(torch_dtype(info.dtype))
         target: Any = buf.numpy()  # a writable buffer over the tensor's memory
         file = info.file
-        if isinstance(file, Path) and nbytes:
-            got = os.preadv(self._fd(file), [target], info.begin + start * item)
-            if got != nbytes:
-                raise CheckpointError(
-                    f"{file}: truncated while reading tensor {info.name!r} "
-                    f"(got {got} of {nbytes} bytes); the file changed or is damaged"
-                )
-        elif not isinstance(file, Path):
+        if not isinstance(file, Path):
             file.read_into(info.begin + start * item, memoryview(target))
+            return buf.view(torch_dtype(info.dtype))
+        got = os.preadv(self._fd(file), [target], info.begin + start * item)
+        if got != nbytes:
+            raise CheckpointError(
+                f"{file}: truncated while reading tensor {info.name!r} "
+                f"(got {got} of {nbytes} bytes); the file changed or is damaged"
+            )
         return buf.view(torch_dtype(info.dtype))

@@ -10,10 +10,9 @@ should be (a sha256 mismatch) stops the merge with nothing written.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
-@runtime_checkable
 class ByteSource(Protocol):
     @property
     def name(self) -> str:
