@@ -1,4 +1,4 @@
-"""``python -m merging CONFIG.yml OUT_DIR``: a drop-in for ``mergekit-yaml`` (ties, task_arithmetic)."""
+"""``python -m merging CONFIG.yml OUT_DIR``: a drop-in for ``mergekit-yaml`` (its task-vector methods and linear)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,12 @@ def _size(text: str) -> int:
     help="Ties at the trim threshold: lowest index (deterministic, as mergekit on CUDA) or "
     "torch-cpu (mergekit's CPU argsort, bit for bit; slow).",
 )
+@click.option(
+    "--random-seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed of dare_* and della* masks (default: the config's random_seed, else a fresh one, recorded).",
+)
 @click.option("-j", "--threads", type=int, default=None, help="Torch threads (default: all cores).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -70,11 +76,15 @@ def main(
     memory_budget: str,
     compile_: bool | None,
     tie_break: str,
+    random_seed: int | None,
     threads: int | None,
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Merge the models of a mergekit CONFIG into OUT_DIR (ties or task_arithmetic).
+    """Merge the models of a mergekit CONFIG into OUT_DIR.
+
+    Methods: ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs,
+    breadcrumbs_ties, della, della_linear, linear (mergekit 0.1.5 semantics).
 
     \b
     Example:
@@ -84,6 +94,8 @@ def main(
     try:
         spec = load_config(config)
         spec = replace(spec, tie_break="torch-cpu" if tie_break == "torch-cpu" else "index")
+        if random_seed is not None:
+            spec = replace(spec, seed=random_seed)
         result = merge(
             spec,
             out_dir,
@@ -101,7 +113,8 @@ def main(
         raise click.ClickException(" ".join(str(e).split())) from e
     click.echo(
         f"merged {result.merged} tensors, copied {result.copied} ({result.parameters:,} parameters, "
-        f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s",
+        f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s"
+        + (f" (random seed {result.seed})" if result.seed is not None else ""),
         err=True,
     )
 

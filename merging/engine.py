@@ -11,9 +11,10 @@ The output appears only when complete (see :mod:`merging.writer`).
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +60,7 @@ class MergeResult:
     out_dtype: str
     compiled: bool
     seconds: float
+    seed: int | None = None  # the random methods' seed (drawn when the spec gave none)
 
 
 def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
@@ -73,17 +75,26 @@ def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
     return result or torch.float32
 
 
-def _chunk_elements(budget: int, k: int, input_bytes: int, dt_bytes: int) -> int:
+def _chunk_elements(budget: int, k: int, input_bytes: int, dt_bytes: int, sparsification: str = "magnitude") -> int:
     """Elements per chunk so that a chunk's tensors fit ``budget``.
 
     Per element: K inputs and the base as read, K magnitude keys, the eager
-    kernel's K weighted deltas and K factors, and a few fp32 accumulators.
+    kernel's K weighted deltas and K factors, and a few fp32 accumulators;
+    random methods add K fp32 uniform numbers, DELLA its row sort's indices.
     """
     per_element = (k + 1) * input_bytes + 3 * k * dt_bytes + 4 * 4
+    if sparsification in ("random", "della"):
+        per_element += 4 * k + (24 if sparsification == "della" else 0)
     return max(4096, budget // per_element)
 
 
-def _want_compile(options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:
+def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:
+    """The fused kernel covers TIES and task arithmetic without a rescale."""
+    method = spec.method_def
+    if method.sparsification not in ("none", "magnitude") or method.averages_models or spec.effective_rescale:
+        if options.compile:
+            raise MergeError(f"the compiled kernel merges ties and task_arithmetic, not {spec.method}")
+        return False
     if options.compile is not None:
         return options.compile
     if torch.device(options.device).type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
@@ -114,6 +125,8 @@ def merge(
     """Merge ``spec`` into a new Hugging Face model directory ``out_dir``."""
     started = time.perf_counter()
     _check_inputs(spec, options)
+    if spec.method_def.random and spec.seed is None:
+        spec = replace(spec, seed=secrets.randbelow(2**31))  # drawn once, written into the output's config
     if options.threads:
         pin_threads(options.threads)
     base = open_checkpoint(spec.base)
@@ -121,7 +134,7 @@ def merge(
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
     dt = _compute_dtype(spec, plans)
     out_dt = parse_dtype(spec.out_dtype) or dt
-    use_compile = _want_compile(options, plans, len(spec.inputs))
+    use_compile = _want_compile(spec, options, plans, len(spec.inputs))
     outputs = [
         OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype), p.shape)
         for p in plans
@@ -154,6 +167,7 @@ def merge(
         out_dtype=dtype_name(out_dt),
         compiled=use_compile,
         seconds=time.perf_counter() - started,
+        seed=spec.seed,
     )
 
 
@@ -171,14 +185,16 @@ def _job(
     use_compile: bool,
 ) -> TensorJob:
     """Everything the per-tensor merge needs: the reader, the device, the dtypes, the method and the chunking."""
+    method = spec.method_def
     config = KernelConfig(
         len(spec.inputs),
         dt,
         out_dt,
-        spec.method_def.consensus,
+        method.consensus,
         spec.effective_normalize,
         spec.lam,
         inputs_are_deltas=spec.inputs[0].kind == "task_vector",
+        averages_models=method.averages_models,
     )
     return TensorJob(
         reader=reader,
@@ -187,11 +203,17 @@ def _job(
         out_dtype=out_dt,
         densities=tuple(i.density for i in spec.inputs),
         weights=tuple(i.weight for i in spec.inputs),
-        trims=spec.method_def.trims,
+        sparsification=method.sparsification,
         tie_break=spec.tie_break,
-        chunk_elements=_chunk_elements(options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize),
+        chunk_elements=_chunk_elements(
+            options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize, method.sparsification
+        ),
         compiled=use_compile,
         config=config,
+        gammas=tuple(i.gamma for i in spec.inputs),
+        epsilons=tuple(i.epsilon for i in spec.inputs),
+        rescale=spec.effective_rescale,
+        seed=spec.seed,
     )
 
 

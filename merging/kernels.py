@@ -47,6 +47,8 @@ from dataclasses import dataclass
 
 import torch
 
+from merging.sparsify import Trim
+
 
 @dataclass(frozen=True)
 class KernelConfig:
@@ -59,6 +61,7 @@ class KernelConfig:
     normalize: bool
     lam: float  # applied only when != 1
     inputs_are_deltas: bool  # stored task vectors rather than fine-tuned weights
+    averages_models: bool = False  # linear: a weighted average of the models, no base in the sum
 
 
 def _accumulator(dt: torch.dtype) -> torch.dtype:
@@ -141,25 +144,11 @@ def _sum_exact(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tenso
     return acc.to(dtype)
 
 
-def _trim_factor(d: torch.Tensor, t: float, tie_end: int) -> torch.Tensor:
-    """1 where ``|d| > t`` (or ``|d| >= t`` before ``tie_end``), else 0, in d's dtype.
-
-    ``sign(|d| - t)`` is exact: with gradual underflow a difference of two
-    floats is zero only when they are equal (and exact near equality, Sterbenz).
-    Arithmetic instead of a bool mask: bool ops are several times slower on CPU.
-    """
-    f = d.abs().sub_(t).sign_()
-    f[tie_end:].clamp_(min=0)
-    if tie_end > 0:
-        f[:tie_end].add_(1).clamp_(max=1)
-    return f
-
-
 def merge_chunk_eager(
     base: torch.Tensor,  # (n,) compute dtype
     inputs: list[torch.Tensor],  # K x (n,) fine-tuned weights or deltas
-    thresholds: list[float],  # keep |d| > t (merging.select.key_value); t < 0: no trim
-    tie_ends: list[int],  # entries with |d| == t are kept at chunk positions < tie_end
+    trims: Sequence[Trim],  # each input's keep factor from its deltas (merging.sparsify); None keeps all
+    scales: Sequence[float | None],  # each thinned delta's rescale factor (None: none)
     weights: list[float],
     cfg: KernelConfig,
 ) -> torch.Tensor:
@@ -169,12 +158,18 @@ def merge_chunk_eager(
     input always reaches the output here (mergekit's sign vote can hide one),
     so checking the output's finiteness catches every bad input.
     """
+    if cfg.averages_models:
+        return linear_chunk(base, inputs, weights, cfg)
     dt = cfg.compute_dtype
     weighted = []
-    for x, t, tie_end, w in zip(inputs, thresholds, tie_ends, weights):
+    for x, trim, scale, w in zip(inputs, trims, scales, weights):
         d = x.to(dt, copy=True) if cfg.inputs_are_deltas else x.to(dt) - base
-        if t >= 0:
-            d.mul_(_trim_factor(d, t, tie_end))  # a 0/1 multiply, as mergekit's mask
+        factor = trim(d)
+        if factor is not None:
+            d.mul_(factor)  # a 0/1 multiply, as mergekit's mask
+            del factor
+        if scale is not None:
+            d.mul_(scale)
         w = rounded(w, dt)
         if w != 1:
             d.mul_(w)
@@ -206,6 +201,24 @@ def merge_chunk_eager(
     if cfg.lam != 1:
         mixed = mixed.mul_(cfg.lam)
     return (base + mixed).to(cfg.out_dtype)
+
+
+def linear_chunk(
+    base: torch.Tensor, inputs: list[torch.Tensor], weights: list[float], cfg: KernelConfig
+) -> torch.Tensor:
+    """mergekit's ``linear``: ``sum(w * x) / sum(w)`` accumulated in fp32 (fp64 for fp64), then the dtype."""
+    dt = cfg.compute_dtype
+    acc_dtype = _accumulator(dt)
+    coefficients = torch.tensor(weights, dtype=torch.float32, device=base.device).to(acc_dtype)
+    acc = torch.zeros(base.shape, dtype=acc_dtype, device=base.device)
+    for x, c in zip(inputs, coefficients.unbind(0)):
+        model = x.to(dt) + base if cfg.inputs_are_deltas else x.to(dt)
+        acc.addcmul_(model, c.reshape(1))
+    if cfg.normalize:
+        acc.div_(coefficients.sum().reshape(1))
+    if cfg.lam != 1:
+        acc.mul_(cfg.lam)
+    return acc.to(dt).to(cfg.out_dtype)
 
 
 @functools.lru_cache(maxsize=64)

@@ -25,7 +25,18 @@ from merging.errors import MergeError
 from merging.kernels import KernelConfig, compiled_kernel, merge_chunk_eager
 from merging.plan import TensorPlan
 from merging.reader import TensorReader
-from merging.select import ALL, RadixSelect, Threshold, keep_count, key_value, magnitude_keys, none_kept
+from merging.select import magnitude_keys
+from merging.sparsify import (
+    Trim,
+    keep_all,
+    l1_sums,
+    mergekit_cpu_mask,
+    random_trim,
+    rescale_of,
+    threshold_trim,
+    uniforms,
+)
+from merging.trim_plan import TrimPlan
 
 COMPILE_MIN_TENSOR = 1 << 16  # tiny tensors always run eagerly
 
@@ -40,11 +51,15 @@ class TensorJob:
     out_dtype: torch.dtype
     densities: tuple[float, ...]
     weights: tuple[float, ...]
-    trims: bool
+    sparsification: str  # merging.spec.Method.sparsification
     tie_break: str
     chunk_elements: int  # tensors up to this size are resident (one piece); larger ones stream
     compiled: bool  # torch.compile'd kernel (large merges) or the eager one
     config: KernelConfig
+    gammas: tuple[float, ...] = ()  # breadcrumbs
+    epsilons: tuple[float, ...] = ()  # della
+    rescale: bool = False
+    seed: int | None = None  # random methods
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -62,59 +77,54 @@ def _base(job: TensorJob, plan: TensorPlan, start: int, stop: int) -> torch.Tens
     return _read(job, plan, None, start, stop).to(job.compute_dtype)
 
 
+# --- trims and rescales ----------------------------------------------------------------------
+
+
+def _trim_plan(job: TensorJob, plan: TensorPlan) -> TrimPlan:
+    present = [info is not None for info in plan.inputs]
+    return TrimPlan(job.sparsification, job.densities, job.gammas, present, plan.numel, job.compute_dtype, job.device)
+
+
+def _row(plan: TensorPlan) -> int:
+    """DELLA ranks within rows: the first dimension's (a 1-D tensor is one row)."""
+    return plan.numel // plan.shape[0] if len(plan.shape) >= 2 and plan.shape[0] else max(plan.numel, 1)
+
+
+def _trims(job: TensorJob, plan: TensorPlan, trims: TrimPlan, chunk: int, start: int, stop: int, keys) -> list[Trim]:
+    """Each input's keep factor for the chunk [start, stop)."""
+    if job.sparsification in ("random", "della"):
+        if job.seed is None:
+            raise MergeError("internal: a random method needs a seed")
+        return [
+            keep_all
+            if info is None or job.densities[i] >= 1
+            else random_trim(
+                uniforms(job.seed, plan.name, i, start, stop),
+                job.densities[i],
+                della=(_row(plan), job.epsilons[i]) if job.sparsification == "della" else None,
+            )
+            for i, info in enumerate(plan.inputs)
+        ]
+    cuts = trims.cuts(chunk, start, stop, keys)
+    return [threshold_trim(c) if c else keep_all for c in cuts]
+
+
+def _delta(job: TensorJob, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x.to(job.compute_dtype) if job.config.inputs_are_deltas else x.to(job.compute_dtype) - base
+
+
 def _keys(job: TensorJob, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    d = x.to(job.compute_dtype) if job.config.inputs_are_deltas else x.to(job.compute_dtype) - base
-    return magnitude_keys(d)
+    return magnitude_keys(_delta(job, base, x))
 
 
-def _ranges(n: int, size: int) -> list[tuple[int, int]]:
+def _ranges(job: TensorJob, plan: TensorPlan) -> list[tuple[int, int]]:
+    """The chunks of a streamed tensor (whole rows for DELLA, whose probabilities come from row ranks)."""
+    size = job.chunk_elements
+    if job.sparsification == "della":
+        row = _row(plan)
+        size = max(row, size // row * row)
+    n = plan.numel
     return [(s, min(s + size, n)) for s in range(0, n, size)] or [(0, 0)]
-
-
-# --- thresholds ---------------------------------------------------------------------------
-
-
-def _selections(job: TensorJob, plan: TensorPlan) -> tuple[list[Threshold | None], dict[int, RadixSelect]]:
-    """Trivial thresholds now; a radix select for each input that needs one."""
-    fixed: list[Threshold | None] = []
-    selects: dict[int, RadixSelect] = {}
-    for i, density in enumerate(job.densities):
-        k = keep_count(density if job.trims else 1.0, plan.numel)
-        if plan.inputs[i] is None or k >= plan.numel:
-            fixed.append(ALL)
-        elif k == 0:
-            fixed.append(none_kept(job.compute_dtype))
-        else:
-            fixed.append(None)
-            selects[i] = RadixSelect(job.compute_dtype, k, job.device)
-    return fixed, selects
-
-
-def _thresholds(fixed: list[Threshold | None], selects: dict[int, RadixSelect]) -> list[Threshold]:
-    """Each input's threshold: fixed in advance, or what its finished selection found."""
-    out = []
-    for i, f in enumerate(fixed):
-        found = f if f is not None else selects[i].result
-        if found is None:
-            raise MergeError(f"internal: the selection of input {i} did not finish")
-        out.append(found)
-    return out
-
-
-def _cut(
-    threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, keys: Callable[[], torch.Tensor]
-) -> int:
-    """Last flat index (inclusive) of a tie that chunk [start, stop) keeps; -1 for none.
-
-    ``keys`` (the chunk's magnitude keys) is only called for the one chunk
-    where the kept ties run out.
-    """
-    if threshold.ties_kept <= 0 or ties_before >= threshold.ties_kept:
-        return -1
-    if ties_before + ties_here <= threshold.ties_kept:
-        return stop - 1
-    positions = (keys() == threshold.key).nonzero().reshape(-1)
-    return start + int(positions[threshold.ties_kept - ties_before - 1])
 
 
 # --- the two modes ------------------------------------------------------------------------
@@ -122,39 +132,32 @@ def _cut(
 
 def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
     """Yield the merged tensor's output chunks in flat order."""
-    fixed, selects = _selections(job, plan)
-    if selects and job.tie_break == "torch-cpu":
-        yield _merge_mergekit_cpu_ties(job, plan)
+    trims = _trim_plan(job, plan)
+    if trims.selecting and job.tie_break == "torch-cpu":
+        yield _merge_mergekit_cpu_trims(job, plan)
         return
-    if plan.numel <= job.chunk_elements:
-        yield _merge_resident(job, plan, fixed, selects)
+    ranges = _ranges(job, plan)
+    if len(ranges) == 1:
+        yield _merge_resident(job, plan, trims)
     else:
-        yield from _merge_streamed(job, plan, fixed, selects)
+        yield from _merge_streamed(job, plan, trims, ranges)
 
 
-def _run_kernel(
-    job: TensorJob,
-    plan: TensorPlan,
-    base: torch.Tensor,
-    inputs: list[torch.Tensor],
-    thresholds: list[Threshold],
-    cuts: list[int],
-    start: int,
-) -> torch.Tensor:
-    values = [key_value(t.key, job.compute_dtype) for t in thresholds]
+def _run_kernel(job, plan, base, inputs, trims: TrimPlan, chunk: int, start: int, scales, keys) -> torch.Tensor:
     n = base.numel()
     if job.compiled and n >= COMPILE_MIN_TENSOR:
+        cuts = [trims.flat_cut(i, chunk, start, start + n, keys) for i in range(len(inputs))]
         out, _ = compiled_kernel(job.config)(
             base,
             inputs,
-            torch.tensor(values, dtype=job.compute_dtype, device=job.device),
+            torch.tensor(trims.threshold_values(), dtype=job.compute_dtype, device=job.device),
             torch.tensor(cuts, dtype=torch.int64, device=job.device),
             torch.tensor(start, dtype=torch.int64, device=job.device),
             torch.tensor(job.weights, dtype=job.compute_dtype, device=job.device),
         )
     else:
-        tie_ends = [min(max(cut - start + 1, 0), n) for cut in cuts]
-        out = merge_chunk_eager(base, inputs, values, tie_ends, list(job.weights), job.config)
+        chunk_trims = _trims(job, plan, trims, chunk, start, start + n, keys)
+        out = merge_chunk_eager(base, inputs, chunk_trims, scales, list(job.weights), job.config)
     if not all_finite(out):
         _raise_nonfinite(plan, base, inputs)
     return out
@@ -165,92 +168,82 @@ def all_finite(t: torch.Tensor) -> bool:
     return t.numel() == 0 or not t.is_floating_point() or bool(torch.isfinite(t.abs().amax()))
 
 
-def _merge_resident(job, plan, fixed, selects) -> torch.Tensor:
+def _merge_resident(job: TensorJob, plan: TensorPlan, trims: TrimPlan) -> torch.Tensor:
     n = plan.numel
     base = _base(job, plan, 0, n)
     inputs = [_read(job, plan, i, 0, n) for i in range(len(plan.inputs))]
-    keys = {i: _keys(job, base, inputs[i]) for i in selects}
-    for i, select in selects.items():
-        while not select.done:
-            select.add(keys[i])
-            select.finish_pass()
-    thresholds = _thresholds(fixed, selects)
-    cuts = [
-        _cut(t, 0, n, 0, t.ties_total, functools.partial(keys.__getitem__, i)) if i in selects else -1
-        for i, t in enumerate(thresholds)
-    ]
-    return _run_kernel(job, plan, base, inputs, thresholds, cuts, 0)
+    cache: dict[int, torch.Tensor] = {}
+
+    def keys(i: int) -> torch.Tensor:
+        if i not in cache:
+            cache[i] = _keys(job, base, inputs[i])
+        return cache[i]
+
+    while trims.selecting:
+        trims.add(keys)
+        trims.finish_pass()
+    scales: list[float | None] = [None] * len(inputs)
+    if job.rescale and job.sparsification in ("random", "della"):
+        scales = _float64_scales(job, plan, trims, [(0, n)])  # as streamed: one seed, one output
+    elif job.rescale:  # in the compute dtype, as mergekit sums a whole tensor: its bits
+        chunk_trims = _trims(job, plan, trims, 0, 0, n, keys)
+        sums = [l1_sums(d, t(d)) for d, t in ((_delta(job, base, x), t) for x, t in zip(inputs, chunk_trims))]
+        scales = [rescale_of(*s) for s in sums]
+    return _run_kernel(job, plan, base, inputs, trims, 0, 0, scales, keys)
 
 
-def _merge_streamed(job, plan, fixed, selects) -> Iterator[torch.Tensor]:
-    ranges = _ranges(plan.numel, job.chunk_elements)
-    ties_per_chunk: dict[int, list[torch.Tensor]] = {i: [] for i in selects}
-    while not all(s.done for s in selects.values()):
-        active = {i: s for i, s in selects.items() if not s.done}
+def _chunk_keys(job: TensorJob, base: torch.Tensor, inputs: Callable[[int], torch.Tensor]):
+    return functools.lru_cache(maxsize=None)(lambda i: _keys(job, base, inputs(i)))
+
+
+def _merge_streamed(job, plan, trims: TrimPlan, ranges) -> Iterator[torch.Tensor]:
+    while trims.selecting:
         for start, stop in ranges:
             base = _base(job, plan, start, stop)
-            for i, select in active.items():
-                hist = select.add(_keys(job, base, _read(job, plan, i, start, stop)))
-                if select.last_pass:
-                    ties_per_chunk[i].append(hist)
-        for select in active.values():
-            select.finish_pass()
-    thresholds = _thresholds(fixed, selects)
-    # Per chunk, how many keys equal each input's threshold (from the last pass's histograms).
-    tie_counts = {i: [int(h[s.last_digit(thresholds[i].key)]) for h in ties_per_chunk[i]] for i, s in selects.items()}
-    ties_before = {i: 0 for i in selects}
+            trims.add(_chunk_keys(job, base, functools.partial(_read, job, plan, start=start, stop=stop)))
+        trims.finish_pass()
+    scales = _float64_scales(job, plan, trims, ranges) if job.rescale else [None] * len(plan.inputs)
     for c, (start, stop) in enumerate(ranges):
         base = _base(job, plan, start, stop)
         inputs = [_read(job, plan, i, start, stop) for i in range(len(plan.inputs))]
-        cuts = []
-        for i, t in enumerate(thresholds):
-            if i not in selects:
-                cuts.append(-1)
-                continue
-            here = tie_counts[i][c]
-            cuts.append(
-                _cut(
-                    t,
-                    start,
-                    stop,
-                    ties_before[i],
-                    here,
-                    functools.partial(_keys, job, base, inputs[i]),
-                )
-            )
-            ties_before[i] += here
-        yield _run_kernel(job, plan, base, inputs, thresholds, cuts, start)
+        keys = _chunk_keys(job, base, inputs.__getitem__)
+        yield _run_kernel(job, plan, base, inputs, trims, c, start, scales, keys)
 
 
-def _merge_mergekit_cpu_ties(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
-    """Trim exactly as mergekit's ``sparsify.magnitude`` does (its argsort picks the ties)."""
+def _float64_scales(job, plan, trims: TrimPlan, ranges) -> list[float | None]:
+    """Each input's rescale factor, from its L1 sums over every chunk, accumulated in float64 (whatever the
+    chunking, the same up to the last bit but one)."""
+    before = [0.0] * len(plan.inputs)
+    after = [0.0] * len(plan.inputs)
+    for c, (start, stop) in enumerate(ranges):
+        base = _base(job, plan, start, stop)
+        inputs = [_read(job, plan, i, start, stop) for i in range(len(plan.inputs))]
+        keys = _chunk_keys(job, base, inputs.__getitem__)
+        for i, (x, trim) in enumerate(zip(inputs, _trims(job, plan, trims, c, start, stop, keys))):
+            d = _delta(job, base, x)
+            factor = trim(d)
+            before[i] += float(d.abs().sum(dtype=torch.float64))
+            after[i] += before[i] if factor is None else float((d * factor).abs().sum(dtype=torch.float64))
+    dt = job.compute_dtype
+    return [rescale_of(torch.tensor(b, dtype=dt), torch.tensor(a, dtype=dt)) for b, a in zip(before, after)]
+
+
+def _merge_mergekit_cpu_trims(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
+    """Trim exactly as mergekit's ``sparsify.magnitude`` / ``magnitude_outliers`` do (its sorts pick the ties)."""
     n = plan.numel
     base = _base(job, plan, 0, n)
     deltas = []
-    for i, density in enumerate(job.densities):
-        x = _read(job, plan, i, 0, n).to(job.compute_dtype)
-        d = x if job.config.inputs_are_deltas else x - base
-        k = keep_count(density, n)
-        if 0 < k < n:
-            w = d.abs()
-            w = w.float() if w.device.type == "cpu" else w
-            mask = torch.zeros(n, dtype=d.dtype, device=d.device)
-            mask[torch.argsort(w, descending=True)[:k]] = 1
-            d = d * mask
-        elif k == 0:
-            d = torch.zeros_like(d)
+    for i, (density, gamma) in enumerate(zip(job.densities, job.gammas)):
+        d = _delta(job, base, _read(job, plan, i, 0, n))
+        mask = mergekit_cpu_mask(d, job.sparsification, density, gamma)
+        if mask is not None:
+            masked = d * mask
+            scale = rescale_of(*l1_sums(d, mask)) if job.rescale else None
+            d = masked if scale is None else masked.mul_(scale)
         deltas.append(d)
-    cfg = KernelConfig(
-        len(deltas),
-        job.compute_dtype,
-        job.out_dtype,
-        job.config.consensus,
-        job.config.normalize,
-        job.config.lam,
-        inputs_are_deltas=True,
-    )
-    parity_job = replace(job, config=cfg, compiled=False)
-    return _run_kernel(parity_job, plan, base, deltas, [ALL] * len(deltas), [-1] * len(deltas), 0)
+    cfg = replace(job.config, inputs_are_deltas=True)
+    parity_job = replace(job, config=cfg, compiled=False, sparsification="none", rescale=False)
+    return _run_kernel(parity_job, plan, base, deltas, _trim_plan(parity_job, plan), 0, 0, [None] * len(deltas), None)
 
 
 def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor]):

@@ -7,6 +7,7 @@ import torch
 
 from merging.kernels import KernelConfig, compiled_kernel, eager_kernel
 from merging.select import key_value, threshold_of
+from merging.sparsify import Cut, threshold_trim
 from tests.support.mergekit_ref import mergekit_merge
 
 INT_VIEW = {
@@ -162,7 +163,9 @@ def _run_fast(method, base, models, densities, weights, normalize, lam, *, pretr
         ties = (magnitude_keys(d) == t.key).nonzero().reshape(-1)
         ends.append(int(ties[t.ties_kept - 1]) + 1 if t.ties_kept > 0 else 0)
     cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
-    out = merge_chunk_eager(base.reshape(-1), [x.reshape(-1) for x in inputs], values, ends, list(weights), cfg)
+    trims = [threshold_trim([Cut(1, v, e)]) for v, e in zip(values, ends)]
+    flat = [x.reshape(-1) for x in inputs]
+    out = merge_chunk_eager(base.reshape(-1), flat, trims, [None] * len(flat), list(weights), cfg)
     return out.reshape(base.shape)
 
 
@@ -186,5 +189,6 @@ def test_fast_eager_kernel_propagates_nonfinite_inputs(bad, method, threshold):
     base, models = _models(torch.float32, 3)
     models[1][5] = bad
     cfg = KernelConfig(3, torch.float32, torch.float32, method == "ties", True, 1.0, False)
-    out = merge_chunk_eager(base, models, [threshold] * 3, [0] * 3, [1.0, 0.5, 2.0], cfg)
+    trims = [threshold_trim([Cut(1, threshold, 0)])] * 3
+    out = merge_chunk_eager(base, models, trims, [None] * 3, [1.0, 0.5, 2.0], cfg)
     assert not torch.isfinite(out[5]) and torch.isfinite(out[:5]).all()

@@ -1,0 +1,132 @@
+"""One tensor's magnitude trims: which top-k sets each input needs, their radix selections and tie cuts.
+
+A method that trims by magnitude (TIES, Model Breadcrumbs) keeps, per input,
+signed top-k sets of ``|d|`` (:func:`merging.sparsify.topk_terms`). Each set
+is a :class:`merging.select.RadixSelect` fed chunk by chunk over one or more
+passes; once every selection is done, :meth:`TrimPlan.cuts` gives each
+chunk's thresholds and the chunk position where the kept ties at each
+threshold run out (ties go to the lowest flat index).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from merging.errors import MergeError
+from merging.select import ALL, RadixSelect, Threshold, key_value, none_kept
+from merging.sparsify import Cut, topk_terms
+
+
+@dataclass
+class TopK:
+    """One signed top-k set of one input's magnitudes."""
+
+    input: int
+    sign: int
+    select: RadixSelect | None  # None: the threshold is known without looking (all or none kept)
+    threshold: Threshold | None = None
+    tie_counts: list[int] = field(default_factory=list)  # per chunk: keys equal to the threshold
+    _last_pass: list[torch.Tensor] = field(default_factory=list)  # per chunk: the last pass's histogram
+
+
+class TrimPlan:
+    """The top-k sets of one tensor's inputs, selected over the chunks ``ranges``."""
+
+    def __init__(
+        self,
+        sparsification: str,
+        densities: Sequence[float],
+        gammas: Sequence[float],
+        present: Sequence[bool],
+        numel: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.dtype = dtype
+        self.inputs = len(densities)
+        self.terms: list[TopK] = []
+        for i, (density, gamma) in enumerate(zip(densities, gammas)):
+            if not present[i]:
+                continue  # a zero delta: nothing to trim
+            for sign, k in topk_terms(sparsification, density, gamma, numel):
+                if k >= numel:
+                    self.terms.append(TopK(i, sign, None, ALL))
+                elif k == 0:
+                    self.terms.append(TopK(i, sign, None, none_kept(dtype)))
+                else:
+                    self.terms.append(TopK(i, sign, RadixSelect(dtype, k, device)))
+
+    @property
+    def selecting(self) -> bool:
+        return any(t.select is not None and not t.select.done for t in self.terms)
+
+    def inputs_selecting(self) -> list[int]:
+        return sorted({t.input for t in self.terms if t.select is not None and not t.select.done})
+
+    def add(self, keys: Callable[[int], torch.Tensor]) -> None:
+        """Count one chunk's keys (``keys(i)``: input i's magnitude keys) in every unfinished selection."""
+        for term in self.terms:
+            select = term.select
+            if select is not None and not select.done:
+                hist = select.add(keys(term.input))
+                if select.last_pass:
+                    term._last_pass.append(hist)
+
+    def finish_pass(self) -> None:
+        for term in self.terms:
+            if term.select is not None and not term.select.done:
+                term.select.finish_pass()
+                if term.select.done:
+                    term.threshold = term.select.result
+                    digit = term.select.last_digit(term.threshold.key)
+                    term.tie_counts = [int(h[digit]) for h in term._last_pass]
+                    term._last_pass = []
+
+    def cuts(self, chunk: int, start: int, stop: int, keys: Callable[[int], torch.Tensor]) -> list[list[Cut]]:
+        """Per input, its top-k sets in chunk ``chunk`` = [start, stop) (``keys`` is called at most
+        for the one chunk of a set where its kept ties run out)."""
+        out: list[list[Cut]] = [[] for _ in range(self.inputs)]
+        for term in self.terms:
+            t = term.threshold
+            if t is None:
+                raise MergeError(f"internal: the selection of input {term.input} did not finish")
+            if term.select is None:
+                end = -1
+            else:
+                before = sum(term.tie_counts[:chunk])
+                end = _cut(t, start, stop, before, term.tie_counts[chunk], functools.partial(keys, term.input))
+            tie_end = min(max(end - start + 1, 0), stop - start)
+            out[term.input].append(Cut(term.sign, key_value(t.key, self.dtype), tie_end))
+        return out
+
+    def flat_cut(self, i: int, chunk: int, start: int, stop: int, keys: Callable[[int], torch.Tensor]) -> int:
+        """Input i's last kept tie as a flat index (-1: none): the compiled kernel's form (one set per input)."""
+        for term in self.terms:
+            if term.input == i and term.select is not None and term.threshold is not None:
+                before = sum(term.tie_counts[:chunk])
+                return _cut(term.threshold, start, stop, before, term.tie_counts[chunk], functools.partial(keys, i))
+        return -1
+
+    def threshold_values(self) -> list[float]:
+        """Per input, its one top-k set's threshold value (-1: keep all): the compiled kernel's form."""
+        values = [-1.0] * self.inputs
+        for term in self.terms:
+            if term.threshold is not None:
+                values[term.input] = key_value(term.threshold.key, self.dtype)
+        return values
+
+
+def _cut(
+    threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, keys: Callable[[], torch.Tensor]
+) -> int:
+    """Last flat index (inclusive) of a tie that chunk [start, stop) keeps; -1 for none."""
+    if threshold.ties_kept <= 0 or ties_before >= threshold.ties_kept:
+        return -1
+    if ties_before + ties_here <= threshold.ties_kept:
+        return stop - 1
+    positions = (keys() == threshold.key).nonzero().reshape(-1)
+    return start + int(positions[threshold.ties_kept - ties_before - 1])
