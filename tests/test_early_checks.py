@@ -110,6 +110,20 @@ def test_cli_merge_parameters_refused_before_any_work(trained, option):
     assert not any((trained.settings.home / "tmp").iterdir()), "no work may be started"
 
 
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (("--method", "breadcrumbs", "--gamma", "1.5"), "--gamma must be in [0, 1)"),
+        (("--method", "della", "--epsilon", "0.5"), "--epsilon must keep density +/- epsilon in (0, 1)"),
+        (("--method", "dare_ties", "--seed", "-1"), "--seed"),
+    ],
+)
+def test_cli_method_options_refused_before_any_work(trained, options, fragment):
+    memo = Memo(trained.settings.home, None)
+    unchanged(memo, "merge", "harbor", "glassworks", "--strategy", "ties", *options, fragments=(fragment,))
+    assert not any((trained.settings.home / "tmp").iterdir()), "no work may be started"
+
+
 def _shard_with(path: Path, shape: list, offsets: list) -> None:
     header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": offsets}}).encode()
     header += b" " * (-len(header) % 8)

@@ -67,6 +67,34 @@ def test_same_content_is_found_not_recomputed(trained):
     assert weighted.members[1].weight == 2.0 and arithmetic.parameters["density"] is None
 
 
+def test_every_method_merges_through_the_registry_with_its_parameters_recorded(trained, tmp_path):
+    """Each of mergekit's task-vector methods (and linear) is a recorded merge; random ones keep their seed."""
+    from merging import METHODS
+
+    made = {}
+    for method in METHODS:
+        rec = trained.merge(
+            ["harbor", "glassworks"], strategy="ties", method=method, method_options={"seed": 7}, evaluate=False,
+            progress=False,
+        )  # fmt: skip
+        made[method] = rec
+        config = yaml.safe_load((trained.export(rec.ref, tmp_path / method) / "mergekit_config.yml").read_text())
+        assert rec.method == method == config["merge_method"]
+        assert config.get("random_seed") == (7 if METHODS[method].random else None)
+        assert rec.parameters.get("seed") == (7 if METHODS[method].random else None)
+        assert (rec.parameters["density"] is None) == (not METHODS[method].trims)
+    assert made["breadcrumbs"].parameters["gamma"] == 0.01 and made["della"].parameters["epsilon"] == 0.15
+    assert made["dare_ties"].parameters["rescale"] is True and "rescale" not in made["ties"].parameters
+    assert len({r.manifest_sha256 for r in made.values()}) == len(METHODS)
+    again = trained.merge(["harbor", "glassworks"], strategy="ties", method="dare_ties", method_options={"seed": 7})
+    other = trained.merge(
+        ["harbor", "glassworks"], strategy="ties", method="dare_ties", method_options={"seed": 8}, evaluate=False,
+        progress=False,
+    )  # fmt: skip
+    assert again.reused and again.id == made["dare_ties"].id
+    assert not other.reused and other.manifest_sha256 != made["dare_ties"].manifest_sha256
+
+
 def test_channel_promote_rollback_and_log(trained):
     m1 = trained.merge(["harbor", "glassworks"], strategy="ties", channel="production", progress=False)
     m2 = trained.merge(["harbor", "glassworks", "observatory"], strategy="ties", channel="production", progress=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from merging.spec import DEFAULT_DENSITY, METHODS
+from merging.spec import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS
 from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
@@ -57,8 +57,14 @@ def how(record: MergeRecord) -> str:
     """The strategy; for a bare merge its method and settings (``ties d0.3``, ``task_arithmetic l0.5``)."""
     if record.strategy != "ties":
         return record.strategy
-    density, lam = record.parameters.get("density"), record.parameters.get("lambda")
-    return record.method + (f" d{density:g}" if density else "") + (f" l{lam:g}" if lam not in (None, 1.0) else "")
+    p = record.parameters
+    density, lam, seed = p.get("density"), p.get("lambda"), p.get("seed")
+    return (
+        record.method
+        + (f" d{density:g}" if density else "")
+        + (f" l{lam:g}" if lam not in (None, 1.0) else "")
+        + (f" seed {seed}" if seed is not None else "")
+    )
 
 
 def lowest_retention(record: MergeRecord) -> str:
@@ -98,7 +104,11 @@ def merge() -> None:
     "training steps summed, i.e. what retraining costs].",
 )
 @click.option(
-    "--seed", type=int, default=RetainSettings.seed, show_default=True, help="Seed of the trained strategies."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=RetainSettings.seed,
+    show_default=True,
+    help="Seed of the trained strategies and of the dare_*/della* masks (recorded).",
 )
 @click.option(
     "--lr", type=float, default=RetainSettings.lr, show_default=True, help="Learning rate of the trained strategies."
@@ -110,13 +120,34 @@ def merge() -> None:
     show_default=True,
     help="Steps between retention checks of the trained strategies.",
 )
-@click.option("--method", type=click.Choice(list(METHODS)), default="ties", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default="ties",
+    show_default=True,
+    help="How the bare merge combines task vectors (mergekit's methods of the same names).",
+)
 @click.option(
     "--density",
     type=float,
     default=DEFAULT_DENSITY,
     show_default=True,
-    help="Fraction of each task vector kept by magnitude (ties).",
+    help="Fraction of each task vector kept (ties, dare_*, breadcrumbs*, della*).",
+)
+@click.option(
+    "--gamma", type=float, default=DEFAULT_GAMMA, show_default=True, help="breadcrumbs*: fraction of largest dropped."
+)
+@click.option(
+    "--epsilon",
+    type=float,
+    default=DEFAULT_EPSILON,
+    show_default=True,
+    help="della*: keep probabilities run from density-epsilon to density+epsilon by magnitude.",
+)
+@click.option(
+    "--rescale/--no-rescale",
+    default=None,
+    help="Scale each thinned task vector back to its L1 norm [default: on for dare_* and della*].",
 )
 @click.option("--lambda", "lam", type=float, default=1.0, show_default=True, help="Scale of the merged delta.")
 @click.option("--weight", "weights", multiple=True, metavar="CORPUS=W", help="Weight of one corpus (default 1).")
@@ -144,6 +175,9 @@ def create(
     check_every,
     method,
     density,
+    gamma,
+    epsilon,
+    rescale,
     lam,
     weights,
     channel,
@@ -164,6 +198,7 @@ def create(
       memo merge harbor glassworks observatory --channel production
       memo merge harbor glassworks --strategy ties          # the bare TIES merge
       memo merge harbor@v1 glassworks --strategy ties --method task_arithmetic --weight harbor=2
+      memo merge harbor glassworks --strategy ties --method dare_ties --density 0.5 --seed 7
     """
     reg = app.registry()
     retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every)
@@ -173,6 +208,7 @@ def create(
         density=density,
         lam=lam,
         weights=_weights(weights),
+        method_options={"gamma": gamma, "epsilon": epsilon, "rescale": rescale, "seed": seed},
         channel=channel,
         progress=not as_json,
         evaluate=evaluate,

@@ -48,12 +48,19 @@ def merge_into(
     Members are read from the cache when they are there, else streamed from the blob store
     (:mod:`registry.store.blob_sources`): their download starts now and overlaps the base's and the merge.
     """
-    density = params.density if params.method == "ties" else 1.0
     with contextlib.ExitStack() as stack:
         spool = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="stream-")))
-        inputs = tuple(member_input(ws, m, density, stack, spool) for m in members)
+        inputs = tuple(member_input(ws, m, params, stack, spool) for m in members)
         base_path = base_dir(ws, base)
-        spec = MergeSpec(params.method, base=base_path, lam=params.lam, out_dtype=base.dtype, inputs=inputs)
+        spec = MergeSpec(
+            params.method,
+            base=base_path,
+            lam=params.lam,
+            out_dtype=base.dtype,
+            inputs=inputs,
+            rescale=params.rescale,
+            seed=params.seed if params.method_def.random else None,
+        )
         names = {base_path: base.name, **{i.path: member_label(m) for i, m in zip(inputs, members)}}
         try:
             merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
@@ -68,12 +75,14 @@ def member_label(member: Member) -> str:
     return f"{member.corpus}@v{member.row.version}"
 
 
-def member_input(ws: Workspace, member: Member, density: float, stack: contextlib.ExitStack, spool: Path) -> MergeInput:
+def member_input(
+    ws: Workspace, member: Member, params: MergeParams, stack: contextlib.ExitStack, spool: Path
+) -> MergeInput:
     """The member's deltas for the engine: its cache entry if present, else its blobs, streamed."""
     sha = member.row.manifest_sha256
     cached = ws.cached(sha, "task_vectors")
     if cached is not None:
-        return MergeInput(cached, kind="task_vector", weight=member.weight, density=density)
+        return params.engine_input(cached, member.weight, kind="task_vector")
     label = member_label(member)
     sources = tuple(
         stack.enter_context(
@@ -83,7 +92,7 @@ def member_input(ws: Workspace, member: Member, density: float, stack: contextli
         )
         for rel, blob, size in weight_blobs(ws.store, load_manifest(ws.store, sha))
     )
-    return MergeInput(Path(label), kind="task_vector", weight=member.weight, density=density, sources=sources)
+    return params.engine_input(Path(label), member.weight, kind="task_vector", sources=sources)
 
 
 def card_body(members: list[Member]) -> str:

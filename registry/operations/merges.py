@@ -51,7 +51,8 @@ def content_key(
         "strategy": strategy,
         "method": params.method,
         "lambda": params.lam,
-        "density": params.density if params.method == "ties" else None,
+        "density": params.density if params.method_def.trims else None,
+        **params.method_parameters(),
         "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
     }
     if strategy_of(strategy).trained:  # the settings (seed included) and the starting model decide it too
@@ -261,9 +262,10 @@ def _parameters(
     params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None, start: MergeRow | None
 ) -> dict:
     merged = {
-        "density": params.density if params.method == "ties" else None,
+        "density": params.density if params.method_def.trims else None,
         "lambda": params.lam,
-        "normalize": params.method == "ties",
+        "normalize": params.method_def.default_normalize,
+        **params.method_parameters(),
         "weights": {m.corpus: m.weight for m in members},
     }
     chosen = strategy_of(strategy)

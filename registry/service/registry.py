@@ -290,6 +290,7 @@ class Registry(QuestionsFacade, ChannelsFacade):
         density: float = DEFAULT_DENSITY,
         lam: float = 1.0,
         weights: dict[str, float] | None = None,
+        method_options: dict | None = None,
         channel: str | None = None,
         reason: str = "",
         progress: bool = True,
@@ -315,12 +316,17 @@ class Registry(QuestionsFacade, ChannelsFacade):
         leaves the channel where it is. A channel's retention gate can refuse
         the promotion (:class:`GateRefused`); the merge stays recorded, and
         ``force`` promotes it anyway. ``on_recorded`` sees the merge before the promotion.
+        ``method_options`` sets the method's own settings (``gamma``, ``epsilon``, ``rescale``, ``seed``).
         If another user moves the channel while the merge is made, the promotion is a
         :class:`Conflict` (the merge stays recorded).
         """
         started_from = self.get_channel(channel).current_merge_id if channel and self._has_channel(channel) else None
         params = merge_inputs.MergeParams(
-            method=method, density=density, lam=lam, weights=tuple(sorted((weights or {}).items()))
+            method=method,
+            density=density,
+            lam=lam,
+            weights=tuple(sorted((weights or {}).items())),
+            **merge_inputs.method_options(method_options or {}),
         )
         record = merges.create_merge(
             self.ws,
