@@ -24,6 +24,7 @@ from merging.card import BASE_FILES, engine_version, model_card, output_config
 from merging.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint, open_sources
 from merging.errors import MergeError
 from merging.kernels import KernelConfig
+from merging.native import ops as native_ops
 from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
 from merging.spec import MergeInput, MergeSpec, dtype_name, parse_dtype
@@ -47,6 +48,7 @@ class MergeOptions:
     overwrite: bool = False
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None: torch's default (all cores)
+    native: bool | None = None  # the fused C kernels; None: where they apply (CPU, bf16/fp32, ties/task arithmetic)
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,34 @@ def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
     return result or torch.float32
 
 
-def _chunk_elements(budget: int, k: int, input_bytes: int, dt_bytes: int, sparsification: str = "magnitude") -> int:
+def _chunk_elements(
+    budget: int, k: int, input_bytes: int, dt_bytes: int, sparsification: str = "magnitude", native: bool = False
+) -> int:
     """Elements per chunk so that a chunk's tensors fit ``budget``.
 
     Per element: K inputs and the base as read, K magnitude keys, the eager
     kernel's K weighted deltas and K factors, and a few fp32 accumulators;
     random methods add K fp32 uniform numbers, DELLA its row sort's indices.
+    The fused kernels keep nothing but the inputs (in the compute dtype) and the output.
     """
+    if native:
+        return max(4096, budget // ((k + 1) * max(input_bytes, dt_bytes) + (k + 1) * dt_bytes + 4))
     per_element = (k + 1) * input_bytes + 3 * k * dt_bytes + 4 * 4
     if sparsification in ("random", "della"):
         per_element += 4 * k + (24 if sparsification == "della" else 0)
     return max(4096, budget // per_element)
+
+
+def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype, use_compile: bool) -> bool:
+    """The fused C kernels cover TIES and task arithmetic in bf16 or fp32 on the CPU, lowest-index ties."""
+    method = spec.method_def
+    covered = method.sparsification in ("none", "magnitude") and not method.averages_models and not use_compile
+    if options.native is False or not covered or spec.tie_break != "index":
+        return False
+    usable = native_ops.available(dt, torch.device(options.device), len(spec.inputs))
+    if options.native and not usable:
+        raise MergeError("the fused kernels need a CPU, bf16 or fp32, at most 64 inputs and a C compiler (cc)")
+    return usable
 
 
 def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:
@@ -186,6 +205,7 @@ def _job(
 ) -> TensorJob:
     """Everything the per-tensor merge needs: the reader, the device, the dtypes, the method and the chunking."""
     method = spec.method_def
+    native = _want_native(spec, options, dt, use_compile)
     config = KernelConfig(
         len(spec.inputs),
         dt,
@@ -206,10 +226,11 @@ def _job(
         sparsification=method.sparsification,
         tie_break=spec.tie_break,
         chunk_elements=_chunk_elements(
-            options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize, method.sparsification
+            options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize, method.sparsification, native
         ),
         compiled=use_compile,
         config=config,
+        native=native,
         gammas=tuple(i.gamma for i in spec.inputs),
         epsilons=tuple(i.epsilon for i in spec.inputs),
         rescale=spec.effective_rescale,

@@ -146,7 +146,10 @@ class RadixSelect:
 
     def add(self, keys: torch.Tensor) -> torch.Tensor:
         """Count one chunk's keys in this pass's histogram; returns the chunk's own histogram."""
-        hist = chunk_histogram(self.digits(keys), self._hist.numel())
+        return self.add_histogram(chunk_histogram(self.digits(keys), self._hist.numel()))
+
+    def add_histogram(self, hist: torch.Tensor) -> torch.Tensor:
+        """Add a chunk's histogram of this pass's digits, counted elsewhere (e.g. by the fused kernels)."""
         self._hist += hist
         return hist
 

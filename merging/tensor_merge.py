@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from merging import native
 from merging.errors import MergeError
 from merging.kernels import KernelConfig, compiled_kernel, merge_chunk_eager
+from merging.native import ops as native_ops
 from merging.plan import TensorPlan
 from merging.reader import TensorReader
-from merging.select import magnitude_keys
 from merging.sparsify import (
     Trim,
     keep_all,
@@ -36,7 +37,7 @@ from merging.sparsify import (
     threshold_trim,
     uniforms,
 )
-from merging.trim_plan import TrimPlan
+from merging.trim_plan import FusedKeys, KeySource, TorchKeys, TrimPlan
 
 COMPILE_MIN_TENSOR = 1 << 16  # tiny tensors always run eagerly
 
@@ -60,21 +61,34 @@ class TensorJob:
     epsilons: tuple[float, ...] = ()  # della
     rescale: bool = False
     seed: int | None = None  # random methods
+    native: bool = False  # the fused C kernels (merging.native) instead of torch ops
 
 
 # --- reading ------------------------------------------------------------------------------
 
 
 def _read(job: TensorJob, plan: TensorPlan, i: int | None, start: int, stop: int) -> torch.Tensor:
-    """Base (i=None) or input i, elements [start, stop), on the device; zeros for a missing delta."""
+    """Base (i=None) or input i, elements [start, stop), on the device; zeros for a missing delta.
+
+    The fused kernels take every input in the compute dtype.
+    """
     info = plan.base if i is None else plan.inputs[i]
     if info is None:
         return torch.zeros(stop - start, dtype=job.compute_dtype, device=job.device)
-    return job.reader.read(info, start, stop).to(job.device, non_blocking=True)
+    x = job.reader.read(info, start, stop).to(job.device, non_blocking=True)
+    return x.to(job.compute_dtype) if job.native else x
 
 
 def _base(job: TensorJob, plan: TensorPlan, start: int, stop: int) -> torch.Tensor:
     return _read(job, plan, None, start, stop).to(job.compute_dtype)
+
+
+def _read_chunk(job: TensorJob, plan: TensorPlan, start: int, stop: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The base's and every input's elements [start, stop), read side by side (a read copies from the page
+    cache on one core; the other cores need not wait for it)."""
+    ids: list[int | None] = [None, *range(len(plan.inputs))]
+    tensors = native.map_threads(lambda i: _read(job, plan, i, start, stop), ids, torch.get_num_threads())
+    return tensors[0].to(job.compute_dtype), tensors[1:]
 
 
 # --- trims and rescales ----------------------------------------------------------------------
@@ -90,7 +104,9 @@ def _row(plan: TensorPlan) -> int:
     return plan.numel // plan.shape[0] if len(plan.shape) >= 2 and plan.shape[0] else max(plan.numel, 1)
 
 
-def _trims(job: TensorJob, plan: TensorPlan, trims: TrimPlan, chunk: int, start: int, stop: int, keys) -> list[Trim]:
+def _trims(
+    job: TensorJob, plan: TensorPlan, trims: TrimPlan, chunk: int, start: int, stop: int, keys: KeySource
+) -> list[Trim]:
     """Each input's keep factor for the chunk [start, stop)."""
     if job.sparsification in ("random", "della"):
         if job.seed is None:
@@ -111,10 +127,6 @@ def _trims(job: TensorJob, plan: TensorPlan, trims: TrimPlan, chunk: int, start:
 
 def _delta(job: TensorJob, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.to(job.compute_dtype) if job.config.inputs_are_deltas else x.to(job.compute_dtype) - base
-
-
-def _keys(job: TensorJob, base: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return magnitude_keys(_delta(job, base, x))
 
 
 def _ranges(job: TensorJob, plan: TensorPlan) -> list[tuple[int, int]]:
@@ -143,15 +155,24 @@ def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
         yield from _merge_streamed(job, plan, trims, ranges)
 
 
-def _run_kernel(job, plan, base, inputs, trims: TrimPlan, chunk: int, start: int, scales, keys) -> torch.Tensor:
+def _run_kernel(
+    job, plan, base, inputs, trims: TrimPlan, chunk: int, start: int, scales, keys: KeySource
+) -> torch.Tensor:
     n = base.numel()
+    if job.native:
+        cuts = trims.cuts(chunk, start, start + n, keys)
+        merged, bad = native_ops.merge(base, inputs, cuts, scales, job.weights, job.config)
+        out = merged.to(job.out_dtype)
+        if bad or (out.dtype != merged.dtype and not all_finite(out)):
+            _raise_nonfinite(plan, base, inputs)
+        return out
     if job.compiled and n >= COMPILE_MIN_TENSOR:
-        cuts = [trims.flat_cut(i, chunk, start, start + n, keys) for i in range(len(inputs))]
+        ends = [trims.flat_cut(i, chunk, start, start + n, keys) for i in range(len(inputs))]
         out, _ = compiled_kernel(job.config)(
             base,
             inputs,
             torch.tensor(trims.threshold_values(), dtype=job.compute_dtype, device=job.device),
-            torch.tensor(cuts, dtype=torch.int64, device=job.device),
+            torch.tensor(ends, dtype=torch.int64, device=job.device),
             torch.tensor(start, dtype=torch.int64, device=job.device),
             torch.tensor(job.weights, dtype=job.compute_dtype, device=job.device),
         )
@@ -170,15 +191,8 @@ def all_finite(t: torch.Tensor) -> bool:
 
 def _merge_resident(job: TensorJob, plan: TensorPlan, trims: TrimPlan) -> torch.Tensor:
     n = plan.numel
-    base = _base(job, plan, 0, n)
-    inputs = [_read(job, plan, i, 0, n) for i in range(len(plan.inputs))]
-    cache: dict[int, torch.Tensor] = {}
-
-    def keys(i: int) -> torch.Tensor:
-        if i not in cache:
-            cache[i] = _keys(job, base, inputs[i])
-        return cache[i]
-
+    base, inputs = _read_chunk(job, plan, 0, n)
+    keys = _chunk_keys(job, base, inputs.__getitem__)
     while trims.selecting:
         trims.add(keys)
         trims.finish_pass()
@@ -192,8 +206,10 @@ def _merge_resident(job: TensorJob, plan: TensorPlan, trims: TrimPlan) -> torch.
     return _run_kernel(job, plan, base, inputs, trims, 0, 0, scales, keys)
 
 
-def _chunk_keys(job: TensorJob, base: torch.Tensor, inputs: Callable[[int], torch.Tensor]):
-    return functools.lru_cache(maxsize=None)(lambda i: _keys(job, base, inputs(i)))
+def _chunk_keys(job: TensorJob, base: torch.Tensor, inputs: Callable[[int], torch.Tensor]) -> KeySource:
+    if job.native:
+        return FusedKeys(base, inputs, job.config.inputs_are_deltas)
+    return TorchKeys(lambda i: _delta(job, base, inputs(i)))
 
 
 def _merge_streamed(job, plan, trims: TrimPlan, ranges) -> Iterator[torch.Tensor]:
@@ -204,8 +220,7 @@ def _merge_streamed(job, plan, trims: TrimPlan, ranges) -> Iterator[torch.Tensor
         trims.finish_pass()
     scales = _float64_scales(job, plan, trims, ranges) if job.rescale else [None] * len(plan.inputs)
     for c, (start, stop) in enumerate(ranges):
-        base = _base(job, plan, start, stop)
-        inputs = [_read(job, plan, i, start, stop) for i in range(len(plan.inputs))]
+        base, inputs = _read_chunk(job, plan, start, stop)
         keys = _chunk_keys(job, base, inputs.__getitem__)
         yield _run_kernel(job, plan, base, inputs, trims, c, start, scales, keys)
 
@@ -216,14 +231,14 @@ def _float64_scales(job, plan, trims: TrimPlan, ranges) -> list[float | None]:
     before = [0.0] * len(plan.inputs)
     after = [0.0] * len(plan.inputs)
     for c, (start, stop) in enumerate(ranges):
-        base = _base(job, plan, start, stop)
-        inputs = [_read(job, plan, i, start, stop) for i in range(len(plan.inputs))]
+        base, inputs = _read_chunk(job, plan, start, stop)
         keys = _chunk_keys(job, base, inputs.__getitem__)
         for i, (x, trim) in enumerate(zip(inputs, _trims(job, plan, trims, c, start, stop, keys))):
             d = _delta(job, base, x)
             factor = trim(d)
-            before[i] += float(d.abs().sum(dtype=torch.float64))
-            after[i] += before[i] if factor is None else float((d * factor).abs().sum(dtype=torch.float64))
+            total = float(d.abs().sum(dtype=torch.float64))
+            before[i] += total
+            after[i] += total if factor is None else float((d * factor).abs().sum(dtype=torch.float64))
     dt = job.compute_dtype
     return [rescale_of(torch.tensor(b, dtype=dt), torch.tensor(a, dtype=dt)) for b, a in zip(before, after)]
 
@@ -242,8 +257,10 @@ def _merge_mergekit_cpu_trims(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
             d = masked if scale is None else masked.mul_(scale)
         deltas.append(d)
     cfg = replace(job.config, inputs_are_deltas=True)
-    parity_job = replace(job, config=cfg, compiled=False, sparsification="none", rescale=False)
-    return _run_kernel(parity_job, plan, base, deltas, _trim_plan(parity_job, plan), 0, 0, [None] * len(deltas), None)
+    parity_job = replace(job, config=cfg, compiled=False, sparsification="none", rescale=False, native=False)
+    no_keys = TorchKeys(deltas.__getitem__)  # nothing is selected: never asked
+    nothing = [None] * len(deltas)
+    return _run_kernel(parity_job, plan, base, deltas, _trim_plan(parity_job, plan), 0, 0, nothing, no_keys)
 
 
 def _raise_nonfinite(plan: TensorPlan, base: torch.Tensor, inputs: list[torch.Tensor]):

@@ -13,11 +13,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from merging.errors import MergeError
-from merging.select import ALL, RadixSelect, Threshold, key_value, none_kept
+from merging.native import ops as native_ops
+from merging.select import ALL, RadixSelect, Threshold, chunk_histogram, key_value, magnitude_keys, none_kept
 from merging.sparsify import Cut, topk_terms
 
 
@@ -67,12 +69,12 @@ class TrimPlan:
     def inputs_selecting(self) -> list[int]:
         return sorted({t.input for t in self.terms if t.select is not None and not t.select.done})
 
-    def add(self, keys: Callable[[int], torch.Tensor]) -> None:
-        """Count one chunk's keys (``keys(i)``: input i's magnitude keys) in every unfinished selection."""
+    def add(self, keys: KeySource) -> None:
+        """Count one chunk's keys in every unfinished selection."""
         for term in self.terms:
             select = term.select
             if select is not None and not select.done:
-                hist = select.add(keys(term.input))
+                hist = select.add_histogram(keys.histogram(term.input, select))
                 if select.last_pass:
                     term._last_pass.append(hist)
 
@@ -86,9 +88,9 @@ class TrimPlan:
                     term.tie_counts = [int(h[digit]) for h in term._last_pass]
                     term._last_pass = []
 
-    def cuts(self, chunk: int, start: int, stop: int, keys: Callable[[int], torch.Tensor]) -> list[list[Cut]]:
-        """Per input, its top-k sets in chunk ``chunk`` = [start, stop) (``keys`` is called at most
-        for the one chunk of a set where its kept ties run out)."""
+    def cuts(self, chunk: int, start: int, stop: int, keys: KeySource) -> list[list[Cut]]:
+        """Per input, its top-k sets in chunk ``chunk`` = [start, stop) (``keys`` is searched only in
+        the one chunk of a set where its kept ties run out)."""
         out: list[list[Cut]] = [[] for _ in range(self.inputs)]
         for term in self.terms:
             t = term.threshold
@@ -98,17 +100,18 @@ class TrimPlan:
                 end = -1
             else:
                 before = sum(term.tie_counts[:chunk])
-                end = _cut(t, start, stop, before, term.tie_counts[chunk], functools.partial(keys, term.input))
+                end = _cut(t, start, stop, before, term.tie_counts[chunk], functools.partial(keys.find, term.input))
             tie_end = min(max(end - start + 1, 0), stop - start)
             out[term.input].append(Cut(term.sign, key_value(t.key, self.dtype), tie_end))
         return out
 
-    def flat_cut(self, i: int, chunk: int, start: int, stop: int, keys: Callable[[int], torch.Tensor]) -> int:
+    def flat_cut(self, i: int, chunk: int, start: int, stop: int, keys: KeySource) -> int:
         """Input i's last kept tie as a flat index (-1: none): the compiled kernel's form (one set per input)."""
         for term in self.terms:
             if term.input == i and term.select is not None and term.threshold is not None:
                 before = sum(term.tie_counts[:chunk])
-                return _cut(term.threshold, start, stop, before, term.tie_counts[chunk], functools.partial(keys, i))
+                here = term.tie_counts[chunk]
+                return _cut(term.threshold, start, stop, before, here, functools.partial(keys.find, i))
         return -1
 
     def threshold_values(self) -> list[float]:
@@ -121,12 +124,56 @@ class TrimPlan:
 
 
 def _cut(
-    threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, keys: Callable[[], torch.Tensor]
+    threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, find: Callable[[int, int], int]
 ) -> int:
     """Last flat index (inclusive) of a tie that chunk [start, stop) keeps; -1 for none."""
     if threshold.ties_kept <= 0 or ties_before >= threshold.ties_kept:
         return -1
     if ties_before + ties_here <= threshold.ties_kept:
         return stop - 1
-    positions = (keys() == threshold.key).nonzero().reshape(-1)
-    return start + int(positions[threshold.ties_kept - ties_before - 1])
+    return start + find(threshold.key, threshold.ties_kept - ties_before)
+
+
+class KeySource(Protocol):
+    """One chunk's magnitude keys of every input, as the selections and the tie cuts ask for them."""
+
+    def histogram(self, i: int, select: RadixSelect) -> torch.Tensor:
+        """Input i's histogram of ``select``'s current digit."""
+        ...
+
+    def find(self, i: int, key: int, m: int) -> int:
+        """Chunk position of input i's m-th (1-based) key equal to ``key``."""
+        ...
+
+
+class TorchKeys:
+    """Keys computed with torch ops and kept for the chunk's later passes (``delta(i)``: input i's deltas)."""
+
+    def __init__(self, delta: Callable[[int], torch.Tensor]) -> None:
+        self._delta = delta
+        self._keys: dict[int, torch.Tensor] = {}
+
+    def keys(self, i: int) -> torch.Tensor:
+        if i not in self._keys:
+            self._keys[i] = magnitude_keys(self._delta(i))
+        return self._keys[i]
+
+    def histogram(self, i: int, select: RadixSelect) -> torch.Tensor:
+        return chunk_histogram(select.digits(self.keys(i)), 1 << select.plan[select.pass_index][1])
+
+    def find(self, i: int, key: int, m: int) -> int:
+        return int((self.keys(i) == key).nonzero().reshape(-1)[m - 1])
+
+
+class FusedKeys:
+    """Keys the fused kernels compute on the fly from each input and the base: nothing is kept."""
+
+    def __init__(self, base: torch.Tensor, inputs: Callable[[int], torch.Tensor], deltas: bool) -> None:
+        self._base, self._inputs, self._deltas = base, functools.cache(inputs), deltas
+
+    def histogram(self, i: int, select: RadixSelect) -> torch.Tensor:
+        x, pass_index = self._inputs(i), select.pass_index
+        return native_ops.histogram(x, self._base, deltas=self._deltas, pass_index=pass_index, prefix=select.prefix)
+
+    def find(self, i: int, key: int, m: int) -> int:
+        return native_ops.find_tie(self._inputs(i), self._base, deltas=self._deltas, key=key, m=m)

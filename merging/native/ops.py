@@ -1,0 +1,117 @@
+"""Tensors in, tensors out: the fused kernels of :mod:`merging.native` on contiguous CPU chunks.
+
+Each function takes the chunk of one input (fine-tuned weights, or stored
+deltas with ``deltas=True``) and of the base, already in the compute dtype,
+and computes the deltas itself: nothing of size n is allocated but the output.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+
+import torch
+
+from merging.kernels import KernelConfig, rounded
+from merging.native import MAX_K, Params, library, parts, run_parts
+from merging.sparsify import Cut
+
+DTYPES = (torch.bfloat16, torch.float32)
+
+
+def available(dtype: torch.dtype, device: torch.device, k: int) -> bool:
+    """Whether the fused kernels can run this merge (else the eager kernel does)."""
+    return device.type == "cpu" and dtype in DTYPES and 0 < k <= MAX_K and library() is not None
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    return "bf16" if dtype == torch.bfloat16 else "f32"
+
+
+def _ptr(t: torch.Tensor, offset: int = 0) -> int:
+    return t.data_ptr() + offset * t.element_size()
+
+
+def histogram(x: torch.Tensor, base: torch.Tensor, *, deltas: bool, pass_index: int, prefix: int) -> torch.Tensor:
+    """The radix pass's histogram of ``|x - base|``'s keys (bf16: 2**15 bins; fp32: 2**15 then 2**16)."""
+    lib, threads = library(), torch.get_num_threads()
+    assert lib is not None
+    bf16 = x.dtype == torch.bfloat16
+    bins = 1 << (15 if bf16 or pass_index == 0 else 16)
+    ranges = parts(x.numel(), threads)
+    hists = torch.empty(len(ranges), 2 * bins, dtype=torch.int32)  # two sub-histograms per part, zeroed in C
+
+    def count(start: int, stop: int) -> None:
+        row = hists[ranges.index((start, stop))]
+        args = (_ptr(x, start), _ptr(base, start), stop - start, int(deltas))
+        if bf16:
+            lib.memo_hist_bf16(*args, row.data_ptr())
+        else:
+            lib.memo_hist_f32(*args, pass_index, prefix, row.data_ptr())
+
+    run_parts(count, ranges, threads)
+    return hists.view(-1, bins).sum(0)
+
+
+def find_tie(x: torch.Tensor, base: torch.Tensor, *, deltas: bool, key: int, m: int) -> int:
+    """Chunk position of the m-th (1-based) element whose key is ``key``.
+
+    The parts' counts are taken in parallel, then only the part holding the m-th is searched.
+    """
+    lib, threads = library(), torch.get_num_threads()
+    assert lib is not None
+    fn = lib.memo_count_key_bf16 if x.dtype == torch.bfloat16 else lib.memo_count_key_f32
+    ranges = parts(x.numel(), threads, per_thread=8)
+    counts = run_parts(lambda a, b: fn(_ptr(x, a), _ptr(base, a), b - a, int(deltas), key, 0), ranges, threads)
+    seen = 0
+    for (start, stop), here in zip(ranges, counts):
+        if seen + here >= m:
+            found = fn(_ptr(x, start), _ptr(base, start), stop - start, int(deltas), key, m - seen)
+            return start + (-1 - int(found))
+        seen += here
+    raise RuntimeError(f"internal: tie {m} of key {key} not in the chunk ({seen} found)")
+
+
+def merge(
+    base: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    cuts: Sequence[Sequence[Cut]],
+    scales: Sequence[float | None],
+    weights: Sequence[float],
+    cfg: KernelConfig,
+) -> tuple[torch.Tensor, int]:
+    """The merged chunk in the compute dtype (:func:`merging.kernels.merge_chunk_eager`'s bits, in one pass),
+    and how many of its elements are not finite."""
+    lib, threads, dt = library(), torch.get_num_threads(), cfg.compute_dtype
+    assert lib is not None
+    out = torch.empty(base.numel(), dtype=dt)
+    ranges = parts(base.numel(), threads)
+    template = _params(cuts, scales, weights, cfg)
+    fn = getattr(lib, f"memo_merge_{_suffix(dt)}")
+
+    def run(start: int, stop: int) -> int:
+        params = Params.from_buffer_copy(template)
+        params.pos0 = start
+        ptrs = (ctypes.c_void_p * len(inputs))(*[_ptr(x, start) for x in inputs])
+        return fn(_ptr(base, start), ptrs, stop - start, ctypes.byref(params), _ptr(out, start))
+
+    return out, sum(run_parts(run, ranges, threads))
+
+
+def _params(cuts, scales, weights, cfg: KernelConfig) -> Params:
+    dt = cfg.compute_dtype
+    p = Params()
+    p.k, p.consensus, p.normalize = cfg.count, int(cfg.consensus), int(cfg.normalize)
+    p.deltas, p.use_lam, p.lam = int(cfg.inputs_are_deltas), int(cfg.lam != 1), cfg.lam
+    ws = [rounded(w, dt) for w in weights]
+    total = float(torch.tensor(ws, dtype=dt).sum())
+    p.ta_divisor = 1.0 if abs(total) < 1e-8 else total
+    for i, (c, scale, w) in enumerate(zip(cuts, scales, ws)):
+        if len(c) > 1:
+            raise ValueError("the fused kernel trims by one top-k set per input")
+        p.thresholds[i] = c[0].value if c else -1.0
+        p.tie_ends[i] = c[0].tie_end if c else 0
+        p.scales[i] = math.nan if scale is None else scale
+        p.weights[i] = w
+    return p
