@@ -33,9 +33,9 @@ from merging.tuning import pin_threads, rebalance
 from merging.writer import ModelDirWriter, OutputTensor
 from merging.yaml_config import config_from_spec, dump_config
 
-# torch.compile's fused kernel saves ~2 ns per input element over the eager one on
-# a 2-core CPU but costs ~5 s per process (imports, ISA probe, cache load): it pays
-# off from about 8e9 input elements (e.g. a 7B model with K=2).
+# Where the fused C kernels cannot run (no compiler; fp16 or fp64), torch.compile's fused
+# kernel saves ~2 ns per input element over the eager one on a 2-core CPU but costs ~5 s
+# per process (imports, ISA probe, cache load): it pays off from about 8e9 input elements.
 COMPILE_MIN_ELEMENTS = 8_000_000_000
 
 
@@ -107,8 +107,10 @@ def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype, use_co
     return usable
 
 
-def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], k: int) -> bool:
-    """The fused kernel covers TIES and task arithmetic without a rescale."""
+def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], dt: torch.dtype) -> bool:
+    """The compiled kernel covers TIES and task arithmetic without a rescale; by default it runs only on
+    very large CPU merges that the fused C kernels cannot take."""
+    k = len(spec.inputs)
     method = spec.method_def
     if method.sparsification not in ("none", "magnitude") or method.averages_models or spec.effective_rescale:
         if options.compile:
@@ -116,7 +118,10 @@ def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan
         return False
     if options.compile is not None:
         return options.compile
-    if torch.device(options.device).type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
+    device = torch.device(options.device)
+    if device.type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
+        return False
+    if options.native is not False and native_ops.available(dt, device, k):
         return False
     return sum(p.numel for p in plans if p.merged) * k >= COMPILE_MIN_ELEMENTS
 
@@ -153,7 +158,7 @@ def merge(
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
     dt = _compute_dtype(spec, plans)
     out_dt = parse_dtype(spec.out_dtype) or dt
-    use_compile = _want_compile(spec, options, plans, len(spec.inputs))
+    use_compile = _want_compile(spec, options, plans, dt)
     outputs = [
         OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype), p.shape)
         for p in plans

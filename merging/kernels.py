@@ -1,19 +1,21 @@
 """The merge kernel: one chunk of one tensor, K inputs, pure tensor math.
 
 TIES and task arithmetic (Ilharco et al. 2023, arXiv 2212.04089; Yadav et al.
-2023, arXiv 2306.01708) are one kernel with a ``consensus`` switch, written
-twice with the same arithmetic:
+2023, arXiv 2306.01708) are one kernel with a ``consensus`` switch; the other
+task-vector methods are the same kernel after their own trims
+(:mod:`merging.sparsify`), and ``linear`` is :func:`linear_chunk`. It is
+written three times with the same arithmetic:
 
-- :func:`merge_chunk_eager`, the default: in-place torch ops on the chunk's
-  own temporaries, the partial tie run handled by slicing (no index array).
-  About 10 memory passes per input, no compile step: on a 2-core CPU a
-  376M-parameter K=3 merge spends ~2-3 s here, while ``torch.compile`` costs
-  ~5 s per process before its first call even with a warm cache.
+- the fused C kernels of :mod:`merging.native`, the default for TIES and task
+  arithmetic on the CPU in bf16 or fp32: one pass over memory;
+- :func:`merge_chunk_eager`: in-place torch ops on the chunk's own
+  temporaries (about 10 memory passes per input), for every method, dtype
+  and device, and the reference the fused kernels are tested against;
 - :func:`merge_chunk`, written for ``torch.compile`` (one fused loop, an
-  index array for ties), used for very large merges where the fixed compile
-  cost pays off.
+  index array for ties), for very large merges the C kernels cannot take.
 
-Both are bit-identical to each other and to mergekit (``tests/test_kernels.py``).
+All three are bit-identical to each other and to mergekit (``tests/test_kernels.py``,
+``tests/test_native.py``).
 No I/O, no globals, inputs never mutated.
 
 It reproduces mergekit 0.1.5's ``GeneralizedTaskArithmeticMerge.merge_group``

@@ -1,11 +1,15 @@
-"""Merging one tensor: the threshold passes, then the fused kernel pass, chunk by chunk.
+"""Merging one tensor: the threshold passes, the rescale pass if any, then the kernel pass, chunk by chunk.
 
 A tensor whose K inputs fit the memory budget is *resident*: each input is
-read once, its magnitude keys are kept for every radix pass and the tie cut,
-and the kernel runs on the whole tensor. A larger tensor is *streamed*: each
-radix pass re-reads it chunk by chunk (one pass for 16-bit deltas, two for
-fp32), keeping only histograms, then the kernel pass reads it once more, so
-peak memory is a few chunks whatever the tensor's size.
+read once and the kernel runs on the whole tensor (the torch path keeps its
+magnitude keys for every radix pass and the tie cut; the fused kernels
+recompute them from the inputs, which costs less than keeping them). A
+larger tensor is *streamed*: each radix pass re-reads it chunk by chunk (one
+pass for 16-bit deltas, two for fp32), keeping only histograms, then the
+kernel pass reads it once more, so peak memory is a few chunks whatever the
+tensor's size. Random methods draw their masks per chunk from a seeded,
+chunk-independent generator (:mod:`merging.sparsify`); a rescale needs the
+L1 sums of the whole tensor first, so a streamed one reads it once more.
 
 Ties at the threshold go to the lowest flat index (``tie_break="index"``),
 as mergekit on CUDA; ``"torch-cpu"`` makes mergekit's own CPU ``argsort`` call
