@@ -10,6 +10,7 @@ RSS, the ratios, bit-identity against mergekit, and a K scaling table.
     python bench/merge_vs_mergekit.py --shape layer-heavy --dtype float32   # 12 layers, tied 32k vocabulary
     python bench/merge_vs_mergekit.py --layers 4 --ks 2  # quick
     python bench/merge_vs_mergekit.py --busy 2 --ks ''   # K=3 idle, then beside two busy processes
+    python bench/merge_vs_mergekit.py --device cuda      # adds memo on the GPU (mergekit where installed)
 """
 
 from __future__ import annotations
@@ -216,7 +217,11 @@ def run_pair(root: Path, base: Path, models: list[Path], args, label: str, merge
         measure(memo_cmd)
     row = {"label": label, "k": len(models)}
     row["memo_s"], row["memo_gib"] = measure(memo_cmd)
+    if args.device != "cpu":  # the same merge on the accelerator (after its own warm-up run)
+        measure([*memo_cmd, "--device", args.device])
+        row["dev_s"], row["dev_gib"] = measure([*memo_cmd, "--device", args.device])
     row["io_s"], row["io_gib"] = io_floor(base, models, root / "io-out")
+    mergekit = mergekit and shutil.which("mergekit-yaml") is not None
     if mergekit:
         mk_out = root / f"mergekit-{label}"
         shutil.rmtree(mk_out, ignore_errors=True)
@@ -276,6 +281,7 @@ def main() -> None:
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip the unmeasured warm-up run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
     ap.add_argument("--busy", type=int, default=0, help="also run K=k beside this many busy processes")
+    ap.add_argument("--device", default="cpu", help="also run memo's merge on this device (e.g. cuda)")
     args = ap.parse_args()
     for key, value in SHAPES[args.shape].items():
         if getattr(args, key, None) is None:
@@ -294,19 +300,26 @@ def main() -> None:
 
     head = run_pair(root, base, models[: args.k], args, f"k{args.k}")
     print(f"\nK={args.k}            wall s   peak RSS GiB")
-    print(f"mergekit-yaml  {head['mk_s']:8.1f}   {head['mk_gib']:8.2f}")
+    if "mk_s" in head:
+        print(f"mergekit-yaml  {head['mk_s']:8.1f}   {head['mk_gib']:8.2f}")
     print(f"memo           {head['memo_s']:8.1f}   {head['memo_gib']:8.2f}")
+    if "dev_s" in head:
+        print(f"memo on {args.device:<6} {head['dev_s']:8.1f}   {head['dev_gib']:8.2f}   (process RSS; not GPU memory)")
     print(f"I/O floor      {head['io_s']:8.1f}   {head['io_gib']:8.2f}")
-    print(
-        f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
-        f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
-        f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x   "
-        f"bit-identical to mergekit: {head['identical']:.2%}"
-    )
-    if args.busy:
+    print(f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x", end="   ")
+    if "mk_s" in head:
+        print(
+            f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
+            f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
+            f"bit-identical to mergekit: {head['identical']:.2%}"
+        )
+    else:
+        print("(mergekit-yaml not installed: no head-to-head)")
+    if args.busy and "mk_s" in head:
         print_busy(root, base, models[: args.k], args, head)
     if ks:
-        print("\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up")
+        on = f"  memo on {args.device} s" if args.device != "cpu" else ""
+        print(f"\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up{on}")
         for k in ks:
             row = run_pair(root, base, models[:k], args, f"k{k}", mergekit=not args.no_mergekit_scaling)
             mk = (
@@ -314,7 +327,8 @@ def main() -> None:
                 if "mk_s" in row
                 else f"{'-':>10}  {'-':>12}  {'-':>8}"
             )
-            print(f"{k:<3} {row['memo_s']:7.1f}  {row['memo_gib']:8.2f}  {row['io_s']:11.1f}  {mk}")
+            dev = f"  {row['dev_s']:14.1f}" if "dev_s" in row else ""
+            print(f"{k:<3} {row['memo_s']:7.1f}  {row['memo_gib']:8.2f}  {row['io_s']:11.1f}  {mk}{dev}")
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -166,14 +166,22 @@ class TorchKeys:
 
 
 class FusedKeys:
-    """Keys the fused kernels compute on the fly from each input and the base: nothing is kept."""
+    """Keys the fused kernels compute on the fly from each input and the base: only the last radix pass's
+    per-part counts are kept (they say which part of the chunk to search for a tie)."""
 
     def __init__(self, base: torch.Tensor, inputs: Callable[[int], torch.Tensor], deltas: bool) -> None:
         self._base, self._inputs, self._deltas = base, functools.cache(inputs), deltas
+        self._counts: dict[int, native_ops.PartCounts] = {}
 
     def histogram(self, i: int, select: RadixSelect) -> torch.Tensor:
         x, pass_index = self._inputs(i), select.pass_index
-        return native_ops.histogram(x, self._base, deltas=self._deltas, pass_index=pass_index, prefix=select.prefix)
+        hist, counts = native_ops.histogram(
+            x, self._base, deltas=self._deltas, pass_index=pass_index, prefix=select.prefix
+        )
+        if select.last_pass:
+            self._counts[i] = counts
+        return hist
 
     def find(self, i: int, key: int, m: int) -> int:
-        return native_ops.find_tie(self._inputs(i), self._base, deltas=self._deltas, key=key, m=m)
+        x, counts = self._inputs(i), self._counts.get(i)
+        return native_ops.find_tie(x, self._base, deltas=self._deltas, key=key, m=m, counts=counts)

@@ -18,11 +18,14 @@ several are ``model-0000i-of-0000N.safetensors`` plus
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
 import queue
 import shutil
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +108,30 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict
         os.fsync(f.fileno())
 
 
+_WRITEBACK_BYTES = 64 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range():
+    """Linux's ``sync_file_range`` (not in Python's os module), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages to disk now, without waiting for it."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 class ModelDirWriter:
     """``with ModelDirWriter(out, tensors, ...) as w: w.write(name, chunk) ...; w.commit()``."""
 
@@ -129,6 +156,7 @@ class ModelDirWriter:
         self._position = 0  # index into self.order of the tensor being written
         self._written = 0  # bytes of it written so far
         self._file: BinaryIO | None = None
+        self._unsynced = 0  # bytes of the open shard written since its writeback was last started
         self._shard = -1
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
@@ -186,6 +214,7 @@ class ModelDirWriter:
         if self._file:
             self._finish_file()
         self._file = open(self._dir() / self.shard_name(i), "wb")  # noqa: SIM115 - closed by _finish_file
+        self._unsynced = 0
         self._file.write(_header(self.shards[i], {"format": "pt"}))
 
     def _shard_file(self) -> BinaryIO:
@@ -197,6 +226,17 @@ class ModelDirWriter:
         if self.tmp is None:
             raise MergeError("internal: the writer is used outside its `with` block")
         return self.tmp
+
+    def _append(self, data) -> None:
+        """Write to the open shard; every 64 MB, start writing it back to disk (so that the fsync at its
+        end waits for the last part only, not for the whole shard)."""
+        f = self._shard_file()
+        f.write(data)
+        self._unsynced += data.nbytes
+        if self._unsynced >= _WRITEBACK_BYTES:
+            f.flush()
+            start_writeback(f.fileno())
+            self._unsynced = 0
 
     def _finish_file(self) -> None:
         f = self._shard_file()
@@ -216,7 +256,7 @@ class ModelDirWriter:
             self._shard = self._shard_of[name]
             self._submit(lambda i=self._shard: self._open_shard(i))
         data = raw_bytes(chunk)
-        self._submit(lambda: self._shard_file().write(data))
+        self._submit(lambda: self._append(data))
         self._written += data.nbytes
         if self._written > t.nbytes:
             raise MergeError(f"internal: tensor {name!r} got more data than its shape holds")

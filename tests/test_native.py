@@ -83,15 +83,18 @@ def test_histograms_and_tie_positions_equal_torch(dt, deltas):
     keys = magnitude_keys(x if deltas else x - base)
     select = RadixSelect(dt, int(0.3 * n))
     while not select.done:  # every pass, fp32's prefix-filtered second one included
-        fused = native_ops.histogram(x, base, deltas=deltas, pass_index=select.pass_index, prefix=select.prefix)
+        fused, counts = native_ops.histogram(x, base, deltas=deltas, pass_index=select.pass_index, prefix=select.prefix)
         expected = torch.bincount(select.digits(keys).long(), minlength=fused.numel())
         assert torch.equal(fused, expected)
         select.add_histogram(fused)
         select.finish_pass()
-    key = int(keys[n // 2])
+    key = select.result.key  # the threshold: its ties, found from the last pass's counts per part or without
     positions = (keys == key).nonzero().reshape(-1)
-    for m in (1, len(positions)):
-        assert native_ops.find_tie(x, base, deltas=deltas, key=key, m=m) == int(positions[m - 1])
+    assert sum(counts.of(key & 0xFFFF if dt == torch.float32 else key)) == len(positions)
+    for m in sorted({1, len(positions) // 2 + 1, len(positions)}):
+        for known in (counts, None):
+            found = native_ops.find_tie(x, base, deltas=deltas, key=key, m=m, counts=known)
+            assert found == int(positions[m - 1])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

@@ -111,6 +111,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, i32, u32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_uint32
     lib.memo_hist_bf16.argtypes = [p, p, i64, i32, p]
     lib.memo_hist_f32.argtypes = [p, p, i64, i32, i32, u32, p]
+    lib.memo_hist_sum.argtypes = [p, i64, i64, p]
+    lib.memo_hist_sum.restype = None
     for name in ("memo_count_key_bf16", "memo_count_key_f32"):
         getattr(lib, name).argtypes = [p, p, i64, i32, u32, i64]
         getattr(lib, name).restype = i64

@@ -109,6 +109,13 @@ void memo_hist_f32(const float *x, const float *b, int64_t n, int deltas, int pa
     }
 }
 
+/* Sum `rows` histograms of `bins` 32-bit counts into one of 64-bit counts. */
+void memo_hist_sum(const uint32_t *hists, int64_t rows, int64_t bins, int64_t *out) {
+    for (int64_t j = 0; j < bins; j++) out[j] = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < bins; j++) out[j] += hists[r * bins + j];
+}
+
 /* How many keys equal `key`; with m > 0, stop at the m-th and return -1 - its position. */
 #define COUNT_KEY(NAME, T, KEYS)                                                                       \
     int64_t NAME(const T *x, const T *b, int64_t n, int deltas, uint32_t key, int64_t m) {             \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -33,14 +34,29 @@ def _ptr(t: torch.Tensor, offset: int = 0) -> int:
     return t.data_ptr() + offset * t.element_size()
 
 
-def histogram(x: torch.Tensor, base: torch.Tensor, *, deltas: bool, pass_index: int, prefix: int) -> torch.Tensor:
-    """The radix pass's histogram of ``|x - base|``'s keys (bf16: 2**15 bins; fp32: 2**15 then 2**16)."""
+@dataclass(frozen=True)
+class PartCounts:
+    """A radix pass's histograms per part of the chunk: where the ties at a threshold lie."""
+
+    ranges: list[tuple[int, int]]
+    hists: torch.Tensor  # (parts, 2 * bins) int32: two sub-histograms per part
+
+    def of(self, digit: int) -> list[int]:
+        bins = self.hists.shape[1] // 2
+        return (self.hists[:, digit] + self.hists[:, bins + digit]).tolist()
+
+
+def histogram(
+    x: torch.Tensor, base: torch.Tensor, *, deltas: bool, pass_index: int, prefix: int
+) -> tuple[torch.Tensor, PartCounts]:
+    """The radix pass's histogram of ``|x - base|``'s keys (bf16: 2**15 bins; fp32: 2**15 then 2**16),
+    and the same counts per part."""
     lib, threads = library(), torch.get_num_threads()
     assert lib is not None
     bf16 = x.dtype == torch.bfloat16
     bins = 1 << (15 if bf16 or pass_index == 0 else 16)
     ranges = parts(x.numel(), threads)
-    hists = torch.empty(len(ranges), 2 * bins, dtype=torch.int32)  # two sub-histograms per part, zeroed in C
+    hists = torch.empty(len(ranges), 2 * bins, dtype=torch.int32)  # zeroed in C
 
     def count(start: int, stop: int) -> None:
         row = hists[ranges.index((start, stop))]
@@ -51,25 +67,33 @@ def histogram(x: torch.Tensor, base: torch.Tensor, *, deltas: bool, pass_index: 
             lib.memo_hist_f32(*args, pass_index, prefix, row.data_ptr())
 
     run_parts(count, ranges, threads)
-    return hists.view(-1, bins).sum(0)
+    total = torch.empty(bins, dtype=torch.int64)
+    lib.memo_hist_sum(hists.data_ptr(), 2 * len(ranges), bins, total.data_ptr())
+    return total, PartCounts(ranges, hists)
 
 
-def find_tie(x: torch.Tensor, base: torch.Tensor, *, deltas: bool, key: int, m: int) -> int:
+def find_tie(
+    x: torch.Tensor, base: torch.Tensor, *, deltas: bool, key: int, m: int, counts: PartCounts | None = None
+) -> int:
     """Chunk position of the m-th (1-based) element whose key is ``key``.
 
-    The parts' counts are taken in parallel, then only the part holding the m-th is searched.
+    Only the part holding the m-th is searched: the parts' counts come from the last radix pass
+    (``counts``, whose digit of ``key`` is its low 15 or 16 bits) or are taken in parallel here.
     """
     lib, threads = library(), torch.get_num_threads()
     assert lib is not None
     fn = lib.memo_count_key_bf16 if x.dtype == torch.bfloat16 else lib.memo_count_key_f32
-    ranges = parts(x.numel(), threads, per_thread=8)
-    counts = run_parts(lambda a, b: fn(_ptr(x, a), _ptr(base, a), b - a, int(deltas), key, 0), ranges, threads)
+    if counts is not None:
+        ranges, here = counts.ranges, counts.of(key & (counts.hists.shape[1] // 2 - 1))
+    else:
+        ranges = parts(x.numel(), threads, per_thread=8)
+        here = run_parts(lambda a, b: fn(_ptr(x, a), _ptr(base, a), b - a, int(deltas), key, 0), ranges, threads)
     seen = 0
-    for (start, stop), here in zip(ranges, counts):
-        if seen + here >= m:
+    for (start, stop), n in zip(ranges, here):
+        if seen + n >= m:
             found = fn(_ptr(x, start), _ptr(base, start), stop - start, int(deltas), key, m - seen)
             return start + (-1 - int(found))
-        seen += here
+        seen += n
     raise RuntimeError(f"internal: tie {m} of key {key} not in the chunk ({seen} found)")
 
 
