@@ -290,6 +290,7 @@ def main() -> None:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="memo-bench-"))
     ks = [int(k) for k in args.ks.split(",") if k]
     base, models = build_models(root, args, max([args.k, *ks]))
+    os.sync()  # the models just written go to disk now, not during the first measurements
     params = open_checkpoint(base).parameter_count
     print(
         f"model: Qwen2-shaped ({args.shape}{', tied' if args.tied else ''}), {params / 1e6:.0f}M parameters, "
