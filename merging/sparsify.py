@@ -81,11 +81,12 @@ def threshold_factor(d: torch.Tensor, value: float, tie_end: int) -> torch.Tenso
 def threshold_trim(cuts: Sequence[Cut]) -> Trim:
     """The keep factor of signed top-k sets (None when a single set keeps everything)."""
 
+    if len(cuts) == 1 and cuts[0].value < 0:
+        return keep_all
+
     def trim(d: torch.Tensor) -> torch.Tensor | None:
         factor = None
         for cut in cuts:
-            if len(cuts) == 1 and cut.value < 0:
-                return None
             f = threshold_factor(d, cut.value, cut.tie_end)
             factor = f if factor is None else (factor.add_(f) if cut.sign > 0 else factor.sub_(f))
         return factor

@@ -230,8 +230,8 @@ def _merge_streamed(job, plan, trims: TrimPlan, ranges) -> Iterator[torch.Tensor
 
 
 def _float64_scales(job, plan, trims: TrimPlan, ranges) -> list[float | None]:
-    """Each input's rescale factor, from its L1 sums over every chunk, accumulated in float64 (whatever the
-    chunking, the same up to the last bit but one)."""
+    """Each input's rescale factor, from its L1 sums over every chunk accumulated in float64 (so the
+    chunking moves a factor by its last bit at most)."""
     before = [0.0] * len(plan.inputs)
     after = [0.0] * len(plan.inputs)
     for c, (start, stop) in enumerate(ranges):

@@ -147,7 +147,5 @@ def map_threads(fn, items: list, threads: int) -> list:
 
 
 def run_parts(fn, ranges: list[tuple[int, int]], threads: int) -> list:
-    """``fn(start, stop)`` for every range: in the pool when there are several."""
-    if len(ranges) == 1:
-        return [fn(*ranges[0])]
-    return list(_pool(threads).map(lambda r: fn(*r), ranges))
+    """``fn(start, stop)`` for every range, side by side."""
+    return map_threads(lambda r: fn(*r), ranges, threads)

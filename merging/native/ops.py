@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from merging.kernels import KernelConfig, rounded
-from merging.native import MAX_K, Params, library, parts, run_parts
+from merging.native import MAX_K, Params, library, map_threads, parts, run_parts
 from merging.sparsify import Cut
 
 DTYPES = (torch.bfloat16, torch.float32)
@@ -58,15 +58,16 @@ def histogram(
     ranges = parts(x.numel(), threads)
     hists = torch.empty(len(ranges), 2 * bins, dtype=torch.int32)  # zeroed in C
 
-    def count(start: int, stop: int) -> None:
-        row = hists[ranges.index((start, stop))]
+    def count(part: int) -> None:
+        start, stop = ranges[part]
+        row = hists[part]
         args = (_ptr(x, start), _ptr(base, start), stop - start, int(deltas))
         if bf16:
             lib.memo_hist_bf16(*args, row.data_ptr())
         else:
             lib.memo_hist_f32(*args, pass_index, prefix, row.data_ptr())
 
-    run_parts(count, ranges, threads)
+    map_threads(count, list(range(len(ranges))), threads)
     total = torch.empty(bins, dtype=torch.int64)
     lib.memo_hist_sum(hists.data_ptr(), 2 * len(ranges), bins, total.data_ptr())
     return total, PartCounts(ranges, hists)
