@@ -9,7 +9,7 @@ two thread policies, in one run:
 - torch defaults: every process starts one thread per core, and OpenMP
   threads spin after each parallel region (what memo did before);
 - memo: brief spinning, and each process takes its share of the cores
-  (:func:`merging.tuning.share_cores`).
+  (:func:`osutil.tuning.share_cores`).
 
     python bench/shared_cpu.py                  # ~4 minutes on 2 cores
     python bench/shared_cpu.py --others 0,1     # quicker
@@ -38,7 +38,7 @@ POLICIES = ("torch defaults", "memo")
 def _train(seconds: float, forever: bool, policy: str) -> None:
     """Time steps of memo's training loop on a demo-sized model (4 layers, hidden 256)."""
     if policy == "memo":
-        from merging.tuning import share_cores
+        from osutil.tuning import share_cores
 
         share_cores()
     import torch
@@ -135,10 +135,10 @@ def _measure_merge(policy: str, config: Path, out: Path) -> float:
 _MERGE_CHILD = r"""
 import os, sys
 if not os.environ.get("MEMO_BENCH_TORCH_DEFAULTS"):
-    from merging.tuning import share_cores
+    from osutil.tuning import share_cores
     share_cores()
 from merging.engine import MergeOptions, merge
-from merging.tuning import keep_freed_memory
+from osutil.tuning import keep_freed_memory
 from merging.yaml_config import load_config
 keep_freed_memory()
 merge(load_config(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]), MergeOptions(progress=False, overwrite=True))

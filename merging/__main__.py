@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from merging.tuning import keep_freed_memory, share_cores
+from osutil.tuning import keep_freed_memory, share_cores
 
 share_cores()  # before torch loads (the engine imports it): OpenMP reads its settings once
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS threads: never used here, only woken

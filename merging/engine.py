@@ -29,9 +29,9 @@ from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
 from merging.spec import MergeInput, MergeSpec, dtype_name, parse_dtype
 from merging.tensor_merge import TensorJob, all_finite, merge_tensor
-from merging.tuning import pin_threads, rebalance
 from merging.writer import ModelDirWriter, OutputTensor
 from merging.yaml_config import config_from_spec, dump_config
+from osutil.tuning import pin_threads, rebalance
 
 # Where the fused C kernels cannot run (no compiler; fp16 or fp64), torch.compile's fused
 # kernel saves ~2 ns per input element over the eager one on a 2-core CPU but costs ~5 s

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 import torch
 
 from merging.errors import MergeError
-from merging.partial import move_into_place, partial_dir
+from osutil.partial import move_into_place, partial_dir
 
 _ST_DTYPE = {
     torch.float64: "F64",

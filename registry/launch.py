@@ -2,7 +2,7 @@
 
 OpenMP reads its settings once, when torch loads it, and the CLI's modules
 import torch; so they are set here, before the CLI is imported
-(:func:`merging.tuning.share_cores`: brief spinning, a fair share of the
+(:func:`osutil.tuning.share_cores`: brief spinning, a fair share of the
 cores among memo processes).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from merging.tuning import share_cores  # merging's package loads torch: after main starts
+    from osutil.tuning import share_cores
 
     share_cores()
     from registry.cli import main as cli_main  # the CLI loads torch: after share_cores

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grimp
 
-PACKAGES = ("registry", "merging", "training", "executive")
+PACKAGES = ("registry", "merging", "training", "executive", "osutil")
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 65  # signature and docstring included

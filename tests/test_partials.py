@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from merging.partial import CREATING_GRACE_SECONDS, leftovers, partial_dir, remove_stale
+from osutil.partial import CREATING_GRACE_SECONDS, leftovers, partial_dir, remove_stale
 from tests.support.merge_models import make_finetunes
 
 
@@ -108,7 +108,7 @@ def test_only_partials_of_the_same_output_are_swept(tmp_path):
 
 
 def test_a_killed_export_is_cleaned_up_by_the_next_export(trained, tmp_path):
-    from merging.partial import PARTIAL
+    from osutil.partial import PARTIAL
 
     trained.merge(["harbor"], strategy="ties", progress=False)
     dead = tmp_path / f".out{PARTIAL}killed"

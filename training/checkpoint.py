@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from merging.partial import move_into_place
+from osutil.partial import move_into_place
 
 META = "checkpoint.json"
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from merging.tuning import rebalance
+from osutil.tuning import rebalance
 from training.chat import IGNORE, QAPair, clip, collate, encode, prompt_ids
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

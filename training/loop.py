@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from merging.tuning import rebalance
+from osutil.tuning import rebalance
 from training.chat import IGNORE, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distributed import accelerator

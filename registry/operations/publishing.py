@@ -33,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from merging.partial import move_into_place, partial_dir
+from osutil.partial import move_into_place, partial_dir
 from registry.operations import channels
 from registry.operations.merged_models import merged_model_dir
 from registry.operations.merges import find_merge, is_merge_ref, require_merge, to_record

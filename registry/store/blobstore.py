@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from merging.partial import fsync_dir
+from osutil.partial import fsync_dir
 from registry.store.errors import Corrupt, NotFound
 
 CHUNK = 1 << 20

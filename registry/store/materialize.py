@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from merging.partial import move_into_place, partial_dir
+from osutil.partial import move_into_place, partial_dir
 from registry.store.blobstore import CHUNK, BlobStore
 from registry.store.errors import Corrupt, NotFound
 from registry.store.manifests import load_manifest, manifest_files

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from merging import partial
+from osutil import partial
 
 # The blob store holds only content-named files, and a killed training resumes from its checkpoint.
 _NEVER_WALKED = {"blobs", "checkpoints"}

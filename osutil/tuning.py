@@ -14,14 +14,12 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
-import fcntl
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from merging.partial import is_held
+from osutil.runtime_dir import lock_file, lock_state, private_dir
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -48,30 +46,33 @@ def keep_freed_memory() -> bool:
 # scheduled. Measured on a 2-core CPU, one training step went from 0.18 s alone to 0.6-3.5 s
 # beside one other training. So every memo process (a) spins briefly before it sleeps, and
 # (b) takes its share of the cores: the cores divided by the memo processes alive on the machine,
-# counted through lock files in a per-user runtime directory and recounted at most once a second
-# at safe points (between training steps, between merged tensors), so the shares follow processes
-# as they come and go. MEMO_THREADS (or OMP_NUM_THREADS) pins the count instead.
+# counted through lock files in a private per-user runtime directory (:mod:`osutil.runtime_dir`)
+# and recounted at most once a second at safe points (between training steps, between merged
+# tensors), so the shares follow processes as they come and go. MEMO_THREADS (or OMP_NUM_THREADS)
+# pins the count instead.
 
 _SPINCOUNT = "1000"  # OpenMP's default spins ~300k times; 1k keeps an idle machine as fast
 _RECOUNT_SECONDS = 1.0
 
 
 class _CoreShare:
+    """This process's lock file among the memo processes' in ``directory`` (private to the user:
+    :mod:`osutil.runtime_dir`), and the count of those still alive."""
+
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.cores = _cores()
         self.path = directory / str(os.getpid())
-        self._file = open(self.path, "w")  # noqa: SIM115 - held (and locked) for the process's life
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._fd = lock_file(self.path)  # held (and locked) for the process's life
         atexit.register(self.path.unlink, missing_ok=True)  # a killed process's file goes at the next count
         self.checked = 0.0  # when live() last ran (monotonic seconds)
 
     def live(self) -> int:
-        """memo processes alive on this machine (this one included); dead ones' files removed."""
+        """memo processes alive on this machine (this one included); dead ones' files removed,
+        anything that is not a regular file ignored."""
         count = 0
         for path in self.directory.iterdir():
-            held = path == self.path or is_held(path)
+            held = True if path == self.path else lock_state(path)
             if held:
                 count += 1
             elif held is False:
@@ -126,8 +127,9 @@ def rebalance(*, force: bool = False) -> int | None:
     else:
         if _share is None:
             try:
-                _share = _CoreShare(Path(tempfile.gettempdir()) / f"memo-{os.getuid()}" / "cpu-share")
-            except OSError:  # no shared runtime directory: torch's defaults
+                _share = _CoreShare(private_dir("cpu-share"))
+            except OSError as e:  # no private runtime directory: torch's defaults
+                print(f"memo: not sharing the cores with other memo processes: {e}", file=sys.stderr)
                 _sharing = False
                 return None
             force = True
