@@ -122,6 +122,7 @@ def gc(app: AppContext, delete: bool, grace: float, caches: bool, as_json: bool)
         f"{report.work_dirs_removed} work directories"
         + (f", {report.cache_entries_removed} cache entries" if caches else "")
         + f" ({human_size(report.bytes_freed)}); kept {report.kept_recent} recent unreferenced blobs"
+        + f" and {report.kept_leased} that running commands are storing"
     )
     if report.dry_run and (report.removed or report.work_dirs_removed or report.cache_entries_removed):
         click.echo("run `memo gc --yes` to delete them")

@@ -15,6 +15,7 @@ from merging.errors import CheckpointError
 from registry.operations.examples import examples_dir
 from registry.store.database import Database
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
+from registry.store.leases import require_stored
 from registry.store.manifests import store_directory
 from registry.store.names import check_name
 from registry.store.records import BaseModelRecord
@@ -90,6 +91,7 @@ def add_base(ws: Workspace, path: Path, *, name: str | None = None) -> BaseModel
     try:
         with ws.db.write() as session:
             _refuse_duplicate(session, name, fingerprint)
+            require_stored(session, ws.store, manifests=[manifest], what=f"base model {name!r}")
             session.add(row)
             session.flush()
             return to_record(row)

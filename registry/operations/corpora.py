@@ -12,6 +12,7 @@ from registry.operations.bases import find_base
 from registry.store.blobstore import sha256_file
 from registry.store.database import Database, row_of
 from registry.store.errors import AlreadyExists, InvalidInput, NotFound
+from registry.store.leases import require_stored
 from registry.store.names import check_name
 from registry.store.records import CorpusRecord, DocumentRecord
 from registry.store.schema import BaseModelRow, CorpusRow, DocumentRow, TaskVectorRow
@@ -83,6 +84,7 @@ def add_corpus(
             base_row = find_base(session, base)
             if session.scalar(select(CorpusRow.id).where(CorpusRow.name == name)) is not None:
                 raise AlreadyExists(f"corpus {name!r} already exists; choose another name")
+            require_stored(session, ws.store, blobs=shas, what=f"corpus {name!r}")
             row = CorpusRow(name=name, description=description, base_model_id=base_row.id)
             session.add(row)
             session.flush()

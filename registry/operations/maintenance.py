@@ -4,8 +4,10 @@ References are computed from the rows (every blob column of
 :data:`registry.store.schema.BLOB_COLUMNS`) and the manifests those rows name.
 Unreferenced blobs are normal after an interrupted command (blobs are written
 before their rows); they are intact, reported as gc candidates, never as
-corrupt. ``gc`` only removes what is older than a grace period, so it cannot
-race a command that has stored blobs but not yet committed its rows.
+corrupt. ``gc`` never removes a blob that a running command has claimed
+(:mod:`registry.store.leases`: on this machine or any other sharing the
+database), nor one younger than its grace period (blobs stored by memo
+versions without leases).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import time
 from sqlalchemy import select
 
 from registry.store import workdirs
-from registry.store.blobstore import check_blob
+from registry.store.blobstore import BlobInfo, check_blob
 from registry.store.database import Database
-from registry.store.errors import Corrupt, MemoError
+from registry.store.errors import Corrupt, MemoError, NotFound
+from registry.store.leases import drop_expired, gc_lock, leased_now, live_leased, referenced_directly
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.records import BlobProblem, GcReport, VerifyReport
 from registry.store.schema import (
@@ -32,6 +35,7 @@ from registry.store.schema import (
 from registry.store.workspace import Workspace
 
 DEFAULT_GC_GRACE_SECONDS = 3600.0
+GC_BATCH = 64  # blobs deleted per transaction: claims wait on the gc lock at most that long
 
 
 def _row_references(db: Database) -> list[tuple[str, str, bool]]:
@@ -104,6 +108,54 @@ def _stored_again(ws: Workspace, sha256: str, grace_seconds: float) -> bool:
     return info is None or time.time() - info.modified < grace_seconds
 
 
+def _delete_batch(ws: Workspace, batch: list[BlobInfo], grace_seconds: float) -> tuple[list[BlobInfo], int]:
+    """Delete the blobs of ``batch`` that are still unreferenced, unleased and old, holding the gc lock
+    (:mod:`registry.store.leases`); returns those deleted and how many were kept under a lease."""
+    own = ws.leases.id if ws.leases is not None else None
+    shas = [b.sha256 for b in batch]
+    with ws.db.write() as session:
+        gc_lock(session, exclusive=True)
+        leased = live_leased(session, shas, own=own)
+        keep = leased | referenced_directly(session, shas)
+        gone = [b for b in batch if b.sha256 not in keep and not _stored_again(ws, b.sha256, grace_seconds)]
+        for blob in list(gone):
+            try:
+                ws.store.delete(blob.sha256)
+            except NotFound:  # another gc took it first
+                gone.remove(blob)
+    return gone, len(leased)
+
+
+def _collect_blobs(
+    ws: Workspace, referenced: dict[str, str], *, dry_run: bool, grace_seconds: float
+) -> tuple[list[str], int, int, int]:
+    """Unreferenced blobs past the grace, deleted in batches unless ``dry_run``: (removed, bytes,
+    kept as recent, kept as leased by a running command)."""
+    now = time.time()
+    candidates, recent = [], 0
+    for blob in sorted((b for b in ws.store.iter_blobs() if b.sha256 not in referenced), key=lambda b: b.sha256):
+        if now - blob.modified < grace_seconds:
+            recent += 1
+        else:
+            candidates.append(blob)
+    if dry_run:
+        own = ws.leases.id if ws.leases is not None else None
+        with ws.db.read() as session:
+            leased = leased_now(session, own=own) & {b.sha256 for b in candidates}
+        removed = [b for b in candidates if b.sha256 not in leased]
+        return [b.sha256 for b in removed], sum(b.size for b in removed), recent, len(leased)
+    removed, kept_leased = [], 0
+    for i in range(0, len(candidates), GC_BATCH):
+        batch = candidates[i : i + GC_BATCH]
+        gone, held = _delete_batch(ws, batch, grace_seconds)
+        removed += gone
+        kept_leased += held
+        recent += len(batch) - len(gone) - held
+    with ws.db.write() as session:
+        drop_expired(session)
+    return [b.sha256 for b in removed], sum(b.size for b in removed), recent, kept_leased
+
+
 def gc(
     ws: Workspace,
     *,
@@ -112,7 +164,8 @@ def gc(
     caches: bool = False,
 ) -> GcReport:
     """Unreferenced blobs and temp files, left-over work directories and, with ``caches``, the
-    rebuildable cache entries (:mod:`registry.store.workdirs`)."""
+    rebuildable cache entries (:mod:`registry.store.workdirs`). Blobs that a running command
+    (of any process sharing the database) has claimed are never taken, whatever the grace."""
     referenced, unreadable = _references(ws)
     if unreadable:
         # Without a manifest we cannot know what it reaches: deleting would lose data.
@@ -121,13 +174,9 @@ def gc(
             "run `memo verify` and restore it first"
         )
     now = time.time()
-    removed, kept_recent, freed = [], 0, 0
-    for blob in sorted((b for b in ws.store.iter_blobs() if b.sha256 not in referenced), key=lambda b: b.sha256):
-        if now - blob.modified < grace_seconds or (not dry_run and _stored_again(ws, blob.sha256, grace_seconds)):
-            kept_recent += 1
-            continue
-        removed.append(blob.sha256)
-        freed += blob.size if dry_run else ws.store.delete(blob.sha256)
+    removed, freed, kept_recent, kept_leased = _collect_blobs(
+        ws, referenced, dry_run=dry_run, grace_seconds=grace_seconds
+    )
     old_temps = ws.store.stale_temp_files(grace_seconds)
     work = workdirs.stale_work(ws.home, now, grace_seconds)
     cached = workdirs.cache_entries(ws.home, now, grace_seconds) if caches else []
@@ -142,6 +191,7 @@ def gc(
         bytes_freed=freed + sum(w.bytes for w in work + cached),
         temp_files_removed=len(old_temps),
         kept_recent=kept_recent,
+        kept_leased=kept_leased,
         work_dirs_removed=len(work),
         cache_entries_removed=len(cached),
     )

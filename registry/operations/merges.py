@@ -29,6 +29,7 @@ from registry.operations.retention import measure
 from registry.operations.strategies import AUTO, strategy_of
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
+from registry.store.leases import require_stored
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
@@ -253,9 +254,7 @@ def create_merge(
     measured_at = time.perf_counter()
     measured = _retention(ws, manifest, members, device) if evaluate else None
     cost["evaluation_seconds"] = time.perf_counter() - measured_at
-    return _record(
-        ws.db, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome
-    )
+    return _record(ws, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
 
 
 def _parameters(
@@ -279,7 +278,7 @@ def _parameters(
 
 
 def _record(
-    db: Database,
+    ws: Workspace,
     key: str,
     base: BaseModelRow,
     members: list[Member],
@@ -292,10 +291,11 @@ def _record(
     measured,
     cost: dict,
 ) -> MergeRecord:
-    with db.write() as session:
+    with ws.db.write() as session:
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:  # another process recorded the same merge meanwhile
             return to_record(session, existing, reused=True)
+        require_stored(session, ws.store, manifests=[manifest], what="the merge")
         row = MergeRow(
             base_model_id=base.id,
             strategy=strategy,

@@ -21,6 +21,7 @@ from registry.operations.corpora import find_corpus
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, LLMFailed, NotFound
 from registry.store.generator_cache import BlobCallCache
+from registry.store.leases import require_stored
 from registry.store.records import ReflectionSetRecord
 from registry.store.schema import CorpusRow, DocumentRow, ReflectionSetRow
 from registry.store.workspace import Workspace
@@ -71,7 +72,7 @@ def import_reflections(
             "heldout_source": Path(heldout).name,
         }
     row = ReflectionSetRow(generator="imported", settings=settings, pair_count=len(records), sha256=sha)
-    return _add(ws.db, corpus, row, reuse)
+    return _add(ws, corpus, row, reuse)
 
 
 def generate_reflections(
@@ -111,13 +112,13 @@ def generate_reflections(
         "usage": run.usage_json(),
     }
     row = ReflectionSetRow(generator=endpoint.model, settings=recorded, pair_count=len(run.records), sha256=sha)
-    return _add(ws.db, corpus, row, reuse)
+    return _add(ws, corpus, row, reuse)
 
 
-def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> ReflectionSetRecord:
+def _add(ws: Workspace, corpus: str, row: ReflectionSetRow, reuse: bool) -> ReflectionSetRecord:
     """Record ``row`` as the corpus's latest reflections. With ``reuse``, when the latest
     set already holds the same pairs (and held-out set) from the same generator, return it."""
-    with db.write() as session:
+    with ws.db.write() as session:
         corpus_row = find_corpus(session, corpus)
         latest = _latest(session, corpus_row)
         if (
@@ -127,6 +128,8 @@ def _add(db: Database, corpus: str, row: ReflectionSetRow, reuse: bool) -> Refle
             == (row.sha256, row.generator, row.settings.get(HELDOUT_KEY))
         ):
             return to_record(session, latest)
+        blobs = [row.sha256, *([row.settings[HELDOUT_KEY]] if row.settings.get(HELDOUT_KEY) else [])]
+        require_stored(session, ws.store, blobs=blobs, what=f"the reflections of corpus {corpus!r}")
         row.corpus_id = corpus_row.id
         session.add(row)
         session.flush()

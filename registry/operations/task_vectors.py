@@ -22,6 +22,7 @@ from merging.errors import CheckpointError
 from registry.operations.corpora import find_corpus
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, Corrupt, InvalidInput, NotFound
+from registry.store.leases import require_stored
 from registry.store.manifests import store_directory
 from registry.store.records import TaskVectorMetrics, TaskVectorRecord
 from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
@@ -125,6 +126,7 @@ def add_task_vector(
     ws.keep(directory, manifest, "task_vectors", move=False)
     with ws.db.write() as session:
         corpus_row = find_corpus(session, corpus)
+        require_stored(session, ws.store, manifests=[manifest], what=f"the task vector of corpus {corpus!r}")
         row = TaskVectorRow(
             corpus_id=corpus_row.id,
             version=next_version(session, corpus_row),

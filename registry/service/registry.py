@@ -34,6 +34,7 @@ from registry.store.cache_limit import CacheUse
 from registry.store.config import Settings, resolve_settings
 from registry.store.database import Database, make_engine, row_of
 from registry.store.home import check_home, create_home
+from registry.store.leases import BlobLeases
 from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
@@ -67,7 +68,7 @@ class Registry(QuestionsFacade, ChannelsFacade):
         except BaseException:
             db.dispose()
             raise
-        self.ws = Workspace(db, store, settings.home, CacheUse(limit=settings.cache_size))
+        self.ws = Workspace(db, store, settings.home, CacheUse(limit=settings.cache_size), BlobLeases(db))
 
     @property
     def db(self) -> Database:
@@ -106,6 +107,8 @@ class Registry(QuestionsFacade, ChannelsFacade):
         return cls(settings)
 
     def close(self) -> None:
+        if self.ws.leases is not None:
+            self.ws.leases.release()
         self.ws.cache_use.release()
         self.db.dispose()
 

@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -46,10 +46,19 @@ class BlobInfo:
     modified: float  # seconds since the epoch: when it was stored or last stored again
 
 
+def no_claim(sha256: str) -> None:
+    """The default ``claim`` hook: a store used without a registry's leases."""
+
+
 class BlobStore(Protocol):
-    """Blobs by sha256. ``get_bytes`` and ``read_chunks`` callers verify what they read."""
+    """Blobs by sha256. ``get_bytes`` and ``read_chunks`` callers verify what they read.
+
+    ``claim`` is called with a blob's sha256 before a put checks for it or writes it: the
+    registry sets it to record the blob under the process's lease (:mod:`registry.store.leases`).
+    """
 
     url: str  # where the blobs live, for messages (never with credentials)
+    claim: Callable[[str], None]
 
     def create(self) -> None: ...
     def put_file(self, path: Path) -> str: ...
@@ -94,6 +103,7 @@ class LocalBlobStore:
         self.objects = root / "sha256"
         self.tmp = root / "tmp"
         self.url = str(root)
+        self.claim: Callable[[str], None] = no_claim
 
     def create(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -113,8 +123,9 @@ class LocalBlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
+        self.claim(sha)
         if self.exists(sha):
-            os.utime(self.path(sha))  # fresh again: protected from a concurrent gc
+            os.utime(self.path(sha))  # fresh again: protected from a concurrent gc's grace
             return sha
         return self._commit_temp(lambda f: f.write(data), sha)
 
@@ -130,20 +141,23 @@ class LocalBlobStore:
         return self._finish(fd, Path(tmp_name), copy, lambda: digest.hexdigest())
 
     def _commit_temp(self, write, sha: str) -> str:
+        """Write a blob whose sha256 is known (and already claimed)."""
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
-        return self._finish(fd, Path(tmp_name), write, lambda: sha)
+        return self._finish(fd, Path(tmp_name), write, lambda: sha, claimed=True)
 
-    def _finish(self, fd: int, tmp: Path, write, final_sha) -> str:
+    def _finish(self, fd: int, tmp: Path, write, final_sha, *, claimed: bool = False) -> str:
         try:
             with os.fdopen(fd, "wb") as dst:
                 write(dst)
                 dst.flush()
                 os.fsync(dst.fileno())
             sha = final_sha()
+            if not claimed:
+                self.claim(sha)  # before the check below: from here on no gc takes it
             target = self.path(sha)
             if target.is_file():  # dedupe: the content is already stored
                 tmp.unlink()
-                os.utime(target)  # fresh again: protected from a concurrent gc
+                os.utime(target)  # fresh again: protected from a concurrent gc's grace
                 return sha
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)

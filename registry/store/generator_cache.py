@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from registry.store.blobstore import BlobStore
 from registry.store.database import Database
 from registry.store.errors import MemoError
+from registry.store.leases import require_stored
 from registry.store.schema import GeneratorCallRow
 
 
@@ -37,6 +38,7 @@ class BlobCallCache:
         sha = self.store.put_bytes(json.dumps(entry, sort_keys=True, ensure_ascii=False).encode())
         try:
             with self.db.write() as session:
+                require_stored(session, self.store, blobs=[sha], what="a cached generator reply")
                 row = session.get(GeneratorCallRow, key)
                 if row is not None:  # its blob was lost or damaged: point at the fresh one
                     row.reply_sha256 = sha

@@ -340,6 +340,7 @@ class GcReport(Record):
     bytes_freed: int = 0
     temp_files_removed: int = 0
     kept_recent: int = 0  # unreferenced but younger than the grace period
+    kept_leased: int = 0  # unreferenced, but claimed by a running command that has not recorded it yet
     work_dirs_removed: int = 0  # left in HOME/tmp by interrupted commands
     cache_entries_removed: int = 0  # rebuildable copies under HOME/cache (only with caches=True)
     extra: dict[str, Any] = field(default_factory=dict)

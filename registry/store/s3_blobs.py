@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import obstore
 from obstore.store import S3Store
 
-from registry.store.blobstore import CHUNK, BlobInfo, is_sha256, sha256_file, verified_bytes
+from registry.store.blobstore import CHUNK, BlobInfo, is_sha256, no_claim, sha256_file, verified_bytes
 from registry.store.errors import Corrupt, MemoError, NotFound
 
 if TYPE_CHECKING:  # obstore's typed dicts exist for type checkers only
@@ -51,6 +51,7 @@ class S3BlobStore:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._store = S3Store(bucket, prefix=self.prefix or None, retry_config=_retries())
+        self.claim: Callable[[str], None] = no_claim
 
     # --- what every blob store does ------------------------------------------------------
     def create(self) -> None:
@@ -67,12 +68,14 @@ class S3BlobStore:
 
     def put_file(self, path: Path) -> str:
         sha = sha256_file(path)
+        self.claim(sha)
         if not self._freshened(sha):
             self._call(f"store blob {sha[:12]}", lambda: obstore.put(self._store, _key(sha), Path(path)))
         return sha
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
+        self.claim(sha)
         if not self._freshened(sha):
             self._call(f"store blob {sha[:12]}", lambda: obstore.put(self._store, _key(sha), data))
         return sha

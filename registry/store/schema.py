@@ -255,6 +255,31 @@ class GeneratorCallRow(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class BlobLeaseRow(Base):
+    """A running process's claim on the blobs it is storing (:mod:`registry.store.leases`); working
+    state, deleted when the process closes the registry or by gc once expired."""
+
+    __tablename__ = "blob_lease"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # osutil.processes.process_key: lets a gc on the same machine see that the holder died.
+    holder: Mapped[str] = mapped_column(String(500))
+    ttl_seconds: Mapped[int] = mapped_column(Integer)
+    renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the database's clock
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (CheckConstraint("ttl_seconds > 0", name="ttl_positive"),)
+
+
+class BlobLeaseItemRow(Base):
+    """One blob under a lease."""
+
+    __tablename__ = "blob_lease_item"
+
+    lease_id: Mapped[str] = mapped_column(ForeignKey("blob_lease.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True, index=True)
+
+
 # Every column that names a blob directly; manifests name further blobs inside them.
 BLOB_COLUMNS = (
     (BaseModelRow, BaseModelRow.manifest_sha256),

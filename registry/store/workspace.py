@@ -9,6 +9,7 @@ from registry.store.blobstore import BlobStore
 from registry.store.cache_limit import CacheTooSmall, CacheUse
 from registry.store.database import Database
 from registry.store.home import CacheKind, cache_dir, checkpoints_dir, work_root
+from registry.store.leases import BlobLeases
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import build_entry, keep_entry
 
@@ -22,6 +23,11 @@ class Workspace:
     store: BlobStore
     home: Path
     cache_use: CacheUse = field(default_factory=CacheUse)  # what this process holds in the cache
+    leases: BlobLeases | None = None  # what this process is storing (wired to the store's claim hook)
+
+    def __post_init__(self) -> None:
+        if self.leases is not None:
+            self.store.claim = self.leases.claim
 
     def cache(self, kind: CacheKind) -> Path:
         return cache_dir(self.home, kind)

@@ -6,12 +6,15 @@ from sqlalchemy import inspect, select, text
 
 from registry import Registry
 
+# Tables that hold what running processes are doing, not what the registry records.
+WORKING_STATE = ("alembic_version", "blob_lease", "blob_lease_item")
+
 
 def registry_state(reg: Registry) -> dict:
     tables = {}
     with reg.db.read() as session:
         for name in sorted(inspect(reg.db.engine).get_table_names()):
-            if name == "alembic_version":
+            if name in WORKING_STATE:
                 continue
             rows = session.execute(text(f'SELECT * FROM "{name}" ORDER BY 1')).all()
             tables[name] = [tuple(r) for r in rows]
