@@ -10,6 +10,7 @@ import pytest
 
 from registry.store.blobstore import LocalBlobStore
 from registry.store.cache_limit import CacheUse, parse_size
+from registry.store.cache_records import RECORD_SUFFIX, entry_problem
 from registry.store.errors import InvalidInput
 from registry.store.manifests import store_directory
 from registry.store.workspace import Workspace
@@ -74,5 +75,6 @@ def test_processes_materialising_one_artifact_at_once_make_one_copy(artifacts, t
     ]
     outputs = {p.communicate(timeout=120)[0].decode().strip() for p in procs}
     assert outputs == {str(cache / a)}
-    assert [p.name for p in cache.iterdir()] == [a], "one entry, no leftovers"
+    assert sorted(p.name for p in cache.iterdir()) == [a, a + RECORD_SUFFIX], "one entry and its record, no leftovers"
+    assert entry_problem(cache / a, full=True) is None
     assert (cache / a / "model.safetensors").read_bytes() == b"a" * 1_000_000

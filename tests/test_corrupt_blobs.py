@@ -67,11 +67,13 @@ def test_a_cache_entry_is_a_verified_copy_not_a_link(trained):
         cached, blob = directory / rel, trained.store.path(sha)
         assert cached.read_bytes() == blob.read_bytes() and not os.path.samefile(cached, blob)
         assert cached.stat().st_nlink == 1 and cached.stat().st_mode & 0o222 == 0
-    # Damage to the cache is not damage to the store.
+    # Damage to the cache is not damage to the store: verify finds the copy damaged, and removes it.
     shard = directory / "model.safetensors"
     os.chmod(shard, 0o644)
     shard.write_bytes(b"scribbled over")
-    assert trained.verify().ok
+    report = trained.verify()
+    assert report.problems == () and [c.entry for c in report.cache_problems] == [f"models/{base}"]
+    assert not directory.exists() and trained.verify().ok
 
 
 def test_a_cache_entry_of_hard_links_is_rebuilt_as_copies(trained):

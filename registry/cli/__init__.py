@@ -6,6 +6,8 @@ and exit code 1; nothing else is printed for them.
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from registry import memo_version
@@ -148,6 +150,7 @@ for command in (
 
 
 def main() -> None:
+    logging.basicConfig(format="memo: %(message)s", level=logging.WARNING)  # what the library warns of, one line
     cli.main(prog_name="memo")
 
 

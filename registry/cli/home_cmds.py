@@ -73,10 +73,13 @@ def verify(app: AppContext, as_json: bool) -> None:
     else:
         for p in report.problems:
             click.echo(f"{p.problem}: {p.sha256} ({p.referenced_by})")
+        for c in report.cache_problems:
+            click.echo(f"damaged cache entry: {c.entry}: {c.problem} (removed: rebuilt from the blobs at its next use)")
         click.echo(
             f"{report.checked} blobs checked, {len(report.problems)} problems, "
             f"{len(report.unreferenced)} unreferenced (see `memo gc`), "
-            f"{report.temp_files} leftover temp files"
+            f"{report.temp_files} leftover temp files; "
+            f"{report.cache_checked} cache entries checked, {len(report.cache_problems)} damaged"
         )
     if not report.ok:
         raise click.exceptions.Exit(1)

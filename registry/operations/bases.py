@@ -138,9 +138,10 @@ def get_base(db: Database, name: str) -> BaseModelRecord:
         return to_record(find_base(session, name))
 
 
-def base_dir(ws: Workspace, base: BaseModelRow) -> Path:
-    """The base model as a directory (materialized from the blob store), with its tokenizer."""
-    directory = ws.materialize(base.manifest_sha256, "models", what=f"base model {base.name!r}")
+def base_dir(ws: Workspace, base: BaseModelRow, *, full: bool = False) -> Path:
+    """The base model as a directory (materialized from the blob store), with its tokenizer;
+    ``full``: a cached copy is rehashed first (for what records a model made from it)."""
+    directory = ws.materialize(base.manifest_sha256, "models", what=f"base model {base.name!r}", full=full)
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
         raise InvalidInput(
             f"base model {base.name!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "

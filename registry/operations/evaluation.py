@@ -9,15 +9,19 @@ exactly the fine-tuned weights), cached under ``HOME/cache/applied``.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
+from osutil.partial import move_into_place
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
 from registry.operations.merged_models import merged_model_dir
 from registry.operations.merges import merge_of
 from registry.operations.questions import qa_pairs
 from registry.operations.task_vectors import find_task_vector
+from registry.store.cache_records import hash_files, write_record
 from registry.store.database import row_of
 from registry.store.errors import Corrupt
 from registry.store.records import EvaluationRecord
@@ -51,13 +55,26 @@ def model_dir(ws: Workspace, ref: str) -> Path:
             ),
             out_dtype=base.dtype,
         )
-        try:
-            merge(spec, target, MergeOptions(progress=False))
-        except MergeError as e:
-            raise Corrupt(f"task vector {ref} cannot be applied to base {base.name!r}: {e}") from e
+        _apply(ws, spec, target, f"task vector {ref} cannot be applied to base {base.name!r}")
     if not ws.hold_cached(target):  # evicted by another process just now: apply it again
         return model_dir(ws, ref)
+    if not ws.checked(target, what=f"task vector {ref} applied to its base", full=False):
+        return model_dir(ws, ref)  # damaged: set aside, applied again
     return target
+
+
+def _apply(ws: Workspace, spec: MergeSpec, target: Path, failure: str) -> None:
+    """Merge into a work directory, record what it holds, then move it into the cache as ``target``."""
+    with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="apply-") as tmp:
+        built = Path(tmp) / "model"
+        try:
+            merge(spec, built, MergeOptions(progress=False))
+        except MergeError as e:
+            raise Corrupt(f"{failure}: {e}") from e
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_record(target, hash_files(built))
+        with contextlib.suppress(OSError):  # another process applied it first: the same bytes
+            move_into_place(built, target)
 
 
 def evaluate(

@@ -74,7 +74,7 @@ def train_corpus(
         done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
     if reuse and done is not None:
         return done if is_main_process() else None
-    directory = base_dir(ws, base_row)
+    directory = base_dir(ws, base_row, full=True)  # the task vector recorded is measured against it
     pairs, heldout = _pairs(ws, reflections)
     # A killed run resumes from its checkpoint when the same training is asked for again.
     key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)

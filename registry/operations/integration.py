@@ -187,8 +187,8 @@ def starting_model(
     if strategy.start == "merge":
         return merge_into(scratch, ws, base, members, params, progress=progress)
     if strategy.start == "channel" and start is not None:
-        return merged_model_dir(ws, start)
-    return base_dir(ws, base)
+        return merged_model_dir(ws, start, full=True)
+    return base_dir(ws, base, full=True)
 
 
 def retain_members(ws: Workspace, members) -> list[RetainMember]:

@@ -18,11 +18,13 @@ from sqlalchemy import select
 
 from registry.store import workdirs
 from registry.store.blobstore import BlobInfo, check_blob
+from registry.store.cache_records import entry_problem, read_record, remove_record, write_record
 from registry.store.database import Database
 from registry.store.errors import Corrupt, MemoError, NotFound
 from registry.store.leases import drop_expired, gc_lock, leased_now, live_leased, referenced_directly
 from registry.store.manifests import load_manifest, manifest_files
-from registry.store.records import BlobProblem, GcReport, VerifyReport
+from registry.store.materialize import set_aside
+from registry.store.records import BlobProblem, CacheProblem, GcReport, VerifyReport
 from registry.store.schema import (
     BaseModelRow,
     CorpusRow,
@@ -94,12 +96,35 @@ def verify(ws: Workspace, *, progress=None) -> VerifyReport:
             problems.append(BlobProblem(sha, problem, referenced.get(sha, "nothing (unreferenced)")))
     bad = {p.sha256 for p in problems}
     unreferenced = tuple(sorted(stored - set(referenced) - bad))
+    cache_checked, cache_problems = _verify_cache(ws)
     return VerifyReport(
+        cache_checked=cache_checked,
+        cache_problems=tuple(cache_problems),
         checked=checked,
         problems=tuple(problems),
         unreferenced=unreferenced,
         temp_files=len(ws.store.stale_temp_files(0.0)),
     )
+
+
+def _verify_cache(ws: Workspace) -> tuple[int, list[CacheProblem]]:
+    """Rehash every cache entry against its record; a damaged one is removed. An entry of an older
+    memo (no record) is recorded from its manifest first; an applied task vector without one is
+    skipped (its next use rebuilds it)."""
+    checked, problems = 0, []
+    for entry in workdirs.complete_entries(ws.home):
+        if read_record(entry) is None:
+            if entry.parent.name == "applied" or not ws.store.exists(entry.name):
+                continue
+            manifest = load_manifest(ws.store, entry.name)["files"]
+            write_record(entry, {rel: (f["sha256"], f["size"]) for rel, f in manifest.items()})
+        checked += 1
+        problem = entry_problem(entry, full=True)
+        if problem is not None:  # a copy: removed, and built again from the blob store when next used
+            problems.append(CacheProblem(entry.relative_to(ws.home / "cache").as_posix(), problem))
+            set_aside(entry)
+            remove_record(entry)
+    return checked, problems
 
 
 def _stored_again(ws: Workspace, sha256: str, grace_seconds: float) -> bool:
@@ -180,6 +205,7 @@ def gc(
     old_temps = ws.store.stale_temp_files(grace_seconds)
     work = workdirs.stale_work(ws.home, now, grace_seconds)
     cached = workdirs.cache_entries(ws.home, now, grace_seconds) if caches else []
+    entries_removed = sum(1 for c in cached if c.path.is_dir())
     if not dry_run:
         for name in old_temps:
             ws.store.remove_temp_file(name)
@@ -193,5 +219,5 @@ def gc(
         kept_recent=kept_recent,
         kept_leased=kept_leased,
         work_dirs_removed=len(work),
-        cache_entries_removed=len(cached),
+        cache_entries_removed=entries_removed,
     )

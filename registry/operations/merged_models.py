@@ -18,9 +18,10 @@ from registry.store.schema import BaseModelRow, MergeRow
 from registry.store.workspace import Workspace
 
 
-def merged_model_dir(ws: Workspace, row: MergeRow) -> Path:
-    """A recorded merge as a loadable model directory (materialized from the blob store)."""
-    return ws.materialize(row.manifest_sha256, "models", what=f"merge-{row.id}")
+def merged_model_dir(ws: Workspace, row: MergeRow, *, full: bool = False) -> Path:
+    """A recorded merge as a loadable model directory (materialized from the blob store); ``full``: a
+    cached copy is rehashed first (to publish or export it, or record a model made from it)."""
+    return ws.materialize(row.manifest_sha256, "models", what=f"merge-{row.id}", full=full)
 
 
 def compute_merge(
@@ -51,7 +52,7 @@ def merge_into(
     with contextlib.ExitStack() as stack:
         spool = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="stream-")))
         inputs = tuple(member_input(ws, m, params, stack, spool) for m in members)
-        base_path = base_dir(ws, base)
+        base_path = base_dir(ws, base, full=True)  # the merge recorded is made from it
         spec = MergeSpec(
             params.method,
             base=base_path,
@@ -80,10 +81,10 @@ def member_input(
 ) -> MergeInput:
     """The member's deltas for the engine: its cache entry if present, else its blobs, streamed."""
     sha = member.row.manifest_sha256
-    cached = ws.cached(sha, "task_vectors")
+    label = member_label(member)
+    cached = ws.cached(sha, "task_vectors", what=f"task vector {label}", full=True)
     if cached is not None:
         return params.engine_input(cached, member.weight, kind="task_vector")
-    label = member_label(member)
     sources = tuple(
         stack.enter_context(
             contextlib.closing(

@@ -101,7 +101,7 @@ def _files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRecord, 
         row = require_merge(session, str(merge_ref))
         record = to_record(session, row)
         prov = json.dumps(provenance(session, row, record), indent=2, sort_keys=True).encode()
-    return row, record, merged_model_dir(ws, row), prov
+    return row, record, merged_model_dir(ws, row, full=True), prov
 
 
 def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:

@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry.store.cache_records import remove_record
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.workdirs import freed_bytes
 
@@ -49,6 +50,7 @@ class CacheUse:
     """The entries this process uses, each held under a shared lock until :meth:`release`."""
 
     limit: int = field(default_factory=cache_limit)
+    verified: set[Path] = field(default_factory=set)  # entries rehashed by this process (while held)
     _held: dict[Path, int] = field(default_factory=dict)
 
     def hold(self, entry: Path) -> bool:
@@ -73,10 +75,18 @@ class CacheUse:
         os.utime(entry)
         return True
 
+    def forget(self, entry: Path) -> None:
+        """Let go of one entry (it is about to be set aside)."""
+        fd = self._held.pop(entry, None)
+        if fd is not None:
+            os.close(fd)
+        self.verified.discard(entry)
+
     def release(self) -> None:
         for fd in self._held.values():
             os.close(fd)
         self._held.clear()
+        self.verified.clear()
 
     def trim(self, root: Path) -> list[Path]:
         """Remove least recently used entries under ``root`` (the cache) until it fits the limit."""
@@ -121,4 +131,5 @@ def _remove_unless_used(entry: Path) -> bool:
     finally:
         os.close(fd)
     shutil.rmtree(aside, ignore_errors=True)
+    remove_record(entry)
     return True

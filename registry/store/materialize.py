@@ -22,6 +22,7 @@ from pathlib import Path
 
 from osutil.partial import move_into_place, partial_dir
 from registry.store.blobstore import CHUNK, BlobStore
+from registry.store.cache_records import write_record
 from registry.store.errors import Corrupt, NotFound
 from registry.store.manifests import load_manifest, manifest_files
 
@@ -38,7 +39,7 @@ def build_entry(store: BlobStore, manifest_sha: str, cache_root: Path, *, what: 
     if target.is_dir():
         if not _linked_into_the_store(target):
             return target, False
-        _set_aside(target)  # an entry of an older memo: hard links into the store; rebuilt as copies
+        set_aside(target)  # an entry of an older memo: hard links into the store; rebuilt as copies
     what = what or f"the artifact of manifest {manifest_sha[:12]}"
     files = manifest_files(load_manifest(store, manifest_sha))
     with partial_dir(target) as tmp:  # also removes what killed builds of this entry left
@@ -46,6 +47,7 @@ def build_entry(store: BlobStore, manifest_sha: str, cache_root: Path, *, what: 
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             _copy_verified(store, sha, dest, f"{what}: blob {sha} ({rel})")
+        write_record(target, {rel: (sha, (tmp / rel).stat().st_size) for rel, sha in files.items()})
         try:
             move_into_place(tmp, target)
         except OSError:
@@ -75,6 +77,7 @@ def keep_entry(directory: Path, manifest_sha: str, files: dict[str, str], cache_
             elif _copy_file_checked(directory / rel, dest) != sha:
                 return target  # not built: the next use materialises it from the store
             os.chmod(dest, 0o444)
+        write_record(target, {rel: (sha, (tmp / rel).stat().st_size) for rel, sha in files.items()})
         with contextlib.suppress(OSError):  # another process kept the same entry first
             move_into_place(tmp, target)
     return target
@@ -111,7 +114,7 @@ def _linked_into_the_store(entry: Path) -> bool:
     return any(p.is_file() and p.stat().st_nlink > 1 for p in entry.iterdir())
 
 
-def _set_aside(entry: Path) -> None:
+def set_aside(entry: Path) -> None:
     """Move the entry out of the way (a reader that has it open keeps its files), then remove it."""
     aside = Path(tempfile.mkdtemp(prefix=f".{entry.name[:12]}-old-", dir=entry.parent))
     with contextlib.suppress(FileNotFoundError):  # another process set it aside first

@@ -322,15 +322,23 @@ class BlobProblem(Record):
 
 
 @dataclass(frozen=True)
+class CacheProblem(Record):
+    entry: str  # e.g. "models/0a1b..." under HOME/cache
+    problem: str  # e.g. "model.safetensors fails its sha256"
+
+
+@dataclass(frozen=True)
 class VerifyReport(Record):
     checked: int
     problems: tuple[BlobProblem, ...] = ()
     unreferenced: tuple[str, ...] = ()  # intact blobs no row reaches (gc candidates)
     temp_files: int = 0
+    cache_checked: int = 0  # entries under HOME/cache rehashed against their records
+    cache_problems: tuple[CacheProblem, ...] = ()  # damaged copies, removed (rebuilt at their next use)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.cache_problems
 
 
 @dataclass(frozen=True)

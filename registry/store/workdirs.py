@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osutil import partial
+from registry.store.cache_records import RECORD_SUFFIX
 
 # The blob store holds only content-named files, and a killed training resumes from its checkpoint.
 _NEVER_WALKED = {"blobs", "checkpoints"}
@@ -73,10 +74,25 @@ def _dead_partials(home: Path) -> list[Path]:
 
 
 def cache_entries(home: Path, now: float, grace_seconds: float) -> list[Leftover]:
-    """Complete cache entries built more than the grace period ago (rebuilt when next needed)."""
-    entries = [p for kind in _cache_kinds(home) for p in sorted(kind.iterdir()) if not p.name.startswith(".")]
-    old = [p for p in entries if now - p.lstat().st_mtime >= grace_seconds]
-    return [Leftover(p, freed_bytes(p)) for p in old if not partial.is_held(p)]  # never one a command uses
+    """Complete cache entries built more than the grace period ago (rebuilt when next needed), each
+    with its record (:mod:`registry.store.cache_records`), and records whose entry is gone."""
+    entries = [p for p in complete_entries(home) if now - p.lstat().st_mtime >= grace_seconds]
+    unused = [p for p in entries if not partial.is_held(p)]  # never one a command uses
+    records = [p.with_name(p.name + RECORD_SUFFIX) for p in unused]
+    orphans = [
+        p
+        for kind in _cache_kinds(home)
+        for p in sorted(kind.glob(f"*{RECORD_SUFFIX}"))
+        if not p.with_name(p.name.removesuffix(RECORD_SUFFIX)).is_dir()
+    ]
+    return [Leftover(p, freed_bytes(p)) for p in unused + [r for r in records if r.is_file()] + orphans]
+
+
+def complete_entries(home: Path) -> list[Path]:
+    """Every complete cache entry ``HOME/cache/<kind>/<sha>`` (a directory)."""
+    return [
+        p for kind in _cache_kinds(home) for p in sorted(kind.iterdir()) if not p.name.startswith(".") and p.is_dir()
+    ]
 
 
 def remove(leftover: Leftover) -> None:
