@@ -121,7 +121,8 @@ def main(
     click.echo(
         f"merged {result.merged} tensors, copied {result.copied} ({result.parameters:,} parameters, "
         f"{result.compute_dtype} -> {result.out_dtype}) into {result.out_dir} in {result.seconds:.1f}s"
-        + (f" (random seed {result.seed})" if result.seed is not None else ""),
+        + (f" (random seed {result.seed})" if result.seed is not None else "")
+        + f"; kernel: {result.kernel}",
         err=True,
     )
 

@@ -24,7 +24,8 @@ from merging.card import BASE_FILES, engine_version, model_card, output_config
 from merging.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint, open_sources
 from merging.errors import MergeError
 from merging.kernels import KernelConfig
-from merging.native import ops as native_ops
+from merging.native import available as native_available
+from merging.native import status as native_status
 from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
 from merging.spec import MergeInput, MergeSpec, dtype_name, parse_dtype
@@ -63,6 +64,7 @@ class MergeResult:
     compiled: bool
     seconds: float
     seed: int | None = None  # the random methods' seed (drawn when the spec gave none)
+    kernel: str = ""  # which kernel ran, and why not the fused one where it could have (:func:`kernel_used`)
 
 
 def _compute_dtype(spec: MergeSpec, plans: list[TensorPlan]) -> torch.dtype:
@@ -101,10 +103,21 @@ def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype, use_co
     covered = method.sparsification in ("none", "magnitude") and not method.averages_models and not use_compile
     if options.native is False or not covered or spec.tie_break != "index":
         return False
-    usable = native_ops.available(dt, torch.device(options.device), len(spec.inputs))
+    usable = native_available(dt, torch.device(options.device), len(spec.inputs))
     if options.native and not usable:
         raise MergeError("the fused kernels need a CPU, bf16 or fp32, at most 64 inputs and a C compiler (cc)")
     return usable
+
+
+def kernel_used(native: bool, compiled: bool, device: torch.device) -> str:
+    """The kernel a merge ran, for its output: ``fused C``, ``torch.compile``, or ``torch`` with the
+    reason the fused kernels were not used where they could have been (a failed build, a self-test)."""
+    if native:
+        return "fused C"
+    if compiled:
+        return "torch.compile"
+    why = native_status().reason if device.type == "cpu" else ""
+    return f"torch ({why})" if why else "torch"
 
 
 def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], dt: torch.dtype) -> bool:
@@ -121,7 +134,7 @@ def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan
     device = torch.device(options.device)
     if device.type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
         return False
-    if options.native is not False and native_ops.available(dt, device, k):
+    if options.native is not False and native_available(dt, device, k):
         return False
     return sum(p.numel for p in plans if p.merged) * k >= COMPILE_MIN_ELEMENTS
 
@@ -191,6 +204,7 @@ def merge(
         out_dtype=dtype_name(out_dt),
         compiled=use_compile,
         seconds=time.perf_counter() - started,
+        kernel=kernel_used(job.native, use_compile, torch.device(options.device)),
         seed=spec.seed,
     )
 

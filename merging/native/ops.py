@@ -15,15 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from merging.kernels import KernelConfig, rounded
-from merging.native import MAX_K, Params, library, map_threads, parts, run_parts
+from merging.native.runtime import Params, installed, map_threads, parts, run_parts
 from merging.sparsify import Cut
-
-DTYPES = (torch.bfloat16, torch.float32)
-
-
-def available(dtype: torch.dtype, device: torch.device, k: int) -> bool:
-    """Whether the fused kernels can run this merge (else the eager kernel does)."""
-    return device.type == "cpu" and dtype in DTYPES and 0 < k <= MAX_K and library() is not None
 
 
 def _suffix(dtype: torch.dtype) -> str:
@@ -51,8 +44,7 @@ def histogram(
 ) -> tuple[torch.Tensor, PartCounts]:
     """The radix pass's histogram of ``|x - base|``'s keys (bf16: 2**15 bins; fp32: 2**15 then 2**16),
     and the same counts per part."""
-    lib, threads = library(), torch.get_num_threads()
-    assert lib is not None
+    lib, threads = installed(), torch.get_num_threads()
     bf16 = x.dtype == torch.bfloat16
     bins = 1 << (15 if bf16 or pass_index == 0 else 16)
     ranges = parts(x.numel(), threads)
@@ -81,8 +73,7 @@ def find_tie(
     Only the part holding the m-th is searched: the parts' counts come from the last radix pass
     (``counts``, whose digit of ``key`` is its low 15 or 16 bits) or are taken in parallel here.
     """
-    lib, threads = library(), torch.get_num_threads()
-    assert lib is not None
+    lib, threads = installed(), torch.get_num_threads()
     fn = lib.memo_count_key_bf16 if x.dtype == torch.bfloat16 else lib.memo_count_key_f32
     if counts is not None:
         ranges, here = counts.ranges, counts.of(key & (counts.hists.shape[1] // 2 - 1))
@@ -105,11 +96,12 @@ def merge(
     scales: Sequence[float | None],
     weights: Sequence[float],
     cfg: KernelConfig,
+    *,
+    lib: ctypes.CDLL | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The merged chunk in the compute dtype (:func:`merging.kernels.merge_chunk_eager`'s bits, in one pass),
-    and how many of its elements are not finite."""
-    lib, threads, dt = library(), torch.get_num_threads(), cfg.compute_dtype
-    assert lib is not None
+    and how many of its elements are not finite. ``lib``: a library not yet in use (its self-test)."""
+    lib, threads, dt = lib or installed(), torch.get_num_threads(), cfg.compute_dtype
     out = torch.empty(base.numel(), dtype=dt)
     ranges = parts(base.numel(), threads)
     template = _params(cuts, scales, weights, cfg)

@@ -227,7 +227,8 @@ def create(
 
 def _show(record: MergeRecord) -> None:
     verb = "found recorded" if record.reused else "recorded"
-    click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}")
+    kernel = f" (kernel: {record.training_cost.kernel})" if record.training_cost.kernel and not record.reused else ""
+    click.echo(f"{verb} {record.ref}: {how(record)} of {record.corpora} on {record.base_model}{kernel}")
     if record.strategy != "ties":
         click.echo(trained_line(record))
     if record.recall:

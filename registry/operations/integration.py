@@ -185,7 +185,7 @@ def starting_model(
     """The model a trained strategy fine-tunes: the members' TIES merge (built in ``scratch``),
     the channel's current model (``start``), or the base."""
     if strategy.start == "merge":
-        return merge_into(scratch, ws, base, members, params, progress=progress)
+        return merge_into(scratch, ws, base, members, params, progress=progress)[0]
     if strategy.start == "channel" and start is not None:
         return merged_model_dir(ws, start, full=True)
     return base_dir(ws, base, full=True)

@@ -26,13 +26,13 @@ def merged_model_dir(ws: Workspace, row: MergeRow, *, full: bool = False) -> Pat
 
 def compute_merge(
     ws: Workspace, base: BaseModelRow, members: list[Member], params: MergeParams, *, progress: bool
-) -> str:
-    """Run the merge engine; store its output directory; return the manifest's sha256."""
+) -> tuple[str, str]:
+    """Run the merge engine; store its output directory; return the manifest's sha256 and the kernel that ran."""
     with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="merge-") as tmp:
-        out = merge_into(Path(tmp) / "model", ws, base, members, params, progress=progress)
+        out, kernel = merge_into(Path(tmp) / "model", ws, base, members, params, progress=progress)
         manifest = store_directory(ws.store, out, kind="merge")
         ws.keep(out, manifest, "models", move=True)
-        return manifest
+        return manifest, kernel
 
 
 def merge_into(
@@ -43,8 +43,8 @@ def merge_into(
     params: MergeParams,
     *,
     progress: bool,
-) -> Path:
-    """Run the merge engine into the (new) directory ``out``.
+) -> tuple[Path, str]:
+    """Run the merge engine into the (new) directory ``out``; returns it and the kernel that ran.
 
     Members are read from the cache when they are there, else streamed from the blob store
     (:mod:`registry.store.blob_sources`): their download starts now and overlaps the base's and the merge.
@@ -64,12 +64,12 @@ def merge_into(
         )
         names = {base_path: base.name, **{i.path: member_label(m) for i, m in zip(inputs, members)}}
         try:
-            merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
+            result = merge(spec, out, MergeOptions(progress=progress), names=names, card_body=card_body(members))
         except MergeError as e:
             for source in (s for i in inputs for s in i.sources):
                 source.finish()  # a corrupt blob is the cause to name, not what it did to the merge
             raise Corrupt(f"the merge failed: {e}") from e
-    return out
+    return out, result.kernel
 
 
 def member_label(member: Member) -> str:

@@ -243,8 +243,8 @@ def create_merge(
             return to_record(session, existing, reused=True)
     started = time.perf_counter()
     if not strategy_of(strategy).trained:
-        manifest = compute_merge(ws, base, members, params, progress=progress)
-        cost, outcome = {"merge_seconds": time.perf_counter() - started}, {}
+        manifest, kernel = compute_merge(ws, base, members, params, progress=progress)
+        cost, outcome = {"merge_seconds": time.perf_counter() - started, "kernel": kernel}, {}
     else:
         assert retain is not None  # settled above for every trained strategy
         trained = integration.train_strategy(

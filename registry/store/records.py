@@ -116,6 +116,7 @@ class MergeCost(Record):
     examples: int = 0
     steps: int = 0
     retain: RetainOutcome | None = None  # trained strategies only
+    kernel: str = ""  # the merge engine's kernel (fused C, torch, ...); empty for merges recorded before
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MergeCost:
@@ -127,6 +128,7 @@ class MergeCost(Record):
             examples=int(data.get("examples", 0)),
             steps=int(data.get("steps", 0)),
             retain=RetainOutcome.from_json(data.get("retain")),
+            kernel=str(data.get("kernel", "")),
         )
 
     @property
