@@ -13,11 +13,17 @@ without a restart. Each reply names the model it came from in
 It is an ASGI app (Starlette) served by uvicorn, built to stay up under
 hostile or heavy traffic:
 
+- only requests whose ``Host`` is a loopback name, the bound address or one
+  allowed with ``--allow-host`` are answered (DNS rebinding), only JSON bodies
+  are read (a browser sends no JSON cross-origin without asking first), and a
+  connection must send its request head within a time-out, its body within
+  another; past a connection limit the longest idle ones are closed
+  (:mod:`executive.http_guard`);
 - a body over ``max_body`` bytes is answered 413 before it is read (from its
   ``Content-Length``, or as soon as a chunked body passes the limit);
 - requests are validated against the OpenAI chat request's shape (pydantic),
-  and every error is an OpenAI-style JSON body (400, 404, 405, 413, 422,
-  429, 500); a malformed ``Content-Length`` is refused by the HTTP layer at once;
+  and every error is an OpenAI-style JSON body (400, 404, 405, 408, 413, 415,
+  422, 429, 500); a malformed ``Content-Length`` is refused by the HTTP layer at once;
 - questions wait in one bounded queue and are answered in batches (one
   ``generate`` call for up to ``batch`` questions), so many concurrent
   clients share the model instead of queueing on a lock; past
@@ -33,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,16 +47,26 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from executive.http_guard import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    LOOPBACK_NAMES,
+    HostGuard,
+    allowed_hosts,
+    protocol_class,
+)
 from executive.memory import Memory
 from training.jsonl import JSONTooDeep, loads
 
 DEFAULT_MAX_BODY = 1 << 20  # bytes; a chat request with one question is a few hundred
 DEFAULT_MAX_PENDING = 256  # questions waiting or being answered
 DEFAULT_BATCH = 16  # questions answered by one generate call
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds for a request's body to arrive whole
 
 
 class MemorySource(Protocol):
@@ -209,16 +225,45 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The JSON body, at most ``limit`` bytes, whole within ``timeout`` seconds. Only JSON: a browser
+    sends ``text/plain`` and form bodies cross-origin without asking, ``application/json`` never."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, f"the body must be sent as Content-Type: application/json, not {media_type or 'none'!r}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body has {int(declared):,} bytes; the limit is {limit:,}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"the body is over the limit of {limit:,} bytes")
-    return bytes(body)
+
+    async def read() -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"the body is over the limit of {limit:,} bytes")
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {timeout:g} s") from None
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    kind, message = {
+        404: ("not_found", f"no route {request.url.path}"),
+        405: ("method_not_allowed", f"{request.method} is not allowed on {request.url.path}"),
+    }.get(status, ("invalid_request_error", str(getattr(exc, "detail", exc))))
+    return _error(status, message, kind, getattr(exc, "headers", None))
+
+
+async def _server_error(_: Request, exc: Exception) -> Response:
+    return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+
+def _wrong_host(host: str) -> Response:
+    return _error(400, f"this server does not answer for the host {host!r}; see memo serve --allow-host", "host")
 
 
 def create_app(
@@ -227,12 +272,15 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     max_pending: int = DEFAULT_MAX_PENDING,
     batch: int = DEFAULT_BATCH,
+    allowed_hosts: Collection[str] = LOOPBACK_NAMES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
+    """The app; requests whose ``Host`` is not in ``allowed_hosts`` get 400 (:mod:`executive.http_guard`)."""
     batcher = Batcher(source, batch=batch, max_pending=max_pending)
 
     async def chat(request: Request) -> Response:
         try:
-            chat_request = parse_request(await _read_body(request, max_body))
+            chat_request = parse_request(await _read_body(request, max_body, body_timeout))
             question = question_of(chat_request)
             label, answer = await batcher.ask(question)
         except ApiError as e:
@@ -254,17 +302,6 @@ def create_app(
             return _error(503, f"no model to serve: {e}", "server_error")
         return JSONResponse({"status": "ok", "model": source.name, "serving": label})
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        kind, message = {
-            404: ("not_found", f"no route {request.url.path}"),
-            405: ("method_not_allowed", f"{request.method} is not allowed on {request.url.path}"),
-        }.get(status, ("invalid_request_error", str(getattr(exc, "detail", exc))))
-        return _error(status, message, kind, getattr(exc, "headers", None))
-
-    async def server_error(_: Request, exc: Exception) -> Response:
-        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
-
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         worker = asyncio.create_task(batcher.run())
@@ -276,8 +313,12 @@ def create_app(
     routes = [Route(p, chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
     routes += [Route(p, models, methods=["GET"]) for p in ("/v1/models", "/models")]
     routes += [Route(p, health, methods=["GET"]) for p in ("/health", "/v1/health")]
+
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, Exception: server_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=_wrong_host)],
     )
 
 
@@ -297,17 +338,31 @@ class MemoryServer:
         max_body: int = DEFAULT_MAX_BODY,
         max_pending: int = DEFAULT_MAX_PENDING,
         batch: int = DEFAULT_BATCH,
+        allow_hosts: Iterable[str] = (),
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=2048)
-        app = create_app(source, max_body=max_body, max_pending=max_pending, batch=batch)
-        # uvicorn's own cap on connections in flight is a backstop past the queue's (it answers 503).
+        hosts = allowed_hosts(host, allow_hosts)
+        app = create_app(
+            source,
+            max_body=max_body,
+            max_pending=max_pending,
+            batch=batch,
+            allowed_hosts=hosts,
+            body_timeout=body_timeout,
+        )
         config = uvicorn.Config(
             app,
             log_level="warning",
             access_log=False,
             lifespan="on",
-            limit_concurrency=2 * max_pending + 64,
+            http=protocol_class(header_timeout=header_timeout, max_connections=max_connections),
+            # uvicorn's own cap (503) is a backstop past ours: idle connections are closed to make room
+            # at max_connections, and questions past max_pending get 429.
+            limit_concurrency=max_connections + 2 * max_pending + 64,
             timeout_keep_alive=5,
         )
         self.server = uvicorn.Server(config)

@@ -45,7 +45,7 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
         assert {m.id for m in reg.list_merges()} >= {first, second}
         assert len(reg.get_merge(second).members) == 2
         assert reg.get_merge(second).strategy == "warm"  # memo merge --channel (auto) as corpora arrive
-        with TestClient(create_app(reg)) as client:  # the demo's registry as its web page
+        with TestClient(create_app(reg), base_url="http://localhost") as client:  # the demo's registry as its web page
             assert {f"/merges/{first}", f"/merges/{second}", "/channels/production"} <= crawl(client)
     png = home / "continual.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -102,7 +102,7 @@ def test_a_50_mb_body_is_refused_with_413_before_it_is_read(server):
     started = time.monotonic()
     raw = _raw(
         server,
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {size}\r\n\r\n".encode()
         + b"[" * 65536,
     )
@@ -114,7 +114,8 @@ def test_a_50_mb_body_is_refused_with_413_before_it_is_read(server):
 def test_a_chunked_body_past_the_limit_is_refused(memory):
     with MemoryServer(OneModel(memory), port=0, max_body=1000) as s:
         chunk = b"x" * 600
-        payload = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        payload = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        payload += b"Transfer-Encoding: chunked\r\n\r\n"
         payload += b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(3)) + b"0\r\n\r\n"
         status, body = _status_and_json(_raw(s, payload))
         assert status == 413
@@ -160,7 +161,7 @@ def test_a_bad_content_length_is_answered_at_once(server, length):
     started = time.monotonic()
     raw = _raw(
         server,
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode(),
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n{{}}".encode(),
         read_timeout=15,
     )
     assert raw.split()[1] in (b"400", b"413"), raw[:200]
@@ -204,7 +205,9 @@ def test_streaming_and_batched_answers_equal_the_model(server, memory):
     assert got == want
     host, port = _address(server)
     conn = http.client.HTTPConnection(host, port, timeout=60)
-    conn.request("POST", "/v1/chat/completions", body=_chat(QUESTION, stream=True))
+    conn.request(
+        "POST", "/v1/chat/completions", body=_chat(QUESTION, stream=True), headers={"Content-Type": "application/json"}
+    )
     text = conn.getresponse().read().decode()
     conn.close()
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
@@ -226,3 +229,75 @@ def test_a_failing_model_is_a_500_and_the_server_goes_on(memory):
         status, _, body = _post(s, _chat())
         assert status == 500 and "cannot be loaded" in body["error"]["message"]
         _still_answers(s)
+
+
+# --- requests from a browser page, and clients that hold connections ------------------------------
+
+
+def _head(server, host: str, extra: str = "", body: str = "") -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    return f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n{extra}{length}\r\n{body}".encode()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8100", "127.0.0.1.evil.example", "10.0.0.1", ""])
+def test_a_request_for_another_host_is_refused(server, host):
+    """DNS rebinding: a page's own name pointed at 127.0.0.1 is not a name this server answers."""
+    status, body = _status_and_json(_raw(server, _head(server, host, "Content-Type: application/json\r\n", _chat())))
+    assert status == 400 and "--allow-host" in body["error"]["message"]
+
+
+def test_loopback_names_and_allowed_hosts_are_answered(memory):
+    with MemoryServer(OneModel(memory), port=0, allow_hosts=["memo.lan"]) as s:
+        port = _address(s)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "memo.lan", "memo.lan:1"):
+            status, body = _status_and_json(_raw(s, _head(s, host, "Content-Type: application/json\r\n", _chat())))
+            assert status == 200 and body["system_fingerprint"] == "harbor@v1", host
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""])
+def test_only_json_bodies_are_read(server, content_type):
+    """What a browser may send cross-origin without asking first is never read."""
+    extra = f"Content-Type: {content_type}\r\n" if content_type else ""
+    status, body = _status_and_json(_raw(server, _head(server, "127.0.0.1", extra, _chat())))
+    assert status == 415 and "application/json" in body["error"]["message"]
+
+
+def test_a_body_that_never_arrives_is_answered_408(memory):
+    with MemoryServer(OneModel(memory), port=0, body_timeout=1) as s:
+        started = time.monotonic()
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        status, body = _status_and_json(_raw(s, head + b"Content-Length: 100\r\n\r\n{", read_timeout=15))
+        assert status == 408 and time.monotonic() - started < 10
+        _still_answers(s)
+
+
+def test_a_request_head_that_never_ends_is_closed(memory):
+    with MemoryServer(OneModel(memory), port=0, header_timeout=1) as s:
+        started = time.monotonic()
+        assert _raw(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", read_timeout=15) == b""
+        assert time.monotonic() - started < 10, "closed by the server at its deadline"
+        _still_answers(s)
+
+
+def _slow_connections(server, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(_address(server), timeout=30)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+        socks.append(sock)
+    return socks
+
+
+@pytest.mark.parametrize("max_connections", [None, 200], ids=["defaults", "room-made"])
+def test_700_slow_connections_do_not_keep_50_valid_requests_out(memory, max_connections):
+    limits = {} if max_connections is None else {"max_connections": max_connections}
+    with MemoryServer(OneModel(memory), port=0, header_timeout=60, **limits) as s:
+        slow = _slow_connections(s, 700)
+        try:
+            with ThreadPoolExecutor(max_workers=50) as pool:
+                answers = list(pool.map(lambda _: _post(s, _chat()), range(50)))
+            assert [status for status, _, _ in answers] == [200] * 50
+            assert all(body["system_fingerprint"] == "harbor@v1" for _, _, body in answers)
+        finally:
+            for sock in slow:
+                sock.close()

@@ -40,7 +40,7 @@ def _weights(reg: Registry, manifest_sha: str) -> str:
 
 def _member_caches(reg: Registry) -> list[str]:
     root = _home(reg) / "cache" / "task_vectors"
-    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
 @pytest.mark.parametrize("members", ["streamed", "cached"])
@@ -70,7 +70,7 @@ def test_a_corrupt_streamed_member_stops_the_merge_before_anything_is_written(re
     with pytest.raises(Corrupt, match=rf"task vector harbor@v1: blob {sha} \(model.safetensors\) is corrupt"):
         registry.merge(list(registered), strategy="ties", progress=False, evaluate=False)
     assert registry_state(registry) == before
-    models = sorted(p.name for p in (_home(registry) / "cache" / "models").iterdir())
+    models = sorted(p.name for p in (_home(registry) / "cache" / "models").iterdir() if p.is_dir())
     assert models == [registry.get_base("tiny").manifest_sha256], "no merged model, not even in the cache"
 
 

@@ -21,7 +21,7 @@ from tests.support.task_vectors import base_with_tokenizer, register_random_task
 @pytest.fixture
 def ui(trained, tmp_path):
     merges = fill_for_pages(trained, tmp_path)
-    with TestClient(create_app(trained)) as client:
+    with TestClient(create_app(trained), base_url="http://localhost") as client:
         yield trained, client, merges
 
 
@@ -126,7 +126,7 @@ def test_the_pages_read_a_team_registry(registry, tiny_model, docs, tmp_path):
         register_random_task_vector(registry, name, docs, tmp_path, seed)
     merged = registry.merge(["atlas", "harbor"], strategy="ties", progress=False, evaluate=False)
     registry.promote(merged.id, "production", reason="first")
-    with TestClient(create_app(registry)) as client:
+    with TestClient(create_app(registry), base_url="http://localhost") as client:
         assert {"/channels/production", f"/merges/{merged.id}", "/corpora/atlas"} <= crawl(client)
         assert "merge_method: ties" in client.get(f"/api/merges/{merged.id}").json()["mergekit_config"]
 

@@ -7,7 +7,7 @@ import click
 from executive.protocol import ProtocolSettings
 from executive.server import DEFAULT_BATCH, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING, MemoryServer
 from registry.cli.app import AppContext, pass_app
-from registry.cli.output import console, err_console, json_option, print_json
+from registry.cli.output import allow_host_option, console, err_console, json_option, print_json, warn_if_exposed
 from training.llm import Endpoint
 
 
@@ -186,9 +186,18 @@ def print_transcript(trace) -> None:
     show_default=True,
     help="Questions answered by one generate call.",
 )
+@allow_host_option
 @pass_app
 def serve(
-    app: AppContext, channel: str, host: str, port: int, device: str, max_body: int, max_pending: int, batch: int
+    app: AppContext,
+    channel: str,
+    host: str,
+    port: int,
+    device: str,
+    max_body: int,
+    max_pending: int,
+    batch: int,
+    allow_hosts: tuple[str, ...],
 ) -> None:
     """Serve CHANNEL's memory model as an OpenAI-compatible endpoint.
 
@@ -207,11 +216,14 @@ def serve(
     with err_console.status("loading the memory model", spinner="dots"):
         source = app.registry().channel_source(channel, device=device)
     try:
-        server = MemoryServer(source, host, port, max_body=max_body, max_pending=max_pending, batch=batch)
+        server = MemoryServer(
+            source, host, port, max_body=max_body, max_pending=max_pending, batch=batch, allow_hosts=allow_hosts
+        )
     except OSError as e:
         raise click.ClickException(
             f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port"
         ) from None
     label, _ = source.current()
+    warn_if_exposed(host, "memo serve")
     click.echo(f"serving channel {channel} ({label}) at {server.url}  (Ctrl-C stops)", err=False)
     server.serve_forever()

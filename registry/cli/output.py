@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from executive.http_guard import bind_warning
+
 # Wide enough that a table is never cut or wrapped when output goes to a log file or a pipe
 # (rich falls back to 80 columns there); on a terminal rich uses the terminal's width.
 _UNBOUNDED = 1_000
@@ -105,3 +107,22 @@ def print_log(events, title: str, retention: dict[int, str] | None = None) -> No
             for e in events
         ],
     )
+
+
+def allow_host_option(f: Callable) -> Callable:
+    """``--allow-host NAME`` (repeatable) on the commands that serve HTTP."""
+    return click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        metavar="NAME",
+        help="Also answer requests for this Host name (e.g. this machine's name on the network); only "
+        "loopback names and the bound address are answered otherwise. '*' answers any (DNS rebinding: not advised).",
+    )(f)
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """One warning line on stderr when a server is bound where other machines reach it."""
+    warning = bind_warning(host, what)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)

@@ -7,6 +7,7 @@ import os
 import click
 
 from registry.cli.app import AppContext, pass_app
+from registry.cli.output import allow_host_option, warn_if_exposed
 from registry.ui import listen, serve
 
 DEFAULT_PORT = 8200
@@ -15,8 +16,9 @@ DEFAULT_PORT = 8200
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port (0: any free port).")
+@allow_host_option
 @pass_app
-def ui(app: AppContext, host: str, port: int) -> None:
+def ui(app: AppContext, host: str, port: int, allow_hosts: tuple[str, ...]) -> None:
     """Browse the registry in a web browser (read-only).
 
     Channels with their history and gate, each merge with its members,
@@ -34,5 +36,6 @@ def ui(app: AppContext, host: str, port: int) -> None:
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise click.ClickException(f"cannot listen on {host}:{port} ({reason}); choose another --port") from None
+    warn_if_exposed(host, "memo ui")
     click.echo(f"memo ui at http://{host}:{sock.getsockname()[1]}/  (read-only; Ctrl-C stops)")
-    serve(reg, sock)
+    serve(reg, sock, allow_hosts=allow_hosts)

@@ -31,6 +31,7 @@ from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
 from registry.store.leases import require_stored
 from registry.store.manifests import load_manifest, manifest_files
+from registry.store.names import row_number
 from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from registry.store.workspace import Workspace
@@ -127,7 +128,8 @@ def find_merge(session: Session, ref: str | int) -> MergeRow:
     match = _MERGE_REF.fullmatch(str(ref))
     if not match:
         raise InvalidInput(f"{ref!r} is not a merge id (e.g. 7 or merge-7); see `memo merge list`")
-    row = session.get(MergeRow, int(match["id"]))
+    merge_id = row_number(match["id"], "merge id")
+    row = session.get(MergeRow, merge_id) if merge_id is not None else None
     if row is None:
         raise NotFound(f"unknown merge {ref!r}; see `memo merge list`")
     return row

@@ -27,9 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -62,9 +64,32 @@ class HubTarget:
 
     @staticmethod
     def of(repo_id: str, endpoint: str | None = None, *, private: bool = False) -> HubTarget:
-        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-            raise InvalidInput(f"--repo must be ORG/NAME, not {repo_id!r}")
-        return HubTarget(repo_id, (endpoint or default_endpoint()).rstrip("/"), private)
+        """A checked target: the Hub's own rules for repo ids, and an http(s) endpoint URL."""
+        try:
+            validate_repo_id(repo_id)
+            if repo_id.count("/") != 1:
+                raise HFValidationError("it names no organisation or user")
+        except HFValidationError:
+            raise InvalidInput(
+                f"--repo must be a Hub repo id ORG/NAME (letters, digits, '-', '_' and '.'; at most 96 characters), "
+                f"not {repo_id!r}"
+            ) from None
+        return HubTarget(repo_id, check_endpoint(endpoint or default_endpoint()), private)
+
+
+def check_endpoint(url: str) -> str:
+    """A Hub endpoint as memo stores and calls it: an http(s) URL with a host, nothing else."""
+    parts = urlsplit(url.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() or ord(c) < 32 for c in url)
+    ):
+        raise InvalidInput(f"the Hub endpoint must be an http(s) URL like https://huggingface.co, not {url!r}")
+    return url.strip().rstrip("/")
 
 
 def default_endpoint() -> str:

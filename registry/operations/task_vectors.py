@@ -24,6 +24,7 @@ from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, Corrupt, InvalidInput, NotFound
 from registry.store.leases import require_stored
 from registry.store.manifests import store_directory
+from registry.store.names import row_number
 from registry.store.records import TaskVectorMetrics, TaskVectorRecord
 from registry.store.schema import BaseModelRow, CorpusRow, TaskVectorRow
 from registry.store.workspace import Workspace
@@ -38,7 +39,7 @@ def find_task_vector(session, ref: str) -> TaskVectorRow:
     corpus_row = find_corpus(session, match["corpus"])
     query = select(TaskVectorRow).where(TaskVectorRow.corpus_id == corpus_row.id)
     if match["version"]:
-        query = query.where(TaskVectorRow.version == int(match["version"]))
+        query = query.where(TaskVectorRow.version == (row_number(match["version"], "version") or -1))
     row = session.scalar(query.order_by(TaskVectorRow.version.desc()).limit(1))
     if row is None:
         what = f"version {match['version']}" if match["version"] else "task vector"

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.store.errors import Corrupt
+from registry.store.errors import Corrupt, InvalidInput
 
 T = TypeVar("T")
 
@@ -51,11 +52,26 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    """An engine for ``url``; a URL SQLAlchemy cannot read, or whose driver is not installed, is one line."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            _configure_sqlite(engine)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as e:
+        extra = " (pip install 'memo-registry[postgres]')" if url.startswith("postgres") else ""
+        raise InvalidInput(f"the database driver {e.name!r} is not installed{extra}") from None
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise InvalidInput(f"{_safe(url)!r} is not a database URL memo can use ({str(e).splitlines()[0]})") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the database URL"
 
 
 class Database:

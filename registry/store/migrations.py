@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from filelock import FileLock
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from alembic import command
 from registry.store.database import Database
@@ -72,10 +73,18 @@ def _check_known(revision: str | None) -> None:
 
 
 def _upgrade(conn: Connection) -> None:
-    _check_known(current_revision(conn))
+    current = current_revision(conn)
+    _check_known(current)
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    try:
+        command.upgrade(cfg, "head")
+    except DBAPIError as e:  # a read-only file or role, a full disk: the schema stays as it was
+        reason = str(e.orig or e).strip().splitlines()[0][:200]
+        raise SchemaMismatch(
+            f"the database is at schema revision {current!r} and memo {memo_version()} needs {head_revision()!r}, "
+            f"but it could not be upgraded ({reason}); open it with write access once, or use the memo that wrote it"
+        ) from None
 
 
 def migrate(db: Database, lock_dir: Path) -> None:

@@ -1,5 +1,5 @@
 """``memo ui``: the registry as web pages (read-only)."""
 
-from registry.ui.app import create_app, listen, serve
+from registry.ui.app import create_app, listen, serve, server
 
-__all__ = ["create_app", "listen", "serve"]
+__all__ = ["create_app", "listen", "serve", "server"]

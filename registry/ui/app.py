@@ -2,21 +2,33 @@
 
 Every route is a GET; each page has its JSON twin under ``/api`` with the records the CLI's ``--json``
 prints. Templates autoescape, and the charts escape their labels, so a name is always shown as text.
+Only requests for a loopback name, the bound address or a name allowed with ``--allow-host`` are
+answered, and slow or idle connections are closed (:mod:`executive.http_guard`).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from executive.http_guard import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    LOOPBACK_NAMES,
+    HostGuard,
+    allowed_hosts,
+    protocol_class,
+)
 from registry import InvalidInput, MemoError, NotFound, Registry
 from registry.ui import pages
 
@@ -25,7 +37,9 @@ TEMPLATES.env.filters["pct"] = lambda v: "n/a" if v is None else f"{v:.2f}"
 TEMPLATES.env.globals["hub_url"] = pages.hub_url
 
 
-def create_app(reg: Registry) -> Starlette:
+def create_app(reg: Registry, *, allowed_hosts: Collection[str] = LOOPBACK_NAMES) -> Starlette:
+    """The pages; a request whose ``Host`` is not in ``allowed_hosts`` gets 400 (:mod:`executive.http_guard`)."""
+
     def page(template: str, build):
         async def endpoint(request: Request) -> Response:
             try:
@@ -56,7 +70,10 @@ def create_app(reg: Registry) -> Starlette:
         return request.path_params["merge_id"]
 
     def last(request: Request) -> int:
-        return int(request.query_params.get("last", pages.HEATMAP_MERGES))
+        value = int(request.query_params.get("last", pages.HEATMAP_MERGES))
+        if not 0 < value <= 10_000:
+            raise InvalidInput(f"last={value} is not between 1 and 10000")
+        return value
 
     routes = [
         Route("/", page("home.html", lambda r: pages.home(reg))),
@@ -75,7 +92,12 @@ def create_app(reg: Registry) -> Starlette:
         Route("/api/corpora/{name}", api(lambda r: _jsonable(pages.corpus(reg, name(r))))),
         Route("/api/retention", api(lambda r: _retention_json(pages.retention(reg, last(r))))),
     ]
-    return Starlette(routes=routes)
+
+    def wrong_host(host: str) -> Response:
+        message = f"this server does not answer for the host {host!r}; see memo ui --allow-host"
+        return Response(message, status_code=400, media_type="text/plain")
+
+    return Starlette(routes=routes, middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=wrong_host)])
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,6 +140,20 @@ def listen(host: str = "127.0.0.1", port: int = 8200) -> socket.socket:
     return sock
 
 
-def serve(reg: Registry, sock: socket.socket) -> None:
+def server(reg: Registry, sock: socket.socket, *, allow_hosts: Iterable[str] = ()) -> uvicorn.Server:
+    """The pages as a uvicorn server on ``sock``, answering the loopback names, the bound address and
+    ``allow_hosts``; slow and idle connections are closed as :mod:`executive.http_guard` says."""
+    hosts = allowed_hosts(sock.getsockname()[0], allow_hosts)
+    config = uvicorn.Config(
+        create_app(reg, allowed_hosts=hosts),
+        fd=sock.fileno(),
+        log_level="warning",
+        http=protocol_class(header_timeout=DEFAULT_HEADER_TIMEOUT, max_connections=DEFAULT_MAX_CONNECTIONS),
+        limit_concurrency=DEFAULT_MAX_CONNECTIONS + 64,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(reg: Registry, sock: socket.socket, *, allow_hosts: Iterable[str] = ()) -> None:
     """Serve the pages on ``sock`` until interrupted."""
-    uvicorn.Server(uvicorn.Config(create_app(reg), fd=sock.fileno(), log_level="warning")).run()
+    server(reg, sock, allow_hosts=allow_hosts).run()

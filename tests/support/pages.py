@@ -10,10 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from registry import GateRefused, MergeRecord, Registry
-from registry.ui import create_app
+from registry.ui import server as ui_server
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -39,7 +38,7 @@ def fill_for_pages(reg: Registry, tmp_path: Path) -> tuple[MergeRecord, MergeRec
 def served(reg: Registry) -> Iterator[str]:
     """The registry's pages served by uvicorn in a thread on a free port; yields the base URL."""
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(reg), fd=sock.fileno(), log_level="warning"))
+    server = ui_server(reg, sock)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
