@@ -20,6 +20,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -132,3 +133,23 @@ class _GuardedH11(H11Protocol):
 def protocol_class(*, header_timeout: float, max_connections: int) -> type[H11Protocol]:
     """The HTTP protocol class to give ``uvicorn.Config(http=...)``."""
     return type("GuardedH11", (_GuardedH11,), {"header_timeout": header_timeout, "max_connections": max_connections})
+
+
+def guarded_config(
+    app: Any,
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    requests_in_flight: int = 64,
+    **options: Any,
+) -> uvicorn.Config:
+    """A uvicorn config whose connections are guarded as this module says. uvicorn's own cap (503 past
+    ``limit_concurrency``) is set past ours, as a backstop: idle connections are closed to make room
+    at ``max_connections`` and ``requests_in_flight`` more may be answered meanwhile."""
+    return uvicorn.Config(
+        app,
+        http=protocol_class(header_timeout=header_timeout, max_connections=max_connections),
+        limit_concurrency=max_connections + requests_in_flight,
+        log_level="warning",
+        **options,
+    )

@@ -58,7 +58,7 @@ from executive.http_guard import (
     LOOPBACK_NAMES,
     HostGuard,
     allowed_hosts,
-    protocol_class,
+    guarded_config,
 )
 from executive.memory import Memory
 from training.jsonl import JSONTooDeep, loads
@@ -354,15 +354,13 @@ class MemoryServer:
             allowed_hosts=hosts,
             body_timeout=body_timeout,
         )
-        config = uvicorn.Config(
+        config = guarded_config(
             app,
-            log_level="warning",
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+            requests_in_flight=2 * max_pending + 64,  # questions past max_pending get 429 first
             access_log=False,
             lifespan="on",
-            http=protocol_class(header_timeout=header_timeout, max_connections=max_connections),
-            # uvicorn's own cap (503) is a backstop past ours: idle connections are closed to make room
-            # at max_connections, and questions past max_pending get 429.
-            limit_concurrency=max_connections + 2 * max_pending + 64,
             timeout_keep_alive=5,
         )
         self.server = uvicorn.Server(config)

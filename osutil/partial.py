@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from osutil.locks import try_flock
+
 PARTIAL = ".partial-"
 CREATING = ".creating-"
 CREATING_GRACE_SECONDS = 60.0  # a `.creating-` directory lives for microseconds unless its writer died there
@@ -71,12 +73,9 @@ def is_held(path: Path) -> bool | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not try_flock(fd, exclusive=True)
     finally:
         os.close(fd)
-    return False
 
 
 def is_leftover(path: Path) -> bool:

@@ -21,6 +21,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from osutil.locks import try_flock
+
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -102,9 +104,6 @@ def lock_state(path: Path) -> bool | None:
     if fd is None:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not try_flock(fd, exclusive=False)
     finally:
         os.close(fd)
-    return False

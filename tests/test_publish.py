@@ -164,7 +164,7 @@ def test_a_linked_channel_does_not_move_when_publishing_fails(trained, hub, toke
         ("unreachable", "cannot reach the Hub at http://127.0.0.1:9"),
         ("no token", "refused the token .* set HF_TOKEN"),
         ("wrong token", "refused the token .* set HF_TOKEN"),
-        ("bad repo", "--repo must be ORG/NAME"),
+        ("bad repo", "--repo must be a Hub repo id ORG/NAME"),
     ],
 )
 def test_publish_faults_are_one_line_and_change_nothing(trained, hub, monkeypatch, case, message):

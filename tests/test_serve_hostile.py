@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from executive.http_guard import bind_warning
 from executive.memory import LocalMemory
 from executive.server import MemoryServer
 from registry import Registry
@@ -301,3 +302,12 @@ def test_700_slow_connections_do_not_keep_50_valid_requests_out(memory, max_conn
         finally:
             for sock in slow:
                 sock.close()
+
+
+def test_a_server_bound_beyond_loopback_warns():
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert bind_warning(host, "memo serve") is None
+    for host in ("0.0.0.0", "::", "192.0.2.7"):
+        warning = bind_warning(host, "memo serve")
+        assert warning is not None and "without authentication" in warning and "--allow-host" in warning
+        assert "\n" not in warning

@@ -144,3 +144,12 @@ def test_the_charts_escape_every_label_and_scale_to_their_values():
     assert 'width="160.0"' in charts[0]  # half of the 320-pixel scale
     assert svg.retention_color(1.0) == "rgb(40,160,70)" and svg.retention_color(None) == "#d9d9d9"
     assert svg.retention_color(0.0) == "rgb(215,48,70)"
+
+
+def test_the_page_answers_only_its_own_host_names(trained):
+    """A page elsewhere cannot read the registry through a name it points at 127.0.0.1 (DNS rebinding)."""
+    for base_url, status in (("http://evil.example", 400), ("http://localhost:8200", 200), ("http://127.0.0.1", 200)):
+        with TestClient(create_app(trained), base_url=base_url) as client:
+            assert client.get("/api/corpora").status_code == status, base_url
+    with TestClient(create_app(trained, allowed_hosts={"memo.lan"}), base_url="http://memo.lan") as client:
+        assert client.get("/").status_code == 200

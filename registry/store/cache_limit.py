@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osutil.locks import try_flock
 from registry.store.cache_records import remove_record
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.workdirs import freed_bytes
@@ -118,9 +119,7 @@ def _remove_unless_used(entry: Path) -> bool:
         fd = os.open(entry, os.O_RDONLY)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_flock(fd, exclusive=True):
         os.close(fd)
         return False  # a running command uses it
     try:

@@ -21,14 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from executive.http_guard import (
-    DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    LOOPBACK_NAMES,
-    HostGuard,
-    allowed_hosts,
-    protocol_class,
-)
+from executive.http_guard import LOOPBACK_NAMES, HostGuard, allowed_hosts, guarded_config
 from registry import InvalidInput, MemoError, NotFound, Registry
 from registry.ui import pages
 
@@ -144,14 +137,7 @@ def server(reg: Registry, sock: socket.socket, *, allow_hosts: Iterable[str] = (
     """The pages as a uvicorn server on ``sock``, answering the loopback names, the bound address and
     ``allow_hosts``; slow and idle connections are closed as :mod:`executive.http_guard` says."""
     hosts = allowed_hosts(sock.getsockname()[0], allow_hosts)
-    config = uvicorn.Config(
-        create_app(reg, allowed_hosts=hosts),
-        fd=sock.fileno(),
-        log_level="warning",
-        http=protocol_class(header_timeout=DEFAULT_HEADER_TIMEOUT, max_connections=DEFAULT_MAX_CONNECTIONS),
-        limit_concurrency=DEFAULT_MAX_CONNECTIONS + 64,
-    )
-    return uvicorn.Server(config)
+    return uvicorn.Server(guarded_config(create_app(reg, allowed_hosts=hosts), fd=sock.fileno()))
 
 
 def serve(reg: Registry, sock: socket.socket, *, allow_hosts: Iterable[str] = ()) -> None:
