@@ -14,6 +14,7 @@ from registry.operations.strategies import DEFAULT_STRATEGY, STRATEGIES, Strateg
 from registry.service import Registry
 from registry.store.errors import (
     AlreadyExists,
+    BlobStoreFailed,
     Conflict,
     Corrupt,
     GateRefused,
@@ -53,6 +54,7 @@ __all__ = [
     "STRATEGIES",
     "STRATEGY_CHOICES",
     "AlreadyExists",
+    "BlobStoreFailed",
     "BaseModelRecord",
     "ChannelEventRecord",
     "ChannelRecord",

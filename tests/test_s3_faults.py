@@ -15,11 +15,13 @@ import sys
 import time
 
 import pytest
+from starlette.testclient import TestClient
 
 from registry import Registry
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import materialize
 from registry.store.s3_blobs import BlobStoreFailed
+from registry.ui import create_app
 from tests.conftest import Memo, memo_subprocess_env
 from tests.support.cli import assert_one_line_error
 from tests.support.faulty_proxy import FaultyProxy
@@ -124,3 +126,54 @@ def test_a_download_cut_mid_merge_resumes_where_it_stopped(proxied, tiny_model, 
         # One GET streams the blob and is cut halfway; one ranged GET fetches the rest.
         assert fault.hits == 1 and [m for m, p in proxy.requests[seen:] if sha in p] == ["GET", "GET"]
         assert reg.verify().ok
+
+
+def test_the_registry_stays_readable_while_the_bucket_is_away(proxied, tiny_model, docs, tmp_path):
+    """Rows are in SQL: listings, show, log, the page and --json need no blob; what needs one is one line."""
+    memo, proxy = proxied
+    with Registry.open(memo.home) as reg:
+        reg.add_base(base_with_tokenizer(tiny_model, tmp_path), name="tiny")
+        register_random_task_vector(reg, "atlas", docs, tmp_path, 0)
+        reg.merge(["atlas"], strategy="ties", channel="production", progress=False, evaluate=False)
+    before = _state(memo)
+    for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+        proxy.fail(method, "/", "500")  # the whole bucket answers errors from now on
+    for args in (
+        ("base", "list"),
+        ("corpus", "list", "--json"),
+        ("merge", "list", "--json"),
+        ("merge", "show", "1"),
+        ("log", "production"),
+        ("channel", "list"),
+    ):
+        assert memo(*args).exit_code == 0
+    with Registry.open(memo.home) as reg, TestClient(create_app(reg), base_url="http://localhost") as client:
+        for page in ("/", "/merges", "/merges/1", "/corpora/atlas", "/channels/production", "/api/merges/1"):
+            assert client.get(page).status_code == 200, page
+    assert_one_line_error(memo("verify", ok=False), "cannot list the bucket", "server error")
+    assert_one_line_error(memo("corpus", "add", "more", *docs, "--base", "tiny", ok=False), "cannot", "server error")
+    proxy.heal()
+    assert _state(memo) == before, "nothing was recorded"
+
+
+def test_an_http_endpoint_works_as_the_aws_tools_take_it(s3_server, monkeypatch, tmp_path, tiny_model):
+    """AWS_ENDPOINT_URL=http://... is plain HTTP, as boto3 and the AWS CLI read it: no AWS_ALLOW_HTTP needed."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ALLOW_HTTP")
+    memo = Memo(tmp_path / "home", None, s3_server.create_bucket())
+    memo("init")
+    memo("base", "add", tiny_model, "--name", "tiny")
+    assert memo("verify").exit_code == 0
+
+
+def test_a_missing_bucket_and_a_refused_key_each_name_what_to_check(s3_server, monkeypatch, tmp_path):
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    missing = Memo(tmp_path / "a", None, "s3://no-such-bucket-here/memo")("init", ok=False)
+    assert_one_line_error(missing, "no bucket", "AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("MEMO_S3_RETRIES", "0")
+    unreachable = Memo(tmp_path / "b", None, s3_server.create_bucket())("init", ok=False)
+    assert_one_line_error(unreachable, "check that the endpoint answers (http://127.0.0.1:9")
+    assert not (tmp_path / "b").exists() or not (tmp_path / "b" / "memo-home.json").exists()

@@ -102,7 +102,9 @@ class Registry(QuestionsFacade, ChannelsFacade):
         ``s3://bucket/prefix``) is recorded in the home, so later commands find its blob store."""
         settings = resolve_settings(home, database_url, blobs)
         if settings.blobs_url:  # a store it cannot reach is never recorded in the home
-            open_blob_store(settings.blobs_url, settings.home).create()
+            store = open_blob_store(settings.blobs_url, settings.home)
+            store.create()
+            store.check()
         create_home(settings.home, blobs=settings.blobs_url)
         return cls(settings)
 

@@ -29,8 +29,7 @@ from typing import Any
 
 from merging.checkpoint import INDEX_FILE
 from registry.store.blobstore import BlobStore
-from registry.store.errors import Corrupt, NotFound
-from registry.store.s3_blobs import BlobStoreFailed
+from registry.store.errors import BlobStoreFailed, Corrupt, NotFound
 
 HASH_CHUNK = 8 << 20
 RESUME_BLOCK = 64 << 20

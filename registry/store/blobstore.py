@@ -60,7 +60,14 @@ class BlobStore(Protocol):
     url: str  # where the blobs live, for messages (never with credentials)
     claim: Callable[[str], None]
 
-    def create(self) -> None: ...
+    def create(self) -> None:
+        """Make what the store needs to be written to (local directories); never a network call."""
+        ...
+
+    def check(self) -> None:
+        """Check that the store answers (``memo init``); a one-line error when it does not."""
+        ...
+
     def put_file(self, path: Path) -> str: ...
     def put_bytes(self, data: bytes) -> str: ...
     def get_bytes(self, sha256: str) -> bytes: ...
@@ -108,6 +115,9 @@ class LocalBlobStore:
     def create(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def check(self) -> None:
+        """A directory answers once it is created."""
 
     def path(self, sha256: str) -> Path:
         if not is_sha256(sha256):

@@ -65,3 +65,9 @@ class GateRefused(Conflict):
     """A promotion refused by a channel's retention gate (the merge itself stays recorded)."""
 
     code = "gate_refused"
+
+
+class BlobStoreFailed(MemoError):
+    """The blob store (a bucket) could not be reached, refused the request, or failed it."""
+
+    code = "blob_store_failed"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,10 +32,10 @@ import obstore
 from obstore.store import S3Store
 
 from registry.store.blobstore import CHUNK, BlobInfo, is_sha256, no_claim, sha256_file, verified_bytes
-from registry.store.errors import Corrupt, MemoError, NotFound
+from registry.store.errors import BlobStoreFailed, Corrupt, MemoError, NotFound
 
 if TYPE_CHECKING:  # obstore's typed dicts exist for type checkers only
-    from obstore.store import RetryConfig
+    from obstore.store import ClientConfig, RetryConfig
 
 T = TypeVar("T")
 TMP = "tmp/"
@@ -42,19 +43,21 @@ RETRIES_ENV = "MEMO_S3_RETRIES"
 DEFAULT_RETRIES = 5
 
 
-class BlobStoreFailed(MemoError):
-    code = "blob_store_failed"
-
-
 class S3BlobStore:
     def __init__(self, bucket: str, prefix: str = "") -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._store = S3Store(bucket, prefix=self.prefix or None, retry_config=_retries())
+        self._store = S3Store(
+            bucket, prefix=self.prefix or None, retry_config=_retries(), client_options=_client_options()
+        )
         self.claim: Callable[[str], None] = no_claim
 
     # --- what every blob store does ------------------------------------------------------
     def create(self) -> None:
+        """Nothing to make: the bucket is the user's (opening a home never touches it, so the rows stay
+        readable while the bucket is away)."""
+
+    def check(self) -> None:
         """Check that the bucket answers (a missing bucket or a refused key is one line now, not later)."""
         try:
             self._call("reach the bucket", lambda: obstore.list_with_delimiter(self._store, prefix="sha256/"))
@@ -164,7 +167,33 @@ class S3BlobStore:
             raise
         except Exception as e:  # obstore's errors: network, permissions, throttling, a failed upload
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise BlobStoreFailed(f"{self.url}: cannot {what}: {first[:300]}") from e
+            raise BlobStoreFailed(f"{self.url}: cannot {what}: {first[:300]}; {_what_to_check(str(e))}") from e
+
+
+def _what_to_check(error: str) -> str:
+    """The setting to look at for an S3 failure, by what the error says."""
+    text = error.lower()
+    where = endpoint() or "AWS (no AWS_ENDPOINT_URL)"
+    status = re.search(r"status code: (\d{3})", text)
+    if status and status[1] in ("401", "403") or any(w in text for w in ("accessdenied", "signaturedoesnotmatch")):
+        return "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket's policy"
+    if status and status[1].startswith("5"):
+        return f"the store answered with a server error ({status[1]}): check the server at {where}, or try again later"
+    if any(w in text for w in ("connect", "dns error", "timed out", "connection refused", "connection reset")):
+        return f"check that the endpoint answers ({where}, from AWS_ENDPOINT_URL)"
+    return f"check AWS_ENDPOINT_URL ({where}), AWS_REGION and the credentials"
+
+
+def endpoint() -> str | None:
+    """The S3 endpoint the AWS settings name (None: AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _client_options() -> ClientConfig:
+    """Plain HTTP when the endpoint says ``http://`` (MinIO, Ceph, a LAN store), as boto3, s3fs and the
+    AWS CLI take it; obstore on its own would refuse it until ``AWS_ALLOW_HTTP=true``."""
+    url = endpoint()
+    return {"allow_http": True} if url is not None and url.lower().startswith("http://") else {}
 
 
 def _retries() -> RetryConfig:

@@ -7,7 +7,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from registry import ChannelRecord, MergeRecord, PublicationRecord, Registry
+from registry import BlobStoreFailed, ChannelRecord, MergeRecord, PublicationRecord, Registry
 from registry.ui import svg
 
 HUB = "https://huggingface.co"
@@ -81,7 +81,10 @@ def merge(reg: Registry, ref: int) -> MergePage:
     all_channels = reg.list_channels()
     here = [c for c in all_channels if c.current_merge_id == record.id]
     gates = [(c.name, c.min_retention) for c in all_channels if c.min_retention is not None]
-    config = reg.merge_file(record.id, "mergekit_config.yml")
+    try:
+        config = reg.merge_file(record.id, "mergekit_config.yml")
+    except BlobStoreFailed:  # the bucket is away: the rows are still worth a page
+        config = b"(the blob store cannot be reached: the merge's files are unavailable for now)"
     return MergePage(
         merge=record,
         parent=parent,
