@@ -11,7 +11,7 @@ from registry.operations.maintenance import DEFAULT_GC_GRACE_SECONDS
 from registry.operations.publishing import default_endpoint
 from registry.operations.strategies import CHOICES as STRATEGY_CHOICES
 from registry.operations.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
-from registry.service import Registry
+from registry.service import Registry, database_revisions, upgrade_database
 from registry.store.errors import (
     AlreadyExists,
     BlobStoreFailed,
@@ -48,6 +48,8 @@ from registry.store.records import (
 )
 
 __all__ = [
+    "database_revisions",
+    "upgrade_database",
     "DEFAULT_DENSITY",
     "DEFAULT_GC_GRACE_SECONDS",
     "DEFAULT_STRATEGY",

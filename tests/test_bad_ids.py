@@ -85,5 +85,5 @@ def test_an_older_schema_on_a_read_only_database_is_one_line(tmp_path):
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0004")
     read_only = f"sqlite:///file:{home / 'memo.db'}?mode=ro&uri=true"
-    result = Memo(home, read_only)("base", "list", ok=False)
-    assert_one_line_error(result, "could not be upgraded", "0004")
+    assert_one_line_error(Memo(home, read_only)("base", "list", ok=False), "'0004'", "memo db upgrade")
+    assert_one_line_error(Memo(home, read_only)("db", "upgrade", ok=False), "could not be upgraded", "'0004'")

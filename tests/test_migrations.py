@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from registry.store.errors import SchemaMismatch
 from registry.store.home import create_home
 from registry.store.migrations import alembic_config, head_revision
 from registry.store.schema import Base
-from tests.conftest import memo_subprocess_env
+from tests.conftest import Memo, memo_subprocess_env
 
 
 def test_models_and_migrations_agree(registry):
@@ -68,14 +69,55 @@ def test_the_gate_refusals_migration_keeps_the_history_append_only(registry):
         )
 
 
-def test_newer_schema_is_refused(registry, memo):
+def test_newer_schema_is_refused_naming_the_memo_to_install(registry, memo):
     with registry.db.write() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
-    with pytest.raises(SchemaMismatch, match="newer memo; upgrade memo"):
+        session.execute(text("UPDATE schema_info SET value = '9.9.9' WHERE key = 'memo_version'"))
+    with pytest.raises(SchemaMismatch, match=r"migrated by memo 9\.9\.9 or newer"):
         Registry.open(registry.settings.home, database_url=memo.database_url)
     result = memo("corpus", "list", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and "pip install 'memo-registry>=9.9.9'" in result.stderr
     assert "9999_from_the_future" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _one_revision_behind(reg: Registry) -> str:
+    cfg = alembic_config()
+    with reg.db.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")
+    with reg.db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_a_shared_database_is_migrated_only_by_memo_db_upgrade(tmp_path, database_url):
+    """On PostgreSQL, and on a SQLite file given by URL (shared): an older schema is one line naming
+    `memo db upgrade`, which migrates it; then every command works again."""
+    url = database_url or f"sqlite:///{tmp_path / 'shared.db'}"
+    memo = Memo(tmp_path / "home", url)
+    memo("init")
+    with Registry.open(memo.home, database_url=url) as reg:
+        behind = _one_revision_behind(reg)
+    result = memo("corpus", "list", ok=False)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"schema revision {behind!r}" in result.stderr and "`memo db upgrade`" in result.stderr
+    assert f"revision {behind}" in memo("db", "status").stdout
+    assert json.loads(memo("db", "status", "--json").stdout) == {
+        "database": behind,
+        "memo": head_revision(),
+        "up_to_date": False,
+    }
+    assert f"from schema revision {behind} to {head_revision()}" in memo("db", "upgrade").stdout
+    assert memo("corpus", "list", "--json").stdout.strip() == "[]"
+    assert "already at schema revision" in memo("db", "upgrade").stdout
+
+
+def test_a_home_s_own_sqlite_upgrades_itself(tmp_path):
+    memo = Memo(tmp_path / "home", None)
+    memo("init")
+    with Registry.open(memo.home) as reg:
+        _one_revision_behind(reg)
+    assert memo("corpus", "list", "--json").stdout.strip() == "[]"
+    assert json.loads(memo("db", "status", "--json").stdout)["up_to_date"] is True
 
 
 def test_concurrent_first_start_migrates_once(tmp_path, database_url):

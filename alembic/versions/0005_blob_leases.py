@@ -9,6 +9,10 @@ process and database), and renews the lease while it runs. ``memo gc`` spares
 every blob under a live lease: one renewed within its time-to-live whose process
 is not known to be dead. Leases are working state, not history: they are deleted
 when their process closes the registry, and by gc once expired.
+
+Also ``schema_info``: facts about the schema itself, so far the memo version
+that last migrated the database (an older memo that finds a newer schema
+names the version to install).
 """
 
 from __future__ import annotations
@@ -45,9 +49,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("lease_id", "sha256", name="pk_blob_lease_item"),
     )
     op.create_index("ix_blob_lease_item_sha256", "blob_lease_item", ["sha256"])
+    op.create_table(
+        "schema_info",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("value", sa.String(200), nullable=False),
+        sa.PrimaryKeyConstraint("key", name="pk_schema_info"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("schema_info")
     op.drop_index("ix_blob_lease_item_sha256", table_name="blob_lease_item")
     op.drop_table("blob_lease_item")
     op.drop_table("blob_lease")

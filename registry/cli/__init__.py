@@ -15,6 +15,7 @@ from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
 from registry.cli.channel_cmds import channel, export, promote, publish, rollback
 from registry.cli.corpus_cmds import corpus
+from registry.cli.db_cmds import db
 from registry.cli.demo_cmds import demo
 from registry.cli.executive_cmds import ask, serve
 from registry.cli.home_cmds import gc, init, log, verify
@@ -144,6 +145,7 @@ for command in (
     ui,
     verify,
     gc,
+    db,
 ):
     _accept_home_options(command)
     cli.add_command(command)

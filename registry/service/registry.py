@@ -31,7 +31,7 @@ from registry.service.channels import ChannelsFacade
 from registry.store.blob_location import open_blob_store
 from registry.store.blobstore import BlobStore
 from registry.store.cache_limit import CacheUse
-from registry.store.config import Settings, resolve_settings
+from registry.store.config import Settings, owns_database, resolve_settings
 from registry.store.database import Database, make_engine, row_of
 from registry.store.home import check_home, create_home
 from registry.store.leases import BlobLeases
@@ -64,7 +64,7 @@ class Registry(QuestionsFacade, ChannelsFacade):
         store.create()
         db = Database(make_engine(settings.database_url))
         try:
-            migrate(db, lock_dir=settings.home)
+            migrate(db, lock_dir=settings.home, implicit=owns_database(settings))
         except BaseException:
             db.dispose()
             raise

@@ -46,3 +46,8 @@ def resolve_settings(
     blobs = blobs_url or os.environ.get(BLOBS_ENV) or recorded_blobs(home_path)
     size = parse_size(cache_size) if cache_size else cache_limit()
     return Settings(home=home_path, database_url=url, blobs_url=blobs, cache_size=size)
+
+
+def owns_database(settings: Settings) -> bool:
+    """Whether the database is the home's own SQLite file (it may upgrade itself; a shared one may not)."""
+    return settings.database_url == sqlite_url(settings.home / DATABASE_FILE)

@@ -280,6 +280,15 @@ class BlobLeaseItemRow(Base):
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True, index=True)
 
 
+class SchemaInfoRow(Base):
+    """Facts about the schema: ``memo_version``, the memo that last migrated the database."""
+
+    __tablename__ = "schema_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 # Every column that names a blob directly; manifests name further blobs inside them.
 BLOB_COLUMNS = (
     (BaseModelRow, BaseModelRow.manifest_sha256),
