@@ -294,7 +294,7 @@ def test_cli_merge_list_show_channel_log(trained, tmp_path):
     shown = json.loads(memo("merge", "show", "production", "--json").output)
     assert [m["corpus"] for m in shown["members"]] == ["glassworks", "harbor"]
     memo("merge", "--strategy", "ties", "harbor", "--channel", "production")
-    assert "merge 2 -> merge 1 (rollback)" in memo("rollback", "production", "--reason", "oops").output
+    assert "merge-2 -> merge-1 (rollback)" in memo("rollback", "production", "--reason", "oops").output
     channels = json.loads(memo("channel", "list", "--json").output)
     assert channels[0]["name"] == "production" and channels[0]["current_merge_id"] == 1
     log = memo("log", "production").output

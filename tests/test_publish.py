@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from registry.operations.publishing import PROVENANCE, HubError
 from registry.store.errors import Conflict
 from tests.conftest import HUB_TOKEN, Memo
+from tests.support.cli import assert_one_line_error
 from tests.support.snapshot import registry_state
 
 REPO = "org/memory"
@@ -54,7 +55,7 @@ def test_merge_publish_rollback_journey(trained, hub, token, tmp_path):
     assert hub_files(hub) == merged_files(trained, 2)
     uploads = hub.state.stats["lfs_uploads"]
     out = memo("rollback", "production").output
-    assert "merge 2 -> merge 1 (rollback)" in out
+    assert "merge-2 -> merge-1 (rollback)" in out
     # main again equals the three-corpus merge, in a new commit; the large file was not sent again.
     repo = hub.state.repos[REPO]
     assert hub_files(hub) == merged_files(trained, 1) and repo.branches["main"] != first_commit
@@ -271,3 +272,20 @@ def test_a_trained_strategy_card_is_a_finetune_of_the_base(trained, hub, token):
     assert "base_model_relation: finetune" in front and "- tiny" in front
     assert "Training started from the TIES merge of its members" in card
     assert "| harbor | v1 |" in card and "| glassworks | v1 |" in card
+
+
+def test_a_merge_recorded_before_a_failed_publish_says_so_and_the_way_on(trained):
+    memo = Memo(trained.settings.home, None)
+    memo("channel", "set", "production", "--repo", REPO, "--endpoint", "http://127.0.0.1:9")
+    result = memo("merge", "--strategy", "ties", "harbor", "glassworks", "--channel", "production", ok=False)
+    assert_one_line_error(
+        result,
+        "merge-1 is recorded, but channel production did not move to it",
+        "cannot reach the Hub",
+        "memo promote merge-1 --channel production",
+        "--unlink",
+    )
+    assert trained.get_merge(1).corpora == "glassworks@v1 harbor@v1"
+    assert trained.get_channel("production").current_merge_id is None
+    memo("channel", "set", "production", "--unlink")
+    assert "channel production: no merge -> merge-1 (promote)" in memo("promote", "1", "--channel", "production").output

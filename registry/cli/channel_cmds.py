@@ -12,7 +12,8 @@ from registry.cli.output import err_console, json_option, print_json, print_tabl
 def _moved(event: ChannelEventRecord | None, channel: str) -> str:
     if event is None:
         return f"channel {channel} already points there"
-    return f"channel {channel}: merge {event.from_merge_id or '-'} -> merge {event.to_merge_id} ({event.action})"
+    before = f"merge-{event.from_merge_id}" if event.from_merge_id else "no merge"
+    return f"channel {channel}: {before} -> merge-{event.to_merge_id} ({event.action})"
 
 
 @click.group()

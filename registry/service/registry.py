@@ -25,6 +25,7 @@ from registry.operations import (
     task_vectors,
 )
 from registry.operations.devices import device_for
+from registry.operations.publishing import HubError
 from registry.operations.strategies import DEFAULT_STRATEGY
 from registry.service.asking import QuestionsFacade
 from registry.service.channels import ChannelsFacade
@@ -348,7 +349,14 @@ class Registry(QuestionsFacade, ChannelsFacade):
             on_recorded(record)
         if channel is not None and promote:
             reason = reason or f"memo merge {' '.join(corpora)}"
-            self.promote(record.id, channel, reason=reason, force=force, expected=started_from)
+            try:
+                self.promote(record.id, channel, reason=reason, force=force, expected=started_from)
+            except HubError as e:  # the merge is kept: say so, and how to go on
+                raise HubError(
+                    f"{record.ref} is recorded, but channel {channel} did not move to it: {e}. Once the Hub is "
+                    f"reachable, run `memo promote {record.ref} --channel {channel}` (or `memo channel set "
+                    f"{channel} --unlink` to stop publishing the channel)"
+                ) from e
         return record
 
     def _has_channel(self, name: str) -> bool:
