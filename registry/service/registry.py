@@ -17,7 +17,6 @@ from registry.operations import (
     corpora,
     fine_tuning,
     integration,
-    maintenance,
     merge_inputs,
     merges,
     reflections,
@@ -29,6 +28,7 @@ from registry.operations.publishing import HubError
 from registry.operations.strategies import DEFAULT_STRATEGY
 from registry.service.asking import QuestionsFacade
 from registry.service.channels import ChannelsFacade
+from registry.service.maintenance import MaintenanceFacade
 from registry.store.blob_location import open_blob_store
 from registry.store.blobstore import BlobStore
 from registry.store.cache_limit import CacheUse
@@ -40,11 +40,9 @@ from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
     CorpusRecord,
-    GcReport,
     MergeRecord,
     ReflectionSetRecord,
     TaskVectorRecord,
-    VerifyReport,
 )
 from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
@@ -55,7 +53,7 @@ from training.sft import SFTSettings
 from training.tiny import TinyConfig
 
 
-class Registry(QuestionsFacade, ChannelsFacade):
+class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
     """A memo home (blob store) plus its database, migrated to the current schema."""
 
     def __init__(self, settings: Settings) -> None:
@@ -349,15 +347,21 @@ class Registry(QuestionsFacade, ChannelsFacade):
             on_recorded(record)
         if channel is not None and promote:
             reason = reason or f"memo merge {' '.join(corpora)}"
-            try:
-                self.promote(record.id, channel, reason=reason, force=force, expected=started_from)
-            except HubError as e:  # the merge is kept: say so, and how to go on
-                raise HubError(
-                    f"{record.ref} is recorded, but channel {channel} did not move to it: {e}. Once the Hub is "
-                    f"reachable, run `memo promote {record.ref} --channel {channel}` (or `memo channel set "
-                    f"{channel} --unlink` to stop publishing the channel)"
-                ) from e
+            self._promote_recorded(record, channel, reason=reason, force=force, expected=started_from)
         return record
+
+    def _promote_recorded(
+        self, record: MergeRecord, channel: str, *, reason: str, force: bool, expected: int | None
+    ) -> None:
+        """Promote a merge just recorded; if publishing stops it, the error says the merge is kept and how to go on."""
+        try:
+            self.promote(record.id, channel, reason=reason, force=force, expected=expected)
+        except HubError as e:
+            raise HubError(
+                f"{record.ref} is recorded, but channel {channel} did not move to it: {e}. Once the Hub is "
+                f"reachable, run `memo promote {record.ref} --channel {channel}` (or `memo channel set "
+                f"{channel} --unlink` to stop publishing the channel)"
+            ) from e
 
     def _has_channel(self, name: str) -> bool:
         return any(c.name == name for c in self.list_channels())
@@ -387,12 +391,3 @@ class Registry(QuestionsFacade, ChannelsFacade):
 
     def list_reflection_sets(self, corpus: str) -> list[ReflectionSetRecord]:
         return reflections.list_reflection_sets(self.db, corpus)
-
-    # --- maintenance -------------------------------------------------------------
-    def verify(self, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
-        return maintenance.verify(self.ws, progress=progress)
-
-    def gc(
-        self, *, dry_run: bool = True, grace_seconds: float = maintenance.DEFAULT_GC_GRACE_SECONDS, caches: bool = False
-    ) -> GcReport:
-        return maintenance.gc(self.ws, dry_run=dry_run, grace_seconds=grace_seconds, caches=caches)
