@@ -38,9 +38,8 @@ sys.path.insert(0, str(ROOT))
 from registry import Registry  # noqa: E402
 from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
-from training.retain import RetainSettings  # noqa: E402
-from training.sft import SFTSettings  # noqa: E402
-from training.tiny import TinyConfig, read_qa  # noqa: E402
+from training.settings import RetainSettings, SFTSettings, TinyConfig  # noqa: E402
+from training.tiny import read_qa  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 console = Console(width=170)

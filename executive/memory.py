@@ -11,11 +11,17 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from training.evaluate import generate_answers
+from osutil.lazy_import import lazy_module
 from training.llm import ChatClient, Sampling
-from training.sft import load_model
+
+if TYPE_CHECKING:
+    import training.evaluate as evaluate
+    import training.sft as sft
+else:  # torch and transformers: loaded when a local model is
+    evaluate = lazy_module("training.evaluate")
+    sft = lazy_module("training.sft")
 
 _UNKNOWN = re.compile(r"\b(i do not know|i don'?t know|unknown|no idea|not sure)\b", re.IGNORECASE)
 
@@ -36,14 +42,14 @@ class LocalMemory:
         self.directory = Path(directory)
         self.device = device
         self.max_new_tokens = max_new_tokens
-        self.model, self.tokenizer = load_model(self.directory, device)
+        self.model, self.tokenizer = sft.load_model(self.directory, device)
         self._lock = threading.Lock()  # one generation at a time (a server answers from many threads)
 
     def answer(self, questions: list[str]) -> list[str]:
         if not questions:
             return []
         with self._lock:
-            return generate_answers(
+            return evaluate.generate_answers(
                 self.model, self.tokenizer, questions, device=self.device, max_new_tokens=self.max_new_tokens
             )
 

@@ -16,7 +16,7 @@ _EXPORTS = {
     "MergeResult": "merging.engine",
     "MergeError": "merging.errors",
     "CheckpointError": "merging.errors",
-    "METHODS": "merging.spec",
+    "METHODS": "merging.methods",
     "MergeInput": "merging.spec",
     "MergeSpec": "merging.spec",
 }

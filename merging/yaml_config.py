@@ -29,16 +29,8 @@ from typing import Any
 import yaml
 
 from merging.errors import MergeError
-from merging.spec import (
-    DEFAULT_EPSILON,
-    DEFAULT_GAMMA,
-    METHODS,
-    InputKind,
-    MergeInput,
-    MergeSpec,
-    check_density,
-    check_scale,
-)
+from merging.methods import DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS, check_density, check_scale
+from merging.spec import InputKind, MergeInput, MergeSpec
 
 _TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "random_seed"}
 _SHARED_ONLY = {"normalize", "rescale", "lambda", "int8_mask"}

@@ -5,7 +5,7 @@ it raises and the defaults it uses are importable from here too, so callers
 (the CLI, the demo, scripts) never reach into the operations or the store.
 """
 
-from merging.spec import DEFAULT_DENSITY
+from merging.methods import DEFAULT_DENSITY
 from registry.operations.examples import example_corpora, examples_dir
 from registry.operations.maintenance import DEFAULT_GC_GRACE_SECONDS
 from registry.operations.publishing import default_endpoint

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from registry import Registry
-from registry.operations import merges as merges_module
+from registry.operations import merge_making
 from registry.store.errors import NotFound
 from registry.store.leases import BlobLeases
 from registry.store.schema import BlobLeaseRow, MergeRow
@@ -45,7 +45,7 @@ def _merge_with(reg: Registry, monkeypatch, meanwhile) -> object:
         meanwhile(manifest)
         return None
 
-    monkeypatch.setattr(merges_module, "_retention", evaluate)
+    monkeypatch.setattr(merge_making, "_retention", evaluate)
     return reg.merge(["atlas", "harbor"], strategy="ties", progress=False, evaluate=True)
 
 

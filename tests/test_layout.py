@@ -7,9 +7,12 @@ registry) are import-linter contracts in pyproject.toml, checked by `lint-import
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 PACKAGES = ("registry", "merging", "training", "executive", "osutil")
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +100,24 @@ def test_the_migrations_never_import_memo():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n.split(".")[0] in PACKAGES for n in names), f"{script.name} imports {names}"
+
+
+HEAVY = ("torch", "transformers", "huggingface_hub", "openai", "numpy", "matplotlib")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["merge", "list"], ["corpus", "list", "--json"], ["log"]])
+def test_listings_and_help_load_no_torch(tmp_path, args):
+    """Listings, help and the page pay only for what they use: torch, transformers, the Hub and OpenAI
+    clients load when a command first needs them (osutil.lazy_import)."""
+    home = tmp_path / "home"
+    code = (
+        "import sys\n"
+        "from registry.cli import cli\n"
+        f"cli.main({['--home', str(home), *args]!r}, standalone_mode=False)\n"
+        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    for step in (["init"], args):
+        script = code.replace(repr(["--home", str(home), *args]), repr(["--home", str(home), *step]))
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []"

@@ -12,25 +12,12 @@ nothing. Seeded batches (see :mod:`training.loop`) make it reproducible.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from training.chat import QAPair, encode
 from training.evaluate import teacher_forced_exact
 from training.loop import LoopSettings, train
-
-
-@dataclass(frozen=True)
-class RetainSettings:
-    target: float | None = None  # stop when every member keeps this fraction of its own recall (None: caller decides)
-    max_steps: int | None = None  # cap on optimizer steps (None: the caller decides)
-    batch: int = 16
-    lr: float = 3e-4
-    check_every: int = 10  # steps between retention checks
-    max_length: int = 128
-    seed: int = 0
-
-    def to_json(self) -> dict:
-        return asdict(self)
+from training.settings import RetainSettings
 
 
 @dataclass(frozen=True)

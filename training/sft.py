@@ -8,45 +8,15 @@ with ``trust_remote_code``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from training.chat import QAPair, encode
 from training.loop import LoopSettings, train
+from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings  # noqa: F401 - the settings live there
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-FULL_LR = 3e-4  # full fine-tuning
-LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
-METHODS = ("full", "lora")  # full fine-tuning, or a LoRA adapter merged back into the weights
-
-
-@dataclass(frozen=True)
-class SFTSettings:
-    method: Literal["full", "lora"] = "full"
-    steps: int = 60  # optimizer steps (~ epochs * pairs / batch)
-    batch: int = 16  # examples per step
-    lr: float | None = None  # None: the method's rate, FULL_LR or LORA_LR (resolved on creation)
-    max_length: int = 128  # tokens per example (longer are cut)
-    seed: int = 0
-    lora_rank: int = 8  # MeMo used r=8/alpha=16 for small models
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.lr is None:  # recorded resolved, so the settings say the rate that was used
-            object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (LORA_LR if self.method == "lora" else FULL_LR)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu"):

@@ -8,7 +8,7 @@ so their task vectors are small and mergeable, as with a real pretrained base.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -17,23 +17,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from training.chat import TINY_CHAT_TEMPLATE, Example, QAPair, encode
 from training.loop import LoopResult, LoopSettings, train
 from training.qa_files import pairs_of, read_qa_file
+from training.settings import TinyConfig
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
-
-
-@dataclass(frozen=True)
-class TinyConfig:
-    hidden: int = 256  # model width
-    layers: int = 4  # transformer blocks
-    heads: int = 4  # attention heads
-    kv_heads: int = 2  # key-value heads (grouped-query attention)
-    intermediate: int = 688  # MLP width
-    vocab: int = 1536  # BPE vocabulary size
-    context: int = 128  # maximum sequence length
-    pretrain_steps: int = 300  # optimizer steps of pre-training (~95 s on 2 CPU cores)
-    batch: int = 32
-    lr: float = 1e-3
-    seed: int = 0
 
 
 def train_tokenizer(texts: list[str], vocab: int):

@@ -6,7 +6,7 @@ import click
 
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, human_count, json_option, print_json, print_table, when
-from training.tiny import TinyConfig
+from training.settings import TinyConfig
 
 
 @click.group()

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from osutil.lazy_import import lazy_module
 from registry import Recall
 from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, json_option, print_json, print_log, print_table
-from registry.demo.run import DemoResult, run_demo
-from registry.demo.study import LABELS, PAPER_COMPUTE, PAPER_GAP, PROMOTED, Headline, cumulative
-from training.sft import SFTSettings
-from training.tiny import TinyConfig
+from training.settings import SFTSettings, TinyConfig
+
+if TYPE_CHECKING:
+    import registry.demo.run as demo_run
+    import registry.demo.study as study
+    from registry.demo.run import DemoResult
+    from registry.demo.study import Headline
+else:  # torch and the Hub client: only `memo demo` needs them
+    demo_run = lazy_module("registry.demo.run")
+    study = lazy_module("registry.demo.study")
 
 
 @click.command()
@@ -67,7 +75,7 @@ def demo(
     """
     home = Path(app.home or "memo-demo").resolve()
     tiny = TinyConfig(seed=seed, pretrain_steps=pretrain_steps)
-    result = run_demo(
+    result = demo_run.run_demo(
         home,
         corpora=corpora,
         tiny=tiny,
@@ -105,24 +113,24 @@ def _print(result: DemoResult) -> None:
     methods = last.methods()
     print_table(
         f"recall per corpus after K={last.k} (exact match / held-out paraphrases)",
-        ["corpus", *(LABELS[m] for m in methods)],
+        ["corpus", *(study.LABELS[m] for m in methods)],
         [(c, *(_pair(last.recall[m][c]) for m in methods)) for c in last.recall["own"]],
     )
     print_table(
         "as corpora arrive: mean recall of each strategy's model",
-        ["K", "production", *(LABELS[m] for m in methods)],
+        ["K", "production", *(study.LABELS[m] for m in methods)],
         [(a.k, a.merge.ref, *(f"{a.mean(m):.2f}" for m in methods)) for a in arrivals],
     )
     paths = [m for m in methods if m != "own"]
-    totals = {m: cumulative(arrivals, m) for m in paths}
+    totals = {m: study.cumulative(arrivals, m) for m in paths}
     print_table(
         "cumulative training compute, examples processed (seconds); merge paths include training each corpus alone",
-        ["K", *(LABELS[m] for m in paths), "production vs joint"],
+        ["K", *(study.LABELS[m] for m in paths), "production vs joint"],
         [
             (
                 a.k,
                 *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
-                _saving(totals[PROMOTED][i][1], totals["joint"][i][1]) if "joint" in totals else "",
+                _saving(totals[study.PROMOTED][i][1], totals["joint"][i][1]) if "joint" in totals else "",
             )
             for i, a in enumerate(arrivals)
         ],
@@ -131,7 +139,7 @@ def _print(result: DemoResult) -> None:
         base = "" if result.base_general is None else f"{result.base_general:.2f}"
         print_table(
             f"general knowledge kept at K={last.k}: recall on the base's own questions (base: {base})",
-            [LABELS[m] for m in last.general],
+            [study.LABELS[m] for m in last.general],
             [[f"{v:.2f}" for v in last.general.values()]],
         )
     if result.headline is not None:
@@ -145,13 +153,13 @@ def _print(result: DemoResult) -> None:
 
 
 def _print_headline(h: Headline) -> None:
-    kept = ", ".join(f"{LABELS[m]} {v:.2f}" for m, v in h.kept.items())
+    kept = ", ".join(f"{study.LABELS[m]} {v:.2f}" for m, v in h.kept.items())
     click.echo(
         f"ours at K={h.k}: a bare TIES merge recalls {h.ties_gap_points:.0f} points less than joint retraining "
-        f"(paper, 14B models: {PAPER_GAP}); as a fraction of joint retraining's recall: {kept} "
-        f"(production is {LABELS[PROMOTED]}, what memo merge --channel does as corpora arrive)."
+        f"(paper, 14B models: {study.PAPER_GAP}); as a fraction of joint retraining's recall: {kept} "
+        f"(production is {study.LABELS[study.PROMOTED]}, what memo merge --channel does as corpora arrive)."
     )
-    for k, (merged, retrained) in PAPER_COMPUTE.items():
+    for k, (merged, retrained) in study.PAPER_COMPUTE.items():
         ours = f"ours {_saving(*h.seconds[k - 1])}" if k <= len(h.seconds) else f"ours: run with {k} corpora"
         click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
 

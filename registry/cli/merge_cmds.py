@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from merging.spec import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS
+from merging.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS
 from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
-from training.retain import RetainSettings
+from training.settings import RetainSettings
 
 
 class DefaultCommandGroup(click.Group):

@@ -8,11 +8,10 @@ from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
-from training.delta import STORAGE_DTYPES
 from training.llm import Endpoint
 from training.reflection_prompts import STAGE_PROMPTS
 from training.reflections import ReflectSettings
-from training.sft import FULL_LR, LORA_LR, METHODS, SFTSettings
+from training.settings import FULL_LR, LORA_LR, METHODS, STORAGE_DTYPE_NAMES, SFTSettings
 
 
 def train_options(f):
@@ -39,7 +38,7 @@ def train_options(f):
         click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
         click.option(
             "--storage-dtype",
-            type=click.Choice(list(STORAGE_DTYPES)),
+            type=click.Choice(list(STORAGE_DTYPE_NAMES)),
             default="float32",
             show_default=True,
             help="Task vector storage (bfloat16: half the size, ~0.2% error).",

@@ -36,8 +36,8 @@ from registry import (
 from registry.demo.local_hub import local_hub
 from registry.demo.plots import plot_continual
 from registry.demo.study import Arrival, Headline, Study, cumulative, headline
-from training.sft import SFTSettings
-from training.tiny import TinyConfig, read_qa
+from training.settings import SFTSettings, TinyConfig
+from training.tiny import read_qa
 
 
 @dataclass(frozen=True)

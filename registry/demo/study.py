@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from registry import STRATEGIES, MergeRecord, Registry, TaskVectorRecord
 from training.chat import QAPair
 from training.evaluate import recall
-from training.retain import RetainSettings
-from training.sft import SFTSettings, fine_tune, load_model
+from training.settings import RetainSettings, SFTSettings
+from training.sft import fine_tune, load_model
 
 METHODS = ("own", *STRATEGIES, "joint")
 # The strategy whose model the study's channel serves: what `memo merge --channel` (auto) does as corpora

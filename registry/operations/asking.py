@@ -18,8 +18,7 @@ from executive.memory import LocalMemory, Memory, RemoteMemory
 from executive.protocol import ExecutiveProtocol, ProtocolSettings, Trace, judge
 from registry.operations.devices import device_for
 from registry.operations.evaluation import model_dir
-from registry.operations.merged_models import merged_model_dir
-from registry.operations.merges import channel_head
+from registry.operations.merges import channel_head, merged_model_dir
 from registry.operations.questions import qa_pairs, sample
 from registry.store.database import row_of
 from registry.store.errors import InvalidInput, LLMFailed, NotFound

@@ -6,12 +6,14 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from merging.checkpoint import PICKLE_PATTERNS, open_checkpoint
 from merging.errors import CheckpointError
+from osutil.lazy_import import lazy_module
 from registry.operations.examples import examples_dir
 from registry.store.database import Database
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
@@ -21,8 +23,12 @@ from registry.store.names import check_name
 from registry.store.records import BaseModelRecord
 from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
-from training.tiny import TinyConfig
-from training.tiny import create_tiny_base as build_tiny_base
+
+if TYPE_CHECKING:
+    import training.tiny as tiny
+    from training.tiny import TinyConfig
+else:
+    tiny = lazy_module("training.tiny")  # torch: only `memo base create-tiny` needs it
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -155,7 +161,7 @@ def create_tiny_base(ws: Workspace, name: str, config: TinyConfig, *, progress: 
     check_available(ws.db, name)
     work = Path(tempfile.mkdtemp(dir=ws.work_root(), prefix="tiny-"))
     try:
-        directory, _ = build_tiny_base(
+        directory, _ = tiny.create_tiny_base(
             work / name, pretrain_dir=examples_dir() / "pretrain", config=config, progress=progress
         )
         return add_base(ws, directory, name=name)

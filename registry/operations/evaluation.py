@@ -17,8 +17,7 @@ from merging import MergeError, MergeInput, MergeOptions, MergeSpec, merge
 from osutil.partial import move_into_place
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
-from registry.operations.merged_models import merged_model_dir
-from registry.operations.merges import merge_of
+from registry.operations.merges import merge_of, merged_model_dir
 from registry.operations.questions import qa_pairs
 from registry.operations.task_vectors import find_task_vector
 from registry.store.cache_records import hash_files, write_record

@@ -34,7 +34,8 @@ from merging.card import BASE_FILES, engine_version
 from merging.spec import parse_dtype
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
-from registry.operations.merged_models import merge_into, merged_model_dir
+from registry.operations.merged_models import merge_into
+from registry.operations.merges import merged_model_dir
 from registry.operations.questions import reflections_of
 from registry.operations.retention import own_recall
 from registry.operations.strategies import AUTO, Strategy, strategy_of

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from merging import MergeError, MergeInput, MergeSpec
-from merging.spec import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS, Method, check_density, check_scale
+from merging.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, METHODS, Method, check_density, check_scale
 from registry.operations.task_vectors import find_task_vector
 from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput

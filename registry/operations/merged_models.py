@@ -1,5 +1,5 @@
-"""Merged model directories: a merge computed by the engine into a directory (and stored),
-and a recorded merge materialised from the blob store."""
+"""Merged model directories: a merge computed by the engine into a directory (and stored). A
+recorded merge as a directory is :func:`registry.operations.merges.merged_model_dir`."""
 
 from __future__ import annotations
 
@@ -14,14 +14,8 @@ from registry.operations.retention import own_recall
 from registry.store.blob_sources import StreamedBlob, weight_blobs
 from registry.store.errors import Corrupt
 from registry.store.manifests import load_manifest, store_directory
-from registry.store.schema import BaseModelRow, MergeRow
+from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
-
-
-def merged_model_dir(ws: Workspace, row: MergeRow, *, full: bool = False) -> Path:
-    """A recorded merge as a loadable model directory (materialized from the blob store); ``full``: a
-    cached copy is rehashed first (to publish or export it, or record a model made from it)."""
-    return ws.materialize(row.manifest_sha256, "models", what=f"merge-{row.id}", full=full)
 
 
 def compute_merge(

@@ -1,68 +1,25 @@
-"""Merges: task vectors of one base composed into one model, recorded immutably and found by content.
-
-A merge is computed once: its content key is the sha256 of everything that
-decides its tensors (the base, the method and its parameters, each member
-task vector and its weight), so asking again for the same merge returns the
-recorded one. Members are put in corpus-name order, so ``merge a b`` and
-``merge b a`` are one merge. The output is stored in the blob store before
-the row is written, in one transaction with its members: a crash leaves no
-row and only unreferenced blobs (which `memo gc` removes).
-"""
+"""Merges as recorded: found by id or channel, listed, shown. Making one is
+:mod:`registry.operations.merge_making`; this module imports neither torch nor the merge engine, so
+listings stay light."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from merging.card import engine_version
-from registry.operations import integration
-from registry.operations.devices import device_for
-from registry.operations.merge_inputs import Member, MergeParams, resolve_members
-from registry.operations.merged_models import compute_merge
-from registry.operations.retention import measure
-from registry.operations.strategies import AUTO, strategy_of
 from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
-from registry.store.leases import require_stored
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.names import row_number
 from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from registry.store.workspace import Workspace
-from training.retain import RetainSettings
 
 _MERGE_REF = re.compile(r"(merge-)?(?P<id>\d+)")
-
-
-def content_key(
-    base: BaseModelRow,
-    params: MergeParams,
-    members: list[Member],
-    strategy: str = "ties",
-    retain: RetainSettings | None = None,
-    start: MergeRow | None = None,
-) -> str:
-    described = {
-        "base": base.fingerprint,
-        "strategy": strategy,
-        "method": params.method,
-        "lambda": params.lam,
-        "density": params.density if params.method_def.trims else None,
-        **params.method_parameters(),
-        "members": [[m.row.id, m.row.manifest_sha256, m.weight] for m in members],
-    }
-    if strategy_of(strategy).trained:  # the settings (seed included) and the starting model decide it too
-        described |= {
-            "retain": retain.to_json() if retain else None,
-            "start": start.manifest_sha256 if start is not None else None,
-        }
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 _MemberRows = list[tuple[str, int, int, float]]  # corpus, version, task vector id, weight
@@ -201,125 +158,6 @@ def channel_head(session: Session, channel: str | None) -> int | None:
     return row.current_merge_id if row else None
 
 
-def _retention(ws: Workspace, manifest: str, members: list[Member], device: str):
-    return measure(ws, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
-
-
-def create_merge(
-    ws: Workspace,
-    refs: list[str],
-    params: MergeParams,
-    *,
-    channel: str | None = None,
-    progress: bool = True,
-    evaluate: bool = True,
-    device: str = "auto",
-    strategy: str = "ties",
-    retain: RetainSettings | None = None,
-) -> MergeRecord:
-    """Merge the corpora's task vectors (or find the recorded merge of the same content).
-
-    ``channel`` names the parent (the channel's current merge; ``warm``
-    starts from it); moving the channel is a separate promotion. ``strategy``
-    is one of :data:`registry.operations.strategies.CHOICES` (``auto`` is resolved
-    here to ``warm`` or ``ties+heal``); the trained ones use
-    ``retain``. With ``evaluate`` the result is asked each member corpus's
-    questions, and the recall and retention (merged / own) go on the row
-    (:mod:`registry.operations.retention`).
-    """
-    params.check()
-    integration.check_strategy(strategy, retain)
-    with ws.db.read() as session:
-        base, members = resolve_members(session, refs, params)
-        head = channel_head(session, channel)
-        if strategy == AUTO:
-            strategy = integration.resolve_auto(session, base, members, head)
-        start = None
-        if strategy_of(strategy).trained:
-            retain = integration.settle(retain, members)
-            if strategy_of(strategy).start == "channel":
-                start = integration.warm_start(session, base, head, channel)
-        key = content_key(base, params, members, strategy, retain, start)
-        existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
-        if existing is not None:
-            return to_record(session, existing, reused=True)
-    started = time.perf_counter()
-    if not strategy_of(strategy).trained:
-        manifest, kernel = compute_merge(ws, base, members, params, progress=progress)
-        cost, outcome = {"merge_seconds": time.perf_counter() - started, "kernel": kernel}, {}
-    else:
-        assert retain is not None  # settled above for every trained strategy
-        trained = integration.train_strategy(
-            ws, strategy, base, members, params, retain, start, device=device, progress=progress
-        )
-        manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
-    measured_at = time.perf_counter()
-    measured = _retention(ws, manifest, members, device) if evaluate else None
-    cost["evaluation_seconds"] = time.perf_counter() - measured_at
-    return _record(ws, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
-
-
-def _parameters(
-    params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None, start: MergeRow | None
-) -> dict:
-    merged = {
-        "density": params.density if params.method_def.trims else None,
-        "lambda": params.lam,
-        "normalize": params.method_def.default_normalize,
-        **params.method_parameters(),
-        "weights": {m.corpus: m.weight for m in members},
-    }
-    chosen = strategy_of(strategy)
-    if not chosen.trained or retain is None:
-        return merged
-    out = {
-        "retain": retain.to_json(),
-        "start": f"merge-{start.id}" if start is not None else ("ties" if chosen.merges else "base"),
-    }
-    return (merged | out) if chosen.merges else out
-
-
-def _record(
-    ws: Workspace,
-    key: str,
-    base: BaseModelRow,
-    members: list[Member],
-    params: MergeParams,
-    strategy: str,
-    retain: RetainSettings | None,
-    start: MergeRow | None,
-    channel: str | None,
-    manifest: str,
-    measured,
-    cost: dict,
-) -> MergeRecord:
-    with ws.db.write() as session:
-        existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
-        if existing is not None:  # another process recorded the same merge meanwhile
-            return to_record(session, existing, reused=True)
-        require_stored(session, ws.store, manifests=[manifest], what="the merge")
-        row = MergeRow(
-            base_model_id=base.id,
-            strategy=strategy,
-            method=params.method if strategy_of(strategy).merges else "fine-tune",
-            parameters=_parameters(params, members, strategy, retain, start),
-            engine_version=engine_version(),
-            parent_merge_id=channel_head(session, channel),
-            member_count=len(members),
-            content_key=key,
-            manifest_sha256=manifest,
-            recall={c: r.to_json() for c, r in measured.recall.items()} if measured else {},
-            retention=measured.retention if measured else {},
-            training_cost=cost,
-        )
-        session.add(row)
-        session.flush()
-        for position, m in enumerate(members):
-            session.add(MergeMemberRow(merge_id=row.id, task_vector_id=m.row.id, position=position, weight=m.weight))
-        session.flush()
-        return to_record(session, row)
-
-
 def merge_file(ws: Workspace, ref: str | int, name: str) -> bytes | None:
     """One small file of a merge's model directory (e.g. ``mergekit_config.yml``), read from the blob store
     (verified); None when the merge has no such file."""
@@ -327,3 +165,9 @@ def merge_file(ws: Workspace, ref: str | int, name: str) -> bytes | None:
         manifest = require_merge(session, str(ref)).manifest_sha256
     sha = manifest_files(load_manifest(ws.store, manifest)).get(name)
     return None if sha is None else ws.store.get_bytes(sha)
+
+
+def merged_model_dir(ws: Workspace, row: MergeRow, *, full: bool = False) -> Path:
+    """A recorded merge as a loadable model directory (materialized from the blob store); ``full``: a
+    cached copy is rehashed first (to publish or export it, or record a model made from it)."""
+    return ws.materialize(row.manifest_sha256, "models", what=f"merge-{row.id}", full=full)

@@ -26,24 +26,30 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from osutil.lazy_import import lazy_module
 from osutil.partial import move_into_place, partial_dir
 from registry.operations import channels
-from registry.operations.merged_models import merged_model_dir
-from registry.operations.merges import find_merge, is_merge_ref, require_merge, to_record
+from registry.operations.merges import find_merge, is_merge_ref, merged_model_dir, require_merge, to_record
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, InvalidInput, MemoError
 from registry.store.records import ChannelRecord, MergeRecord, PublicationRecord
 from registry.store.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
 from registry.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    import huggingface_hub as hub
+    import huggingface_hub.errors as hub_errors
+    import huggingface_hub.utils as hub_utils
+else:  # the Hub client takes half a second to import: only commands that talk to a Hub pay for it
+    hub = lazy_module("huggingface_hub")
+    hub_errors = lazy_module("huggingface_hub.errors")
+    hub_utils = lazy_module("huggingface_hub.utils")
 
 PROVENANCE = "memo-provenance.json"
 KEEP_ON_HUB = {".gitattributes"}
@@ -66,10 +72,10 @@ class HubTarget:
     def of(repo_id: str, endpoint: str | None = None, *, private: bool = False) -> HubTarget:
         """A checked target: the Hub's own rules for repo ids, and an http(s) endpoint URL."""
         try:
-            validate_repo_id(repo_id)
+            hub_utils.validate_repo_id(repo_id)
             if repo_id.count("/") != 1:
-                raise HFValidationError("it names no organisation or user")
-        except HFValidationError:
+                raise hub_errors.HFValidationError("it names no organisation or user")
+        except hub_errors.HFValidationError:
             raise InvalidInput(
                 f"--repo must be a Hub repo id ORG/NAME (letters, digits, '-', '_' and '.'; at most 96 characters), "
                 f"not {repo_id!r}"
@@ -93,7 +99,7 @@ def check_endpoint(url: str) -> str:
 
 
 def default_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    return os.environ.get("HF_ENDPOINT") or hub.constants.ENDPOINT
 
 
 def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str, Any]:
@@ -152,7 +158,7 @@ def _hub(target: HubTarget, what: str, call: Callable[[], T]) -> T:
     """Run one Hub call; turn its failures into one-line HubErrors (never with the token in them)."""
     try:
         return call()
-    except HfHubHTTPError as e:
+    except hub_errors.HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 401:
             raise HubError(
@@ -195,7 +201,7 @@ def publish_merge(
 ) -> PublicationRecord:
     """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
     row, merge_record, source, prov = _files(ws, merge_ref)
-    api = HfApi(endpoint=target.endpoint)
+    api = hub.HfApi(endpoint=target.endpoint)
     _hub(
         target,
         f"create {target.repo_id}",
@@ -226,19 +232,19 @@ def publish_merge(
             f"{last.commit_sha[:8]}, now {head[:8]}): someone else pushed. Look at it, then use "
             "--force to publish on top (their commit stays in the history)"
         )
-    operations: list[CommitOperationAdd | CommitOperationDelete] = [
-        CommitOperationAdd(rel, str(path)) for rel, path in ours.items()
+    operations: list[hub.CommitOperationAdd | hub.CommitOperationDelete] = [
+        hub.CommitOperationAdd(rel, str(path)) for rel, path in ours.items()
     ]
-    operations.append(CommitOperationAdd(PROVENANCE, prov))
+    operations.append(hub.CommitOperationAdd(PROVENANCE, prov))
     operations += [
-        CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB
+        hub.CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB
     ]
     commit_sha = _commit(api, target, head, operations, row, merge_record)
     _tag(api, target, merge_record.ref, commit_sha)
     return _record(ws.db, row.id, target, commit_sha, merge_record.ref, channel)
 
 
-def _commit(api: HfApi, target: HubTarget, head: str, operations: list, row: MergeRow, merge: MergeRecord) -> str:
+def _commit(api: hub.HfApi, target: HubTarget, head: str, operations: list, row: MergeRow, merge: MergeRecord) -> str:
     """One commit on top of ``head`` (the Hub refuses it if main moved meanwhile); its sha."""
     commit = _hub(
         target,

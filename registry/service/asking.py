@@ -5,23 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from executive.memory import Memory
-from executive.protocol import ProtocolSettings, Trace
-from registry.operations import (
-    asking,
-    evaluation,
-    questions,
-)
-from registry.operations.asking import ChannelSource
-from registry.operations.devices import device_for
+from osutil.lazy_import import lazy_module
 from registry.store.records import (
     EvaluationRecord,
     ExecutiveEvaluationRecord,
 )
 from registry.store.workspace import Workspace
-from training.chat import QAPair
-from training.llm import Endpoint
+
+if TYPE_CHECKING:
+    import executive.protocol as protocol
+    from executive.memory import Memory
+    from executive.protocol import ProtocolSettings, Trace
+    from registry.operations import asking, devices, evaluation, questions
+    from registry.operations.asking import ChannelSource
+    from training.chat import QAPair
+    from training.llm import Endpoint
+else:  # torch, transformers and the OpenAI client: loaded by the methods that question a model
+    protocol = lazy_module("executive.protocol")
+    asking = lazy_module("registry.operations.asking")
+    devices = lazy_module("registry.operations.devices")
+    evaluation = lazy_module("registry.operations.evaluation")
+    questions = lazy_module("registry.operations.questions")
 
 
 class QuestionsFacade:
@@ -37,7 +43,7 @@ class QuestionsFacade:
         self, question: str, executive: Endpoint, memory: Memory, settings: ProtocolSettings | None = None
     ) -> Trace:
         """MeMo's three-stage Executive–Memory protocol on one question; the trace holds every call."""
-        return asking.ask(memory, executive, question, settings or ProtocolSettings())
+        return asking.ask(memory, executive, question, settings or protocol.ProtocolSettings())
 
     def evaluate_with_executive(
         self,
@@ -58,7 +64,7 @@ class QuestionsFacade:
             memory,
             executive,
             corpus,
-            settings or ProtocolSettings(),
+            settings or protocol.ProtocolSettings(),
             heldout=heldout,
             use_judge=judge,
             limit=limit,
@@ -68,7 +74,7 @@ class QuestionsFacade:
 
     def channel_source(self, channel: str, *, device: str = "auto") -> ChannelSource:
         """The channel's current model, following promotes and rollbacks (what `memo serve` serves)."""
-        source = ChannelSource(self.ws, channel, device=device_for(device))
+        source = asking.ChannelSource(self.ws, channel, device=devices.device_for(device))
         source.current()  # fail now (unknown channel, no merge) rather than on the first request
         return source
 

@@ -8,26 +8,18 @@ completes or leaves the registry as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from merging.spec import DEFAULT_DENSITY
-from registry.operations import (
-    bases,
-    corpora,
-    fine_tuning,
-    integration,
-    merge_inputs,
-    merges,
-    reflections,
-    registration,
-    task_vectors,
-)
-from registry.operations.devices import device_for
+from merging.methods import DEFAULT_DENSITY
+from osutil.lazy_import import lazy_module
+from registry.operations import merges
 from registry.operations.publishing import HubError
 from registry.operations.strategies import DEFAULT_STRATEGY
 from registry.service.asking import QuestionsFacade
 from registry.service.channels import ChannelsFacade
+from registry.service.corpora import CorporaFacade
 from registry.service.maintenance import MaintenanceFacade
 from registry.store.blob_location import open_blob_store
 from registry.store.blobstore import BlobStore
@@ -39,21 +31,28 @@ from registry.store.leases import BlobLeases
 from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
-    CorpusRecord,
     MergeRecord,
-    ReflectionSetRecord,
-    TaskVectorRecord,
 )
 from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
-from training.llm import Endpoint
-from training.reflections import ReflectSettings
-from training.retain import RetainSettings
-from training.sft import SFTSettings
-from training.tiny import TinyConfig
+
+if TYPE_CHECKING:
+    import training.retain as retaining
+    import training.tiny as tiny
+    from registry.operations import bases, devices, integration, merge_inputs, merge_making
+    from training.retain import RetainSettings
+    from training.tiny import TinyConfig
+else:  # what loads torch, transformers or the OpenAI client: imported by the methods that use it
+    bases = lazy_module("registry.operations.bases")
+    devices = lazy_module("registry.operations.devices")
+    integration = lazy_module("registry.operations.integration")
+    merge_inputs = lazy_module("registry.operations.merge_inputs")
+    merge_making = lazy_module("registry.operations.merge_making")
+    retaining = lazy_module("training.retain")
+    tiny = lazy_module("training.tiny")
 
 
-class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
+class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade):
     """A memo home (blob store) plus its database, migrated to the current schema."""
 
     def __init__(self, settings: Settings) -> None:
@@ -122,7 +121,7 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
     @staticmethod
     def resolve_device(requested: str = "auto") -> str:
         """``auto`` as the device it picks here (a GPU when there is one); an absent device is a one-line error."""
-        return device_for(requested)
+        return devices.device_for(requested)
 
     # --- base models -------------------------------------------------------------
     def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
@@ -132,7 +131,7 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
         self, name: str, config: TinyConfig | None = None, *, progress: bool = True
     ) -> BaseModelRecord:
         """Build, pre-train (offline) and register a tiny Llama base: for demos and tests."""
-        return bases.create_tiny_base(self.ws, name, config or TinyConfig(), progress=progress)
+        return bases.create_tiny_base(self.ws, name, config or tiny.TinyConfig(), progress=progress)
 
     def base_dir(self, name: str) -> Path:
         """The base model as a loadable directory (materialized from the blob store)."""
@@ -145,145 +144,6 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
 
     def get_base(self, name: str) -> BaseModelRecord:
         return bases.get_base(self.db, name)
-
-    # --- corpora -----------------------------------------------------------------
-    def add_corpus(
-        self,
-        name: str,
-        files: Sequence[str | os.PathLike[str]],
-        *,
-        base: str,
-        description: str = "",
-        reuse: bool = False,
-    ) -> CorpusRecord:
-        """Record a corpus; with ``reuse`` the same corpus (name, base, documents) is returned, not refused."""
-        return corpora.add_corpus(
-            self.ws, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
-        )
-
-    def register(
-        self,
-        name: str,
-        files: Sequence[str | os.PathLike[str]],
-        *,
-        base: str,
-        settings: SFTSettings | None = None,
-        qa: str | os.PathLike[str] | None = None,
-        heldout: str | os.PathLike[str] | None = None,
-        generator: tuple[Endpoint, ReflectSettings] | None = None,
-        description: str = "",
-        storage_dtype: str = "float32",
-        device: str = "auto",
-        progress: bool = True,
-        on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
-    ) -> TaskVectorRecord | None:
-        """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
-        ``generator``), training, task vector. Every input is checked before anything is
-        recorded; run again, it reuses what was done (:mod:`registry.operations.registration`)."""
-        return registration.register(
-            self.ws,
-            name,
-            [Path(f) for f in files],
-            base=base,
-            settings=settings or SFTSettings(),
-            qa=Path(qa) if qa is not None else None,
-            heldout=Path(heldout) if heldout is not None else None,
-            generator=generator,
-            description=description,
-            storage_dtype=storage_dtype,
-            device=device,
-            progress=progress,
-            on_reflections=on_reflections,
-        )
-
-    def list_corpora(self) -> list[CorpusRecord]:
-        return corpora.list_corpora(self.db)
-
-    def get_corpus(self, name: str) -> CorpusRecord:
-        return corpora.get_corpus(self.db, name)
-
-    # --- reflections, training, evaluation --------------------------------------------
-    def generate_reflections(
-        self,
-        corpus: str,
-        endpoint: Endpoint,
-        settings: ReflectSettings | None = None,
-        *,
-        progress: bool = True,
-        reuse: bool = False,
-    ) -> ReflectionSetRecord:
-        """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
-        return reflections.generate_reflections(
-            self.ws, corpus, endpoint, settings or ReflectSettings(), progress=progress, reuse=reuse
-        )
-
-    def import_reflections(
-        self,
-        corpus: str,
-        qa: str | os.PathLike[str],
-        *,
-        heldout: str | os.PathLike[str] | None = None,
-        reuse: bool = False,
-    ) -> ReflectionSetRecord:
-        """Record ready question-answer pairs (JSON lines) as the corpus's reflections.
-
-        With ``reuse``, when the latest set holds the same pairs, it is returned instead.
-        """
-        return reflections.import_reflections(
-            self.ws, corpus, Path(qa), heldout=Path(heldout) if heldout else None, reuse=reuse
-        )
-
-    def train(
-        self,
-        corpus: str,
-        settings: SFTSettings | None = None,
-        *,
-        storage_dtype: str = "float32",
-        device: str = "auto",
-        progress: bool = True,
-        reuse: bool = False,
-    ) -> TaskVectorRecord | None:
-        """Fine-tune the corpus's base on its latest reflections; record the next task vector.
-
-        ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
-        only the main process records (and returns the record); the others return None.
-        """
-        return fine_tuning.train_corpus(
-            self.ws,
-            corpus,
-            settings or SFTSettings(),
-            storage_dtype=storage_dtype,
-            device=device,
-            progress=progress,
-            reuse=reuse,
-        )
-
-    # --- task vectors --------------------------------------------------------------
-    def add_task_vector(
-        self,
-        corpus: str,
-        directory: str | os.PathLike[str],
-        *,
-        method: str,
-        storage_dtype: str,
-        training: dict | None = None,
-        norms: dict | None = None,
-        metrics: dict | None = None,
-    ) -> TaskVectorRecord:
-        """Record a directory of delta safetensors as ``corpus``'s next version."""
-        return task_vectors.add_task_vector(
-            self.ws,
-            corpus,
-            Path(directory),
-            method=method,
-            storage_dtype=storage_dtype,
-            training=training,
-            norms=norms,
-            metrics=metrics,
-        )
-
-    def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:
-        return task_vectors.list_task_vectors(self.db, corpus)
 
     # --- merges ---------------------------------------------------------------------
     def merge(
@@ -332,7 +192,7 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
             weights=tuple(sorted((weights or {}).items())),
             **merge_inputs.method_options(method_options or {}),
         )
-        record = merges.create_merge(
+        record = merge_making.create_merge(
             self.ws,
             list(corpora),
             params,
@@ -370,7 +230,7 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
         """``retain`` with the channel's gate as its target where none is given (else the
         strategy's default, :func:`registry.operations.integration.settle`)."""
         gate = next((c.min_retention for c in self.list_channels() if c.name == channel), None)
-        return integration.aimed_at(retain or RetainSettings(), gate)
+        return integration.aimed_at(retain or retaining.RetainSettings(), gate)
 
     def list_merges(
         self, *, ids: Iterable[int] | None = None, last: int | None = None, children_of: int | None = None
@@ -388,6 +248,3 @@ class Registry(QuestionsFacade, ChannelsFacade, MaintenanceFacade):
     def merge_file(self, ref: str | int, name: str) -> bytes | None:
         """A small file of a merge's model directory (``mergekit_config.yml``, ``README.md``), verified."""
         return merges.merge_file(self.ws, ref, name)
-
-    def list_reflection_sets(self, corpus: str) -> list[ReflectionSetRecord]:
-        return reflections.list_reflection_sets(self.db, corpus)

@@ -1,0 +1,175 @@
+"""The part of :class:`registry.Registry` that turns corpora into task vectors: documents,
+reflections (imported or generated), training, and the task vectors recorded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from osutil.lazy_import import lazy_module
+from registry.operations import corpora
+from registry.store.records import CorpusRecord, ReflectionSetRecord, TaskVectorRecord
+from registry.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    import training.reflections as reflect
+    import training.sft as sft
+    from registry.operations import fine_tuning, reflections, registration, task_vectors
+    from training.llm import Endpoint
+    from training.reflections import ReflectSettings
+    from training.sft import SFTSettings
+else:  # torch, transformers and the OpenAI client: loaded by the methods that train or generate
+    fine_tuning = lazy_module("registry.operations.fine_tuning")
+    reflections = lazy_module("registry.operations.reflections")
+    registration = lazy_module("registry.operations.registration")
+    task_vectors = lazy_module("registry.operations.task_vectors")
+    reflect = lazy_module("training.reflections")
+    sft = lazy_module("training.sft")
+
+
+class CorporaFacade:
+    ws: Workspace
+
+    # --- corpora -----------------------------------------------------------------
+    def add_corpus(
+        self,
+        name: str,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        base: str,
+        description: str = "",
+        reuse: bool = False,
+    ) -> CorpusRecord:
+        """Record a corpus; with ``reuse`` the same corpus (name, base, documents) is returned, not refused."""
+        return corpora.add_corpus(
+            self.ws, name, [Path(f) for f in files], base=base, description=description, reuse=reuse
+        )
+
+    def register(
+        self,
+        name: str,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        base: str,
+        settings: SFTSettings | None = None,
+        qa: str | os.PathLike[str] | None = None,
+        heldout: str | os.PathLike[str] | None = None,
+        generator: tuple[Endpoint, ReflectSettings] | None = None,
+        description: str = "",
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+    ) -> TaskVectorRecord | None:
+        """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
+        ``generator``), training, task vector. Every input is checked before anything is
+        recorded; run again, it reuses what was done (:mod:`registry.operations.registration`)."""
+        return registration.register(
+            self.ws,
+            name,
+            [Path(f) for f in files],
+            base=base,
+            settings=settings or sft.SFTSettings(),
+            qa=Path(qa) if qa is not None else None,
+            heldout=Path(heldout) if heldout is not None else None,
+            generator=generator,
+            description=description,
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            on_reflections=on_reflections,
+        )
+
+    def list_corpora(self) -> list[CorpusRecord]:
+        return corpora.list_corpora(self.ws.db)
+
+    def get_corpus(self, name: str) -> CorpusRecord:
+        return corpora.get_corpus(self.ws.db, name)
+
+    # --- reflections, training, evaluation --------------------------------------------
+    def generate_reflections(
+        self,
+        corpus: str,
+        endpoint: Endpoint,
+        settings: ReflectSettings | None = None,
+        *,
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
+        """Run the GENERATOR's five stages over the corpus's documents; record the pairs as its reflections."""
+        return reflections.generate_reflections(
+            self.ws, corpus, endpoint, settings or reflect.ReflectSettings(), progress=progress, reuse=reuse
+        )
+
+    def import_reflections(
+        self,
+        corpus: str,
+        qa: str | os.PathLike[str],
+        *,
+        heldout: str | os.PathLike[str] | None = None,
+        reuse: bool = False,
+    ) -> ReflectionSetRecord:
+        """Record ready question-answer pairs (JSON lines) as the corpus's reflections.
+
+        With ``reuse``, when the latest set holds the same pairs, it is returned instead.
+        """
+        return reflections.import_reflections(
+            self.ws, corpus, Path(qa), heldout=Path(heldout) if heldout else None, reuse=reuse
+        )
+
+    def train(
+        self,
+        corpus: str,
+        settings: SFTSettings | None = None,
+        *,
+        storage_dtype: str = "float32",
+        device: str = "auto",
+        progress: bool = True,
+        reuse: bool = False,
+    ) -> TaskVectorRecord | None:
+        """Fine-tune the corpus's base on its latest reflections; record the next task vector.
+
+        ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
+        only the main process records (and returns the record); the others return None.
+        """
+        return fine_tuning.train_corpus(
+            self.ws,
+            corpus,
+            settings or sft.SFTSettings(),
+            storage_dtype=storage_dtype,
+            device=device,
+            progress=progress,
+            reuse=reuse,
+        )
+
+    # --- task vectors --------------------------------------------------------------
+    def add_task_vector(
+        self,
+        corpus: str,
+        directory: str | os.PathLike[str],
+        *,
+        method: str,
+        storage_dtype: str,
+        training: dict | None = None,
+        norms: dict | None = None,
+        metrics: dict | None = None,
+    ) -> TaskVectorRecord:
+        """Record a directory of delta safetensors as ``corpus``'s next version."""
+        return task_vectors.add_task_vector(
+            self.ws,
+            corpus,
+            Path(directory),
+            method=method,
+            storage_dtype=storage_dtype,
+            training=training,
+            norms=norms,
+            metrics=metrics,
+        )
+
+    def list_task_vectors(self, corpus: str) -> list[TaskVectorRecord]:
+        return task_vectors.list_task_vectors(self.ws.db, corpus)
+
+    def list_reflection_sets(self, corpus: str) -> list[ReflectionSetRecord]:
+        return reflections.list_reflection_sets(self.ws.db, corpus)

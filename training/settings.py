@@ -1,0 +1,66 @@
+"""The settings of memo's trainings, as frozen dataclasses with a comment on every field; imports no
+torch, so the CLI can offer their defaults without loading it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+STORAGE_DTYPE_NAMES = ("float32", "bfloat16")  # how a task vector's deltas may be stored (training.delta)
+
+FULL_LR = 3e-4  # full fine-tuning
+LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
+METHODS = ("full", "lora")  # full fine-tuning, or a LoRA adapter merged back into the weights
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    method: Literal["full", "lora"] = "full"
+    steps: int = 60  # optimizer steps (~ epochs * pairs / batch)
+    batch: int = 16  # examples per step
+    lr: float | None = None  # None: the method's rate, FULL_LR or LORA_LR (resolved on creation)
+    max_length: int = 128  # tokens per example (longer are cut)
+    seed: int = 0
+    lora_rank: int = 8  # MeMo used r=8/alpha=16 for small models
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # recorded resolved, so the settings say the rate that was used
+            object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (LORA_LR if self.method == "lora" else FULL_LR)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RetainSettings:
+    target: float | None = None  # stop when every member keeps this fraction of its own recall (None: caller decides)
+    max_steps: int | None = None  # cap on optimizer steps (None: the caller decides)
+    batch: int = 16
+    lr: float = 3e-4
+    check_every: int = 10  # steps between retention checks
+    max_length: int = 128
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    hidden: int = 256  # model width
+    layers: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    kv_heads: int = 2  # key-value heads (grouped-query attention)
+    intermediate: int = 688  # MLP width
+    vocab: int = 1536  # BPE vocabulary size
+    context: int = 128  # maximum sequence length
+    pretrain_steps: int = 300  # optimizer steps of pre-training (~95 s on 2 CPU cores)
+    batch: int = 32
+    lr: float = 1e-3
+    seed: int = 0
