@@ -92,7 +92,7 @@ def test_the_gate_refuses_a_merge_below_it_and_keeps_the_merge(gated, monkeypatc
     assert gated.get_channel("production").current_merge_id is None
 
     forced = memo("promote", "1", "--channel", "production", "--force")
-    assert "merge 1" in forced.stdout
+    assert "channel production: no merge -> merge-1 (promote)" in forced.stdout
     log = json.loads(memo("log", "production", "--json").stdout)
     assert [(e["action"], e["to_merge_id"], e["forced"]) for e in log] == [
         ("configure", None, False),
