@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
 from registry import MemoError
-from registry.service import Registry
+
+if TYPE_CHECKING:
+    from registry import Registry
 
 
 @dataclass
@@ -21,6 +24,8 @@ class AppContext:
 
     def registry(self) -> Registry:
         if self._registry is None:
+            from registry import Registry  # SQL and the operations: loaded by the commands that open one
+
             self._registry = Registry.open(
                 self.home, database_url=self.database_url, blobs=self.blobs_url, cache_size=self.cache_size
             )

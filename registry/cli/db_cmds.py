@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from registry import database_revisions, upgrade_database
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json
 
@@ -29,6 +28,8 @@ def db_status(app: AppContext, as_json: bool) -> None:
     Example:
       memo --db postgresql+psycopg://memo@db/memo db status
     """
+    from registry import database_revisions  # SQL and Alembic: loaded when the command runs
+
     current, head = database_revisions(app.home, database_url=app.database_url)
     if as_json:
         print_json({"database": current, "memo": head, "up_to_date": current == head})
@@ -47,6 +48,8 @@ def db_upgrade(app: AppContext, as_json: bool) -> None:
     Example:
       memo --db postgresql+psycopg://memo@db/memo db upgrade
     """
+    from registry import upgrade_database  # SQL and Alembic: loaded when the command runs
+
     before, after = upgrade_database(app.home, database_url=app.database_url)
     if as_json:
         print_json({"from": before, "to": after})

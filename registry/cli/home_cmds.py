@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.progress import Progress
 
-from registry import DEFAULT_GC_GRACE_SECONDS, Registry
+from registry import DEFAULT_GC_GRACE_SECONDS
 from registry.cli.app import AppContext, pass_app
 from registry.cli.merge_cmds import lowest_retention
 from registry.cli.output import err_console, human_size, json_option, print_json, print_log
@@ -15,13 +15,15 @@ from registry.cli.output import err_console, human_size, json_option, print_json
 @json_option
 @pass_app
 def init(app: AppContext, as_json: bool) -> None:
-    """Create a memo home (safe to run again) and migrate its database.
+    """Create a memo home (safe to run again) and give an empty database the schema.
 
     \b
     Examples:
       memo --home ./registry init
       memo init --db postgresql+psycopg://memo@db/memo --blobs s3://team-bucket/memo   # a team registry
     """
+    from registry import Registry  # SQL and the operations: loaded when the command runs
+
     with Registry.init(app.home, database_url=app.database_url, blobs=app.blobs_url) as reg:
         info = {
             "home": str(reg.home),
@@ -57,7 +59,7 @@ def log(app: AppContext, channel: str | None, as_json: bool) -> None:
 @json_option
 @pass_app
 def verify(app: AppContext, as_json: bool) -> None:
-    """Rehash every blob; report blobs that are missing or corrupt (exit 1 if any).
+    """Rehash every blob and cache entry; report what is missing or corrupt (exit 1 if any).
 
     \b
     Example:

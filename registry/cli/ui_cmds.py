@@ -8,7 +8,6 @@ import click
 
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import allow_host_option, warn_if_exposed
-from registry.ui import listen, serve
 
 DEFAULT_PORT = 8200
 
@@ -30,6 +29,8 @@ def ui(app: AppContext, host: str, port: int, allow_hosts: tuple[str, ...]) -> N
     Example:
       memo ui --port 8200     # then open http://127.0.0.1:8200/
     """
+    from registry.ui import listen, serve  # the web stack: loaded when the page is served
+
     reg = app.registry()
     try:
         sock = listen(host, port)

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from registry.store import workdirs
 from registry.store.blobstore import BlobInfo, check_blob
 from registry.store.cache_records import entry_problem, read_record, remove_record, write_record
+from registry.store.config import DEFAULT_GC_GRACE_SECONDS
 from registry.store.database import Database
 from registry.store.errors import Corrupt, MemoError, NotFound
 from registry.store.leases import drop_expired, gc_lock, leased_now, live_leased, referenced_directly
@@ -36,7 +37,6 @@ from registry.store.schema import (
 )
 from registry.store.workspace import Workspace
 
-DEFAULT_GC_GRACE_SECONDS = 3600.0
 GC_BATCH = 64  # blobs deleted per transaction: claims wait on the gc lock at most that long
 
 

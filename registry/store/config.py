@@ -19,6 +19,7 @@ DATABASE_URL_ENV = "MEMO_DATABASE_URL"
 BLOBS_ENV = "MEMO_BLOBS"
 DEFAULT_HOME = Path("~/.memo")
 DATABASE_FILE = "memo.db"
+DEFAULT_GC_GRACE_SECONDS = 3600.0  # `memo gc` keeps unreferenced blobs younger than this (besides leased ones)
 
 
 @dataclass(frozen=True)

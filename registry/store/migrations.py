@@ -13,7 +13,6 @@ normal start-up costs one small query.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from alembic.config import Config
@@ -27,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from alembic import command
 from registry.store.database import Database
 from registry.store.errors import SchemaMismatch
+from registry.store.version import memo_version
 
 _PG_LOCK_KEY = 0x6D656D6F  # "memo"
 
@@ -43,13 +43,6 @@ def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
-
-
-def memo_version() -> str:
-    try:
-        return version("memo-registry")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def head_revision() -> str:
