@@ -125,6 +125,9 @@ def test_listings_and_help_load_no_torch(tmp_path, args):
 
 def test_help_opens_no_database():
     """`memo --help` imports neither SQLAlchemy nor Alembic: the commands load the registry when they run."""
-    code = "import sys\nfrom registry.cli import cli\nprint(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))"
+    code = (
+        "import sys\nfrom registry.cli import cli\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
