@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from osutil.runtime_dir import lock_file, lock_state, private_dir
 
+log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
@@ -129,7 +131,7 @@ def rebalance(*, force: bool = False) -> int | None:
             try:
                 _share = _CoreShare(private_dir("cpu-share"))
             except OSError as e:  # no private runtime directory: torch's defaults
-                print(f"memo: not sharing the cores with other memo processes: {e}", file=sys.stderr)
+                log.warning("not sharing the cores with other memo processes: %s", e)
                 _sharing = False
                 return None
             force = True

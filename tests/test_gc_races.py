@@ -139,3 +139,17 @@ def test_a_closed_registry_leaves_no_lease(registry):
     assert _leases(registry) == {registry.ws.leases.id}
     registry.ws.leases.release()
     assert _leases(registry) == set()
+
+
+def test_the_lease_is_renewed_in_the_background(registry, caplog):
+    """The renewal thread uses its own connections (SQLite and PostgreSQL alike) and warns of nothing."""
+    leases = BlobLeases(registry.db, ttl_seconds=60, renew_seconds=0.2)
+    registry.store.claim = leases.claim
+    registry.store.put_bytes(b"a long command's first blob")
+    with registry.db.read() as session:
+        first = session.scalar(select(BlobLeaseRow.renewed_at).where(BlobLeaseRow.id == leases.id))
+    time.sleep(2.5)  # the database's clock counts whole seconds on SQLite
+    with registry.db.read() as session:
+        later = session.scalar(select(BlobLeaseRow.renewed_at).where(BlobLeaseRow.id == leases.id))
+    leases.release()
+    assert later > first and "cannot renew" not in caplog.text

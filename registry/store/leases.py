@@ -24,7 +24,7 @@ exclusive for gc's deletes). Times are the database's clock, so machines need no
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import uuid
 from collections.abc import Iterable
@@ -40,6 +40,7 @@ from registry.store.errors import NotFound
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.schema import BLOB_COLUMNS, BlobLeaseItemRow, BlobLeaseRow
 
+log = logging.getLogger(__name__)
 LEASE_TTL_SECONDS = 600  # a lease not renewed for this long is expired (its process stalled or died elsewhere)
 RENEW_SECONDS = 60.0
 _PG_GC_LOCK_KEY = 0x6D656D67  # "memg"
@@ -107,7 +108,7 @@ class BlobLeases:
                 self.renew()
             except Exception as e:  # the database is away for now: the next round tries again
                 if not warned:
-                    print(f"memo: cannot renew the blob lease ({str(e).splitlines()[0][:200]})", file=sys.stderr)
+                    log.warning("cannot renew the blob lease (%s); trying again", str(e).splitlines()[0][:200])
                     warned = True
 
     def release(self) -> None:
