@@ -153,3 +153,19 @@ def test_the_page_answers_only_its_own_host_names(trained):
             assert client.get("/api/corpora").status_code == status, base_url
     with TestClient(create_app(trained, allowed_hosts={"memo.lan"}), base_url="http://memo.lan") as client:
         assert client.get("/").status_code == 200
+
+
+def test_a_trained_merge_page_says_why_it_has_no_mergekit_config(trained):
+    from training.settings import RetainSettings
+
+    healed = trained.merge(
+        ["harbor", "glassworks"],
+        strategy="ties+heal",
+        retain=RetainSettings(target=0.5, max_steps=4),
+        progress=False,
+        evaluate=False,
+        device="cpu",
+    )
+    with TestClient(create_app(trained), base_url="http://localhost") as client:
+        page = client.get(f"/merges/{healed.id}").text
+    assert "None: a trained strategy (ties+heal)" in page and '<pre id="config">' not in page

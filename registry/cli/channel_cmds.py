@@ -157,7 +157,9 @@ def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, fo
 @json_option
 @pass_app
 def export(app: AppContext, ref: str, directory: str, as_json: bool) -> None:
-    """Write a merge as a standard Hugging Face model directory (with model card and mergekit_config.yml).
+    """Write a merge as a standard Hugging Face model directory (card, provenance, mergekit config).
+
+    A bare merge carries its mergekit_config.yml; a trained strategy's merge has none (it fine-tunes).
 
     \b
     Example:
