@@ -22,7 +22,7 @@ from registry.store.cache_records import entry_problem, read_record, remove_reco
 from registry.store.config import DEFAULT_GC_GRACE_SECONDS
 from registry.store.database import Database
 from registry.store.errors import Corrupt, MemoError, NotFound
-from registry.store.leases import drop_expired, gc_lock, leased_now, live_leased, referenced_directly
+from registry.store.leases import drop_expired, gc_lock, live_leased, referenced_directly
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import set_aside
 from registry.store.records import BlobProblem, CacheProblem, GcReport, VerifyReport
@@ -133,10 +133,12 @@ def _stored_again(ws: Workspace, sha256: str, grace_seconds: float) -> bool:
     return info is None or time.time() - info.modified < grace_seconds
 
 
-def _delete_batch(ws: Workspace, batch: list[BlobInfo], grace_seconds: float) -> tuple[list[BlobInfo], int]:
-    """Delete the blobs of ``batch`` that are still unreferenced, unleased and old, holding the gc lock
-    (:mod:`registry.store.leases`); returns those deleted and how many were kept under a lease."""
-    own = ws.leases.id if ws.leases is not None else None
+def _delete_batch(
+    ws: Workspace, batch: list[BlobInfo], grace_seconds: float, own: str | None
+) -> tuple[list[BlobInfo], int]:
+    """Delete the blobs of ``batch`` that are still unreferenced, unleased (``own``: this process's
+    lease, not counted) and old, holding the gc lock (:mod:`registry.store.leases`); returns those
+    deleted and how many were kept under a lease."""
     shas = [b.sha256 for b in batch]
     with ws.db.write() as session:
         gc_lock(session, exclusive=True)
@@ -163,16 +165,16 @@ def _collect_blobs(
             recent += 1
         else:
             candidates.append(blob)
+    own = ws.leases.id if ws.leases is not None else None
     if dry_run:
-        own = ws.leases.id if ws.leases is not None else None
         with ws.db.read() as session:
-            leased = leased_now(session, own=own) & {b.sha256 for b in candidates}
+            leased = live_leased(session, own=own) & {b.sha256 for b in candidates}
         removed = [b for b in candidates if b.sha256 not in leased]
         return [b.sha256 for b in removed], sum(b.size for b in removed), recent, len(leased)
     removed, kept_leased = [], 0
     for i in range(0, len(candidates), GC_BATCH):
         batch = candidates[i : i + GC_BATCH]
-        gone, held = _delete_batch(ws, batch, grace_seconds)
+        gone, held = _delete_batch(ws, batch, grace_seconds, own)
         removed += gone
         kept_leased += held
         recent += len(batch) - len(gone) - held

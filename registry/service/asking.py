@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osutil.lazy_import import lazy_module
+from registry.service.deferred import asking, devices, evaluation, protocol, questions
 from registry.store.records import (
     EvaluationRecord,
     ExecutiveEvaluationRecord,
@@ -15,19 +15,11 @@ from registry.store.records import (
 from registry.store.workspace import Workspace
 
 if TYPE_CHECKING:
-    import executive.protocol as protocol
     from executive.memory import Memory
     from executive.protocol import ProtocolSettings, Trace
-    from registry.operations import asking, devices, evaluation, questions
     from registry.operations.asking import ChannelSource
     from training.chat import QAPair
     from training.llm import Endpoint
-else:  # torch, transformers and the OpenAI client: loaded by the methods that question a model
-    protocol = lazy_module("executive.protocol")
-    asking = lazy_module("registry.operations.asking")
-    devices = lazy_module("registry.operations.devices")
-    evaluation = lazy_module("registry.operations.evaluation")
-    questions = lazy_module("registry.operations.questions")
 
 
 class QuestionsFacade:

@@ -8,25 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osutil.lazy_import import lazy_module
 from registry.operations import corpora
+from registry.service.deferred import fine_tuning, reflect, reflections, registration, task_vectors
 from registry.store.records import CorpusRecord, ReflectionSetRecord, TaskVectorRecord
 from registry.store.workspace import Workspace
+from training.settings import SFTSettings
 
 if TYPE_CHECKING:
-    import training.reflections as reflect
-    import training.sft as sft
-    from registry.operations import fine_tuning, reflections, registration, task_vectors
     from training.llm import Endpoint
     from training.reflections import ReflectSettings
-    from training.sft import SFTSettings
-else:  # torch, transformers and the OpenAI client: loaded by the methods that train or generate
-    fine_tuning = lazy_module("registry.operations.fine_tuning")
-    reflections = lazy_module("registry.operations.reflections")
-    registration = lazy_module("registry.operations.registration")
-    task_vectors = lazy_module("registry.operations.task_vectors")
-    reflect = lazy_module("training.reflections")
-    sft = lazy_module("training.sft")
 
 
 class CorporaFacade:
@@ -71,7 +61,7 @@ class CorporaFacade:
             name,
             [Path(f) for f in files],
             base=base,
-            settings=settings or sft.SFTSettings(),
+            settings=settings or SFTSettings(),
             qa=Path(qa) if qa is not None else None,
             heldout=Path(heldout) if heldout is not None else None,
             generator=generator,
@@ -137,7 +127,7 @@ class CorporaFacade:
         return fine_tuning.train_corpus(
             self.ws,
             corpus,
-            settings or sft.SFTSettings(),
+            settings or SFTSettings(),
             storage_dtype=storage_dtype,
             device=device,
             progress=progress,

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from merging.methods import DEFAULT_DENSITY
-from osutil.lazy_import import lazy_module
 from registry.operations import merges
 from registry.operations.publishing import HubError
 from registry.operations.strategies import DEFAULT_STRATEGY
 from registry.service.asking import QuestionsFacade
 from registry.service.channels import ChannelsFacade
 from registry.service.corpora import CorporaFacade
+from registry.service.deferred import bases, devices, integration, merge_inputs, merge_making
 from registry.service.maintenance import MaintenanceFacade
 from registry.store.blob_location import open_blob_store
 from registry.store.blobstore import BlobStore
@@ -35,21 +34,7 @@ from registry.store.records import (
 )
 from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
-
-if TYPE_CHECKING:
-    import training.retain as retaining
-    import training.tiny as tiny
-    from registry.operations import bases, devices, integration, merge_inputs, merge_making
-    from training.retain import RetainSettings
-    from training.tiny import TinyConfig
-else:  # what loads torch, transformers or the OpenAI client: imported by the methods that use it
-    bases = lazy_module("registry.operations.bases")
-    devices = lazy_module("registry.operations.devices")
-    integration = lazy_module("registry.operations.integration")
-    merge_inputs = lazy_module("registry.operations.merge_inputs")
-    merge_making = lazy_module("registry.operations.merge_making")
-    retaining = lazy_module("training.retain")
-    tiny = lazy_module("training.tiny")
+from training.settings import RetainSettings, TinyConfig
 
 
 class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade):
@@ -131,7 +116,7 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
         self, name: str, config: TinyConfig | None = None, *, progress: bool = True
     ) -> BaseModelRecord:
         """Build, pre-train (offline) and register a tiny Llama base: for demos and tests."""
-        return bases.create_tiny_base(self.ws, name, config or tiny.TinyConfig(), progress=progress)
+        return bases.create_tiny_base(self.ws, name, config or TinyConfig(), progress=progress)
 
     def base_dir(self, name: str) -> Path:
         """The base model as a loadable directory (materialized from the blob store)."""
@@ -230,7 +215,7 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
         """``retain`` with the channel's gate as its target where none is given (else the
         strategy's default, :func:`registry.operations.integration.settle`)."""
         gate = next((c.min_retention for c in self.list_channels() if c.name == channel), None)
-        return integration.aimed_at(retain or retaining.RetainSettings(), gate)
+        return integration.aimed_at(retain or RetainSettings(), gate)
 
     def list_merges(
         self, *, ids: Iterable[int] | None = None, last: int | None = None, children_of: int | None = None

@@ -20,13 +20,12 @@ every entry.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
-from registry.store.blobstore import CHUNK
+from registry.store.blobstore import sha256_file
 from registry.store.home import write_json_atomic
 
 RECORD_SUFFIX = ".entry.json"
@@ -63,7 +62,7 @@ def read_record(entry: Path) -> dict[str, tuple[str, int]] | None:
 def hash_files(directory: Path) -> dict[str, tuple[str, int]]:
     """(sha256, size) of every regular file under ``directory``, for an entry built without a manifest."""
     return {
-        p.relative_to(directory).as_posix(): (_sha256(p), p.stat().st_size)
+        p.relative_to(directory).as_posix(): (sha256_file(p), p.stat().st_size)
         for p in sorted(directory.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
@@ -94,17 +93,9 @@ def entry_problem(entry: Path, *, full: bool) -> str | None:
             return f"{rel} was modified after the entry was made"
     if full:
         for rel, (sha, _) in record.items():
-            if _sha256(entry / rel) != sha:
+            if sha256_file(entry / rel) != sha:
                 return f"{rel} fails its sha256"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK * 8):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remove_record(entry: Path) -> None:

@@ -116,6 +116,7 @@ class BlobLeases:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._thread, self._stop = None, threading.Event()  # a later claim starts renewing again
         with self._lock:
             if not self._created:
                 return
@@ -138,23 +139,16 @@ def _expired(session: Session) -> list[str]:
     return [lease for lease, holder, renewed, ttl in rows if renewed + timedelta(seconds=ttl) <= now or is_dead(holder)]
 
 
-def live_leased(session: Session, shas: Iterable[str], *, own: str | None = None) -> set[str]:
-    """Which of ``shas`` are under a live lease (other than this process's ``own``)."""
-    wanted = list(shas)
-    if not wanted:
-        return set()
+def live_leased(session: Session, shas: Iterable[str] | None = None, *, own: str | None = None) -> set[str]:
+    """Which of ``shas`` (None: of every blob) are under a live lease other than this process's ``own``."""
+    query = select(BlobLeaseItemRow.sha256, BlobLeaseItemRow.lease_id)
+    if shas is not None:
+        wanted = list(shas)
+        if not wanted:
+            return set()
+        query = query.where(BlobLeaseItemRow.sha256.in_(wanted))
     expired = set(_expired(session))
-    rows = session.execute(
-        select(BlobLeaseItemRow.sha256, BlobLeaseItemRow.lease_id).where(BlobLeaseItemRow.sha256.in_(wanted))
-    )
-    return {sha for sha, lease in rows if lease != own and lease not in expired}
-
-
-def leased_now(session: Session, *, own: str | None = None) -> set[str]:
-    """Every blob under a live lease (other than this process's ``own``)."""
-    expired = set(_expired(session))
-    rows = session.execute(select(BlobLeaseItemRow.sha256, BlobLeaseItemRow.lease_id))
-    return {sha for sha, lease in rows if lease != own and lease not in expired}
+    return {sha for sha, lease in session.execute(query) if lease != own and lease not in expired}
 
 
 def drop_expired(session: Session) -> int:
