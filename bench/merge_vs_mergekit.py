@@ -1,14 +1,18 @@
 """Benchmark: memo's merge engine against mergekit on the same YAML, side by side.
 
-Builds a synthetic Qwen2-shaped base (bf16, sharded) and K fine-tunes (base +
-small noise), then in one run measures, each in its own child process:
-`mergekit-yaml`, `python -m merging` (memo), and an I/O floor (read every
-input and write one output with safetensors, no math). Prints wall time, peak
-RSS, the ratios, bit-identity against mergekit, and a K scaling table.
+Builds a synthetic Qwen2-shaped base (sharded) and K fine-tunes (base + small
+noise), then in one run measures, each in its own child process and each
+``--repeat`` times (interleaved): `mergekit-yaml`, `python -m merging` (memo),
+and an I/O floor (read every byte of every input, write and fsync one model's
+worth of output; no torch, no math). Prints the median and spread of wall time,
+anonymous peak memory and ru_maxrss, the disk reads (a check that the page cache
+was warm), the ratios of the medians and bit-identity against mergekit, for K=k
+and then each K of a scaling list (see bench/measure.py for what each figure
+counts).
 
     python bench/merge_vs_mergekit.py                    # ~376M parameters, K=3, then K=2,5,10
     python bench/merge_vs_mergekit.py --shape layer-heavy --dtype float32   # 12 layers, tied 32k vocabulary
-    python bench/merge_vs_mergekit.py --layers 4 --ks 2  # quick
+    python bench/merge_vs_mergekit.py --layers 4 --ks 2 --repeat 1  # quick
     python bench/merge_vs_mergekit.py --busy 2 --ks ''   # K=3 idle, then beside two busy processes
     python bench/merge_vs_mergekit.py --device cuda      # adds memo on the GPU (mergekit where installed)
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from measure import input_bytes, io_floor_cmd, measure, repeat, startup_cmd
 from safetensors.torch import load_file, save_file
 
 from merging.checkpoint import open_checkpoint
@@ -140,51 +145,7 @@ def write_yaml(path: Path, base: Path, models: list[Path], density: float, dtype
     return path
 
 
-# --- measuring ----------------------------------------------------------------------------
-
-# A forked child starts with its parent's resident pages counted in its peak RSS
-# (Linux keeps the high-water mark across exec), so every command runs under
-# this small wrapper, which imports nothing heavy and reports its child's figures.
-RSS_WRAPPER = r"""
-import os, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
-_, status, usage = os.wait4(proc.pid, 0)
-print(time.perf_counter() - start, usage.ru_maxrss, status)
-"""
-
-
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of one command."""
-    done = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *cmd], capture_output=True, text=True)
-    wall, maxrss_kib, status = done.stdout.split()
-    if int(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return float(wall), int(maxrss_kib) / 2**20
-
-
-IO_FLOOR = r"""
-import sys, glob
-from safetensors import safe_open
-from safetensors.torch import save_file
-dirs, out = sys.argv[1:-1], sys.argv[-1]
-first = None
-for d in dirs:
-    for f in sorted(glob.glob(d + "/*.safetensors")):
-        with safe_open(f, "pt") as st:
-            tensors = {n: st.get_tensor(n) for n in st.keys()}
-        if d == dirs[0]:
-            save_file(tensors, out + "/" + f.rsplit("/", 1)[1])
-        del tensors
-"""
-
-
-def io_floor(base: Path, models: list[Path], out: Path) -> tuple[float, float]:
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        return measure([sys.executable, "-c", IO_FLOOR, str(base), *map(str, models), str(out)])
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+# --- measuring ---------------------------------------------------------------------------
 
 
 def bit_identical(a: Path, b: Path) -> float:
@@ -199,38 +160,44 @@ def bit_identical(a: Path, b: Path) -> float:
     return same / total
 
 
-def run_pair(root: Path, base: Path, models: list[Path], args, label: str, mergekit: bool = True) -> dict:
+def run_pair(root: Path, base: Path, models: list[Path], args, label: str, mergekit_runs: int | None = None) -> dict:
+    """memo, the I/O floor and mergekit on one YAML, each ``--repeat`` times (mergekit ``mergekit_runs``,
+    none when 0), interleaved."""
     config = write_yaml(root / f"{label}.yml", base, models, args.density, args.dtype)
-    memo_cmd = [
-        sys.executable,
-        "-m",
-        "merging",
-        str(config),
-        str(root / f"memo-{label}"),
-        "--quiet",
-        "--max-shard-size",
-        "2G",
-        "--overwrite",
-    ]
-    # One unmeasured run first, so that the page cache is warm for every contender.
-    if args.warm:
-        measure(memo_cmd)
-    row = {"label": label, "k": len(models)}
-    row["memo_s"], row["memo_gib"] = measure(memo_cmd)
-    if args.device != "cpu":  # the same merge on the accelerator (after its own warm-up run)
-        measure([*memo_cmd, "--device", args.device])
-        row["dev_s"], row["dev_gib"] = measure([*memo_cmd, "--device", args.device])
-    row["io_s"], row["io_gib"] = io_floor(base, models, root / "io-out")
-    mergekit = mergekit and shutil.which("mergekit-yaml") is not None
+    memo_out, mk_out, io_out = root / f"memo-{label}", root / f"mergekit-{label}", root / "io-out"
+    memo_cmd = [sys.executable, "-m", "merging", str(config), str(memo_out), "--quiet", "--max-shard-size", "2G"]
+    cmds = {"memo": [*memo_cmd, "--overwrite"], "floor": io_floor_cmd(base, models, io_out)}
+    times = {"memo": args.repeat, "floor": args.repeat}
+    if args.device != "cpu":  # the same merge on the accelerator
+        cmds["dev"], times["dev"] = [*memo_cmd, "--overwrite", "--device", args.device], args.repeat
+    mergekit_runs = args.repeat if mergekit_runs is None else mergekit_runs
+    mergekit = mergekit_runs > 0 and shutil.which("mergekit-yaml") is not None
     if mergekit:
-        mk_out = root / f"mergekit-{label}"
-        shutil.rmtree(mk_out, ignore_errors=True)
-        row["mk_s"], row["mk_gib"] = measure(
-            ["mergekit-yaml", str(config), str(mk_out), "--out-shard-size", "2B", "--no-copy-tokenizer"]
-        )
-        row["identical"] = bit_identical(root / f"memo-{label}", mk_out)
-        shutil.rmtree(mk_out, ignore_errors=True)
-    shutil.rmtree(root / f"memo-{label}", ignore_errors=True)
+        cmds["mk"] = ["mergekit-yaml", str(config), str(mk_out), "--out-shard-size", "2B", "--no-copy-tokenizer"]
+        times["mk"] = mergekit_runs
+    # One unmeasured memo run first, so that the page cache holds the inputs for every contender, and
+    # mergekit's imports once, so that its disk reads count the inputs only.
+    if args.warm:
+        measure(cmds["memo"])
+        if mergekit:
+            measure([sys.executable, "-c", "import mergekit.scripts.run_yaml"])
+    identical: list[float] = []
+
+    def between(name: str) -> None:
+        if name == "mk":  # compare the first mergekit output with memo's, then clear it for the next run
+            if not identical:
+                identical.append(bit_identical(memo_out, mk_out))
+            shutil.rmtree(mk_out, ignore_errors=True)
+        if name == "floor":
+            shutil.rmtree(io_out, ignore_errors=True)
+            io_out.mkdir()
+
+    shutil.rmtree(mk_out, ignore_errors=True)
+    row: dict = {"k": len(models), "bytes": input_bytes([base, *models]), **repeat(cmds, times, between)}
+    if identical:
+        row["identical"] = identical[0]
+    shutil.rmtree(memo_out, ignore_errors=True)
+    shutil.rmtree(io_out, ignore_errors=True)
     return row
 
 
@@ -253,17 +220,49 @@ def busy(n: int) -> Iterator[None]:
 def print_busy(root: Path, base: Path, models: list[Path], args, idle: dict) -> None:
     with busy(args.busy):
         loaded = run_pair(root, base, models, args, f"k{args.k}-busy")
-    idle_ratio, busy_ratio = idle["memo_s"] / idle["mk_s"], loaded["memo_s"] / loaded["mk_s"]
-    print(f"\nK={args.k} beside {args.busy} busy processes   wall s")
-    print(f"mergekit-yaml  {loaded['mk_s']:8.1f}   ({loaded['mk_s'] / idle['mk_s']:.1f}x its idle time)")
-    print(f"memo           {loaded['memo_s']:8.1f}   ({loaded['memo_s'] / idle['memo_s']:.1f}x its idle time)")
+    mk, memo = loaded["mk"].median("wall_s"), loaded["memo"].median("wall_s")
+    idle_mk, idle_memo = idle["mk"].median("wall_s"), idle["memo"].median("wall_s")
+    print(f"\nK={args.k} beside {args.busy} busy processes   wall s, median")
+    print(f"mergekit-yaml  {mk:8.1f}   ({mk / idle_mk:.1f}x its idle time)")
+    print(f"memo           {memo:8.1f}   ({memo / idle_memo:.1f}x its idle time)")
+    idle_ratio, busy_ratio = idle_memo / idle_mk, memo / mk
     print(
         f"memo / mergekit time: idle {idle_ratio:.3f}, busy {busy_ratio:.3f}; "
         f"busy / idle ratio: {busy_ratio / idle_ratio:.2f}"
     )
 
 
-def main() -> None:
+CONTENDERS = {"mk": "mergekit-yaml", "memo": "memo", "dev": "memo on the device", "floor": "I/O floor"}
+
+
+def print_row(row: dict) -> None:
+    """One K: each contender's median (min-max) figures, then the ratios of the medians."""
+    print(f"\nK={row['k']}: inputs {row['bytes'] / 1e9:.2f} GB; median (min-max) of {len(row['memo'].runs)} runs")
+    print(f"{'':20} {'wall s':>20} {'anon peak GiB':>20} {'ru_maxrss GiB':>20} {'disk reads MB':>14}")
+    for key, name in CONTENDERS.items():
+        if key in row:
+            f = row[key]
+            print(
+                f"{name:20} {f.cell('wall_s'):>20} {f.cell('anon_gib', 2):>20} {f.cell('maxrss_gib', 2):>20} "
+                f"{f.median('disk_read_mb'):14.0f}"
+            )
+    memo, floor = row["memo"], row["floor"]
+    line = f"memo / I/O floor: {memo.median('wall_s') / floor.median('wall_s'):.2f}x"
+    if "mk" in row:
+        mk = row["mk"]
+        line += (
+            f"   speed-up vs mergekit: {mk.median('wall_s') / memo.median('wall_s'):.1f}x"
+            f"   anon peak vs mergekit: {memo.median('anon_gib') / mk.median('anon_gib'):.2f}x"
+            f"   ru_maxrss vs mergekit: {memo.median('maxrss_gib') / mk.median('maxrss_gib'):.2f}x"
+            f"   bit-identical to mergekit: {row['identical']:.2%}"
+        )
+    print(line)
+    cold = [CONTENDERS[k] for k in CONTENDERS if k in row and row[k].median("disk_read_mb") > 0.05 * row["bytes"] / 1e6]
+    if cold:
+        print(f"warning: {', '.join(cold)} read more than 5% of the inputs from disk: the page cache was not warm")
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=list(SHAPES), default="wide-vocab", help="the model's shape (~376M / ~207M)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="the models' and the merge's dtype")
@@ -277,7 +276,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="models in the head-to-head run")
     ap.add_argument("--ks", default="2,5,10", help="K values for the scaling table ('' to skip)")
     ap.add_argument("--density", type=float, default=0.3)
-    ap.add_argument("--no-mergekit-scaling", action="store_true", help="memo only in the scaling table")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each contender (median and spread)")
+    ap.add_argument(
+        "--scaling-mergekit-repeat",
+        type=int,
+        default=None,
+        help="runs of mergekit in the scaling table (default: --repeat; 0: memo and the floor only)",
+    )
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip the unmeasured warm-up run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep models here (default: a temp dir)")
     ap.add_argument("--busy", type=int, default=0, help="also run K=k beside this many busy processes")
@@ -286,7 +291,11 @@ def main() -> None:
     for key, value in SHAPES[args.shape].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="memo-bench-"))
     ks = [int(k) for k in args.ks.split(",") if k]
     base, models = build_models(root, args, max([args.k, *ks]))
@@ -298,38 +307,14 @@ def main() -> None:
         f"shards; TIES density {args.density}; {os.cpu_count()} CPU cores; torch {torch.__version__}"
     )
     print("after one unmeasured warm-up run (page cache warm for all)" if args.warm else "no warm-up run")
-
+    startup = repeat({"startup": startup_cmd()}, {"startup": args.repeat})["startup"]
+    print(f"Python + torch + memo's merge engine importing: {startup.cell('wall_s', 2)} s")
     head = run_pair(root, base, models[: args.k], args, f"k{args.k}")
-    print(f"\nK={args.k}            wall s   peak RSS GiB")
-    if "mk_s" in head:
-        print(f"mergekit-yaml  {head['mk_s']:8.1f}   {head['mk_gib']:8.2f}")
-    print(f"memo           {head['memo_s']:8.1f}   {head['memo_gib']:8.2f}")
-    if "dev_s" in head:
-        print(f"memo on {args.device:<6} {head['dev_s']:8.1f}   {head['dev_gib']:8.2f}   (process RSS; not GPU memory)")
-    print(f"I/O floor      {head['io_s']:8.1f}   {head['io_gib']:8.2f}")
-    print(f"memo / I/O floor: {head['memo_s'] / head['io_s']:.2f}x", end="   ")
-    if "mk_s" in head:
-        print(
-            f"speed-up vs mergekit: {head['mk_s'] / head['memo_s']:.1f}x   "
-            f"memory vs mergekit: {head['memo_gib'] / head['mk_gib']:.2f}x   "
-            f"bit-identical to mergekit: {head['identical']:.2%}"
-        )
-    else:
-        print("(mergekit-yaml not installed: no head-to-head)")
-    if args.busy and "mk_s" in head:
+    print_row(head)
+    if args.busy and "mk" in head:
         print_busy(root, base, models[: args.k], args, head)
-    if ks:
-        on = f"  memo on {args.device} s" if args.device != "cpu" else ""
-        print(f"\nK    memo s  memo GiB  I/O floor s  mergekit s  mergekit GiB  speed-up{on}")
-        for k in ks:
-            row = run_pair(root, base, models[:k], args, f"k{k}", mergekit=not args.no_mergekit_scaling)
-            mk = (
-                f"{row['mk_s']:10.1f}  {row['mk_gib']:12.2f}  {row['mk_s'] / row['memo_s']:7.1f}x"
-                if "mk_s" in row
-                else f"{'-':>10}  {'-':>12}  {'-':>8}"
-            )
-            dev = f"  {row['dev_s']:14.1f}" if "dev_s" in row else ""
-            print(f"{k:<3} {row['memo_s']:7.1f}  {row['memo_gib']:8.2f}  {row['io_s']:11.1f}  {mk}{dev}")
+    for k in ks:
+        print_row(run_pair(root, base, models[:k], args, f"k{k}", args.scaling_mergekit_repeat))
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
 
