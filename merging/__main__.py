@@ -53,12 +53,6 @@ def _size(text: str) -> int:
     help="Memory for tensor chunks in flight; bounds peak memory.",
 )
 @click.option(
-    "--compile/--no-compile",
-    "compile_",
-    default=None,
-    help="Fuse the kernel with torch.compile (default: when the merge is large enough).",
-)
-@click.option(
     "--tie-break",
     type=click.Choice(["index", "torch-cpu"]),
     default="index",
@@ -81,7 +75,6 @@ def main(
     device: str,
     max_shard_size: str,
     memory_budget: str,
-    compile_: bool | None,
     tie_break: str,
     random_seed: int | None,
     threads: int | None,
@@ -110,7 +103,6 @@ def main(
                 device=device,
                 max_shard_size=_size(max_shard_size),
                 memory_budget=_size(memory_budget),
-                compile=compile_,
                 overwrite=overwrite,
                 progress=not quiet,
                 threads=threads,

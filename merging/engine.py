@@ -12,7 +12,6 @@ The output appears only when complete (see :mod:`merging.writer`).
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,21 +22,16 @@ from tqdm import tqdm  # not tqdm.auto: it imports IPython where installed (slow
 from merging.card import BASE_FILES, engine_version, model_card, output_config
 from merging.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint, open_sources
 from merging.errors import MergeError
-from merging.kernels import KernelConfig
+from merging.kernels import KernelConfig, all_finite
 from merging.native import available as native_available
 from merging.native import status as native_status
 from merging.plan import LM_HEAD, TensorPlan, plan_tensors
 from merging.reader import TensorReader, torch_dtype
 from merging.spec import MergeInput, MergeSpec, dtype_name, parse_dtype
-from merging.tensor_merge import TensorJob, all_finite, merge_tensor
+from merging.tensor_merge import TensorJob, merge_tensor
 from merging.writer import ModelDirWriter, OutputTensor
 from merging.yaml_config import config_from_spec, dump_config
 from osutil.tuning import pin_threads, rebalance
-
-# Where the fused C kernels cannot run (no compiler; fp16 or fp64), torch.compile's fused
-# kernel saves ~2 ns per input element over the eager one on a 2-core CPU but costs ~5 s
-# per process (imports, ISA probe, cache load): it pays off from about 8e9 input elements.
-COMPILE_MIN_ELEMENTS = 8_000_000_000
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,6 @@ class MergeOptions:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     max_shard_size: int = 5_000_000_000  # bytes per output shard
     memory_budget: int = 1 << 30  # bytes of chunks in flight; bounds peak memory
-    compile: bool | None = None  # fuse the kernel with torch.compile; None: when it pays off
     overwrite: bool = False
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None: torch's default (all cores)
@@ -61,7 +54,6 @@ class MergeResult:
     parameters: int
     compute_dtype: str
     out_dtype: str
-    compiled: bool
     seconds: float
     seed: int | None = None  # the random methods' seed (drawn when the spec gave none)
     kernel: str = ""  # which kernel ran, and why not the fused one where it could have (:func:`kernel_used`)
@@ -87,20 +79,21 @@ def _chunk_elements(
     Per element: K inputs and the base as read, K magnitude keys, the eager
     kernel's K weighted deltas and K factors, and a few fp32 accumulators;
     random methods add K fp32 uniform numbers, DELLA its row sort's indices.
-    The fused kernels keep nothing but the inputs (in the compute dtype) and the output.
+    The fused kernels keep nothing but the inputs (in the compute dtype) and the output. Random
+    methods' keep factors are drawn for all K before the kernel runs (K more in the compute dtype).
     """
     if native:
         return max(4096, budget // ((k + 1) * max(input_bytes, dt_bytes) + (k + 1) * dt_bytes + 4))
     per_element = (k + 1) * input_bytes + 3 * k * dt_bytes + 4 * 4
     if sparsification in ("random", "della"):
-        per_element += 4 * k + (24 if sparsification == "della" else 0)
+        per_element += 4 * k + k * dt_bytes + (24 if sparsification == "della" else 0)
     return max(4096, budget // per_element)
 
 
-def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype, use_compile: bool) -> bool:
+def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype) -> bool:
     """The fused C kernels cover TIES and task arithmetic in bf16 or fp32 on the CPU, lowest-index ties."""
     method = spec.method_def
-    covered = method.sparsification in ("none", "magnitude") and not method.averages_models and not use_compile
+    covered = method.sparsification in ("none", "magnitude") and not method.averages_models
     if options.native is False or not covered or spec.tie_break != "index":
         return False
     usable = native_available(dt, torch.device(options.device), len(spec.inputs))
@@ -109,34 +102,13 @@ def _want_native(spec: MergeSpec, options: MergeOptions, dt: torch.dtype, use_co
     return usable
 
 
-def kernel_used(native: bool, compiled: bool, device: torch.device) -> str:
-    """The kernel a merge ran, for its output: ``fused C``, ``torch.compile``, or ``torch`` with the
-    reason the fused kernels were not used where they could have been (a failed build, a self-test)."""
+def kernel_used(native: bool, device: torch.device) -> str:
+    """The kernel a merge ran, for its output: ``fused C``, or ``torch`` with the reason the fused kernels
+    were not used where they could have been (a failed build, a self-test)."""
     if native:
         return "fused C"
-    if compiled:
-        return "torch.compile"
     why = native_status().reason if device.type == "cpu" else ""
     return f"torch ({why})" if why else "torch"
-
-
-def _want_compile(spec: MergeSpec, options: MergeOptions, plans: list[TensorPlan], dt: torch.dtype) -> bool:
-    """The compiled kernel covers TIES and task arithmetic without a rescale; by default it runs only on
-    very large CPU merges that the fused C kernels cannot take."""
-    k = len(spec.inputs)
-    method = spec.method_def
-    if method.sparsification not in ("none", "magnitude") or method.averages_models or spec.effective_rescale:
-        if options.compile:
-            raise MergeError(f"the compiled kernel merges ties and task_arithmetic, not {spec.method}")
-        return False
-    if options.compile is not None:
-        return options.compile
-    device = torch.device(options.device)
-    if device.type != "cpu" or not (shutil.which("cc") or shutil.which("gcc")):
-        return False
-    if options.native is not False and native_available(dt, device, k):
-        return False
-    return sum(p.numel for p in plans if p.merged) * k >= COMPILE_MIN_ELEMENTS
 
 
 def _input_bytes(plans: list[TensorPlan]) -> int:
@@ -171,7 +143,6 @@ def merge(
     plans = plan_tensors(base, [(c, i.kind) for c, i in zip(inputs, spec.inputs)])
     dt = _compute_dtype(spec, plans)
     out_dt = parse_dtype(spec.out_dtype) or dt
-    use_compile = _want_compile(spec, options, plans, dt)
     outputs = [
         OutputTensor(p.name, out_dt if p.base.dtype in FLOAT_DTYPES else torch_dtype(p.base.dtype), p.shape)
         for p in plans
@@ -187,7 +158,7 @@ def merge(
             index_metadata={"memo_version": engine_version()},
         ) as writer,
     ):
-        job = _job(spec, options, plans, reader, dt, out_dt, use_compile)
+        job = _job(spec, options, plans, reader, dt, out_dt)
         _write_tensors(job, plans, writer, progress=options.progress)
         extra = _extra_files(spec, base.tensors, plans, out_dt, config_yaml, card_body, names)
         for source in (s for i in spec.inputs for s in i.sources):
@@ -202,9 +173,8 @@ def merge(
         parameters=sum(p.numel for p in plans),
         compute_dtype=dtype_name(dt),
         out_dtype=dtype_name(out_dt),
-        compiled=use_compile,
         seconds=time.perf_counter() - started,
-        kernel=kernel_used(job.native, use_compile, torch.device(options.device)),
+        kernel=kernel_used(job.native, torch.device(options.device)),
         seed=spec.seed,
     )
 
@@ -220,11 +190,10 @@ def _job(
     reader: TensorReader,
     dt: torch.dtype,
     out_dt: torch.dtype,
-    use_compile: bool,
 ) -> TensorJob:
     """Everything the per-tensor merge needs: the reader, the device, the dtypes, the method and the chunking."""
     method = spec.method_def
-    native = _want_native(spec, options, dt, use_compile)
+    native = _want_native(spec, options, dt)
     config = KernelConfig(
         len(spec.inputs),
         dt,
@@ -247,7 +216,6 @@ def _job(
         chunk_elements=_chunk_elements(
             options.memory_budget, len(spec.inputs), _input_bytes(plans), dt.itemsize, method.sparsification, native
         ),
-        compiled=use_compile,
         config=config,
         native=native,
         gammas=tuple(i.gamma for i in spec.inputs),

@@ -3,18 +3,19 @@
 TIES and task arithmetic (Ilharco et al. 2023, arXiv 2212.04089; Yadav et al.
 2023, arXiv 2306.01708) are one kernel with a ``consensus`` switch; the other
 task-vector methods are the same kernel after their own trims
-(:mod:`merging.sparsify`), and ``linear`` is :func:`linear_chunk`. It is
-written three times with the same arithmetic:
+(:mod:`merging.sparsify`), and ``linear`` is :func:`linear_chunk`. Every merge
+reaches it through one torch operator, ``torch.ops.memo.merge_chunk``
+(:mod:`merging.merge_op`), which has two implementations with the same
+arithmetic:
 
-- the fused C kernels of :mod:`merging.native`, the default for TIES and task
-  arithmetic on the CPU in bf16 or fp32: one pass over memory;
-- :func:`merge_chunk_eager`: in-place torch ops on the chunk's own
-  temporaries (about 10 memory passes per input), for every method, dtype
-  and device, and the reference the fused kernels are tested against;
-- :func:`merge_chunk`, written for ``torch.compile`` (one fused loop, an
-  index array for ties), for very large merges the C kernels cannot take.
+- on the CPU, the fused C kernels of :mod:`merging.native` wherever they
+  apply (TIES and task arithmetic in bf16 or fp32): one pass over memory;
+- everywhere else (CUDA, other dtypes and methods, no C compiler),
+  :func:`merge_chunk_eager` here: in-place torch ops on the chunk's own
+  temporaries (about 10 memory passes per input), the reference the fused
+  kernels are tested against.
 
-All three are bit-identical to each other and to mergekit (``tests/test_kernels.py``,
+Both are bit-identical to each other and to mergekit (``tests/test_kernels.py``,
 ``tests/test_native.py``).
 No I/O, no globals, inputs never mutated.
 
@@ -43,8 +44,7 @@ divide 0 by 0 and mergekit writes NaN. memo tests in full precision (divisor 1).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +54,7 @@ from merging.sparsify import Trim
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """What the kernel is specialised on (one compiled variant each)."""
+    """What one merge asks of the kernel, the same for every chunk."""
 
     count: int  # K, the number of inputs
     compute_dtype: torch.dtype
@@ -68,59 +68,6 @@ class KernelConfig:
 
 def _accumulator(dt: torch.dtype) -> torch.dtype:
     return torch.float64 if dt == torch.float64 else torch.float32
-
-
-def _sum_in_order(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """``torch.stack(terms).sum(0)`` as eager torch computes it: accumulation in order
-    (in fp32, or fp64 for fp64 tensors).
-
-    The accumulator starts at +0.0, as torch's reduction does, so a sum of
-    only ``-0.0`` terms is ``+0.0`` (mergekit's output keeps that sign).
-    """
-    acc_dtype = _accumulator(dtype)
-    acc = terms[0].to(acc_dtype) + 0.0
-    for t in terms[1:]:
-        acc = acc + t.to(acc_dtype)
-    return acc.to(dtype)
-
-
-def merge_chunk(
-    base: torch.Tensor,  # (n,) compute dtype
-    inputs: list[torch.Tensor],  # K x (n,) fine-tuned weights or deltas, any float dtype
-    thresholds: torch.Tensor,  # (K,) compute dtype: keep |d| > t (merging.select.key_value)
-    cuts: torch.Tensor,  # (K,) int64: entries with |d| == t are kept up to this flat index
-    start: torch.Tensor,  # () int64: flat index of this chunk's first element
-    weights: torch.Tensor,  # (K,) compute dtype
-    cfg: KernelConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge one chunk; returns (merged chunk in ``out_dtype``, count of non-finite deltas)."""
-    dt = cfg.compute_dtype
-    index = start + torch.arange(base.shape[0], device=base.device)
-    bad = torch.zeros((), dtype=torch.int64, device=base.device)
-    weighted = []
-    for i, x in enumerate(inputs):
-        d = x.to(dt) if cfg.inputs_are_deltas else x.to(dt) - base
-        magnitude = d.abs()
-        bad = bad + (~torch.isfinite(d)).sum()
-        keep = (magnitude > thresholds[i]) | ((magnitude == thresholds[i]) & (index <= cuts[i]))
-        weighted.append((d * keep.to(dt)) * weights[i])
-    if cfg.consensus:
-        total = _sum_in_order(weighted, dt)
-        majority = (total >= 0).to(dt) * 2 - 1
-        agree = [wd.sign() == majority for wd in weighted]
-        mixed = _sum_in_order([wd * a for wd, a in zip(weighted, agree)], dt)
-        divisor = _sum_in_order([weights[i] * a for i, a in enumerate(agree)], dt)
-        divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
-    else:
-        mixed = _sum_in_order(weighted, dt)
-        divisor = _sum_in_order([weights[i] for i in range(cfg.count)], dt)
-        near_zero = divisor.to(_accumulator(dt)).abs() < 1e-8  # not in fp16, see the module doc
-        divisor = torch.where(near_zero, torch.ones_like(divisor), divisor)
-    if cfg.normalize:
-        mixed = mixed / divisor
-    if cfg.lam != 1:
-        mixed = mixed * cfg.lam
-    return (base + mixed).to(cfg.out_dtype), bad
 
 
 def rounded(value: float, dt: torch.dtype) -> float:
@@ -223,24 +170,6 @@ def linear_chunk(
     return acc.to(dt).to(cfg.out_dtype)
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_kernel(cfg: KernelConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """``merge_chunk`` fused by inductor for one configuration (cached per process).
-
-    ``emulate_precision_casts`` keeps every bf16/fp16 rounding that eager
-    torch (and so mergekit) performs; without it inductor would keep fused
-    intermediates in fp32 and the bits would differ.
-    """
-
-    def kernel(base, inputs, thresholds, cuts, start, weights):
-        return merge_chunk(base, inputs, thresholds, cuts, start, weights, cfg)
-
-    return torch.compile(kernel, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True})
-
-
-def eager_kernel(cfg: KernelConfig) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    return functools.partial(_eager, cfg=cfg)
-
-
-def _eager(base, inputs, thresholds, cuts, start, weights, *, cfg):
-    return merge_chunk(base, inputs, thresholds, cuts, start, weights, cfg)
+def all_finite(t: torch.Tensor) -> bool:
+    """One cheap reduction: the largest magnitude is finite (NaN propagates through amax)."""
+    return t.numel() == 0 or not t.is_floating_point() or bool(torch.isfinite(t.abs().amax()))

@@ -25,10 +25,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from merging import native
+from merging import merge_op, native
 from merging.errors import MergeError
-from merging.kernels import KernelConfig, compiled_kernel, merge_chunk_eager
-from merging.native import ops as native_ops
+from merging.kernels import KernelConfig
 from merging.plan import TensorPlan
 from merging.reader import TensorReader
 from merging.sparsify import (
@@ -42,8 +41,6 @@ from merging.sparsify import (
     uniforms,
 )
 from merging.trim_plan import FusedKeys, KeySource, TorchKeys, TrimPlan
-
-COMPILE_MIN_TENSOR = 1 << 16  # tiny tensors always run eagerly
 
 
 @dataclass(frozen=True)
@@ -59,13 +56,12 @@ class TensorJob:
     sparsification: str  # merging.spec.Method.sparsification
     tie_break: str
     chunk_elements: int  # tensors up to this size are resident (one piece); larger ones stream
-    compiled: bool  # torch.compile'd kernel (large merges) or the eager one
     config: KernelConfig
     gammas: tuple[float, ...] = ()  # breadcrumbs
     epsilons: tuple[float, ...] = ()  # della
     rescale: bool = False
     seed: int | None = None  # random methods
-    native: bool = False  # the fused C kernels (merging.native) instead of torch ops
+    native: bool = False  # the fused C kernels (merging.native) where the operator can run them
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -162,35 +158,19 @@ def merge_tensor(job: TensorJob, plan: TensorPlan) -> Iterator[torch.Tensor]:
 def _run_kernel(
     job, plan, base, inputs, trims: TrimPlan, chunk: int, start: int, scales, keys: KeySource
 ) -> torch.Tensor:
+    """One call of the merge operator (:mod:`merging.merge_op`): the random methods' keep factors are drawn
+    here, the top-k sets' cuts are passed as they are."""
     n = base.numel()
-    if job.native:
-        cuts = trims.cuts(chunk, start, start + n, keys)
-        merged, bad = native_ops.merge(base, inputs, cuts, scales, job.weights, job.config)
-        out = merged.to(job.out_dtype)
-        if bad or (out.dtype != merged.dtype and not all_finite(out)):
-            _raise_nonfinite(plan, base, inputs)
-        return out
-    if job.compiled and n >= COMPILE_MIN_TENSOR:
-        ends = [trims.flat_cut(i, chunk, start, start + n, keys) for i in range(len(inputs))]
-        out, _ = compiled_kernel(job.config)(
-            base,
-            inputs,
-            torch.tensor(trims.threshold_values(), dtype=job.compute_dtype, device=job.device),
-            torch.tensor(ends, dtype=torch.int64, device=job.device),
-            torch.tensor(start, dtype=torch.int64, device=job.device),
-            torch.tensor(job.weights, dtype=job.compute_dtype, device=job.device),
-        )
-    else:
+    if job.sparsification in ("random", "della"):
         chunk_trims = _trims(job, plan, trims, chunk, start, start + n, keys)
-        out = merge_chunk_eager(base, inputs, chunk_trims, scales, list(job.weights), job.config)
-    if not all_finite(out):
+        factors = [t(_delta(job, base, x)) for x, t in zip(inputs, chunk_trims)]
+        cuts: list = [[] for _ in inputs]
+    else:
+        factors, cuts = [None] * len(inputs), trims.cuts(chunk, start, start + n, keys)
+    out, bad = merge_op.merge(base, inputs, cuts, factors, scales, job.weights, job.config, fused=job.native)
+    if bad:
         _raise_nonfinite(plan, base, inputs)
     return out
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """One cheap reduction: the largest magnitude is finite (NaN propagates through amax)."""
-    return t.numel() == 0 or not t.is_floating_point() or bool(torch.isfinite(t.abs().amax()))
 
 
 def _merge_resident(job: TensorJob, plan: TensorPlan, trims: TrimPlan) -> torch.Tensor:
@@ -261,7 +241,7 @@ def _merge_mergekit_cpu_trims(job: TensorJob, plan: TensorPlan) -> torch.Tensor:
             d = masked if scale is None else masked.mul_(scale)
         deltas.append(d)
     cfg = replace(job.config, inputs_are_deltas=True)
-    parity_job = replace(job, config=cfg, compiled=False, sparsification="none", rescale=False, native=False)
+    parity_job = replace(job, config=cfg, sparsification="none", rescale=False, native=False)
     no_keys = TorchKeys(deltas.__getitem__)  # nothing is selected: never asked
     nothing = [None] * len(deltas)
     return _run_kernel(parity_job, plan, base, deltas, _trim_plan(parity_job, plan), 0, 0, nothing, no_keys)

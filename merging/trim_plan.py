@@ -105,23 +105,6 @@ class TrimPlan:
             out[term.input].append(Cut(term.sign, key_value(t.key, self.dtype), tie_end))
         return out
 
-    def flat_cut(self, i: int, chunk: int, start: int, stop: int, keys: KeySource) -> int:
-        """Input i's last kept tie as a flat index (-1: none): the compiled kernel's form (one set per input)."""
-        for term in self.terms:
-            if term.input == i and term.select is not None and term.threshold is not None:
-                before = sum(term.tie_counts[:chunk])
-                here = term.tie_counts[chunk]
-                return _cut(term.threshold, start, stop, before, here, functools.partial(keys.find, i))
-        return -1
-
-    def threshold_values(self) -> list[float]:
-        """Per input, its one top-k set's threshold value (-1: keep all): the compiled kernel's form."""
-        values = [-1.0] * self.inputs
-        for term in self.terms:
-            if term.threshold is not None:
-                values[term.input] = key_value(term.threshold.key, self.dtype)
-        return values
-
 
 def _cut(
     threshold: Threshold, start: int, stop: int, ties_before: int, ties_here: int, find: Callable[[int, int], int]

@@ -1,12 +1,14 @@
-"""The merge kernel reproduces mergekit's merge_group bit for bit, eager and compiled."""
+"""The merge operator (``torch.ops.memo.merge_chunk``) reproduces mergekit's merge_group bit for bit,
+through its torch kernel and its fused CPU kernel alike."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from merging.kernels import KernelConfig, compiled_kernel, eager_kernel
-from merging.select import key_value, threshold_of
+from merging import merge_op
+from merging.kernels import KernelConfig
+from merging.select import key_value, magnitude_keys, threshold_of
 from merging.sparsify import Cut, threshold_trim
 from tests.support.mergekit_ref import mergekit_merge
 
@@ -22,40 +24,28 @@ def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and torch.equal(a.view(INT_VIEW[a.dtype]), b.view(INT_VIEW[b.dtype]))
 
 
-def _run(kernel_factory, method, base, models, densities, weights, normalize, lam, *, pretrimmed=None):
-    """Our kernel on a whole tensor as one chunk, with thresholds from merging.select."""
+def _run(method, base, models, densities, weights, normalize, lam, *, pretrimmed=None, fused=False):
+    """The operator on a whole tensor as one chunk, ties at the threshold to the lowest index."""
     dt = base.dtype
     consensus = method == "ties"
     normalize = consensus if normalize is None else normalize
-    if pretrimmed is not None:
-        inputs, thresholds, cuts = pretrimmed, [-1] * len(models), [-1] * len(models)
-    else:
-        inputs, thresholds, cuts = models, [], []
-        for x, dens in zip(models, densities):
-            t = threshold_of(x - base, dens if consensus else 1.0)
-            thresholds.append(t.key)
-            cuts.append(_cut_index(x - base, t))
+    inputs = pretrimmed if pretrimmed is not None else models
+    cuts = []
+    for x, dens in zip(models, densities):
+        if pretrimmed is not None or not consensus:
+            cuts.append([])
+            continue
+        d = (x - base).reshape(-1)
+        t = threshold_of(d, dens)
+        ties = (magnitude_keys(d) == t.key).nonzero().reshape(-1)
+        end = int(ties[t.ties_kept - 1]) + 1 if t.ties_kept > 0 else 0
+        cuts.append([Cut(1, key_value(t.key, dt), end)])
     cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
-    values = [key_value(t, dt) for t in thresholds]
-    out, bad = kernel_factory(cfg)(
-        base.reshape(-1),
-        [x.reshape(-1) for x in inputs],
-        torch.tensor(values, dtype=dt),
-        torch.tensor(cuts),
-        torch.tensor(0),
-        torch.tensor(weights, dtype=dt),
-    )
-    assert bad.item() == 0
+    flat = [x.reshape(-1).contiguous() for x in inputs]
+    k = len(flat)
+    out, bad = merge_op.merge(base.reshape(-1), flat, cuts, [None] * k, [None] * k, weights, cfg, fused=fused)
+    assert not bad
     return out.reshape(base.shape)
-
-
-def _cut_index(delta, t) -> int:
-    from merging.select import magnitude_keys
-
-    if t.ties_kept <= 0:
-        return -1
-    ties = (magnitude_keys(delta.reshape(-1)) == t.key).nonzero().reshape(-1)
-    return int(ties[t.ties_kept - 1])
 
 
 def _models(dt, k, n=4096, seed=0, zeros=False):
@@ -86,18 +76,19 @@ CASES = [  # method, K, densities, weights, normalize, lambda
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-K{c[1]}-{i}" for i, c in enumerate(CASES)])
 @pytest.mark.parametrize("zeros", [False, True], ids=["dense", "zeros"])
-def test_eager_kernel_matches_mergekit_fp32(case, zeros):
+@pytest.mark.parametrize("fused", [False, True], ids=["torch", "fused"])
+def test_operator_matches_mergekit_fp32(case, zeros, fused):
     method, k, densities, weights, normalize, lam = case
     base, models = _models(torch.float32, k, zeros=zeros)
     expected = mergekit_merge(method, base, models, densities=densities, weights=weights, normalize=normalize, lam=lam)
-    ours = _run(eager_kernel, method, base, models, densities, weights, normalize, lam)
+    ours = _run(method, base, models, densities, weights, normalize, lam, fused=fused)
     assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
 
 
-@pytest.mark.parametrize("kernel", ["reference", "fast"])
+@pytest.mark.parametrize("fused", [False, True], ids=["torch", "fused"])
 @pytest.mark.parametrize("dt", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES[:-1], ids=lambda c: f"{c[0]}-K{c[1]}")  # [-1]: mergekit NaN in fp16
-def test_kernels_match_mergekit_16bit_with_mergekits_tie_choice(dt, case, kernel):
+def test_operator_matches_mergekit_16bit_with_mergekits_tie_choice(dt, case, fused):
     """With mergekit's own (CPU argsort) choice among ties, the rest is bit-identical."""
     from mergekit.sparsify import magnitude
 
@@ -108,75 +99,48 @@ def test_kernels_match_mergekit_16bit_with_mergekits_tie_choice(dt, case, kernel
         trimmed = [magnitude(x - base, density=d) for x, d in zip(models, densities)]
     else:
         trimmed = [x - base for x in models]
-    args = (method, base, models, densities, weights, normalize, lam)
-    ours = (
-        _run(eager_kernel, *args, pretrimmed=trimmed) if kernel == "reference" else _run_fast(*args, pretrimmed=trimmed)
-    )
+    ours = _run(method, base, models, densities, weights, normalize, lam, pretrimmed=trimmed, fused=fused)
     assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
 
 
-@pytest.mark.parametrize("dt", [torch.bfloat16, torch.float32])
-def test_compiled_kernel_equals_eager(dt):
-    base, models = _models(dt, 3, n=50_000, zeros=True)
-    args = ("ties", base, models, [0.3, 0.2, 0.5], [1.0, 0.7, 1.2], None, 1.0)
-    eager = _run(eager_kernel, *args)
-    compiled = _run(compiled_kernel, *args)
-    assert bits_equal(eager, compiled)
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-K{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_fused_and_torch_implementations_agree(case, dt):
+    """Where the fused kernels do not apply (fp16, fp64) the CPU runs the torch kernel: same bits everywhere."""
+    method, k, densities, weights, normalize, lam = case
+    base, models = _models(dt, k, zeros=True)
+    torch_kernel = _run(method, base, models, densities, weights, normalize, lam, fused=False)
+    fused = _run(method, base, models, densities, weights, normalize, lam, fused=True)
+    assert bits_equal(fused, torch_kernel), f"{(fused != torch_kernel).sum()} elements differ"
 
 
-def test_kernel_counts_nonfinite_deltas():
+@pytest.mark.parametrize("fused", [False, True], ids=["torch", "fused"])
+def test_operator_flags_nonfinite_output(fused):
     base, models = _models(torch.float32, 2)
     models[1][7] = float("nan")
     models[0][3] = float("inf")
     cfg = KernelConfig(2, torch.float32, torch.float32, True, True, 1.0, False)
-    _, bad = eager_kernel(cfg)(
-        base, models, torch.tensor([-1.0, -1.0]), torch.tensor([-1, -1]), torch.tensor(0), torch.ones(2)
-    )
-    assert bad.item() == 2
+    out, bad = merge_op.merge(base, models, [[], []], [None] * 2, [None] * 2, [1.0, 1.0], cfg, fused=fused)
+    assert bad and not torch.isfinite(out[7])
+    models[1][7], models[0][3] = 0.0, 0.0
+    assert not merge_op.merge(base, models, [[], []], [None] * 2, [None] * 2, [1.0, 1.0], cfg, fused=fused)[1]
+
+
+def test_operator_flags_an_overflow_of_the_output_dtype():
+    base = torch.full((8,), 60000.0)
+    models = [base + 10000.0]
+    cfg = KernelConfig(1, torch.float32, torch.float16, False, False, 1.0, False)
+    for fused in (False, True):
+        out, bad = merge_op.merge(base, models, [[]], [None], [None], [1.0], cfg, fused=fused)
+        assert bad and out.dtype == torch.float16
 
 
 def test_kernel_does_not_mutate_inputs():
     base, models = _models(torch.bfloat16, 2)
     before = [base.clone(), *[m.clone() for m in models]]
-    _run(eager_kernel, "ties", base, models, [0.3, 0.3], [1.0, 1.0], None, 1.0)
+    _run("ties", base, models, [0.3, 0.3], [1.0, 1.0], None, 1.0)
+    _run("ties", base, models, [0.3, 0.3], [1.0, 1.0], None, 1.0, fused=True)
     assert all(torch.equal(a, b) for a, b in zip(before, [base, *models]))
-
-
-def _run_fast(method, base, models, densities, weights, normalize, lam, *, pretrimmed=None):
-    """The eager in-place kernel, with the same thresholds as _run."""
-    from merging.kernels import merge_chunk_eager
-    from merging.select import magnitude_keys
-
-    dt = base.dtype
-    consensus = method == "ties"
-    normalize = consensus if normalize is None else normalize
-    inputs = pretrimmed if pretrimmed is not None else models
-    values, ends = [], []
-    for x, dens in zip(models, densities):
-        if pretrimmed is not None or not consensus:
-            values.append(-1.0)
-            ends.append(0)
-            continue
-        d = (x - base).reshape(-1)
-        t = threshold_of(d, dens)
-        values.append(key_value(t.key, dt))
-        ties = (magnitude_keys(d) == t.key).nonzero().reshape(-1)
-        ends.append(int(ties[t.ties_kept - 1]) + 1 if t.ties_kept > 0 else 0)
-    cfg = KernelConfig(len(models), dt, dt, consensus, normalize, lam, pretrimmed is not None)
-    trims = [threshold_trim([Cut(1, v, e)]) for v, e in zip(values, ends)]
-    flat = [x.reshape(-1) for x in inputs]
-    out = merge_chunk_eager(base.reshape(-1), flat, trims, [None] * len(flat), list(weights), cfg)
-    return out.reshape(base.shape)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-K{c[1]}-{i}" for i, c in enumerate(CASES)])
-@pytest.mark.parametrize("dt", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_fast_eager_kernel_equals_reference_kernel(case, dt):
-    method, k, densities, weights, normalize, lam = case
-    base, models = _models(dt, k, zeros=True)
-    expected = _run(eager_kernel, method, base, models, densities, weights, normalize, lam)
-    ours = _run_fast(method, base, models, densities, weights, normalize, lam)
-    assert bits_equal(ours, expected), f"{(ours != expected).sum()} elements differ"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -192,3 +156,26 @@ def test_fast_eager_kernel_propagates_nonfinite_inputs(bad, method, threshold):
     trims = [threshold_trim([Cut(1, threshold, 0)])] * 3
     out = merge_chunk_eager(base, models, trims, [None] * 3, [1.0, 0.5, 2.0], cfg)
     assert not torch.isfinite(out[5]) and torch.isfinite(out[:5]).all()
+
+
+def test_the_merge_kernel_is_a_torch_operator():
+    """Registered as ``memo::merge_chunk`` with a CPU kernel, a kernel for every other device and a fake one
+    (torch's own checks: schema, FakeTensor, AOT dispatch)."""
+    base, models = _models(torch.bfloat16, 3, n=1000, zeros=True)
+    nan = float("nan")
+    args = (base, models, [None] * 3, [0, 0, 0], [], [], [], [nan] * 3, [1.0] * 3)
+    args += (True, True, 1.0, False, False, torch.bfloat16, True)
+    torch.library.opcheck(torch.ops.memo.merge_chunk.default, args)
+    for key in ("CPU", "CompositeExplicitAutograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("memo::merge_chunk", key), key
+
+
+def test_a_merge_runs_through_the_operator(tmp_path):
+    from merging import MergeOptions, merge
+    from tests.support.merge_models import make_finetunes
+    from tests.test_merge_engine import _spec
+
+    base, models = make_finetunes(tmp_path / "m", k=2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        merge(_spec("ties", base, models), tmp_path / "out", MergeOptions(progress=False))
+    assert any(e.name == "memo::merge_chunk" for e in prof.events())

@@ -18,12 +18,12 @@ import pytest
 import torch
 import yaml
 
-from merging import MergeError, MergeOptions, merge
+from merging import MergeOptions, merge
 from merging.yaml_config import load_config
 from tests.support.merge_models import load_dir, make_finetunes, run_mergekit, write_config
 from tests.test_merge_parity import compare
 
-QUIET = MergeOptions(progress=False, compile=False)
+QUIET = MergeOptions(progress=False)
 UP = "model.layers.0.mlp.up_proj.weight"  # 8,192 entries in rows of 64
 
 
@@ -220,10 +220,3 @@ def test_bad_method_parameters_are_one_line(fp32_models, tmp_path, yaml_text, me
     assert message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-
-
-def test_the_compiled_kernel_refuses_what_it_does_not_fuse(fp32_models, tmp_path):
-    base, models = fp32_models
-    config = write_config(tmp_path / "c.yml", "breadcrumbs", base, models, densities=[0.3] * 3, weights=[1.0] * 3)
-    with pytest.raises(MergeError, match="compiled kernel merges ties and task_arithmetic"):
-        merge(load_config(config), tmp_path / "out", replace(QUIET, compile=True))

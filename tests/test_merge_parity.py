@@ -13,7 +13,7 @@ from merging import MergeOptions, merge
 from merging.yaml_config import load_config
 from tests.support.merge_models import load_dir, make_finetunes, run_mergekit, write_config
 
-QUIET = MergeOptions(progress=False, compile=False)
+QUIET = MergeOptions(progress=False)
 INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
 

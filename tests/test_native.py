@@ -106,7 +106,7 @@ def test_merges_with_and_without_the_fused_kernels_are_identical(tmp_path, dtype
     base, models = make_finetunes(tmp_path / "m", k=3, dtype=dtype, hidden=64)
     inputs = tuple(MergeInput(m, weight=w, density=d) for m, w, d in zip(models, [1.0, 0.7, 1.3], [0.3, 0.5, 0.2]))
     spec = MergeSpec(method, base, inputs, lam=0.9)
-    quiet = MergeOptions(progress=False, compile=False)
+    quiet = MergeOptions(progress=False)
     for budget in (1 << 30, 60_000):
         fused = merge(spec, tmp_path / f"fused-{budget}", replace(quiet, native=True, memory_budget=budget))
         eager = merge(spec, tmp_path / f"eager-{budget}", replace(quiet, native=False, memory_budget=budget))
