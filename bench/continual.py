@@ -166,7 +166,8 @@ def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> 
             indent=1,
         )
     )
-    plot = plot_continual(arrivals, out / "continual.png", title=f"memo continual study, K=1..{last.k}")
+    title = f"memo continual study, K=1..{last.k}"
+    plot = plot_continual(arrivals, out / "continual.png", title=title, base_general=base_general)
     console.print(f"wrote {out / 'continual.json'} and {plot}")
 
 

@@ -80,6 +80,7 @@ def test_demo_json_carries_the_study(tmp_path):
     assert headline["ties_gap_points"] == pytest.approx((mean["joint"] - mean["ties"]) * 100)
     assert set(headline["kept_vs_joint"]) == {"ties+heal", "warm", "retrain"}
     assert [s[1] for s in headline["seconds_production_vs_joint"]] == [c["seconds"] for c in cum["joint"]]
+    assert [e[1] for e in headline["examples_production_vs_joint"]] == [c["examples"] for c in cum["joint"]]
 
 
 def test_local_hub_restores_the_environment(monkeypatch):

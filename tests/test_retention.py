@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,6 +52,11 @@ def test_the_cli_prints_and_shows_retention(trained, monkeypatch):
     assert "still knows" in created and "retention" in created
     shown = memo("merge", "show", "production").stdout
     assert "retention" in shown and "glassworks" in shown
+    assert "settings and cost" in shown and "merge engine" in shown and "density" in shown
+    assert not re.search(r"\d\.\d{5,}", shown), "figures are rounded"
+    usage = memo("merge", "--strategy", "bogus", "harbor", ok=False).stderr
+    assert "memo merge --help" in usage and "create" not in usage
+    assert memo("merge", "--help").stdout.startswith("Usage: memo merge [OPTIONS] CORPORA...")
     data = json.loads(memo("merge", "show", "production", "--json").stdout)
     assert set(data["retention"]) == {"glassworks", "harbor"}
     lowest = min(v for v in data["retention"].values() if v is not None)

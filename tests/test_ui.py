@@ -169,3 +169,35 @@ def test_a_trained_merge_page_says_why_it_has_no_mergekit_config(trained):
     with TestClient(create_app(trained), base_url="http://localhost") as client:
         page = client.get(f"/merges/{healed.id}").text
     assert "None: a trained strategy (ties+heal)" in page and '<pre id="config">' not in page
+
+
+def test_figures_read_one_way_and_an_unknown_page_is_a_page(ui):
+    reg, client, (first, second) = ui
+    merge = client.get(f"/merges/{second.id}").text
+    settings = merge.split('id="parameters"')[1].split("</table>")[0]
+    assert "{" not in settings and not re.search(r"\d\.\d{5,}", settings)  # no raw dicts, no 16-digit floats
+    assert "<th>merge engine</th>" in settings and re.search(r"<td>\d+\.\d s</td>", settings)
+    home = client.get("/").text
+    assert not re.search(r"\b1 (bases|corpora|merges|task vectors)\b", home) and "1 base<" in home
+    page = client.get("/nowhere")
+    assert page.status_code == 404 and "<h1>Not found</h1>" in page.text and "there is no page at /nowhere" in page.text
+    assert client.get("/api/nowhere").json() == {"error": "there is no page at /api/nowhere"}
+    bad = client.get("/retention?last=0")
+    assert bad.status_code == 400 and "<h1>Bad request</h1>" in bad.text
+
+
+def test_the_channel_chart_spreads_close_retentions():
+    chart = svg.timeline([("a", 0.91), ("b", 0.96)], 0.9)
+    ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', chart)]
+    assert abs(ys[0] - ys[1]) > 20 and ">0.8<" in chart  # on 0-1 they would be 5 px apart
+    assert svg.axis_floor([]) == 0.0 and svg.axis_floor([0.02]) == 0.0 and svg.axis_floor([1.0]) == 0.9
+
+
+def test_figures_are_named_and_rounded_one_way():
+    from registry.service import figures
+
+    assert [figures.count(n, "base") for n in (0, 1, 2)] == ["0 bases", "1 base", "2 bases"]
+    assert figures.count(1, "corpus", "corpora") == "1 corpus" and figures.fraction(None) == "n/a"
+    assert figures.seconds(5.6123456789) == "5.6 s" and figures.fraction(0.912345) == "0.91"
+    rows = figures.settings_rows({"density": 0.30000000000000004, "retain": {"target": 0.9, "lr": 3e-4}, "x": [1, 2]})
+    assert rows == [("density", "0.3"), ("retain.target", "0.9"), ("retain.lr", "0.0003"), ("x", "1, 2")]

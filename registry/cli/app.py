@@ -35,7 +35,10 @@ class AppContext:
 
 def _one_line(e: click.UsageError) -> click.ClickException:
     """A usage error as the rest are reported: one line, exit code 1 (click's own is 4 lines, exit 2)."""
-    hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    ctx = e.ctx
+    if ctx is not None and ctx.command.hidden and ctx.parent is not None:  # a group's default subcommand
+        ctx = ctx.parent
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
     return click.ClickException(" ".join(e.format_message().split()) + hint)
 
 

@@ -160,7 +160,11 @@ def _print_headline(h: Headline) -> None:
         f"(production is {study.LABELS[study.PROMOTED]}, what memo merge --channel does as corpora arrive)."
     )
     for k, (merged, retrained) in study.PAPER_COMPUTE.items():
-        ours = f"ours {_saving(*h.seconds[k - 1])}" if k <= len(h.seconds) else f"ours: run with {k} corpora"
+        ours = (
+            f"ours {_saving(*h.seconds[k - 1])} in seconds, {_saving(*h.examples[k - 1])} in examples processed"
+            if k <= len(h.seconds)
+            else f"ours: run with {k} corpora"
+        )
         click.echo(f"compute at K={k}: paper {_saving(merged, retrained)} ({merged} vs {retrained} GPU-hours); {ours}")
 
 

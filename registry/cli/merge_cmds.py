@@ -8,6 +8,7 @@ from merging.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, MET
 from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
+from registry.service.figures import merge_cost_rows, seconds, settings_rows
 from training.settings import RetainSettings
 
 
@@ -23,6 +24,14 @@ class DefaultCommandGroup(click.Group):
         if not args or args[0] not in self.commands:
             args = [self.default, *args]
         return super().parse_args(ctx, args)
+
+
+class DefaultSubcommand(click.Command):
+    """The default subcommand, shown (in its help and its errors) as the group itself: ``memo merge``."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        path = ctx.parent.command_path if ctx.parent else ctx.command_path
+        formatter.write_usage(path, " ".join(self.collect_usage_pieces(ctx)))
 
 
 def _weights(values: tuple[str, ...]) -> dict[str, float]:
@@ -80,7 +89,7 @@ def merge() -> None:
     """Merge corpora into one model (`memo merge CORPUS...`), or list and show merges."""
 
 
-@merge.command("create")
+@merge.command("create", cls=DefaultSubcommand, hidden=True)
 @click.argument("corpora", nargs=-1, required=True)
 @click.option(
     "--strategy",
@@ -241,7 +250,7 @@ def trained_line(record: MergeRecord) -> str:
     outcome = "reached" if cost.retain and cost.retain.reached else "NOT reached (step cap)"
     return (
         f"{record.strategy}: {cost.steps} steps, {cost.examples} examples, "
-        f"{cost.train_seconds:.1f} s training + {cost.check_seconds:.1f} s checks; "
+        f"{seconds(cost.train_seconds)} training + {seconds(cost.check_seconds)} retention checks; "
         f"target retention {target} {outcome}"
     )
 
@@ -305,6 +314,7 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
     )
     if record.recall:
         _print_retention(record)
+    print_table("settings and cost", ["", ""], settings_rows(record.parameters) + merge_cost_rows(record))
     if pubs:
         print_table(
             "publications",

@@ -8,6 +8,7 @@ from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
+from registry.service.figures import seconds
 from training.llm import Endpoint
 from training.reflection_prompts import STAGE_PROMPTS
 from training.reflections import ReflectSettings
@@ -67,8 +68,8 @@ def _report(record, as_json: bool) -> None:
     held = f", held-out {m.heldout.exact_match:.2f}" if m.heldout else ""
     verb = "already registered (the same reflections and settings)" if record.reused else "registered"
     click.echo(
-        f"{verb} task vector {record.ref}: recall {recall} exact match"
-        f"{held}; {cost.examples} examples in {cost.wall_seconds:.1f}s"
+        f"{verb} task vector {record.ref}: recall {recall} exact match{held}; {cost.examples} examples, "
+        f"{seconds(cost.train_seconds)} training ({seconds(cost.wall_seconds)} in all)"
     )
 
 

@@ -134,17 +134,19 @@ def run_demo(
                     "(published as a new commit)"
                 )
             publications = tuple(reg.publications())
+        base_general = study.base_general()
         plot = plot_continual(
             study.arrivals,
             home / "continual.png",
             title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base",
+            base_general=base_general,
         )
         return DemoResult(
             home=home,
             base=base,
             corpora=tuple(outcomes),
             arrivals=tuple(study.arrivals),
-            base_general=study.base_general(),
+            base_general=base_general,
             publications=publications,
             log=tuple(reg.log(CHANNEL)),
             hub=where,

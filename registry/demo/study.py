@@ -119,6 +119,7 @@ class Headline:
     ties_gap_points: float  # joint retraining's mean recall minus the bare TIES merge's, in points
     kept: dict[str, float]  # trained strategy -> its mean recall as a fraction of joint retraining's
     seconds: tuple[tuple[float, float], ...]  # per arrival: cumulative seconds of (production's path, joint)
+    examples: tuple[tuple[int, int], ...] = ()  # per arrival: cumulative examples of (production's path, joint)
 
     def to_json(self) -> dict:
         return {
@@ -126,6 +127,7 @@ class Headline:
             "ties_gap_points": self.ties_gap_points,
             "kept_vs_joint": self.kept,
             "seconds_production_vs_joint": [list(s) for s in self.seconds],
+            "examples_production_vs_joint": [list(e) for e in self.examples],
         }
 
 
@@ -142,6 +144,7 @@ def headline(arrivals: list[Arrival]) -> Headline | None:
         ties_gap_points=(joint - last.mean("ties")) * 100,
         kept={m: last.mean(m) / joint if joint else float("nan") for m in trained},
         seconds=tuple((p[0], j[0]) for p, j in zip(production, retrained)),
+        examples=tuple((p[1], j[1]) for p, j in zip(production, retrained)),
     )
 
 

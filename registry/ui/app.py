@@ -23,10 +23,12 @@ from starlette.templating import Jinja2Templates
 
 from executive.http_guard import LOOPBACK_NAMES, HostGuard, allowed_hosts, guarded_config
 from registry import InvalidInput, MemoError, NotFound, Registry
+from registry.service import figures
 from registry.ui import pages
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-TEMPLATES.env.filters["pct"] = lambda v: "n/a" if v is None else f"{v:.2f}"
+TEMPLATES.env.filters["pct"] = figures.fraction
+TEMPLATES.env.filters["seconds"] = figures.seconds
 TEMPLATES.env.globals["hub_url"] = pages.hub_url
 
 
@@ -38,9 +40,9 @@ def create_app(reg: Registry, *, allowed_hosts: Collection[str] = LOOPBACK_NAMES
             try:
                 context = build(request)
             except NotFound as e:
-                return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(e)}, status_code=404)
+                return _error_page(request, str(e), 404)
             except (InvalidInput, ValueError) as e:
-                return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(e)}, status_code=400)
+                return _error_page(request, str(e), 400)
             return TEMPLATES.TemplateResponse(request, template, context)
 
         return endpoint
@@ -90,7 +92,24 @@ def create_app(reg: Registry, *, allowed_hosts: Collection[str] = LOOPBACK_NAMES
         message = f"this server does not answer for the host {host!r}; see memo ui --allow-host"
         return Response(message, status_code=400, media_type="text/plain")
 
-    return Starlette(routes=routes, middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=wrong_host)])
+    async def no_route(request: Request, exc: Exception) -> Response:
+        status, path = getattr(exc, "status_code", 404), request.url.path
+        message = f"there is no page at {path}" if status == 404 else f"{request.method} is not answered at {path}"
+        if path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=status)
+        return _error_page(request, message, status)
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=wrong_host)],
+        exception_handlers={404: no_route, 405: no_route},
+    )
+
+
+def _error_page(request: Request, message: str, status: int) -> Response:
+    title = {404: "Not found", 400: "Bad request"}.get(status, "Not answered")
+    context = {"message": message, "title": title}
+    return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=status)
 
 
 def _jsonable(value: Any) -> Any:

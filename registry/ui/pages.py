@@ -8,6 +8,7 @@ from typing import Any
 from markupsafe import Markup
 
 from registry import BlobStoreFailed, ChannelRecord, MergeRecord, PublicationRecord, Registry
+from registry.service import figures
 from registry.ui import svg
 
 HUB = "https://huggingface.co"
@@ -45,7 +46,13 @@ def home(reg: Registry) -> dict[str, Any]:
         "task vectors": sum(c.task_vector_count for c in corpora),
         "merges": reg.count_merges(),
     }
-    return {"channels": channels, "counts": counts, "recent": reg.list_merges(last=10)[::-1]}
+    shown = [
+        figures.count(counts["bases"], "base"),
+        figures.count(counts["corpora"], "corpus", "corpora"),
+        figures.count(counts["task vectors"], "task vector"),
+        figures.count(counts["merges"], "merge"),
+    ]
+    return {"channels": channels, "counts": counts, "shown": shown, "recent": reg.list_merges(last=10)[::-1]}
 
 
 def channel(reg: Registry, name: str) -> dict[str, Any]:
@@ -69,6 +76,8 @@ class MergePage:
     channels: list[ChannelRecord]
     publications: list[PublicationRecord]
     config: str
+    settings: list[tuple[str, str]]  # the merge's parameters as named rows (registry.service.figures)
+    cost: list[tuple[str, str]]
     retention_chart: Markup
     recall_chart: Markup
     lineage: Markup
@@ -92,6 +101,8 @@ def merge(reg: Registry, ref: int) -> MergePage:
         channels=here,
         publications=reg.publications(record.id),
         config=config.decode(errors="replace") if config else "",
+        settings=figures.settings_rows(record.parameters),
+        cost=figures.merge_cost_rows(record),
         retention_chart=svg.bars(
             [svg.Bar(m.corpus, record.retention.get(m.corpus)) for m in record.members], gates, css_id="retention"
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,16 +56,25 @@ def bars(rows: Sequence[Bar], gates: Sequence[tuple[str, float]] = (), *, css_id
     return Markup("".join(parts))
 
 
+def axis_floor(values: Sequence[float]) -> float:
+    """The bottom of a 0-1 axis that shows these values apart: a tenth below the lowest, rounded down to a
+    tenth (retentions of 0.91-0.96 get 0.8-1.0, not a sliver at the top of 0-1)."""
+    if not values:
+        return 0.0
+    return max(0.0, min(0.9, math.floor((min(values) - 0.05) * 10) / 10))
+
+
 def timeline(points: Sequence[tuple[str, float | None]], gate: float | None, *, css_id: str = "timeline") -> Markup:
     """The lowest retention after each channel event, left to right; a dashed line at the gate."""
     width, height, pad = 560, 160, 30
     step = (width - 2 * pad) / max(1, len(points) - 1)
     parts = [f'<svg id="{css_id}" class="chart" width="{width}" height="{height}" role="img">']
     parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" class="axis"/>')
-    parts += [_text(4, height - pad + 4, "0", size=10), _text(4, pad + 4, "1", size=10)]
+    low = axis_floor([v for _, v in points if v is not None] + ([gate] if gate is not None else []))
+    parts += [_text(4, height - pad + 4, f"{low:.1f}", size=10), _text(4, pad + 4, "1.0", size=10)]
 
     def y(v: float) -> float:
-        return height - pad - (height - 2 * pad) * max(0.0, min(1.0, v))
+        return height - pad - (height - 2 * pad) * max(0.0, min(1.0, (v - low) / (1.0 - low)))
 
     drawn = [(pad + i * step, y(v), label, v) for i, (label, v) in enumerate(points) if v is not None]
     if len(drawn) > 1:
