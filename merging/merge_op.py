@@ -19,7 +19,6 @@ any element of it is not finite (a bad input, or an overflow of the output dtype
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 
@@ -28,37 +27,31 @@ from merging.kernels import KernelConfig, all_finite, merge_chunk_eager
 from merging.native import ops as native_ops
 from merging.sparsify import Cut, Trim, threshold_trim
 
-__all__ = ["merge", "merge_chunk"]
+__all__ = ["merge"]
 
 
-@torch.library.custom_op("memo::merge_chunk", mutates_args=())
-def merge_chunk(
-    base: torch.Tensor,
-    inputs: list[torch.Tensor],
-    factors: list[Optional[torch.Tensor]],  # noqa: UP045 (torch's schema inference reads typing.Optional)
-    cut_counts: list[int],
-    cut_signs: list[int],
-    cut_values: list[float],
-    cut_ends: list[int],
-    scales: list[float],
-    weights: list[float],
-    consensus: bool,
-    normalize: bool,
-    lam: float,
-    deltas: bool,
-    averages_models: bool,
-    out_dtype: torch.dtype,
-    fused: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The torch kernel (every device). ``cut_*``: each input's top-k sets, flattened (``cut_counts[i]``
-    of them for input i); ``scales``: NaN for none; ``fused``: the CPU may run the fused C kernels."""
+# Registered with torch.library's low-level API: ``torch.library.custom_op`` wraps every kernel so that
+# its first call imports torch._dynamo (over a second in every merge process).
+_LIB = torch.library.Library("memo", "DEF")
+_LIB.define(
+    "merge_chunk(Tensor base, Tensor[] inputs, Tensor?[] factors, int[] cut_counts, int[] cut_signs, "
+    "float[] cut_values, int[] cut_ends, float[] scales, float[] weights, bool consensus, bool normalize, "
+    "float lam, bool deltas, bool averages_models, ScalarType out_dtype, bool fused) -> (Tensor, Tensor)"
+)
+
+
+def _merge_chunk_torch(
+    base, inputs, factors, cut_counts, cut_signs, cut_values, cut_ends, scales, weights,
+    consensus, normalize, lam, deltas, averages_models, out_dtype, fused,
+):  # fmt: skip
+    """The torch kernel (every device; the CPU where the fused kernels do not apply). ``cut_*``: each
+    input's top-k sets, flattened (``cut_counts[i]`` of them for input i); ``scales``: NaN for none;
+    ``fused``: the CPU may run the fused C kernels."""
     cfg = _config(base, inputs, consensus, normalize, lam, deltas, averages_models, out_dtype)
-    return _torch_kernel(
-        base, inputs, factors, _cuts(cut_counts, cut_signs, cut_values, cut_ends), scales, weights, cfg
-    )
+    cuts = _cuts(cut_counts, cut_signs, cut_values, cut_ends)
+    return _torch_kernel(base, inputs, factors, cuts, scales, weights, cfg)
 
 
-@merge_chunk.register_kernel("cpu")
 def _merge_chunk_cpu(
     base, inputs, factors, cut_counts, cut_signs, cut_values, cut_ends, scales, weights,
     consensus, normalize, lam, deltas, averages_models, out_dtype, fused,
@@ -73,18 +66,14 @@ def _merge_chunk_cpu(
     return out, _flag(bool(bad) or overflow, out.device)
 
 
-def _torch_kernel(base, inputs, factors, cuts, scales, weights, cfg: KernelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`merging.kernels.merge_chunk_eager`, trimming by a drawn factor where there is one, else by the
-    input's top-k sets."""
-    trims = [threshold_trim(c) if f is None else _drawn(f) for f, c in zip(factors, cuts)]
-    out = merge_chunk_eager(base, inputs, trims, _scales(scales), list(weights), cfg)
-    return out, _flag(not all_finite(out), out.device)
-
-
-@merge_chunk.register_fake
 def _merge_chunk_fake(base, inputs, factors, *args):
     out_dtype = args[-2]
     return base.new_empty(base.shape, dtype=out_dtype), base.new_empty((), dtype=torch.int64)
+
+
+_LIB.impl("merge_chunk", _merge_chunk_cpu, "CPU")
+_LIB.impl("merge_chunk", _merge_chunk_torch, "CompositeExplicitAutograd")
+torch.library.register_fake("memo::merge_chunk", _merge_chunk_fake, lib=_LIB)
 
 
 def merge(
@@ -120,6 +109,14 @@ def merge(
         fused,
     )
     return out, bool(bad)
+
+
+def _torch_kernel(base, inputs, factors, cuts, scales, weights, cfg: KernelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`merging.kernels.merge_chunk_eager`, trimming by a drawn factor where there is one, else by the
+    input's top-k sets."""
+    trims = [threshold_trim(c) if f is None else _drawn(f) for f, c in zip(factors, cuts)]
+    out = merge_chunk_eager(base, inputs, trims, _scales(scales), list(weights), cfg)
+    return out, _flag(not all_finite(out), out.device)
 
 
 def _config(base, inputs, consensus, normalize, lam, deltas, averages_models, out_dtype) -> KernelConfig:
