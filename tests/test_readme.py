@@ -72,9 +72,7 @@ def test_readme_blocks_parse():
     text = README.read_text()
     commands = console_commands(section(text, "The three journeys") + section(text, "Looking at the registry"))
     names = [shlex.split(c.line)[1] for c in commands if c.line.startswith("memo ")]
-    assert names[:3] == ["base", "register", "channel"] and {"merge", "rollback", "log", "ask", "serve", "ui"} <= {
-        *names
-    }
+    assert names[:3] == ["init", "base", "register"] and {"merge", "rollback", "log", "ask", "serve", "ui"} <= {*names}
     assert any(c.shown for c in commands) and "Registry.open" in python_snippet(text)
 
 

@@ -194,7 +194,7 @@ def test_the_channel_chart_spreads_close_retentions():
 
 
 def test_figures_are_named_and_rounded_one_way():
-    from registry.service import figures
+    from registry import figures
 
     assert [figures.count(n, "base") for n in (0, 1, 2)] == ["0 bases", "1 base", "2 bases"]
     assert figures.count(1, "corpus", "corpora") == "1 corpus" and figures.fraction(None) == "n/a"

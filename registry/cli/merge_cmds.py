@@ -8,7 +8,7 @@ from merging.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, MET
 from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
-from registry.service.figures import merge_cost_rows, seconds, settings_rows
+from registry.figures import merge_cost_rows, seconds, settings_rows
 from training.settings import RetainSettings
 
 

@@ -8,7 +8,7 @@ from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
-from registry.service.figures import seconds
+from registry.figures import seconds
 from training.llm import Endpoint
 from training.reflection_prompts import STAGE_PROMPTS
 from training.reflections import ReflectSettings

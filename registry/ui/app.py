@@ -22,8 +22,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from executive.http_guard import LOOPBACK_NAMES, HostGuard, allowed_hosts, guarded_config
-from registry import InvalidInput, MemoError, NotFound, Registry
-from registry.service import figures
+from registry import InvalidInput, MemoError, NotFound, Registry, figures
 from registry.ui import pages
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -88,22 +87,24 @@ def create_app(reg: Registry, *, allowed_hosts: Collection[str] = LOOPBACK_NAMES
         Route("/api/retention", api(lambda r: _retention_json(pages.retention(reg, last(r))))),
     ]
 
-    def wrong_host(host: str) -> Response:
-        message = f"this server does not answer for the host {host!r}; see memo ui --allow-host"
-        return Response(message, status_code=400, media_type="text/plain")
-
-    async def no_route(request: Request, exc: Exception) -> Response:
-        status, path = getattr(exc, "status_code", 404), request.url.path
-        message = f"there is no page at {path}" if status == 404 else f"{request.method} is not answered at {path}"
-        if path.startswith("/api/"):
-            return JSONResponse({"error": message}, status_code=status)
-        return _error_page(request, message, status)
-
     return Starlette(
         routes=routes,
-        middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=wrong_host)],
-        exception_handlers={404: no_route, 405: no_route},
+        middleware=[Middleware(HostGuard, allowed=allowed_hosts, reject=_wrong_host)],
+        exception_handlers={404: _no_route, 405: _no_route},
     )
+
+
+def _wrong_host(host: str) -> Response:
+    message = f"this server does not answer for the host {host!r}; see memo ui --allow-host"
+    return Response(message, status_code=400, media_type="text/plain")
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    status, path = getattr(exc, "status_code", 404), request.url.path
+    message = f"there is no page at {path}" if status == 404 else f"{request.method} is not answered at {path}"
+    if path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    return _error_page(request, message, status)
 
 
 def _error_page(request: Request, message: str, status: int) -> Response:

@@ -7,8 +7,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from registry import BlobStoreFailed, ChannelRecord, MergeRecord, PublicationRecord, Registry
-from registry.service import figures
+from registry import BlobStoreFailed, ChannelRecord, MergeRecord, PublicationRecord, Registry, figures
 from registry.ui import svg
 
 HUB = "https://huggingface.co"

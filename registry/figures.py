@@ -8,9 +8,10 @@ JSON outputs keep the raw values; these are for people.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.store.records import MergeRecord
+if TYPE_CHECKING:  # the CLI imports this module before any command runs: no SQL here
+    from registry.store.records import MergeRecord
 
 
 def fraction(value: float | None) -> str:
