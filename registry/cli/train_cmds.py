@@ -8,7 +8,7 @@ from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
-from registry.figures import seconds
+from registry.figures import general, seconds
 from training.llm import Endpoint
 from training.reflection_prompts import STAGE_PROMPTS
 from training.reflections import ReflectSettings
@@ -66,6 +66,7 @@ def _report(record, as_json: bool) -> None:
     m, cost = record.metrics, record.cost
     recall = f"{m.recall.exact_match:.2f}" if m.recall else "-"
     held = f", held-out {m.heldout.exact_match:.2f}" if m.heldout else ""
+    held += f", general knowledge kept {general(m.general)}" if m.general else ""
     verb = "already registered (the same reflections and settings)" if record.reused else "registered"
     click.echo(
         f"{verb} task vector {record.ref}: recall {recall} exact match{held}; {cost.examples} examples, "

@@ -1,4 +1,6 @@
-"""Base models: registering a local Hugging Face model directory and listing bases."""
+"""Base models: registering a local Hugging Face model directory (or a GGUF file, imported as one) and
+listing bases. A base with a tokenizer and a chat template is probed as it is added: the general
+questions it answers become its probe set (:mod:`registry.operations.probes`)."""
 
 from __future__ import annotations
 
@@ -14,26 +16,44 @@ from sqlalchemy.exc import IntegrityError
 from merging.checkpoint import PICKLE_PATTERNS, open_checkpoint
 from merging.errors import CheckpointError
 from osutil.lazy_import import lazy_module
+from registry.operations.devices import device_for
 from registry.operations.examples import examples_dir
+from registry.operations.probes import (
+    BANK,
+    TINY_WORLD,
+    add_probe_set,
+    bank_path,
+    candidates,
+    current_probe_set,
+    known_probes,
+    probe_set_record,
+    store_probe_set,
+    tiny_world_path,
+)
 from registry.store.database import Database
 from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
 from registry.store.leases import require_stored
 from registry.store.manifests import store_directory
 from registry.store.names import check_name
 from registry.store.records import BaseModelRecord
-from registry.store.schema import BaseModelRow
+from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
+from training.probes import read_probes
 
 if TYPE_CHECKING:
+    import training.gguf_import as gguf_import
+    import training.sft as sft
     import training.tiny as tiny
     from training.tiny import TinyConfig
-else:
-    tiny = lazy_module("training.tiny")  # torch: only `memo base create-tiny` needs it
+else:  # torch and transformers: only for creating, importing and probing a base
+    tiny = lazy_module("training.tiny")
+    sft = lazy_module("training.sft")
+    gguf_import = lazy_module("training.gguf_import")
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def to_record(row: BaseModelRow) -> BaseModelRecord:
+def to_record(row: BaseModelRow, probes: ProbeSetRow | None = None) -> BaseModelRecord:
     return BaseModelRecord(
         id=row.id,
         name=row.name,
@@ -44,6 +64,8 @@ def to_record(row: BaseModelRow) -> BaseModelRecord:
         fingerprint=row.fingerprint,
         manifest_sha256=row.manifest_sha256,
         created_at=row.created_at,
+        origin=row.origin,
+        probes=probe_set_record(probes),
     )
 
 
@@ -69,12 +91,103 @@ def _pickle_files(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for pat in PICKLE_PATTERNS for p in directory.glob(pat)}
 
 
-def add_base(ws: Workspace, path: Path, *, name: str | None = None) -> BaseModelRecord:
-    directory = Path(path).expanduser().resolve()
-    name = check_name("base model", name or directory.name)
-    if not directory.is_dir():
-        raise NotFound(f"no model directory at {directory}")
+def _check_usable(directory: Path, config: dict) -> None:
+    """Refuse what a later step could not use: quantized weights cannot be trained, merged or saved."""
+    quantization = config.get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method", "?") if isinstance(quantization, dict) else "?"
+        hint = " (import the .gguf file itself: `memo base add FILE.gguf`)" if method == "gguf" else ""
+        raise InvalidInput(
+            f"{directory} holds a quantized model (quantization_config: {method}); memo needs unquantized "
+            f"weights to train and merge{hint}"
+        )
+
+
+def _probe_candidates(directory: Path, questions: Path | None) -> tuple[Path, str] | None:
+    """The questions to probe a new base with (None: it has no tokenizer or chat template to ask through)."""
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    config = directory / "tokenizer_config.json"
+    has_template = (directory / "chat_template.jinja").is_file() or (
+        config.is_file() and "chat_template" in json.loads(config.read_text() or "{}")
+    )
+    if not has_template:
+        return None
+    return (questions, TINY_WORLD) if questions else (bank_path(), BANK)
+
+
+def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None, device: str):
+    """(source, selection, blob) of a new base's probe set, or None."""
+    if source is None:
+        return None
+    questions, label = source
+    candidates = read_probes(questions)
+    model, tokenizer = sft.load_model(directory, device_for(device))
+    selection = known_probes(model, tokenizer, candidates, device=device_for(device))
+    return label, selection, store_probe_set(ws, selection)
+
+
+def add_base(
+    ws: Workspace,
+    path: Path,
+    *,
+    name: str | None = None,
+    probe_with: Path | None = None,
+    probe: bool = True,
+    device: str = "auto",
+) -> BaseModelRecord:
+    """Register a model directory, or import a GGUF file as one (``probe``: ask it the general
+    questions of ``probe_with``, memo's bank by default, to make its probe set)."""
+    source = Path(path).expanduser().resolve()
+    if source.is_file():
+        return _add_gguf(ws, source, name=name, probe=probe, device=device)
+    if not source.is_dir():
+        raise NotFound(f"no model directory or GGUF file at {source}")
+    return _add_directory(ws, source, name=name or source.name, probe_with=probe_with, probe=probe, device=device)
+
+
+def packaged_gguf(package: str) -> Path:
+    try:
+        return gguf_import.gguf_in_package(package)
+    except gguf_import.GGUFError as e:
+        raise NotFound(str(e)) from e
+
+
+def _add_gguf(ws: Workspace, file: Path, *, name: str | None, probe: bool, device: str) -> BaseModelRecord:
+    try:
+        origin = gguf_import.describe_gguf(file)
+    except gguf_import.GGUFError as e:
+        raise InvalidInput(str(e)) from e
+    name = check_name("base model", name or file.name.split(".")[0])
+    with ws.db.read() as session:
+        _refuse_name(session, name)
+        for row in session.scalars(select(BaseModelRow).where(BaseModelRow.origin.is_not(None))):
+            if (row.origin or {}).get("sha256") == origin.sha256:
+                raise AlreadyExists(f"{file.name} is already registered as base model {row.name!r}; use that name")
+    with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="gguf-") as work:
+        try:
+            directory = gguf_import.convert_gguf(file, Path(work) / name)
+        except gguf_import.GGUFError as e:
+            raise InvalidInput(str(e)) from e
+        return _add_directory(
+            ws, directory, name=name, probe_with=None, probe=probe, device=device, origin=origin.to_json(), source=file
+        )
+
+
+def _add_directory(
+    ws: Workspace,
+    directory: Path,
+    *,
+    name: str,
+    probe_with: Path | None,
+    probe: bool,
+    device: str,
+    origin: dict | None = None,
+    source: Path | None = None,
+) -> BaseModelRecord:
+    name = check_name("base model", name)
     config = _read_config(directory)
+    _check_usable(directory, config)
     try:
         checkpoint = open_checkpoint(directory)
         fingerprint = checkpoint.fingerprint()
@@ -82,25 +195,31 @@ def add_base(ws: Workspace, path: Path, *, name: str | None = None) -> BaseModel
         raise Corrupt(str(e)) from e
     with ws.db.read() as session:
         _refuse_duplicate(session, name, fingerprint)
-    # Blobs first, row last: a crash in between leaves only unreferenced blobs.
+    probed = _probe_base(ws, directory, _probe_candidates(directory, probe_with), device) if probe else None
+    # Blobs first, rows last: a crash in between leaves only unreferenced blobs.
     manifest = store_directory(ws.store, directory, kind="model", skip=_pickle_files(directory))
     ws.keep(directory, manifest, "models", move=False)
     row = BaseModelRow(
         name=name,
-        source=str(directory),
+        source=str(source or directory),
         architecture=_architecture(config),
         dtype=checkpoint.dominant_dtype(),
         parameter_count=checkpoint.parameter_count,
         fingerprint=fingerprint,
         manifest_sha256=manifest,
+        origin=origin,
     )
     try:
         with ws.db.write() as session:
             _refuse_duplicate(session, name, fingerprint)
-            require_stored(session, ws.store, manifests=[manifest], what=f"base model {name!r}")
+            blobs = [probed[2]] if probed else []
+            require_stored(session, ws.store, blobs=blobs, manifests=[manifest], what=f"base model {name!r}")
             session.add(row)
             session.flush()
-            return to_record(row)
+            if probed:
+                add_probe_set(session, row, *probed)
+            session.flush()
+            return to_record(row, current_probe_set(session, row.id))
     except IntegrityError as e:  # lost a race with another process
         raise AlreadyExists(f"base model {name!r} (or these weights) was registered concurrently") from e
 
@@ -136,12 +255,13 @@ def find_base(session, name: str) -> BaseModelRow:
 def list_bases(db: Database) -> list[BaseModelRecord]:
     with db.read() as session:
         rows = session.scalars(select(BaseModelRow).order_by(BaseModelRow.name)).all()
-        return [to_record(r) for r in rows]
+        return [to_record(r, current_probe_set(session, r.id)) for r in rows]
 
 
 def get_base(db: Database, name: str) -> BaseModelRecord:
     with db.read() as session:
-        return to_record(find_base(session, name))
+        row = find_base(session, name)
+        return to_record(row, current_probe_set(session, row.id))
 
 
 def base_dir(ws: Workspace, base: BaseModelRow, *, full: bool = False) -> Path:
@@ -164,6 +284,26 @@ def create_tiny_base(ws: Workspace, name: str, config: TinyConfig, *, progress: 
         directory, _ = tiny.create_tiny_base(
             work / name, pretrain_dir=examples_dir() / "pretrain", config=config, progress=progress
         )
-        return add_base(ws, directory, name=name)
+        return add_base(ws, directory, name=name, probe_with=tiny_world_path())
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def probe_base(
+    ws: Workspace, name: str, files: list[Path], *, bank: bool = True, device: str = "auto"
+) -> BaseModelRecord:
+    """A new probe set for the base (the bank and/or the user's question files): its answered questions,
+    asked of every task vector and merge made from now on."""
+    questions, label = candidates(files, bank=bank)
+    with ws.db.read() as session:
+        row = find_base(session, name)
+    directory = base_dir(ws, row)
+    model, tokenizer = sft.load_model(directory, device_for(device))
+    selection = known_probes(model, tokenizer, questions, device=device_for(device))
+    sha = store_probe_set(ws, selection)
+    with ws.db.write() as session:
+        row = find_base(session, name)
+        require_stored(session, ws.store, blobs=[sha], what=f"the probe set of base model {name!r}")
+        add_probe_set(session, row, label, selection, sha)
+        session.flush()
+        return to_record(row, current_probe_set(session, row.id))

@@ -5,8 +5,10 @@ a deletion. The merge a rollback returns to is found by replaying the
 history as a stack: a promotion pushes, a rollback pops back to its target,
 so rolling back twice goes two merges back rather than toggling.
 
-A channel can require a minimum retention (``min_retention``): a promotion
-of a merge that keeps less of any member corpus is refused unless forced;
+A channel can require a minimum retention (``min_retention``) and a minimum
+of its base's general knowledge kept (``min_general``): a promotion of a
+merge that keeps less of any member corpus, or of the base's own knowledge,
+is refused unless forced;
 the refusal is an event in the history (``refused``, the channel does not
 move) and a forced promotion is marked. Rollbacks are not gated: they
 return to a merge the channel already served.
@@ -45,6 +47,7 @@ def to_record(row: ChannelRow) -> ChannelRecord:
         hub_endpoint=row.hub_endpoint,
         min_retention=row.min_retention,
         created_at=row.created_at,
+        min_general=row.min_general,
     )
 
 
@@ -98,11 +101,13 @@ def configure(
     hub_endpoint: str | None = None,
     unlink: bool = False,
     min_retention: Any = KEEP,  # a fraction, None (no gate), or KEEP
+    min_general: Any = KEEP,  # likewise
 ) -> ChannelRecord:
-    """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its retention gate."""
+    """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its gates."""
     check_name("channel", name)
-    if min_retention is not KEEP and min_retention is not None and not 0 <= min_retention <= 1:
-        raise InvalidInput(f"--min-retention must be between 0 and 1, not {min_retention}")
+    for option, value in (("--min-retention", min_retention), ("--min-general", min_general)):
+        if value is not KEEP and value is not None and not 0 <= value <= 1:
+            raise InvalidInput(f"{option} must be between 0 and 1, not {value}")
     with db.write() as session:
         row = lock_or_create(session, name)
         changes = []
@@ -115,30 +120,49 @@ def configure(
         if min_retention is not KEEP:
             row.min_retention = min_retention
             changes.append(f"min retention {min_retention:g}" if min_retention is not None else "no retention gate")
+        if min_general is not KEEP:
+            row.min_general = min_general
+            changes.append(f"min general {min_general:g}" if min_general is not None else "no general-knowledge gate")
         session.flush()
         session.add(ChannelEventRow(channel_id=row.id, action="configure", reason="; ".join(changes)))
         return to_record(row)
 
 
 def check_gate(session: Session, channel: str, merge: MergeRow) -> None:
-    """Refuse a merge whose retention on any member corpus is below the channel's minimum."""
+    """Refuse a merge whose retention on any member corpus, or whose general knowledge kept, is below
+    the channel's minimum; the refusal names every figure that fell short."""
     row = session.scalar(select(ChannelRow).where(ChannelRow.name == channel))
-    if row is None or row.min_retention is None:
+    if row is None:
         return
-    fix = f"or promote it anyway with `memo promote {merge.id} --channel {channel} --force`"
-    if not merge.retention:
-        raise GateRefused(
-            f"merge-{merge.id} has no retention figures (made with --no-eval) and channel "
-            f"{channel!r} requires {row.min_retention:g}; merge again without --no-eval {fix}"
-        )
-    short = {c: r for c, r in merge.retention.items() if r is None or r < row.min_retention}
+    short = [s for s in (_retention_short(merge, row.min_retention), _general_short(merge, row.min_general)) if s]
     if short:
-        listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(short.items()))
         raise GateRefused(
-            f"merge-{merge.id} was recorded but not promoted to {channel!r}: retention below "
-            f"{row.min_retention:g} on {listed}; merge with the default strategy (it heals to the gate) "
-            f"or a higher --max-steps, {fix}"
+            f"merge-{merge.id} was recorded but not promoted to {channel!r}: {'; '.join(short)}; merge with the "
+            f"default strategy (it heals to the gate) or a higher --max-steps, or promote it anyway with "
+            f"`memo promote {merge.id} --channel {channel} --force`"
         )
+
+
+def _retention_short(merge: MergeRow, gate: float | None) -> str:
+    if gate is None:
+        return ""
+    if not merge.retention:
+        return f"no retention figures (made with --no-eval; merge again without it), the gate is {gate:g}"
+    low = {c: r for c, r in merge.retention.items() if r is None or r < gate}
+    listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(low.items()))
+    return f"retention below {gate:g} on {listed}" if low else ""
+
+
+def _general_short(merge: MergeRow, gate: float | None) -> str:
+    if gate is None:
+        return ""
+    kept = (merge.general or {}).get("kept")
+    if kept is None:
+        return (
+            f"no general-knowledge figure (made with --no-eval, or its base has no probe set: `memo base probe`), "
+            f"the gate is {gate:g}"
+        )
+    return f"general knowledge kept {kept:.2f}, below {gate:g}" if kept < gate else ""
 
 
 def history_stack(session: Session, channel: ChannelRow) -> list[int]:

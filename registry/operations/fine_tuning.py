@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
+from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
 from registry.operations.task_vectors import add_task_vector, find_trained
@@ -72,6 +73,7 @@ def train_corpus(
         base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
         reflections = latest_reflections(session, corpus_row)
         done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
+        probe_set = current_probe_set(session, base_row.id)
     if reuse and done is not None:
         return done if is_main_process() else None
     directory = base_dir(ws, base_row, full=True)  # the task vector recorded is measured against it
@@ -90,6 +92,9 @@ def train_corpus(
     if not is_main_process():
         return None
     metrics = _recall_of(model, tokenizer, pairs, heldout, seed=settings.seed, device=device)
+    general = measure_general(ws, model, tokenizer, probe_set, device=device)
+    if general is not None:
+        metrics["general"] = general
     deltas, stats = _task_vector_of(model, directory, storage_dtype)
     training = {
         "sft": settings.to_json(),

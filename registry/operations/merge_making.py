@@ -24,6 +24,7 @@ from registry.operations.devices import device_for
 from registry.operations.merge_inputs import Member, MergeParams, resolve_members
 from registry.operations.merged_models import compute_merge
 from registry.operations.merges import channel_head, to_record
+from registry.operations.probes import current_probe_set
 from registry.operations.retention import measure
 from registry.operations.strategies import AUTO, strategy_of
 from registry.store.leases import require_stored
@@ -58,8 +59,11 @@ def content_key(
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def _retention(ws: Workspace, manifest: str, members: list[Member], device: str):
-    return measure(ws, manifest, [(m.corpus, m.row) for m in members], device=device_for(device))
+def _retention(ws: Workspace, manifest: str, base: BaseModelRow, members: list[Member], device: str):
+    with ws.db.read() as session:
+        probe_set = current_probe_set(session, base.id)
+    pairs = [(m.corpus, m.row) for m in members]
+    return measure(ws, manifest, pairs, device=device_for(device), probe_set=probe_set)
 
 
 def create_merge(
@@ -111,7 +115,7 @@ def create_merge(
         )
         manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
     measured_at = time.perf_counter()
-    measured = _retention(ws, manifest, members, device) if evaluate else None
+    measured = _retention(ws, manifest, base, members, device) if evaluate else None
     cost["evaluation_seconds"] = time.perf_counter() - measured_at
     return _record(ws, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
 
@@ -167,6 +171,7 @@ def _record(
             manifest_sha256=manifest,
             recall={c: r.to_json() for c, r in measured.recall.items()} if measured else {},
             retention=measured.retention if measured else {},
+            general=measured.general if measured else None,
             training_cost=cost,
         )
         session.add(row)

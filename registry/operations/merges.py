@@ -15,7 +15,7 @@ from registry.store.database import Database, row_of
 from registry.store.errors import InvalidInput, NotFound
 from registry.store.manifests import load_manifest, manifest_files
 from registry.store.names import row_number
-from registry.store.records import MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
+from registry.store.records import GeneralKnowledge, MemberRecall, MergeCost, MergeMemberRecord, MergeRecord
 from registry.store.schema import BaseModelRow, ChannelRow, CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
 from registry.store.workspace import Workspace
 
@@ -77,6 +77,7 @@ def to_record(
         training_cost=MergeCost.from_json(row.training_cost),
         created_at=row.created_at,
         reused=reused,
+        general=GeneralKnowledge.from_json(row.general),
     )
 
 

@@ -112,6 +112,7 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
         "fingerprint": base.fingerprint,
         "architecture": base.architecture,
         "dtype": base.dtype,
+        **({"origin": base.origin} if base.origin else {}),
     }
     for member in record["members"]:
         tv = row_of(session, TaskVectorRow, member["task_vector_id"])

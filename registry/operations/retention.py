@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry.operations.probes import measure_general
 from registry.operations.questions import reflections_of
 from registry.store.records import MemberRecall, TaskVectorMetrics
-from registry.store.schema import TaskVectorRow
+from registry.store.schema import ProbeSetRow, TaskVectorRow
 from registry.store.workspace import Workspace
 from training.evaluate import recall
 from training.sft import load_model
@@ -24,6 +25,7 @@ from training.sft import load_model
 class Retention:
     recall: dict[str, MemberRecall]
     retention: dict[str, float | None]  # corpus -> merged / own (None: no own figure to compare with)
+    general: dict | None = None  # the base's probe set asked of the merged model (GeneralKnowledge as stored)
 
     @property
     def lowest(self) -> float | None:
@@ -43,6 +45,7 @@ def measure(
     members: list[tuple[str, TaskVectorRow]],
     *,
     device: str,
+    probe_set: ProbeSetRow | None = None,
 ) -> Retention:
     model, tokenizer = load_model(ws.materialize(manifest_sha256, "models", what="the merged model"), device)
     recalls: dict[str, MemberRecall] = {}
@@ -55,4 +58,4 @@ def measure(
         own = own_recall(tv)
         recalls[corpus] = MemberRecall(result.exact_match, result.f1, result.count, own)
         retention[corpus] = result.exact_match / own if own else None
-    return Retention(recalls, retention)
+    return Retention(recalls, retention, measure_general(ws, model, tokenizer, probe_set, device=device))

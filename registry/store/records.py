@@ -57,15 +57,37 @@ class MemberRecall(Recall):
 
 
 @dataclass(frozen=True)
+class GeneralKnowledge(Record):
+    """A model asked its base's probe set (``training.probes``): ``kept`` = correct / count, 1.0 for the base."""
+
+    kept: float
+    correct: int
+    count: int
+    probe_set: int  # the probe set's id
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> GeneralKnowledge | None:
+        if not data or data.get("kept") is None:
+            return None
+        return cls(float(data["kept"]), int(data["correct"]), int(data["count"]), int(data["probe_set"]))
+
+
+@dataclass(frozen=True)
 class TaskVectorMetrics(Record):
-    """The trained model's recall on its reflections and on their held-out paraphrases."""
+    """The trained model's recall on its reflections and on their held-out paraphrases, and the general
+    knowledge of its base it kept."""
 
     recall: Recall | None = None
     heldout: Recall | None = None
+    general: GeneralKnowledge | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TaskVectorMetrics:
-        return cls(Recall.from_json(data.get("recall")), Recall.from_json(data.get("heldout")))
+        return cls(
+            Recall.from_json(data.get("recall")),
+            Recall.from_json(data.get("heldout")),
+            GeneralKnowledge.from_json(data.get("general")),
+        )
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,19 @@ class BaseModelRecord(Record):
     fingerprint: str
     manifest_sha256: str
     created_at: datetime
+    origin: dict[str, Any] | None = None  # an imported base's source file (``training.gguf_import.GGUFSource``)
+    probes: ProbeSetRecord | None = None  # the newest probe set: what "general knowledge kept" asks
+
+
+@dataclass(frozen=True)
+class ProbeSetRecord(Record):
+    id: int
+    source: str
+    asked: int
+    answered: int
+    probe_count: int
+    sha256: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -265,6 +300,7 @@ class MergeRecord(Record):
     training_cost: MergeCost
     created_at: datetime
     reused: bool = False  # found by content instead of computed by this call
+    general: GeneralKnowledge | None = None  # the base's probe set asked of the merged model
 
     @property
     def lowest_retention(self) -> float | None:
@@ -289,6 +325,7 @@ class ChannelRecord(Record):
     hub_endpoint: str | None
     min_retention: float | None
     created_at: datetime
+    min_general: float | None = None
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,31 @@ class BaseModelRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
     # Blob holding the JSON manifest of the model directory's files.
     manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    # Where an imported base came from, e.g. a GGUF file's sha256, name, architecture and quantization.
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (CheckConstraint("parameter_count >= 0", name="parameter_count_nonnegative"),)
+
+
+class ProbeSetRow(Base):
+    """General-knowledge questions the base answers itself; its newest set is what models made from it
+    are asked (``training.probes``)."""
+
+    __tablename__ = "probe_set"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
+    source: Mapped[str] = mapped_column(Text)  # what the candidates were: memo's bank, the tiny world, files
+    asked: Mapped[int] = mapped_column(Integer)  # candidates the base was asked
+    answered: Mapped[int] = mapped_column(Integer)  # of them, answered correctly
+    probe_count: Mapped[int] = mapped_column(Integer)  # of those, kept (a seeded sample up to the limit)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # blob: the kept probes as JSON lines
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint("probe_count >= 0 AND answered >= probe_count AND asked >= answered", name="counts"),
+    )
 
 
 class CorpusRow(Base):
@@ -166,6 +188,8 @@ class MergeRow(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     recall: Mapped[dict[str, Any]] = mapped_column(default=dict)
     retention: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The base's probe set asked of the merged model (training.probes.ProbeScore + probe_set id); None: not measured.
+    general: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     training_cost: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created_at()
 
@@ -195,6 +219,7 @@ class ChannelRow(Base):
     hub_repo: Mapped[str | None] = mapped_column(String(NAME_LEN))
     hub_endpoint: Mapped[str | None] = mapped_column(String(ENDPOINT_LEN))  # the Hub's URL
     min_retention: Mapped[float | None] = mapped_column(Float)
+    min_general: Mapped[float | None] = mapped_column(Float)  # least general knowledge kept a promotion needs
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (
@@ -202,6 +227,7 @@ class ChannelRow(Base):
             "min_retention IS NULL OR (min_retention >= 0 AND min_retention <= 1)",
             name="min_retention_fraction",
         ),
+        CheckConstraint("min_general IS NULL OR (min_general >= 0 AND min_general <= 1)", name="min_general_fraction"),
     )
 
 
@@ -294,6 +320,7 @@ BLOB_COLUMNS = (
     (BaseModelRow, BaseModelRow.manifest_sha256),
     (DocumentRow, DocumentRow.sha256),
     (ReflectionSetRow, ReflectionSetRow.sha256),
+    (ProbeSetRow, ProbeSetRow.sha256),
     (TaskVectorRow, TaskVectorRow.manifest_sha256),
     (MergeRow, MergeRow.manifest_sha256),
     (GeneratorCallRow, GeneratorCallRow.reply_sha256),

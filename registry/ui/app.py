@@ -29,6 +29,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.filters["pct"] = figures.fraction
 TEMPLATES.env.filters["seconds"] = figures.seconds
 TEMPLATES.env.globals["hub_url"] = pages.hub_url
+TEMPLATES.env.globals["gates"] = figures.gates
 
 
 def create_app(reg: Registry, *, allowed_hosts: Collection[str] = LOOPBACK_NAMES) -> Starlette:

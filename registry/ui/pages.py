@@ -80,6 +80,7 @@ class MergePage:
     retention_chart: Markup
     recall_chart: Markup
     lineage: Markup
+    general: str = "n/a"  # general knowledge kept (registry.figures.general)
 
 
 def merge(reg: Registry, ref: int) -> MergePage:
@@ -110,6 +111,7 @@ def merge(reg: Registry, ref: int) -> MergePage:
             css_id="recall",
         ),
         lineage=_lineage(record, parent, children, here),
+        general=figures.general(record.general),
     )
 
 
