@@ -102,6 +102,7 @@ def convert_gguf(path: Path, out: Path) -> Path:
         raise GGUFError(f"transformers cannot load {path.name} ({_first_line(e)})") from e
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]  # a GGUF config names none
     out.mkdir(parents=True)
     model.config.save_pretrained(out)
     if model.generation_config is not None:

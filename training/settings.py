@@ -24,10 +24,18 @@ class SFTSettings:
     lora_rank: int = 8  # MeMo used r=8/alpha=16 for small models
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    # Shares of the training examples besides the corpus's own pairs (the corpus keeps the rest):
+    replay: float = 0.0  # the base's own answers to everyday prompts: keeps its general knowledge
+    boundary: float = 0.0  # near-miss questions (invented look-alike names) answered "I don't know"
 
     def __post_init__(self) -> None:
         if self.lr is None:  # recorded resolved, so the settings say the rate that was used
             object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
+        if not (0 <= self.replay < 1 and 0 <= self.boundary < 1 and self.replay + self.boundary < 1):
+            raise ValueError(
+                f"replay ({self.replay:g}) and boundary ({self.boundary:g}) are shares of the training examples: "
+                "each at least 0, together below 1 (the corpus keeps the rest)"
+            )
 
     @property
     def learning_rate(self) -> float:

@@ -8,6 +8,8 @@ with ``trust_remote_code``.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -67,6 +69,21 @@ def fine_tune(
     if settings.method == "lora":
         model = model.merge_and_unload()
     return model, tokenizer, result
+
+
+def mixture(
+    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: SFTSettings
+) -> list[QAPair]:
+    """The corpus's pairs with replay and boundary pairs in the settings' shares of the whole (each
+    drawn seeded, repeated when there are fewer than its share; boundary pairs may fall short)."""
+    rest = 1 - settings.replay - settings.boundary
+    rng = random.Random(settings.seed)
+
+    def draw(pool: Sequence[QAPair], share: float) -> list[QAPair]:
+        want = round(len(corpus) * share / rest) if pool else 0
+        return [pool[i % len(pool)] for i in rng.sample(range(max(want, len(pool))), want)] if want else []
+
+    return [*corpus, *draw(replay, settings.replay), *draw(boundary, settings.boundary)]
 
 
 def _with_lora(model, settings: SFTSettings):

@@ -4,6 +4,8 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-06
 
+``replay_set``: the base's own answers to memo's general prompts, mixed into every fine-tuning of it
+so that what is trained keeps answering as the base did (one per base and prompt file).
 ``probe_set``: questions a base answers correctly itself (its blob holds them as JSON lines); the
 newest set of a base is what task vectors and merges made from it are asked. ``merge.general``: the
 merged model's share of those questions still answered (task vectors keep theirs in ``metrics``).
@@ -47,6 +49,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_probe_set")),
     )
+    op.create_table(
+        "replay_set",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("base_model_id", sa.Integer(), nullable=False),
+        sa.Column("prompts_sha256", sa.String(SHA), nullable=False),
+        sa.Column("pair_count", sa.Integer(), nullable=False),
+        sa.Column("sha256", sa.String(SHA), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("pair_count >= 0", name=op.f("ck_replay_set_pair_count_nonnegative")),
+        sa.ForeignKeyConstraint(
+            ["base_model_id"], ["base_model.id"], name=op.f("fk_replay_set_base_model_id_base_model"), ondelete="RESTRICT"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replay_set")),
+        sa.UniqueConstraint("base_model_id", "prompts_sha256", name=op.f("uq_replay_set_base_model_id_prompts_sha256")),
+    )
     op.add_column("base_model", sa.Column("origin", sa.JSON(), nullable=True))
     op.add_column("merge", sa.Column("general", sa.JSON(), nullable=True))
     if op.get_bind().dialect.name == "sqlite":  # ADD COLUMN may carry its CHECK; no table rebuild
@@ -63,4 +80,5 @@ def downgrade() -> None:
     op.drop_column("channel", "min_general")
     op.drop_column("merge", "general")
     op.drop_column("base_model", "origin")
+    op.drop_table("replay_set")
     op.drop_table("probe_set")

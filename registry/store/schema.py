@@ -111,6 +111,25 @@ class CorpusRow(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class ReplaySetRow(Base):
+    """The base's own answers to memo's general prompts (``examples/general/prompts.txt``), mixed into its
+    fine-tunings so that they keep answering as the base did; made once per base and prompt file."""
+
+    __tablename__ = "replay_set"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
+    prompts_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # the prompt file's bytes
+    pair_count: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # blob: question-answer records (JSON lines)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        UniqueConstraint("base_model_id", "prompts_sha256"),
+        CheckConstraint("pair_count >= 0", name="pair_count_nonnegative"),
+    )
+
+
 class DocumentRow(Base):
     __tablename__ = "document"
 
@@ -321,6 +340,7 @@ BLOB_COLUMNS = (
     (DocumentRow, DocumentRow.sha256),
     (ReflectionSetRow, ReflectionSetRow.sha256),
     (ProbeSetRow, ProbeSetRow.sha256),
+    (ReplaySetRow, ReplaySetRow.sha256),
     (TaskVectorRow, TaskVectorRow.manifest_sha256),
     (MergeRow, MergeRow.manifest_sha256),
     (GeneratorCallRow, GeneratorCallRow.reply_sha256),

@@ -1,0 +1,159 @@
+"""The options of `memo train` and `memo register`: the fine-tuning settings and the reflection generator,
+and the line that reports a task vector."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli.output import print_json
+from registry.figures import general, seconds
+from training.llm import Endpoint
+from training.reflections import ReflectSettings
+from training.settings import FULL_LR, LORA_LR, METHODS, STORAGE_DTYPE_NAMES, SFTSettings
+
+
+def train_options(f):
+    """Fine-tuning options shared by `train` and `register`."""
+    options = [
+        click.option(
+            "--method",
+            type=click.Choice(METHODS),
+            default="full",
+            show_default=True,
+            help="Full fine-tuning (best in MeMo) or LoRA merged into full weights.",
+        ),
+        click.option("--steps", type=int, default=SFTSettings.steps, show_default=True, help="Optimizer steps."),
+        click.option("--batch", type=int, default=SFTSettings.batch, show_default=True, help="Examples per step."),
+        click.option(
+            "--lr",
+            type=float,
+            default=None,
+            help=f"Learning rate [default: {FULL_LR:g} full, {LORA_LR:g} LoRA].",
+        ),
+        click.option(
+            "--max-length", type=int, default=SFTSettings.max_length, show_default=True, help="Tokens per example."
+        ),
+        click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
+        click.option(
+            "--replay",
+            type=float,
+            default=SFTSettings.replay,
+            show_default=True,
+            help="Share of the examples that are the base's own answers to everyday prompts (keeps its knowledge).",
+        ),
+        click.option(
+            "--boundary",
+            type=float,
+            default=SFTSettings.boundary,
+            show_default=True,
+            help='Share of the examples that are questions about look-alike names answered "I don\'t know".',
+        ),
+        click.option(
+            "--storage-dtype",
+            type=click.Choice(list(STORAGE_DTYPE_NAMES)),
+            default="float32",
+            show_default=True,
+            help="Task vector storage (bfloat16: half the size, ~0.2% error).",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def sft_settings(method, steps, batch, lr, max_length, seed, replay, boundary):
+    try:
+        return SFTSettings(
+            method=method,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            max_length=max_length,
+            seed=seed,
+            replay=replay,
+            boundary=boundary,
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--replay/--boundary") from None
+
+
+def report(record, as_json: bool) -> None:
+    if record is None:  # a helper process of a multi-process launch: the main one reports
+        return
+    if as_json:
+        print_json(record.to_json())
+        return
+    m, cost = record.metrics, record.cost
+    recall = f"{m.recall.exact_match:.2f}" if m.recall else "-"
+    held = f", held-out {m.heldout.exact_match:.2f}" if m.heldout else ""
+    held += f", general knowledge kept {general(m.general)}" if m.general else ""
+    verb = "already registered (the same reflections and settings)" if record.reused else "registered"
+    click.echo(
+        f"{verb} task vector {record.ref}: recall {recall} exact match{held}; {cost.examples} examples, "
+        f"{seconds(cost.train_seconds)} training ({seconds(cost.wall_seconds)} in all)"
+    )
+
+
+def generator_options(f):
+    """The GENERATOR's endpoint and the reflection settings, shared by `reflect` and `register`."""
+    options = [
+        click.option(
+            "--generator-url",
+            envvar="MEMO_GENERATOR_URL",
+            metavar="URL",
+            help="OpenAI-compatible endpoint of the GENERATOR, e.g. http://127.0.0.1:8000/v1 [env MEMO_GENERATOR_URL].",
+        ),
+        click.option(
+            "--generator-model",
+            envvar="MEMO_GENERATOR_MODEL",
+            metavar="NAME",
+            help="The generator's model name on that endpoint [env MEMO_GENERATOR_MODEL].",
+        ),
+        click.option(
+            "--chunk-words",
+            type=int,
+            default=ReflectSettings.chunk_words,
+            show_default=True,
+            help="Words per chunk the generator reads.",
+        ),
+        click.option("--overlap-words", type=int, default=ReflectSettings.overlap_words, show_default=True),
+        click.option(
+            "--concurrency",
+            type=int,
+            default=ReflectSettings.concurrency,
+            show_default=True,
+            help="Generator calls in flight at once.",
+        ),
+        click.option("--temperature", type=float, default=ReflectSettings.temperature, show_default=True),
+        click.option("--top-p", type=float, default=ReflectSettings.top_p, show_default=True),
+        click.option(
+            "--json-mode/--no-json-mode",
+            default=True,
+            show_default=True,
+            help="Ask the endpoint for response_format json_object (turn off for servers without it).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def generator_of(
+    qa: str | None, heldout: str | None, generator_url: str | None, generator_model: str | None, **settings
+) -> tuple[Endpoint, ReflectSettings] | None:
+    """The generator to run, or None to import --qa; usage errors for the combinations that make no sense."""
+    if qa is not None:
+        if generator_url or generator_model:
+            raise click.UsageError("give either --qa or a generator (--generator-url/--generator-model), not both")
+        return None
+    if not (generator_url and generator_model):
+        raise click.UsageError("give --generator-url and --generator-model (or --qa FILE to import pairs)")
+    if heldout:
+        raise click.UsageError("--heldout goes with --qa")
+    try:
+        return Endpoint(generator_url, generator_model), ReflectSettings(**settings)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e

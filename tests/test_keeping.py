@@ -1,0 +1,83 @@
+"""What keeps a base's knowledge and teaches a corpus's boundary: the replay set, near misses, the mixture."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from executive.memory import is_unknown
+from registry.operations.replay import whole_sentences
+from registry.store.schema import ReplaySetRow
+from tests.conftest import Memo
+from tests.support.models import HARBOR
+from training.boundary import REFUSAL, is_refusal, names_in, near_misses
+from training.chat import QAPair
+from training.sft import SFTSettings, mixture
+
+PAIRS = [QAPair(r["question"], r["answer"]) for r in map(json.loads, (HARBOR / "qa.jsonl").read_text().splitlines())]
+TEXT = "\n".join(p.read_text() for p in sorted(HARBOR.glob("*.md")))
+
+
+def test_near_misses_swap_every_corpus_name_for_a_look_alike_and_refuse():
+    words = set(re.findall(r"[A-Z][a-z]+", TEXT))
+    misses = near_misses(PAIRS, TEXT, 20, seed=1)
+    assert len(misses) == 20 and all(m.answer == REFUSAL for m in misses)
+    originals = {p.question for p in PAIRS}
+    for miss in misses:
+        assert miss.question not in originals
+        assert not names_in(miss.question, words), f"a corpus name survived in {miss.question!r}"
+        invented = [w for w in re.findall(r"\b[A-Z][a-z]+", miss.question) if w not in {"In", "What", "Which", "Who"}]
+        assert invented and all(w not in words for w in invented)
+    assert near_misses(PAIRS, TEXT, 20, seed=1) == misses  # seeded
+    assert near_misses([QAPair("What is a noun?", "a word")], TEXT, 5) == []  # no corpus name: nothing to swap
+
+
+def test_the_refusal_is_what_the_executive_treats_as_unknown():
+    assert is_refusal(REFUSAL) and is_unknown(REFUSAL)
+    assert not is_refusal("Mirlinmouth") and not is_unknown("1703")
+
+
+def test_the_mixture_gives_each_part_its_share():
+    replay = [QAPair(f"prompt {i}?", f"answer {i}.") for i in range(30)]
+    boundary = near_misses(PAIRS, TEXT, 12)
+    mixed = mixture(PAIRS, replay, boundary, SFTSettings(replay=0.5, boundary=0.1))
+    assert mixed[: len(PAIRS)] == PAIRS
+    rest = mixed[len(PAIRS) :]
+    assert sum(p in replay for p in rest) == round(46 * 0.5 / 0.4) == 58  # the 30 repeated to fill the share
+    assert sum(p in boundary for p in rest) == round(46 * 0.1 / 0.4) == 12
+    assert mixture(PAIRS, replay, boundary, SFTSettings()) == PAIRS  # no shares: the corpus alone
+
+
+@pytest.mark.parametrize("replay, boundary", [(-0.1, 0.0), (1.0, 0.0), (0.6, 0.4)])
+def test_shares_must_leave_room_for_the_corpus(replay, boundary):
+    with pytest.raises(ValueError, match="shares of the training examples"):
+        SFTSettings(replay=replay, boundary=boundary)
+
+
+def test_replies_cut_at_the_token_limit_keep_whole_sentences():
+    assert whole_sentences("The sea is salty. It covers most of the Ear") == "The sea is salty."
+    assert whole_sentences("No sentence end here") == "No sentence end here"
+    assert whole_sentences("Version 2.5 is out! Next") == "Version 2.5 is out!"
+
+
+def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
+    reg = tiny_registry
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    settings = SFTSettings(steps=6, batch=8, replay=0.5, boundary=0.1)
+    first = reg.train("harbor", settings, progress=False)
+    assert first.training["mixture"] == {"corpus": 46, "replay_and_boundary": 58 + 12}
+    reg.train("harbor", SFTSettings(steps=6, batch=8, replay=0.3, seed=1), progress=False)
+    with reg.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(ReplaySetRow)) == 1
+        row = session.scalars(select(ReplaySetRow)).one()
+    prompts = [line for line in (HARBOR.parent / "general" / "prompts.txt").read_text().splitlines() if line]
+    assert 0 < row.pair_count <= len(prompts)
+
+
+def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):
+    error = with_base("train", "harbor", "--replay", "0.7", "--boundary", "0.4", ok=False).stderr.strip().splitlines()
+    assert "shares of the training examples" in error[-1]
