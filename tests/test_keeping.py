@@ -81,3 +81,25 @@ def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
 def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):
     error = with_base("train", "harbor", "--replay", "0.7", "--boundary", "0.4", ok=False).stderr.strip().splitlines()
     assert "shares of the training examples" in error[-1]
+
+
+def test_healing_mixes_in_the_shares_the_members_were_trained_with(tiny_registry):
+    from training.retain import RetainSettings
+
+    reg = tiny_registry
+    for corpus in ("harbor", "glassworks"):
+        reg.add_corpus(corpus, sorted((HARBOR.parent / corpus).glob("*.md")), base="tiny")
+        reg.import_reflections(corpus, HARBOR.parent / corpus / "qa.jsonl")
+        reg.train(
+            corpus,
+            SFTSettings(steps=6, batch=8, replay=0.4 if corpus == "harbor" else 0.2, boundary=0.1),
+            progress=False,
+        )
+    retain = RetainSettings(target=1.0, max_steps=4, check_every=2)
+    healed = reg.merge(["harbor", "glassworks"], strategy="ties+heal", retain=retain, progress=False)
+    assert healed.parameters["retain"]["replay"] == 0.4 and healed.parameters["retain"]["boundary"] == 0.1
+    assert 0 < healed.training_cost.examples <= 4 * retain.batch
+    explicit = reg.merge(
+        ["harbor", "glassworks"], strategy="ties+heal", retain=RetainSettings(max_steps=2, replay=0.0), progress=False
+    )
+    assert explicit.parameters["retain"]["replay"] == 0.0 and explicit.id != healed.id

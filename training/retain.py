@@ -12,6 +12,7 @@ nothing. Seeded batches (see :mod:`training.loop`) make it reproducible.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from training.chat import QAPair, encode
@@ -59,8 +60,10 @@ def train_until_retained(
     device="cpu",
     progress: bool = True,
     desc: str = "healing",
+    keep: Sequence[QAPair] = (),
 ) -> RetainResult:
-    """Train ``model`` in place on every member's pairs until each keeps ``settings.target``."""
+    """Train ``model`` in place on every member's pairs (and ``keep``: replay and boundary pairs, mixed
+    in as the member's own trainings were) until each member keeps ``settings.target``."""
     if settings.target is None:
         raise ValueError("RetainSettings.target must be set before training")
     result = RetainResult()
@@ -77,7 +80,7 @@ def train_until_retained(
     cap = settings.max_steps or 0
     if check(0) or cap == 0:
         return result
-    examples = [encode(tokenizer, p, settings.max_length) for m in members for p in m.pairs]
+    examples = [encode(tokenizer, p, settings.max_length) for p in [*(p for m in members for p in m.pairs), *keep]]
     checked_at = result.check_seconds
     loop = train(
         model,

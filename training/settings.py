@@ -4,13 +4,34 @@ torch, so the CLI can offer their defaults without loading it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 STORAGE_DTYPE_NAMES = ("float32", "bfloat16")  # how a task vector's deltas may be stored (training.delta)
 
 FULL_LR = 3e-4  # full fine-tuning
 LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 METHODS = ("full", "lora")  # full fine-tuning, or a LoRA adapter merged back into the weights
+
+
+class Shares(Protocol):
+    """Settings that mix replay and boundary pairs into training (SFTSettings, a settled RetainSettings)."""
+
+    @property
+    def replay(self) -> float: ...
+
+    @property
+    def boundary(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def check_shares(replay: float, boundary: float) -> None:
+    if not (0 <= replay < 1 and 0 <= boundary < 1 and replay + boundary < 1):
+        raise ValueError(
+            f"replay ({replay:g}) and boundary ({boundary:g}) are shares of the training examples: "
+            "each at least 0, together below 1 (the corpus keeps the rest)"
+        )
 
 
 @dataclass(frozen=True)
@@ -31,11 +52,7 @@ class SFTSettings:
     def __post_init__(self) -> None:
         if self.lr is None:  # recorded resolved, so the settings say the rate that was used
             object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
-        if not (0 <= self.replay < 1 and 0 <= self.boundary < 1 and self.replay + self.boundary < 1):
-            raise ValueError(
-                f"replay ({self.replay:g}) and boundary ({self.boundary:g}) are shares of the training examples: "
-                "each at least 0, together below 1 (the corpus keeps the rest)"
-            )
+        check_shares(self.replay, self.boundary)
 
     @property
     def learning_rate(self) -> float:
@@ -54,6 +71,12 @@ class RetainSettings:
     check_every: int = 10  # steps between retention checks
     max_length: int = 128
     seed: int = 0
+    # Shares of replay and boundary pairs beside the members' (SFTSettings'); None: what the members used.
+    replay: float | None = None
+    boundary: float | None = None
+
+    def __post_init__(self) -> None:
+        check_shares(self.replay or 0.0, self.boundary or 0.0)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -16,7 +16,7 @@ import torch
 
 from training.chat import QAPair, encode
 from training.loop import LoopSettings, train
-from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings  # noqa: F401 - the settings live there
+from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings, Shares  # noqa: F401 - the settings live there
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -72,7 +72,7 @@ def fine_tune(
 
 
 def mixture(
-    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: SFTSettings
+    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: SFTSettings | Shares
 ) -> list[QAPair]:
     """The corpus's pairs with replay and boundary pairs in the settings' shares of the whole (each
     drawn seeded, repeated when there are fewer than its share; boundary pairs may fall short)."""
@@ -84,6 +84,11 @@ def mixture(
         return [pool[i % len(pool)] for i in rng.sample(range(max(want, len(pool))), want)] if want else []
 
     return [*corpus, *draw(replay, settings.replay), *draw(boundary, settings.boundary)]
+
+
+def boundary_count(corpus_pairs: int, settings: SFTSettings | Shares) -> int:
+    """How many near-miss pairs the boundary share asks for beside ``corpus_pairs``."""
+    return round(corpus_pairs * settings.boundary / (1 - settings.replay - settings.boundary))
 
 
 def _with_lora(model, settings: SFTSettings):

@@ -18,30 +18,27 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from sqlalchemy import select
 
 from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
+from registry.operations.keeping import mixed
 from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
-from registry.operations.replay import replay_pairs
 from registry.operations.task_vectors import add_task_vector, find_trained
 from registry.store.database import row_of
 from registry.store.errors import MemoError
 from registry.store.records import TaskVectorRecord
-from registry.store.schema import BaseModelRow, CorpusRow, DocumentRow, ReflectionSetRow
+from registry.store.schema import BaseModelRow, ReflectionSetRow
 from registry.store.workspace import Workspace
-from training.boundary import near_misses
 from training.chat import QAPair
 from training.delta import save_task_vector, task_vector
 from training.distributed import is_main_process
-from training.documents import document_text
 from training.evaluate import recall
 from training.loop import TrainingError
 from training.qa_files import decode_records, pairs_of
-from training.sft import SFTSettings, fine_tune, mixture
+from training.sft import SFTSettings, fine_tune
 
 
 class TrainingFailed(MemoError):
@@ -82,7 +79,7 @@ def train_corpus(
         return done if is_main_process() else None
     directory = base_dir(ws, base_row, full=True)  # the task vector recorded is measured against it
     pairs, heldout = _pairs(ws, reflections)
-    trained_on = mixture(pairs, *_keeping(ws, base_row, corpus_row, directory, pairs, settings, device), settings)
+    trained_on = mixed(ws, base_row, directory, [(corpus_row.id, pairs)], settings, device=device)
     # A killed run resumes from its checkpoint when the same training is asked for again.
     key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()
@@ -132,28 +129,6 @@ def train_corpus(
         )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return record
-
-
-def _keeping(
-    ws: Workspace,
-    base: BaseModelRow,
-    corpus: CorpusRow,
-    directory: Path,
-    pairs: list[QAPair],
-    settings: SFTSettings,
-    device: str,
-) -> tuple[list[QAPair], list[QAPair]]:
-    """What is mixed in to keep the base's knowledge (its replay set) and to teach the corpus's boundary
-    (near misses of its questions), each only when the settings give it a share."""
-    replay = replay_pairs(ws, base, directory, device=device) if settings.replay else []
-    boundary: list[QAPair] = []
-    if settings.boundary:
-        with ws.db.read() as session:
-            docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus.id)).all()
-        text = "\n".join(document_text(d.media_type, ws.store.get_bytes(d.sha256)) for d in docs)
-        wanted = round(len(pairs) * settings.boundary / (1 - settings.replay - settings.boundary))
-        boundary = near_misses(pairs, text, wanted, seed=settings.seed)
-    return replay, boundary
 
 
 def _pairs(ws: Workspace, reflections: ReflectionSetRow) -> tuple[list[QAPair], list[QAPair]]:

@@ -34,6 +34,7 @@ from merging.card import BASE_FILES, engine_version
 from merging.spec import parse_dtype
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
+from registry.operations.keeping import mixed
 from registry.operations.merged_models import merge_into
 from registry.operations.merges import merged_model_dir
 from registry.operations.questions import reflections_of
@@ -73,13 +74,22 @@ def check_strategy(strategy: str, settings: RetainSettings | None) -> None:
 
 
 def settle(settings: RetainSettings | None, members) -> RetainSettings:
-    """Fill in the target (0.9) and the step cap (what retraining every member from the base would take)."""
+    """Fill in the target (0.9), the step cap (what retraining every member from the base would take)
+    and the replay and boundary shares (the largest any member was trained with)."""
     settings = settings or RetainSettings()
     if settings.target is None:
         settings = replace(settings, target=DEFAULT_TARGET)
     if settings.max_steps is None:
         settings = replace(settings, max_steps=sum(int(m.row.training.get("steps", 0)) for m in members))
+    if settings.replay is None:
+        settings = replace(settings, replay=_largest_share(members, "replay"))
+    if settings.boundary is None:
+        settings = replace(settings, boundary=_largest_share(members, "boundary"))
     return settings
+
+
+def _largest_share(members, share: str) -> float:
+    return max((float(m.row.training.get("sft", {}).get(share) or 0.0) for m in members), default=0.0)
 
 
 def aimed_at(settings: RetainSettings, gate: float | None) -> RetainSettings:
@@ -137,15 +147,11 @@ def train_strategy(
         started = time.perf_counter()
         origin = starting_model(ws, strategy_of(strategy), Path(tmp) / "merged", base, members, params, start, progress)
         merge_seconds = time.perf_counter() - started if strategy_of(strategy).merges else 0.0
+        retained = retain_members(ws, members)
+        keep = _keep(ws, base, members, retained, settings, device)
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
-            model,
-            tokenizer,
-            retain_members(ws, members),
-            settings,
-            device=device,
-            progress=progress,
-            desc=strategy,
+            model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep
         )
         out = Path(tmp) / "model"
         started_from = {
@@ -202,6 +208,15 @@ def retain_members(ws: Workspace, members) -> list[RetainMember]:
             "none of these task vectors has reflections to train on (they were added from weights); use --strategy ties"
         )
     return out
+
+
+def _keep(ws: Workspace, base: BaseModelRow, members, retained: list[RetainMember], settings, device: str) -> list:
+    """The replay and boundary pairs mixed in beside the members' (the shares :func:`settle` filled in)."""
+    if not (settings.replay or settings.boundary):
+        return []
+    corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
+    everything = mixed(ws, base, base_dir(ws, base), corpora, settings, device=device)
+    return everything[sum(len(r.pairs) for r in retained) :]
 
 
 def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: str) -> None:

@@ -1,0 +1,46 @@
+"""What is mixed into a training besides the corpora's own pairs: the base's replay set (its own
+answers to everyday prompts, keeping its general knowledge) and near misses of each corpus's questions
+(look-alike names answered "I don't know", teaching the boundary of what the memory holds). Used by a
+corpus's fine-tuning and by the trained integration strategies alike, in the shares their settings give."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+
+from registry.operations.replay import replay_pairs
+from registry.store.schema import BaseModelRow, DocumentRow
+from registry.store.workspace import Workspace
+from training.boundary import near_misses
+from training.chat import QAPair
+from training.documents import document_text
+from training.settings import Shares
+from training.sft import boundary_count, mixture
+
+
+def corpus_text(ws: Workspace, corpus_id: int) -> str:
+    with ws.db.read() as session:
+        docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_id)).all()
+    return "\n".join(document_text(d.media_type, ws.store.get_bytes(d.sha256)) for d in docs)
+
+
+def mixed(
+    ws: Workspace,
+    base: BaseModelRow,
+    directory: Path,
+    corpora: Sequence[tuple[int, Sequence[QAPair]]],
+    shares: Shares,
+    *,
+    device: str,
+) -> list[QAPair]:
+    """Every corpus's pairs (``(corpus id, pairs)``), with the replay and boundary pairs their shares ask for."""
+    pairs = [p for _, corpus_pairs in corpora for p in corpus_pairs]
+    replay = replay_pairs(ws, base, directory, device=device) if shares.replay else []
+    boundary: list[QAPair] = []
+    if shares.boundary:
+        for corpus_id, corpus_pairs in corpora:
+            count = boundary_count(len(corpus_pairs), shares)
+            boundary += near_misses(corpus_pairs, corpus_text(ws, corpus_id), count, seed=shares.seed)
+    return mixture(pairs, replay, boundary, shares)
