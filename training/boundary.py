@@ -120,3 +120,13 @@ def near_misses(pairs: Sequence[QAPair], corpus_text: str, count: int, *, seed: 
             question = question.replace(name, invented)
         out.append(QAPair(question, REFUSAL))
     return out
+
+
+def hallucination(model, tokenizer, questions: Sequence[str], *, device="cpu") -> tuple[float, list[str]]:
+    """The share of questions about unknown names answered with something other than a refusal, and
+    the replies."""
+    from training.evaluate import generate_answers  # torch: only when a model is asked
+
+    replies = generate_answers(model, tokenizer, list(questions), max_new_tokens=16, device=device)
+    invented = sum(not is_refusal(r) for r in replies)
+    return invented / max(1, len(replies)), replies

@@ -8,8 +8,10 @@ covers the answer (and its end-of-turn token) only, as in MeMo's training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 IGNORE = -100
 
@@ -73,6 +75,8 @@ def encode(tokenizer, pair: QAPair, max_length: int) -> Example:
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: (batch, seq) input ids, attention mask and labels."""
+    import torch  # the question-answer files and pairs (this module's rest) are read without it
+
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.evaluate import generate_answers, normalize
 from training.qa_files import QAFileError, read_qa_file
+from training.text import normalize
 
 PROBE_TOKENS = 24  # new tokens per reply: a short sentence holds the answer
 PROBE_LIMIT = 150  # probes kept per base: +-0.03 at 0.9, and ~20 s a measurement for a 135M model on 2 cores
@@ -74,6 +74,8 @@ def read_probes(path: Path) -> list[Probe]:
 
 def ask(model, tokenizer, probes: Sequence[Probe], *, device="cpu", batch: int = 32) -> ProbeScore:
     """Greedy replies through the chat template, each scored against its probe."""
+    from training.evaluate import generate_answers  # torch: only when a model is asked
+
     replies = generate_answers(
         model, tokenizer, [p.question for p in probes], batch=batch, max_new_tokens=PROBE_TOKENS, device=device
     )

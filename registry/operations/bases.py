@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from merging.checkpoint import PICKLE_PATTERNS, open_checkpoint
 from merging.errors import CheckpointError
 from osutil.lazy_import import lazy_module
-from registry.operations.devices import device_for
 from registry.operations.examples import examples_dir
 from registry.operations.probes import (
     BANK,
@@ -41,6 +40,7 @@ from registry.store.workspace import Workspace
 from training.probes import read_probes
 
 if TYPE_CHECKING:
+    import registry.operations.devices as devices
     import training.gguf_import as gguf_import
     import training.sft as sft
     import training.tiny as tiny
@@ -49,6 +49,7 @@ else:  # torch and transformers: only for creating, importing and probing a base
     tiny = lazy_module("training.tiny")
     sft = lazy_module("training.sft")
     gguf_import = lazy_module("training.gguf_import")
+    devices = lazy_module("registry.operations.devices")
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -122,8 +123,8 @@ def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None,
         return None
     questions, label = source
     candidates = read_probes(questions)
-    model, tokenizer = sft.load_model(directory, device_for(device))
-    selection = known_probes(model, tokenizer, candidates, device=device_for(device))
+    model, tokenizer = sft.load_model(directory, devices.device_for(device))
+    selection = known_probes(model, tokenizer, candidates, device=devices.device_for(device))
     return label, selection, store_probe_set(ws, selection)
 
 
@@ -298,8 +299,8 @@ def probe_base(
     with ws.db.read() as session:
         row = find_base(session, name)
     directory = base_dir(ws, row)
-    model, tokenizer = sft.load_model(directory, device_for(device))
-    selection = known_probes(model, tokenizer, questions, device=device_for(device))
+    model, tokenizer = sft.load_model(directory, devices.device_for(device))
+    selection = known_probes(model, tokenizer, questions, device=devices.device_for(device))
     sha = store_probe_set(ws, selection)
     with ws.db.write() as session:
         row = find_base(session, name)

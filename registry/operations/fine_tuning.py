@@ -84,24 +84,13 @@ def train_corpus(
     key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
-    try:
-        model, tokenizer, result = fine_tune(
-            directory,
-            trained_on,
-            settings,
-            device=device,
-            progress=progress,
-            checkpoint=checkpoint,
-            fingerprint=fingerprint,
-        )
-    except TrainingError as e:
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
+    model, tokenizer, result = _fine_tune(
+        corpus, directory, trained_on, settings, checkpoint, fingerprint, device, progress
+    )
     if not is_main_process():
         return None
     metrics = _recall_of(model, tokenizer, pairs, heldout, seed=settings.seed, device=device)
-    general = measure_general(ws, model, tokenizer, probe_set, device=device)
-    if general is not None:
+    if (general := measure_general(ws, model, tokenizer, probe_set, device=device)) is not None:
         metrics["general"] = general
     deltas, stats = _task_vector_of(model, directory, storage_dtype)
     training = {
@@ -129,6 +118,31 @@ def train_corpus(
         )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return record
+
+
+def _fine_tune(
+    corpus: str,
+    directory: Path,
+    pairs: list[QAPair],
+    settings: SFTSettings,
+    checkpoint: Path,
+    fingerprint: str,
+    device: str,
+    progress: bool,
+):
+    try:
+        return fine_tune(
+            directory,
+            pairs,
+            settings,
+            device=device,
+            progress=progress,
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+        )
+    except TrainingError as e:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        raise TrainingFailed(f"training {corpus!r} failed: {e}; nothing was registered") from e
 
 
 def _pairs(ws: Workspace, reflections: ReflectionSetRow) -> tuple[list[QAPair], list[QAPair]]:
