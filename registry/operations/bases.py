@@ -124,6 +124,8 @@ def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None,
     questions, label = source
     candidates = read_probes(questions)
     model, tokenizer = sft.load_model(directory, devices.device_for(device))
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        return None  # a tokenizer that is not the model's cannot ask it anything (a weights-only base)
     selection = known_probes(model, tokenizer, candidates, device=devices.device_for(device))
     return label, selection, store_probe_set(ws, selection)
 
