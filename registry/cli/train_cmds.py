@@ -8,7 +8,7 @@ from registry import EvaluationRecord, ExecutiveEvaluationRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.executive_cmds import executive_options, memory_endpoint, protocol_settings
 from registry.cli.output import err_console, json_option, print_json, print_table, progress_bar
-from registry.cli.training_options import generator_of, generator_options, report, sft_settings, train_options
+from registry.cli.training_options import generator_of, generator_options, report, train_options
 from training.llm import Endpoint
 from training.reflection_prompts import STAGE_PROMPTS
 
@@ -83,28 +83,13 @@ def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
 @train_options
 @json_option
 @pass_app
-def train(
-    app: AppContext,
-    corpus: str,
-    method,
-    steps,
-    batch,
-    lr,
-    max_length,
-    seed,
-    replay,
-    boundary,
-    storage_dtype,
-    device,
-    as_json: bool,
-) -> None:
+def train(app: AppContext, corpus: str, settings, storage_dtype, device, as_json: bool) -> None:
     """Fine-tune CORPUS's base on its reflections and record a new task vector version.
 
     \b
     Example:
       memo train harbor --steps 60 --storage-dtype bfloat16
     """
-    settings = sft_settings(method, steps, batch, lr, max_length, seed, replay, boundary)
     record = app.registry().train(corpus, settings, storage_dtype=storage_dtype, device=device, progress=not as_json)
     report(record, as_json)
 
@@ -130,14 +115,7 @@ def register(
     heldout,
     base_name,
     description,
-    method,
-    steps,
-    batch,
-    lr,
-    max_length,
-    seed,
-    replay,
-    boundary,
+    settings,
     storage_dtype,
     device,
     as_json: bool,
@@ -162,7 +140,7 @@ def register(
         name,
         list(docs),
         base=base_name,
-        settings=sft_settings(method, steps, batch, lr, max_length, seed, replay, boundary),
+        settings=settings,
         qa=qa,
         heldout=heldout,
         generator=generator_of(qa, heldout, **generator),

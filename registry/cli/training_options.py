@@ -3,6 +3,8 @@ and the line that reports a task vector."""
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from registry.cli.output import print_json
@@ -11,9 +13,12 @@ from training.llm import Endpoint
 from training.reflections import ReflectSettings
 from training.settings import FULL_LR, LORA_LR, METHODS, STORAGE_DTYPE_NAMES, SFTSettings
 
+SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary")
+
 
 def train_options(f):
-    """Fine-tuning options shared by `train` and `register`."""
+    """Fine-tuning options shared by `train` and `register`: the command gets them as ``settings``
+    (an SFTSettings), beside ``storage_dtype`` and ``device``."""
     options = [
         click.option(
             "--method",
@@ -59,23 +64,19 @@ def train_options(f):
             "--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."
         ),
     ]
+
+    @functools.wraps(f)
+    def with_settings(*args, **kwargs):
+        return f(*args, settings=sft_settings(**{k: kwargs.pop(k) for k in SFT_OPTIONS}), **kwargs)
+
     for option in reversed(options):
-        f = option(f)
-    return f
+        with_settings = option(with_settings)
+    return with_settings
 
 
-def sft_settings(method, steps, batch, lr, max_length, seed, replay, boundary):
+def sft_settings(**options) -> SFTSettings:
     try:
-        return SFTSettings(
-            method=method,
-            steps=steps,
-            batch=batch,
-            lr=lr,
-            max_length=max_length,
-            seed=seed,
-            replay=replay,
-            boundary=boundary,
-        )
+        return SFTSettings(**options)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--replay/--boundary") from None
 
