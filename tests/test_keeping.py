@@ -103,3 +103,13 @@ def test_healing_mixes_in_the_shares_the_members_were_trained_with(tiny_registry
         ["harbor", "glassworks"], strategy="ties+heal", retain=RetainSettings(max_steps=2, replay=0.0), progress=False
     )
     assert explicit.parameters["retain"]["replay"] == 0.0 and explicit.id != healed.id
+
+
+def test_hallucination_is_the_share_of_unknowns_answered_with_a_fact(monkeypatch):
+    import training.evaluate as evaluate
+    from training.boundary import hallucination
+
+    replies = {"Who is Ada Vex?": "I don't know.", "Where was Ada Vex born?": "Mirlinmouth", "When?": "I do not know"}
+    monkeypatch.setattr(evaluate, "generate_answers", lambda model, tok, qs, **kw: [replies[q] for q in qs])
+    rate, said = hallucination(None, None, list(replies))
+    assert rate == pytest.approx(1 / 3) and said == list(replies.values())
