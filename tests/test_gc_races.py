@@ -41,7 +41,7 @@ def homes(registry, tiny_model, docs, tmp_path, database_url, blobs_url):
 def _merge_with(reg: Registry, monkeypatch, meanwhile) -> object:
     """Merge atlas + harbor, running ``meanwhile()`` where the merge evaluates its stored output."""
 
-    def evaluate(ws, manifest, members, device):
+    def evaluate(ws, manifest, base, members, device):
         meanwhile(manifest)
         return None
 

@@ -44,7 +44,7 @@ class _Oracle:
 
 
 def test_selection_stops_asking_once_the_limit_is_known(monkeypatch):
-    import training.probes as probes
+    import training.evaluate as evaluate
 
     asked: list[str] = []
 
@@ -52,7 +52,7 @@ def test_selection_stops_asking_once_the_limit_is_known(monkeypatch):
         asked.extend(questions)
         return [q.split(":")[1] if q in model.known else "no idea" for q in questions]
 
-    monkeypatch.setattr(probes, "generate_answers", fake_generate)
+    monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
     bank = [Probe(f"q{i}:a{i}", f"a{i}") for i in range(200)]
     oracle = _Oracle({p.question for p in bank[::2]})  # knows half
     chosen = select_known(oracle, None, bank, limit=20, batch=16)

@@ -76,6 +76,8 @@ def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
         row = session.scalars(select(ReplaySetRow)).one()
     prompts = [line for line in (HARBOR.parent / "general" / "prompts.txt").read_text().splitlines() if line]
     assert 0 < row.pair_count <= len(prompts)
+    # gc and verify know the probe and replay sets' blobs: nothing of them is unreferenced or collected
+    assert reg.verify().unreferenced == () and reg.gc(dry_run=True, grace_seconds=0).removed == ()
 
 
 def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):

@@ -112,7 +112,8 @@ def test_the_readme_runs_as_written(env):
     )
     assert snippet.returncode == 0, snippet.stderr
     lines = snippet.stdout.splitlines()
-    assert lines[0].startswith("harbor@v1 True ") and lines[1].startswith("merge-") and len(lines) == 3
+    assert lines[0].startswith("harbor@v1 True ") and lines[1].startswith("merge-") and len(lines) == 4
+    assert lines[2].startswith("GeneralKnowledge(kept=") and lines[2].endswith("count=150, probe_set=1)")
 
 
 def _serve_once(line: str, path: str, environ: dict[str, str]) -> None:

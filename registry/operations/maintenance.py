@@ -32,7 +32,9 @@ from registry.store.schema import (
     DocumentRow,
     GeneratorCallRow,
     MergeRow,
+    ProbeSetRow,
     ReflectionSetRow,
+    ReplaySetRow,
     TaskVectorRow,
 )
 from registry.store.workspace import Workspace
@@ -59,6 +61,10 @@ def _row_references(db: Database) -> list[tuple[str, str, bool]]:
             refs.append((m.manifest_sha256, f"manifest of merge {m.id}", True))
         for c in session.scalars(select(GeneratorCallRow)):
             refs.append((c.reply_sha256, f"cached generator reply {c.cache_key[:12]}", False))
+        for p in session.scalars(select(ProbeSetRow)):
+            refs.append((p.sha256, f"probe set {p.id} of base model {p.base_model_id}", False))
+        for replay in session.scalars(select(ReplaySetRow)):
+            refs.append((replay.sha256, f"replay set {replay.id} of base model {replay.base_model_id}", False))
     return refs
 
 
