@@ -108,13 +108,17 @@ def _probe_candidates(directory: Path, questions: Path | None) -> tuple[Path, st
     """The questions to probe a new base with (None: it has no tokenizer or chat template to ask through)."""
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
         return None
-    config = directory / "tokenizer_config.json"
-    has_template = (directory / "chat_template.jinja").is_file() or (
-        config.is_file() and "chat_template" in json.loads(config.read_text() or "{}")
-    )
-    if not has_template:
+    if not (directory / "chat_template.jinja").is_file() and "chat_template" not in _tokenizer_config(directory):
         return None
     return (questions, TINY_WORLD) if questions else (bank_path(), BANK)
+
+
+def _tokenizer_config(directory: Path) -> dict:
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):  # none, or unreadable: transformers will say so where it matters
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None, device: str):
