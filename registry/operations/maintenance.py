@@ -27,14 +27,13 @@ from registry.store.manifests import load_manifest, manifest_files
 from registry.store.materialize import set_aside
 from registry.store.records import BlobProblem, CacheProblem, GcReport, VerifyReport
 from registry.store.schema import (
+    BLOB_COLUMNS,
     BaseModelRow,
     CorpusRow,
     DocumentRow,
     GeneratorCallRow,
     MergeRow,
-    ProbeSetRow,
     ReflectionSetRow,
-    ReplaySetRow,
     TaskVectorRow,
 )
 from registry.store.workspace import Workspace
@@ -61,11 +60,17 @@ def _row_references(db: Database) -> list[tuple[str, str, bool]]:
             refs.append((m.manifest_sha256, f"manifest of merge {m.id}", True))
         for c in session.scalars(select(GeneratorCallRow)):
             refs.append((c.reply_sha256, f"cached generator reply {c.cache_key[:12]}", False))
-        for p in session.scalars(select(ProbeSetRow)):
-            refs.append((p.sha256, f"probe set {p.id} of base model {p.base_model_id}", False))
-        for replay in session.scalars(select(ReplaySetRow)):
-            refs.append((replay.sha256, f"replay set {replay.id} of base model {replay.base_model_id}", False))
+        # Every other blob column (schema.BLOB_COLUMNS is their one list), named by its table and row.
+        for model, column in BLOB_COLUMNS:
+            if model not in _DESCRIBED:
+                manifest = column.key.startswith("manifest")
+                for row_id, sha in session.execute(select(model.__mapper__.primary_key[0], column)):
+                    refs.append((sha, f"{model.__tablename__.replace('_', ' ')} {row_id}", manifest))
     return refs
+
+
+# The tables _row_references describes in their own words (by corpus, version, name).
+_DESCRIBED = frozenset({BaseModelRow, DocumentRow, ReflectionSetRow, TaskVectorRow, MergeRow, GeneratorCallRow})
 
 
 def _references(ws: Workspace) -> tuple[dict[str, str], list[BlobProblem]]:
