@@ -26,6 +26,15 @@ class Shares(Protocol):
     def seed(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class Mix:
+    """Replay and boundary shares on their own (a :class:`Shares`)."""
+
+    replay: float = 0.0
+    boundary: float = 0.0
+    seed: int = 0
+
+
 def check_shares(replay: float, boundary: float) -> None:
     if not (0 <= replay < 1 and 0 <= boundary < 1 and replay + boundary < 1):
         raise ValueError(
@@ -77,6 +86,10 @@ class RetainSettings:
 
     def __post_init__(self) -> None:
         check_shares(self.replay or 0.0, self.boundary or 0.0)
+
+    def mix(self) -> Mix:
+        """The shares to train with (an unsettled None counts as 0)."""
+        return Mix(self.replay or 0.0, self.boundary or 0.0, self.seed)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -71,24 +71,29 @@ def fine_tune(
     return model, tokenizer, result
 
 
-def mixture(
-    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: SFTSettings | Shares
-) -> list[QAPair]:
-    """The corpus's pairs with replay and boundary pairs in the settings' shares of the whole (each
-    drawn seeded, repeated when there are fewer than its share; boundary pairs may fall short)."""
-    rest = 1 - settings.replay - settings.boundary
+def share_count(corpus_pairs: int, share: float, settings: Shares) -> int:
+    """How many pairs ``share`` of all the examples asks for beside ``corpus_pairs`` (the corpus keeps the rest)."""
+    return round(corpus_pairs * share / (1 - settings.replay - settings.boundary))
+
+
+def mixed_in(corpus_pairs: int, replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: Shares) -> list[QAPair]:
+    """The replay and boundary pairs to train on beside ``corpus_pairs`` of the corpus's, in the settings'
+    shares of the whole (each drawn seeded, repeated when there are fewer than its share; boundary pairs
+    may fall short)."""
     rng = random.Random(settings.seed)
 
     def draw(pool: Sequence[QAPair], share: float) -> list[QAPair]:
-        want = round(len(corpus) * share / rest) if pool else 0
+        want = share_count(corpus_pairs, share, settings) if pool else 0
         return [pool[i % len(pool)] for i in rng.sample(range(max(want, len(pool))), want)] if want else []
 
-    return [*corpus, *draw(replay, settings.replay), *draw(boundary, settings.boundary)]
+    return [*draw(replay, settings.replay), *draw(boundary, settings.boundary)]
 
 
-def boundary_count(corpus_pairs: int, settings: SFTSettings | Shares) -> int:
-    """How many near-miss pairs the boundary share asks for beside ``corpus_pairs``."""
-    return round(corpus_pairs * settings.boundary / (1 - settings.replay - settings.boundary))
+def mixture(
+    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: Shares
+) -> list[QAPair]:
+    """The corpus's pairs followed by :func:`mixed_in`'s."""
+    return [*corpus, *mixed_in(len(corpus), replay, boundary, settings)]
 
 
 def _with_lora(model, settings: SFTSettings):

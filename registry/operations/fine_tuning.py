@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
-from registry.operations.keeping import mixed
+from registry.operations.keeping import mixed_in_pairs
 from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
@@ -79,7 +79,7 @@ def train_corpus(
         return done if is_main_process() else None
     directory = base_dir(ws, base_row, full=True)  # the task vector recorded is measured against it
     pairs, heldout = _pairs(ws, reflections)
-    trained_on = mixed(ws, base_row, directory, [(corpus_row.id, pairs)], settings, device=device)
+    trained_on = [*pairs, *mixed_in_pairs(ws, base_row, [(corpus_row.id, pairs)], settings, device=device)]
     # A killed run resumes from its checkpoint when the same training is asked for again.
     key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()

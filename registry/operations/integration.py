@@ -34,7 +34,7 @@ from merging.card import BASE_FILES, engine_version
 from merging.spec import parse_dtype
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
-from registry.operations.keeping import mixed
+from registry.operations.keeping import mixed_in_pairs
 from registry.operations.merged_models import merge_into
 from registry.operations.merges import merged_model_dir
 from registry.operations.questions import reflections_of
@@ -148,7 +148,8 @@ def train_strategy(
         origin = starting_model(ws, strategy_of(strategy), Path(tmp) / "merged", base, members, params, start, progress)
         merge_seconds = time.perf_counter() - started if strategy_of(strategy).merges else 0.0
         retained = retain_members(ws, members)
-        keep = _keep(ws, base, members, retained, settings, device)
+        corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
+        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device)  # the shares settle() filled in
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
             model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep
@@ -208,15 +209,6 @@ def retain_members(ws: Workspace, members) -> list[RetainMember]:
             "none of these task vectors has reflections to train on (they were added from weights); use --strategy ties"
         )
     return out
-
-
-def _keep(ws: Workspace, base: BaseModelRow, members, retained: list[RetainMember], settings, device: str) -> list:
-    """The replay and boundary pairs mixed in beside the members' (the shares :func:`settle` filled in)."""
-    if not (settings.replay or settings.boundary):
-        return []
-    corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
-    everything = mixed(ws, base, base_dir(ws, base), corpora, settings, device=device)
-    return everything[sum(len(r.pairs) for r in retained) :]
 
 
 def save_model(model, origin: Path, out: Path, base: BaseModelRow, card_text: str) -> None:

@@ -6,7 +6,6 @@ corpus's fine-tuning and by the trained integration strategies alike, in the sha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -17,7 +16,7 @@ from training.boundary import near_misses
 from training.chat import QAPair
 from training.documents import document_text
 from training.settings import Shares
-from training.sft import boundary_count, mixture
+from training.sft import mixed_in, share_count
 
 
 def corpus_text(ws: Workspace, corpus_id: int) -> str:
@@ -26,21 +25,20 @@ def corpus_text(ws: Workspace, corpus_id: int) -> str:
     return "\n".join(document_text(d.media_type, ws.store.get_bytes(d.sha256)) for d in docs)
 
 
-def mixed(
+def mixed_in_pairs(
     ws: Workspace,
     base: BaseModelRow,
-    directory: Path,
     corpora: Sequence[tuple[int, Sequence[QAPair]]],
     shares: Shares,
     *,
     device: str,
 ) -> list[QAPair]:
-    """Every corpus's pairs (``(corpus id, pairs)``), with the replay and boundary pairs their shares ask for."""
-    pairs = [p for _, corpus_pairs in corpora for p in corpus_pairs]
-    replay = replay_pairs(ws, base, directory, device=device) if shares.replay else []
+    """The replay and boundary pairs to train on beside every corpus's pairs (``(corpus id, pairs)``),
+    in the shares given (none when both are 0)."""
+    replay = replay_pairs(ws, base, device=device) if shares.replay else []
     boundary: list[QAPair] = []
     if shares.boundary:
         for corpus_id, corpus_pairs in corpora:
-            count = boundary_count(len(corpus_pairs), shares)
+            count = share_count(len(corpus_pairs), shares.boundary, shares)
             boundary += near_misses(corpus_pairs, corpus_text(ws, corpus_id), count, seed=shares.seed)
-    return mixture(pairs, replay, boundary, shares)
+    return mixed_in(sum(len(pairs) for _, pairs in corpora), replay, boundary, shares)

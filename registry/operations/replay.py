@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from registry.operations.bases import base_dir
 from registry.operations.examples import examples_dir
 from registry.store.leases import require_stored
 from registry.store.schema import BaseModelRow, ReplaySetRow
@@ -36,8 +37,8 @@ def whole_sentences(text: str) -> str:
     return text[: ends[-1]].strip() if ends else text.strip()
 
 
-def replay_pairs(ws: Workspace, base: BaseModelRow, directory: Path, *, device: str) -> list[QAPair]:
-    """The base's replay set, made (and recorded) on first use."""
+def replay_pairs(ws: Workspace, base: BaseModelRow, *, device: str) -> list[QAPair]:
+    """The base's replay set, made (and recorded) on first use: only then is the base itself loaded."""
     data = prompts_path().read_bytes()
     key = hashlib.sha256(data).hexdigest()
     with ws.db.read() as session:
@@ -48,7 +49,7 @@ def replay_pairs(ws: Workspace, base: BaseModelRow, directory: Path, *, device: 
     from training.evaluate import generate_answers  # torch: only when a set is made
     from training.sft import load_model
 
-    model, tokenizer = load_model(directory, device)
+    model, tokenizer = load_model(base_dir(ws, base), device)
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens=REPLAY_TOKENS, device=device)
     records = [{"question": p, "answer": a} for p, a in zip(prompts, map(whole_sentences, answers)) if a]
     sha = ws.store.put_bytes(encode_records(records))
