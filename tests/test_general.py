@@ -160,3 +160,13 @@ def test_a_quantized_model_directory_is_refused_when_added(tiny_registry, model_
     with pytest.raises(InvalidInput, match=r"quantized model \(quantization_config: gguf\).*memo base add FILE.gguf"):
         tiny_registry.add_base(model_copy, name="quantized")
     assert [b.name for b in tiny_registry.list_bases()] == ["tiny"]
+
+
+def test_a_base_whose_tokenizer_is_not_its_models_cannot_be_probed(tiny_registry, tiny_model, tmp_path):
+    from tests.support.task_vectors import base_with_tokenizer
+
+    record = tiny_registry.add_base(base_with_tokenizer(tiny_model, tmp_path), name="stand-in")
+    assert record.probes is None
+    with pytest.raises(InvalidInput, match="its tokenizer is not its model's"):
+        tiny_registry.probe_base("stand-in", [])
+    assert tiny_registry.get_base("stand-in").probes is None

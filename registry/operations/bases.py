@@ -24,7 +24,6 @@ from registry.operations.probes import (
     bank_path,
     candidates,
     current_probe_set,
-    known_probes,
     probe_set_record,
     store_probe_set,
     tiny_world_path,
@@ -37,7 +36,7 @@ from registry.store.names import check_name
 from registry.store.records import BaseModelRecord
 from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
-from training.probes import read_probes
+from training.probes import Probe, Selection, read_probes, select_known
 
 if TYPE_CHECKING:
     import registry.operations.devices as devices
@@ -121,17 +120,24 @@ def _tokenizer_config(directory: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def _ask_base(ws: Workspace, directory: Path, questions: list[Probe], device: str) -> tuple[Selection, str] | None:
+    """The questions the base at ``directory`` answers, stored as a blob (None: its tokenizer is not
+    the model's, so it cannot be asked anything: a weights-only base with a stand-in tokenizer)."""
+    where = devices.device_for(device)
+    model, tokenizer = sft.load_model(directory, where)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        return None
+    selection = select_known(model, tokenizer, questions, device=where)
+    return selection, store_probe_set(ws, selection)
+
+
 def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None, device: str):
     """(source, selection, blob) of a new base's probe set, or None."""
     if source is None:
         return None
     questions, label = source
-    candidates = read_probes(questions)
-    model, tokenizer = sft.load_model(directory, devices.device_for(device))
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        return None  # a tokenizer that is not the model's cannot ask it anything (a weights-only base)
-    selection = known_probes(model, tokenizer, candidates, device=devices.device_for(device))
-    return label, selection, store_probe_set(ws, selection)
+    asked = _ask_base(ws, directory, read_probes(questions), device)
+    return (label, *asked) if asked else None
 
 
 def add_base(
@@ -223,10 +229,7 @@ def _add_directory(
             require_stored(session, ws.store, blobs=blobs, manifests=[manifest], what=f"base model {name!r}")
             session.add(row)
             session.flush()
-            if probed:
-                add_probe_set(session, row, *probed)
-            session.flush()
-            return to_record(row, current_probe_set(session, row.id))
+            return to_record(row, add_probe_set(session, row, *probed) if probed else None)
     except IntegrityError as e:  # lost a race with another process
         raise AlreadyExists(f"base model {name!r} (or these weights) was registered concurrently") from e
 
@@ -304,13 +307,11 @@ def probe_base(
     questions, label = candidates(files, bank=bank)
     with ws.db.read() as session:
         row = find_base(session, name)
-    directory = base_dir(ws, row)
-    model, tokenizer = sft.load_model(directory, devices.device_for(device))
-    selection = known_probes(model, tokenizer, questions, device=devices.device_for(device))
-    sha = store_probe_set(ws, selection)
+    asked = _ask_base(ws, base_dir(ws, row), questions, device)
+    if asked is None:
+        raise InvalidInput(f"base model {name!r} cannot be asked questions: its tokenizer is not its model's")
+    selection, sha = asked
     with ws.db.write() as session:
         row = find_base(session, name)
         require_stored(session, ws.store, blobs=[sha], what=f"the probe set of base model {name!r}")
-        add_probe_set(session, row, label, selection, sha)
-        session.flush()
-        return to_record(row, current_probe_set(session, row.id))
+        return to_record(row, add_probe_set(session, row, label, selection, sha))

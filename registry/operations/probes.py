@@ -21,7 +21,7 @@ from registry.store.errors import InvalidInput
 from registry.store.records import GeneralKnowledge, ProbeSetRecord
 from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
-from training.probes import Probe, Selection, ask, probes_of, read_probes, select_known
+from training.probes import Probe, Selection, ask, probes_of, read_probes
 from training.qa_files import QAFileError, decode_records, encode_records
 
 BANK = "memo's general-knowledge bank"
@@ -52,27 +52,24 @@ def candidates(files: Sequence[Path], *, bank: bool) -> tuple[list[Probe], str]:
     return unique, " + ".join(label for _, label in chosen)
 
 
-def known_probes(model, tokenizer, questions: list[Probe], *, device: str) -> Selection:
-    """The questions the base answers (at most ``training.probes.PROBE_LIMIT`` kept)."""
-    return select_known(model, tokenizer, questions, device=device)
-
-
 def store_probe_set(ws: Workspace, selection: Selection) -> str:
     """The kept probes as a blob (stored before the row that names it)."""
     return ws.store.put_bytes(encode_records([p.to_json() for p in selection.kept]))
 
 
-def add_probe_set(session: Session, base: BaseModelRow, source: str, selection: Selection, sha: str) -> None:
-    session.add(
-        ProbeSetRow(
-            base_model_id=base.id,
-            source=source,
-            asked=selection.asked,
-            answered=selection.answered,
-            probe_count=len(selection.kept),
-            sha256=sha,
-        )
+def add_probe_set(session: Session, base: BaseModelRow, source: str, selection: Selection, sha: str) -> ProbeSetRow:
+    """Record a probe set (its blob ``sha`` stored first); from now on the base's current one."""
+    row = ProbeSetRow(
+        base_model_id=base.id,
+        source=source,
+        asked=selection.asked,
+        answered=selection.answered,
+        probe_count=len(selection.kept),
+        sha256=sha,
     )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def current_probe_set(session: Session, base_id: int) -> ProbeSetRow | None:
