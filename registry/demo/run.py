@@ -25,19 +25,19 @@ from registry import (
     BaseModelRecord,
     ChannelEventRecord,
     CorpusRecord,
+    ProbeSetRecord,
     PublicationRecord,
     Registry,
     TaskVectorRecord,
     VerifyReport,
     default_endpoint,
     example_corpora,
-    examples_dir,
 )
 from registry.demo.local_hub import local_hub
 from registry.demo.plots import plot_continual
 from registry.demo.study import Arrival, Headline, Study, cumulative, headline
+from registry.demo.unknowns import unknown_questions
 from training.settings import SFTSettings, TinyConfig
-from training.tiny import read_qa
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class DemoResult:
     base: BaseModelRecord
     corpora: tuple[CorpusOutcome, ...]
     arrivals: tuple[Arrival, ...]
-    base_general: float | None  # the bare base's recall on its own (pre-training) questions
+    probes: ProbeSetRecord | None  # the base's probe set: what "general knowledge kept" asks again
+    base_hallucination: float | None  # the bare base on questions about people no corpus holds
     publications: tuple[PublicationRecord, ...]
     log: tuple[ChannelEventRecord, ...]
     hub: str  # where production was published ("local Hub at URL" or the real Hub's URL)
@@ -76,7 +77,8 @@ class DemoResult:
                 for o in self.corpora
             ],
             "arrivals": [a.to_json() for a in arrivals],
-            "base_general": self.base_general,
+            "probes": self.probes.to_json() if self.probes else None,
+            "base_hallucination": self.base_hallucination,
             "cumulative": {
                 m: [{"seconds": s, "examples": e} for s, e in cumulative(arrivals, m)]
                 for m in arrivals[-1].methods()
@@ -95,6 +97,7 @@ CHANNEL = "production"
 def run_demo(
     home: Path,
     *,
+    base: Path | None = None,
     corpora: int | None = None,
     tiny: TinyConfig = TinyConfig(),
     train: SFTSettings | None = None,
@@ -105,6 +108,7 @@ def run_demo(
 ) -> DemoResult:
     """The journeys end to end: base, then per corpus register + merge + publish; a rollback; the study.
 
+    ``base``: a GGUF file or model directory to import as the base instead of building the tiny one.
     Publishes to a Hub-compatible server started on 127.0.0.1 for the run,
     or with ``repo`` to that repo on the real Hub (``HF_TOKEN``, ``HF_ENDPOINT``).
     """
@@ -112,20 +116,14 @@ def run_demo(
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
-        say(
-            f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
-            "pre-training on a separate invented world (offline)"
-        )
-        base = reg.create_tiny_base("tiny", tiny, progress=progress)
-        say(f"registered base model {base.name} ({base.parameter_count} parameters)")
+        made = _base(reg, base, tiny, device, say, progress)
         chosen = list(example_corpora().items())[: corpora or None]
         with _hub(repo) as (repo_id, endpoint, where):
             reg.link_channel(CHANNEL, repo_id, endpoint=endpoint)
             say(f"channel {CHANNEL} publishes to {repo_id} on {where}")
-            general = read_qa(examples_dir() / "pretrain" / "qa.jsonl")
-            study = Study(reg, settings, general=general, device=device, progress=progress)
+            study = Study(reg, settings, unknowns=unknown_questions(), device=device, progress=progress)
             outcomes = [
-                _arrive(reg, study, name, files, base, settings, device, say, progress) for name, files in chosen
+                _arrive(reg, study, name, files, made, settings, device, say, progress) for name, files in chosen
             ]
             if len(study.arrivals) > 1:
                 event = reg.rollback(CHANNEL, reason="demo: roll back one step")
@@ -134,25 +132,43 @@ def run_demo(
                     "(published as a new commit)"
                 )
             publications = tuple(reg.publications())
-        base_general = study.base_general()
         plot = plot_continual(
             study.arrivals,
             home / "continual.png",
-            title=f"memo demo: {len(chosen)} corpora on a {base.parameter_count / 1e6:.1f}M base",
-            base_general=base_general,
+            title=f"memo demo: {len(chosen)} corpora on a {made.parameter_count / 1e6:.1f}M base",
         )
         return DemoResult(
             home=home,
-            base=base,
+            base=made,
             corpora=tuple(outcomes),
             arrivals=tuple(study.arrivals),
-            base_general=base_general,
+            probes=reg.get_base(made.name).probes,
+            base_hallucination=study.base_hallucination(),
             publications=publications,
             log=tuple(reg.log(CHANNEL)),
             hub=where,
             plot=plot,
             verify=reg.verify(),
         )
+
+
+def _base(
+    reg: Registry, path: Path | None, tiny: TinyConfig, device: str, say: Callable[[str], None], progress: bool
+) -> BaseModelRecord:
+    """The tiny base built here, or ``path`` imported (and probed) as the base."""
+    if path is not None:
+        say(f"importing {path.name} as the base (a GGUF file is dequantized) and asking it memo's probe questions")
+        made = reg.add_base(path, device=device)
+    else:
+        say(
+            f"building a tiny Llama base: a BPE tokenizer trained here, {tiny.pretrain_steps} steps of "
+            "pre-training on a separate invented world (offline)"
+        )
+        made = reg.create_tiny_base("tiny", tiny, progress=progress)
+    probes = reg.get_base(made.name).probes
+    kept = f"; it answers {probes.probe_count} probe questions" if probes else ""
+    say(f"registered base model {made.name} ({made.parameter_count} parameters{kept})")
+    return made
 
 
 def _arrive(reg, study, name, files, base, settings, device, say, progress) -> CorpusOutcome:

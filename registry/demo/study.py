@@ -3,8 +3,10 @@
 For each arriving corpus k (after it is registered, i.e. trained alone into
 its task vector), the study builds one model per strategy from every corpus
 so far and measures it: recall on each corpus (exact match on its questions
-and on its held-out paraphrases) and on the base's general knowledge (the
-pre-training world's questions: forgetting). The models:
+and on its held-out paraphrases), the general knowledge it kept (the base's
+probe set asked again, as merges record it: forgetting) and, given questions
+about people no corpus holds, how many it answers with an invented fact
+(hallucination). The models:
 
 - ``own``: each corpus's own model (its task vector on the base);
 - ``ties``: the bare TIES merge (MeMo's setting, density 0.3);
@@ -26,12 +28,11 @@ pay the new corpus's own training plus their integration; ``retrain`` and
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from registry import STRATEGIES, MergeRecord, Registry, TaskVectorRecord
-from training.chat import QAPair
+from registry import STRATEGIES, GeneralKnowledge, MergeRecord, Registry, TaskVectorRecord
+from training.boundary import hallucination
 from training.evaluate import recall
 from training.settings import RetainSettings, SFTSettings
 from training.sft import fine_tune, load_model
@@ -42,7 +43,6 @@ METHODS = ("own", *STRATEGIES, "joint")
 PROMOTED = "warm"
 WARM_CHANNEL = "study-warm"  # the warm chain's channel when the study is given none
 FROM_SCRATCH = ("retrain", "joint")  # they do not need each corpus trained alone
-GENERAL_SAMPLE = 100
 LABELS = {"own": "own model", **{s.name: s.label for s in STRATEGIES.values()}, "joint": "joint retraining"}
 # MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
 PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
@@ -62,7 +62,8 @@ class Arrival:
     k: int
     corpus: str
     recall: dict[str, dict[str, Score]] = field(default_factory=dict)  # method -> corpus -> score
-    general: dict[str, float | None] = field(default_factory=dict)  # method -> recall on the base's own knowledge
+    general: dict[str, float | None] = field(default_factory=dict)  # method -> general knowledge kept (probe set)
+    hallucination: dict[str, float] = field(default_factory=dict)  # method -> share of unknowns answered with a fact
     seconds: dict[str, float] = field(default_factory=dict)  # "alone" and each method: this arrival's cost
     examples: dict[str, int] = field(default_factory=dict)
     merges: dict[str, MergeRecord] = field(default_factory=dict)  # strategy -> its recorded model
@@ -86,6 +87,7 @@ class Arrival:
             "seconds": self.seconds,
             "examples": self.examples,
             "general": self.general,
+            "hallucination": self.hallucination,
             "merges": {s: m.ref for s, m in self.merges.items()},
             "recall": {
                 m: {c: {"exact": s.exact, "heldout": s.heldout} for c, s in per.items()}
@@ -154,14 +156,17 @@ def _own_score(tv: TaskVectorRecord) -> Score:
 
 
 class Study:
-    """Measures one arrival at a time on a registry whose corpora are registered in order."""
+    """Measures one arrival at a time on a registry whose corpora are registered in order.
+
+    ``unknowns``: questions about people no corpus holds, to measure hallucination on (none: not measured).
+    """
 
     def __init__(
         self,
         reg: Registry,
         settings: SFTSettings,
         *,
-        general: Sequence[QAPair] = (),
+        unknowns: Sequence[str] = (),
         retain: RetainSettings = RetainSettings(target=0.9),
         strategies: Sequence[str] = tuple(STRATEGIES),
         joint: bool = True,
@@ -171,9 +176,15 @@ class Study:
         self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
         self.device = Registry.resolve_device(device)
         self.strategies, self.joint = [s for s in STRATEGIES if s in strategies], joint
-        self.general = random.Random(0).sample(list(general), min(GENERAL_SAMPLE, len(general)))
+        self.unknowns = list(unknowns)
         self.arrivals: list[Arrival] = []
         self._own: dict[str, TaskVectorRecord] = {}
+        self._own_hallucination: dict[str, float] = {}
+
+    @property
+    def base(self) -> str:
+        """The base model the corpora were registered on."""
+        return self.reg.get_corpus(next(iter(self._own))).base_model
 
     def arrive(self, corpus: str, task_vector: TaskVectorRecord, *, channel: str | None = None) -> Arrival:
         self._own[corpus] = task_vector
@@ -181,18 +192,28 @@ class Study:
         arrival = Arrival(len(names), corpus)
         arrival.seconds["alone"] = task_vector.cost.train_seconds
         arrival.examples["alone"] = task_vector.cost.examples
-        arrival.recall["own"] = {c: _own_score(tv) for c, tv in self._own.items()}
+        self._measure_own(arrival)
         for strategy in self.strategies:
             record = self._integrate(strategy, names, channel, arrival)
             arrival.merges[strategy] = record
             arrival.seconds[strategy] = record.training_cost.seconds
             arrival.examples[strategy] = record.training_cost.examples
-            model, tokenizer = self._load(record)
-            arrival.recall[strategy], arrival.general[strategy] = self._measure(model, tokenizer, names)
+            self._measure(arrival, strategy, *self._load(record), general=record.general)
         if self.joint:
             self._joint(names, arrival)
         self.arrivals.append(arrival)
         return arrival
+
+    def _measure_own(self, arrival: Arrival) -> None:
+        """Each corpus's own model, as registered (recall and general knowledge were recorded then)."""
+        arrival.recall["own"] = {c: _own_score(tv) for c, tv in self._own.items()}
+        kept = [tv.metrics.general.kept for tv in self._own.values() if tv.metrics.general is not None]
+        arrival.general["own"] = sum(kept) / len(kept) if kept else None
+        if self.unknowns:
+            tv = self._own[arrival.corpus]
+            model, tokenizer = load_model(self.reg.model_dir(tv.ref), self.device)
+            self._own_hallucination[arrival.corpus] = self._hallucination(model, tokenizer)
+            arrival.hallucination["own"] = sum(self._own_hallucination.values()) / len(self._own_hallucination)
 
     def _integrate(self, strategy: str, names: list[str], channel: str | None, arrival: Arrival) -> MergeRecord:
         reason = f"{arrival.corpus} arrived"
@@ -219,7 +240,20 @@ class Study:
     def _load(self, record: MergeRecord):
         return load_model(self.reg.model_dir(record.ref), self.device)
 
-    def _measure(self, model, tokenizer, corpora: list[str]) -> tuple[dict[str, Score], float | None]:
+    def _measure(
+        self, arrival: Arrival, method: str, model, tokenizer, *, general: GeneralKnowledge | None = None
+    ) -> None:
+        """Recall on every corpus so far, general knowledge kept (``general`` when recorded already), and
+        hallucination."""
+        arrival.recall[method] = self.scores(model, tokenizer, list(self._own))
+        if general is None:
+            general = self.reg.general_knowledge(model, tokenizer, self.base, device=self.device)
+        arrival.general[method] = general.kept if general is not None else None
+        if self.unknowns:
+            arrival.hallucination[method] = self._hallucination(model, tokenizer)
+
+    def scores(self, model, tokenizer, corpora: list[str]) -> dict[str, Score]:
+        """Exact-match recall of a loaded model on each corpus's questions (and held-out paraphrases)."""
         scores = {}
         for c in corpora:
             held = None
@@ -227,28 +261,24 @@ class Study:
                 held = recall(model, tokenizer, self.reg.questions(c, heldout=True), device=self.device).exact_match
             pairs = self.reg.questions(c)
             scores[c] = Score(recall(model, tokenizer, pairs, device=self.device).exact_match, held)
-        general = recall(model, tokenizer, self.general, device=self.device).exact_match if self.general else None
-        return scores, general
+        return scores
 
-    def base_general(self) -> float | None:
-        """The bare base's recall on its general-knowledge questions (what forgetting is measured against)."""
-        if not self.general or not self._own:
+    def _hallucination(self, model, tokenizer) -> float:
+        return hallucination(model, tokenizer, self.unknowns, device=self.device)[0]
+
+    def base_hallucination(self) -> float | None:
+        """The bare base's hallucination rate on the unknowns (None: no unknowns, or no corpus yet)."""
+        if not self.unknowns or not self._own:
             return None
-        base = self.reg.get_corpus(next(iter(self._own))).base_model
-        model, tokenizer = load_model(self.reg.base_dir(base), self.device)
-        return recall(model, tokenizer, self.general, device=self.device).exact_match
+        return self._hallucination(*load_model(self.reg.base_dir(self.base), self.device))
 
     def _joint(self, corpora: list[str], arrival: Arrival) -> None:
         """Fine-tune the base on every corpus so far (not registered: it is the baseline)."""
         everything = [p for c in corpora for p in self.reg.questions(c)]
         settings = replace(self.settings, steps=self.settings.steps * len(corpora))
         model, tokenizer, result = fine_tune(
-            self.reg.base_dir(self.reg.get_corpus(corpora[0]).base_model),
-            everything,
-            settings,
-            device=self.device,
-            progress=self.progress,
+            self.reg.base_dir(self.base), everything, settings, device=self.device, progress=self.progress
         )
         arrival.seconds["joint"] = result.seconds
         arrival.examples["joint"] = result.examples
-        arrival.recall["joint"], arrival.general["joint"] = self._measure(model, tokenizer, corpora)
+        self._measure(arrival, "joint", model, tokenizer)

@@ -24,6 +24,7 @@ from registry.operations.probes import (
     bank_path,
     candidates,
     current_probe_set,
+    measure_general,
     probe_set_record,
     store_probe_set,
     tiny_world_path,
@@ -33,7 +34,7 @@ from registry.store.errors import AlreadyExists, Corrupt, InvalidInput, NotFound
 from registry.store.leases import require_stored
 from registry.store.manifests import store_directory
 from registry.store.names import check_name
-from registry.store.records import BaseModelRecord
+from registry.store.records import BaseModelRecord, GeneralKnowledge
 from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
 from training.probes import Probe, Selection, read_probes, select_known
@@ -272,6 +273,13 @@ def get_base(db: Database, name: str) -> BaseModelRecord:
     with db.read() as session:
         row = find_base(session, name)
         return to_record(row, current_probe_set(session, row.id))
+
+
+def general_knowledge(ws: Workspace, name: str, model, tokenizer, *, device: str) -> GeneralKnowledge | None:
+    """A loaded model (one the registry does not hold, too) asked base ``name``'s current probe set."""
+    with ws.db.read() as session:
+        probe_set = current_probe_set(session, find_base(session, name).id)
+    return GeneralKnowledge.from_json(measure_general(ws, model, tokenizer, probe_set, device=device))
 
 
 def base_dir(ws: Workspace, base: BaseModelRow, *, full: bool = False) -> Path:

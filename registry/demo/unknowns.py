@@ -1,0 +1,44 @@
+"""Questions about people no example corpus holds: what a memory should refuse, not answer with a corpus
+name (hallucination, :func:`training.boundary.hallucination`).
+
+They come from the examples generator run with another seed: another invented world of the same shape,
+whose questions look exactly like the corpora's. Any question naming someone the shipped corpora mention
+is dropped, so every one left is about an unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from registry import examples_dir
+
+OTHER_WORLD_SEED = 202  # none of its names is in the example corpora
+OTHER_CORPORA = ("harbor", "glassworks")  # what the generator names its first two corpora (another world's)
+SAMPLE = 60
+
+
+def unknown_questions(count: int = SAMPLE, *, seed: int = OTHER_WORLD_SEED) -> list[str]:
+    """``count`` questions (seeded sample) about another invented world's people."""
+    root = examples_dir()
+    with tempfile.TemporaryDirectory(prefix="memo-other-world-") as work:
+        out = Path(work)
+        command = [sys.executable, str(root / "generate.py"), "--corpora", "2", "--seed", str(seed)]
+        subprocess.run([*command, "--out", str(out)], check=True, capture_output=True)
+        questions = [
+            json.loads(line)["question"]
+            for corpus in OTHER_CORPORA
+            for line in (out / corpus / "qa.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+    known = " ".join(p.read_text() for p in root.glob("*/*.md"))
+    fresh = [q for q in questions if not any(_is_name(w) and w in known for w in q.split())]
+    return random.Random(0).sample(fresh, min(count, len(fresh)))
+
+
+def _is_name(word: str) -> bool:
+    return word[:1].isupper() and len(word) > 4
