@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -99,3 +100,15 @@ def test_local_hub_restores_the_environment(monkeypatch):
         assert os.environ["HF_TOKEN"].startswith("hf_memo_local_") and constants.HF_HUB_DISABLE_XET
         assert hub.url.startswith("http://127.0.0.1:")
     assert "HF_TOKEN" not in os.environ and xet == constants.HF_HUB_DISABLE_XET
+
+
+def test_unknown_questions_name_nobody_the_example_corpora_hold():
+    from registry import examples_dir
+    from registry.demo.unknowns import names, unknown_questions
+
+    questions = unknown_questions()
+    assert len(questions) == len(set(questions)) == 60 and questions == unknown_questions()  # seeded
+    corpora = " ".join(p.read_text() for p in examples_dir().glob("*/*.md"))
+    assert all(names(q) for q in questions), "each asks about someone by name"
+    assert not any(re.search(rf"\b{n}\b", corpora) for q in questions for n in names(q))
+    assert names("Where did Ka Rimo's mentor work?") == {"Ka", "Rimo"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,10 +36,11 @@ def unknown_questions(count: int = SAMPLE, *, seed: int = OTHER_WORLD_SEED) -> l
             for line in (out / corpus / "qa.jsonl").read_text().splitlines()
             if line.strip()
         ]
-    known = " ".join(p.read_text() for p in root.glob("*/*.md"))
-    fresh = [q for q in questions if not any(_is_name(w) and w in known for w in q.split())]
+    known = set(re.findall(r"[A-Z][a-z]+", " ".join(p.read_text() for p in root.glob("*/*.md"))))
+    fresh = [q for q in questions if not names(q) & known]
     return random.Random(0).sample(fresh, min(count, len(fresh)))
 
 
-def _is_name(word: str) -> bool:
-    return word[:1].isupper() and len(word) > 4
+def names(question: str) -> set[str]:
+    """The capitalised words of a question after its first word (names, and the words of organisations)."""
+    return set(re.findall(r"[A-Z][a-z]+", question.split(" ", 1)[-1]))
