@@ -139,6 +139,29 @@ def test_lora_fine_tune_returns_full_weights(tiny_base):
     assert changed and all(n.endswith("proj.weight") for n in changed)
 
 
+def test_mlp_fine_tune_changes_the_mlp_blocks_alone(tiny_base):
+    from training.sft import SFTSettings, fine_tune
+
+    directory, _, base, _ = tiny_base
+    pairs = read_qa(EXAMPLES / "harbor" / "qa.jsonl")[:6]
+    model, _, result = fine_tune(
+        directory, pairs, SFTSettings(method="mlp", steps=10, batch=6, lr=1e-2), progress=False
+    )
+    state, before = model.state_dict(), base.state_dict()
+    changed = {n for n in state if not torch.equal(state[n], before[n])}
+    mlp = {n for n in state if ".mlp." in n}
+    assert changed == mlp, "every MLP weight moves, nothing else does (embeddings, attention, norms stay)"
+    assert result.examples == 60
+
+
+def test_mlp_fine_tune_of_a_model_without_mlp_blocks_is_refused():
+    from training.loop import TrainingError
+    from training.sft import _mlp_only
+
+    with pytest.raises(TrainingError, match="no parameters under an '.mlp.' module"):
+        _mlp_only(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
 def test_fp32_task_vector_round_trip(harbor_finetune):
     """Exact for 16-bit bases; for fp32 bases within one ulp, with the misses counted."""
     from transformers import AutoModelForCausalLM

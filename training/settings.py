@@ -10,7 +10,9 @@ STORAGE_DTYPE_NAMES = ("float32", "bfloat16")  # how a task vector's deltas may 
 
 FULL_LR = 3e-4  # full fine-tuning
 LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
-METHODS = ("full", "lora")  # full fine-tuning, or a LoRA adapter merged back into the weights
+# full fine-tuning; the MLP blocks alone fine-tuned (attention, norms and embeddings frozen); or a LoRA
+# adapter merged back into the weights
+METHODS = ("full", "mlp", "lora")
 
 
 class Shares(Protocol):
@@ -45,7 +47,7 @@ def check_shares(replay: float, boundary: float) -> None:
 
 @dataclass(frozen=True)
 class SFTSettings:
-    method: Literal["full", "lora"] = "full"
+    method: Literal["full", "mlp", "lora"] = "full"
     steps: int = 60  # optimizer steps (~ epochs * pairs / batch)
     batch: int = 16  # examples per step
     lr: float | None = None  # None: the method's rate, FULL_LR or LORA_LR (resolved on creation)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from training.chat import QAPair, encode
-from training.loop import LoopSettings, train
+from training.loop import LoopSettings, TrainingError, train
 from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings, Shares  # noqa: F401 - the settings live there
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -55,6 +55,8 @@ def fine_tune(
     loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.learning_rate, seed=settings.seed)
     if settings.method == "lora":
         model = _with_lora(model, settings)
+    elif settings.method == "mlp":
+        _mlp_only(model)
     result = train(
         model,
         examples,
@@ -94,6 +96,17 @@ def mixture(
 ) -> list[QAPair]:
     """The corpus's pairs followed by :func:`mixed_in`'s."""
     return [*corpus, *mixed_in(len(corpus), replay, boundary, settings)]
+
+
+def _mlp_only(model) -> None:
+    """Freeze every parameter outside the transformer blocks' MLPs (``*.mlp.*``: Llama, Qwen, Mistral,
+    GPT-2 and most decoder models name them so)."""
+    trainable = 0
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(".mlp." in name)
+        trainable += parameter.numel() if ".mlp." in name else 0
+    if not trainable:
+        raise TrainingError(f"{type(model).__name__} has no parameters under an '.mlp.' module; use method 'full'")
 
 
 def _with_lora(model, settings: SFTSettings):

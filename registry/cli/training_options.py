@@ -25,7 +25,8 @@ def train_options(f):
             type=click.Choice(METHODS),
             default="full",
             show_default=True,
-            help="Full fine-tuning (best in MeMo) or LoRA merged into full weights.",
+            help="Full fine-tuning (best in MeMo), the MLP blocks alone (keeps more of the base), "
+            "or LoRA merged into full weights.",
         ),
         click.option("--steps", type=int, default=SFTSettings.steps, show_default=True, help="Optimizer steps."),
         click.option("--batch", type=int, default=SFTSettings.batch, show_default=True, help="Examples per step."),
