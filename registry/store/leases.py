@@ -38,7 +38,7 @@ from registry.store.blobstore import BlobStore
 from registry.store.database import Database
 from registry.store.errors import NotFound
 from registry.store.manifests import load_manifest, manifest_files
-from registry.store.schema import BLOB_COLUMNS, BlobLeaseItemRow, BlobLeaseRow
+from registry.store.schema import BLOB_COLUMNS, BlobLeaseItemRow, BlobLeaseRow, UTCDateTime
 
 log = logging.getLogger(__name__)
 LEASE_TTL_SECONDS = 600  # a lease not renewed for this long is expired (its process stalled or died elsewhere)
@@ -132,7 +132,7 @@ class BlobLeases:
 
 def _expired(session: Session) -> list[str]:
     """Leases whose time-to-live has passed, or whose process is known to be dead."""
-    now = session.execute(select(func.now())).scalar_one()
+    now = session.execute(select(func.now(type_=UTCDateTime()))).scalar_one()  # aware, as renewed_at is read
     rows = session.execute(
         select(BlobLeaseRow.id, BlobLeaseRow.holder, BlobLeaseRow.renewed_at, BlobLeaseRow.ttl_seconds)
     )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Integer,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # Named constraints make migrations reproducible across dialects (and let
 # ``batch_alter_table`` on SQLite find them again).
@@ -55,8 +57,21 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON}
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp read back as an aware UTC datetime on every backend (SQLite keeps no zone), so a record
+    read from the database equals the one the write returned."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=timezone.utc)
+
+
 def _created_at() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
 class BaseModelRow(Base):
@@ -310,7 +325,7 @@ class BlobLeaseRow(Base):
     # osutil.processes.process_key: lets a gc on the same machine see that the holder died.
     holder: Mapped[str] = mapped_column(String(500))
     ttl_seconds: Mapped[int] = mapped_column(Integer)
-    renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the database's clock
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the database's clock
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (CheckConstraint("ttl_seconds > 0", name="ttl_positive"),)
