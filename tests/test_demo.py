@@ -35,7 +35,10 @@ def test_demo_runs_every_journey_and_the_study(tmp_path, monkeypatch):
     with Registry.open(home) as reg:
         assert [b.name for b in reg.list_bases()] == ["tiny"]
         corpora = reg.list_corpora()
-        assert len(corpora) == 2 and all(c.latest_version == 1 for c in corpora)
+        # The second corpus has a second task vector: the one the study's sequential path trained onto the
+        # first corpus's model.
+        assert [(c.name, c.latest_version) for c in corpora] == [("glassworks", 1), ("harbor", 2)]
+        assert reg.list_task_vectors("harbor")[1].trained_onto is not None
         log = reg.log("production")
         assert [e.action for e in log] == ["configure", "promote", "promote", "rollback"]
         first, second = log[1].to_merge_id, log[2].to_merge_id
@@ -62,8 +65,8 @@ def test_demo_json_carries_the_study(tmp_path):
     data = json.loads(result.stdout)
     first, second = data["arrivals"]
     assert (first["k"], second["k"]) == (1, 2)
-    assert set(second["recall"]) == {"own", "ties", "ties+heal", "warm", "retrain", "joint"}
-    methods = {"own", "ties", "ties+heal", "warm", "retrain", "joint"}
+    methods = {"own", "ties", "ties+heal", "warm", "retrain", "sequential", "joint"}
+    assert set(second["recall"]) == methods
     # General knowledge kept is what each merge recorded (the base's probe set asked again).
     assert set(second["general"]) == methods
     with Registry.open(tmp_path / "d") as reg:
@@ -76,6 +79,10 @@ def test_demo_json_carries_the_study(tmp_path):
     assert set(second["recall"]["joint"]) == {"glassworks", "harbor"}
     # Joint retraining runs as many steps per corpus as a corpus gets alone: twice as many examples at K=2.
     assert second["examples"]["joint"] == 2 * second["examples"]["alone"] == 2 * 5 * 16
+    # The sequential path trained harbor onto glassworks's model for 1.2x its steps (6 of 16), and healed
+    # only what fell short.
+    healed = reg_cost(tmp_path / "d", second["merges"]["sequential"])
+    assert second["examples"]["sequential"] == 6 * 16 + healed
     cum = data["cumulative"]
     assert cum["joint"][1]["seconds"] > cum["joint"][0]["seconds"] > 0
     # The merge paths pay each corpus's own training: at least 5 steps x 16 examples per arrival.
@@ -88,7 +95,7 @@ def test_demo_json_carries_the_study(tmp_path):
     mean = {m: sum(s["exact"] for s in last[m].values()) / 2 for m in ("ties", "joint")}
     assert headline["k"] == 2
     assert headline["ties_gap_points"] == pytest.approx((mean["joint"] - mean["ties"]) * 100)
-    assert set(headline["kept_vs_joint"]) == {"ties+heal", "warm", "retrain"}
+    assert set(headline["kept_vs_joint"]) == {"ties+heal", "warm", "retrain", "sequential"}
     assert [s[1] for s in headline["seconds_production_vs_joint"]] == [c["seconds"] for c in cum["joint"]]
     assert [e[1] for e in headline["examples_production_vs_joint"]] == [c["examples"] for c in cum["joint"]]
 
@@ -112,3 +119,8 @@ def test_unknown_questions_name_nobody_the_example_corpora_hold():
     assert all(names(q) for q in questions), "each asks about someone by name"
     assert not any(re.search(rf"\b{n}\b", corpora) for q in questions for n in names(q))
     assert names("Where did Ka Rimo's mentor work?") == {"Ka", "Rimo"}
+
+
+def reg_cost(home, ref: str) -> int:
+    with Registry.open(home) as reg:
+        return reg.get_merge(int(ref.split("-")[1])).training_cost.examples

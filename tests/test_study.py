@@ -1,10 +1,11 @@
-"""The continual study goes on after a stop: its saved state brings back what was measured and the warm chain."""
+"""The continual study goes on after a stop: its saved state brings back what was measured and the warm and
+sequential chains; the sequential path pays its own trainings, the others each corpus's own model."""
 
 from __future__ import annotations
 
 import json
 
-from registry.demo.study import WARM_CHANNEL, Study
+from registry.demo.study import SEQUENTIAL_CHANNEL, WARM_CHANNEL, Study, cumulative
 from training.retain import RetainSettings
 from training.sft import SFTSettings
 
@@ -17,7 +18,7 @@ def _study(reg) -> Study:
         SFTSettings(steps=4, batch=8),
         unknowns=UNKNOWNS,
         retain=RetainSettings(target=0.5, max_steps=4, check_every=2, batch=8),
-        strategies=("ties", "ties+heal", "warm"),
+        strategies=("ties", "ties+heal", "warm", "sequential"),
         joint=False,
         device="cpu",
         progress=False,
@@ -32,10 +33,12 @@ def test_a_resumed_study_keeps_its_arrivals_and_points_the_warm_chain_back(train
     state = json.loads(json.dumps(stopped.state()))  # as the benchmark writes it and reads it back
     stopped.arrive(second, tv[second])  # the run stops here, after moving the warm chain, before saving
     assert trained.get_channel(WARM_CHANNEL).current_merge_id != one.merge.id
+    assert trained.get_channel(SEQUENTIAL_CHANNEL).current_merge_id != one.merges["sequential"].id
 
     study = _study(trained)
     assert study.resume(state) == [first]
     assert trained.get_channel(WARM_CHANNEL).current_merge_id == one.merge.id
+    assert trained.get_channel(SEQUENTIAL_CHANNEL).current_merge_id == one.merges["sequential"].id
     (again,) = study.arrivals
     assert again.to_json() == one.to_json() and again.merge == one.merge
     assert again.recall["own"][first].exact == one.recall["own"][first].exact
@@ -49,3 +52,14 @@ def test_a_resumed_study_keeps_its_arrivals_and_points_the_warm_chain_back(train
     # The second warm model was started from the first's, the one the chain was pointed back at.
     assert two.merge.strategy == "warm" and two.merge.parent_merge_id == one.merge.id
     assert [a["k"] for a in study.state()["arrivals"]] == [1, 2]
+
+    # The sequential chain: the first corpus's own model, then harbor trained onto it (found again after the
+    # stop, 5 steps of 8: 1.2x its own 4), served as both; its cost is that training, not harbor's own too.
+    seq1, seq2 = one.merges["sequential"], two.merges["sequential"]
+    assert seq1.strategy == "sequential" and seq1.parameters["start"] == tv[first].ref
+    assert one.examples["sequential"] == tv[first].cost.examples + seq1.training_cost.examples
+    assert seq2.parameters["trained_onto"] == f"merge-{seq1.id}" and seq2.parameters["start"] == "harbor@v2"
+    assert two.examples["sequential"] == 5 * 8 + seq2.training_cost.examples
+    assert [m.ref for m in two.merges["ties"].members] == [tv[first].ref, tv[second].ref]  # the own vectors
+    assert cumulative(study.arrivals, "sequential")[-1][1] == one.examples["sequential"] + two.examples["sequential"]
+    assert study.state()["sequential"] == {first: tv[first].ref, second: "harbor@v2"}

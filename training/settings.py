@@ -13,6 +13,8 @@ LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 # full fine-tuning; the MLP blocks alone fine-tuned (attention, norms and embeddings frozen); or a LoRA
 # adapter merged back into the weights
 METHODS = ("full", "mlp", "lora")
+# Training onto a model that holds earlier corpora: their pairs' share of the examples (training.rehearsal)
+REHEARSE_SHARE = 0.5
 
 
 class Shares(Protocol):
@@ -43,6 +45,11 @@ def check_shares(replay: float, boundary: float) -> None:
             f"replay ({replay:g}) and boundary ({boundary:g}) are shares of the training examples: "
             "each at least 0, together below 1 (the corpus keeps the rest)"
         )
+
+
+def check_rehearse_share(share: float) -> None:
+    if not 0 < share < 1:
+        raise ValueError(f"the rehearsal share is a share of the examples, above 0 and below 1, not {share:g}")
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,11 @@ def merge() -> None:
     type=click.Choice(STRATEGY_CHOICES),
     default=DEFAULT_STRATEGY,
     show_default=True,
-    help="auto: warm when the channel's model holds only corpora being merged, else ties+heal; "
+    help="auto: sequential when a member was trained onto the merge of the others (--onto), else warm "
+    "when the channel's model holds only corpora being merged, else ties+heal; "
     "ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
-    "until retained; warm: the channel's current model fine-tuned so; retrain: the base so.",
+    "until retained; warm: the channel's current model fine-tuned so; retrain: the base so; "
+    "sequential: the model of the member trained --onto the others' merge, healed so only if one falls short.",
 )
 @click.option(
     "--target",
@@ -251,6 +253,18 @@ def trained_line(record: MergeRecord) -> str:
     cost = record.training_cost
     target = record.parameters.get("retain", {}).get("target")
     outcome = "reached" if cost.retain and cost.retain.reached else "NOT reached (step cap)"
+    if record.strategy == "sequential":  # the model of one member, trained onto the merge of the others
+        p = record.parameters
+        onto = f" (trained onto {p['trained_onto']})" if p.get("trained_onto") else ""
+        healed = (
+            f"healed {cost.steps} steps, {cost.examples} examples, {seconds(cost.train_seconds)}"
+            if cost.steps
+            else "no healing"
+        )
+        return (
+            f"sequential: the model of {p.get('start')}{onto}; {healed} + {seconds(cost.check_seconds)} "
+            f"retention checks; target retention {target} {outcome}"
+        )
     return (
         f"{record.strategy}: {cost.steps} steps, {cost.examples} examples, "
         f"{seconds(cost.train_seconds)} training + {seconds(cost.check_seconds)} retention checks; "

@@ -83,14 +83,28 @@ def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
 @train_options
 @json_option
 @pass_app
-def train(app: AppContext, corpus: str, settings, storage_dtype, device, as_json: bool) -> None:
+def train(app: AppContext, corpus: str, settings, onto, rehearse, storage_dtype, device, as_json: bool) -> None:
     """Fine-tune CORPUS's base on its reflections and record a new task vector version.
 
+    With --onto CHANNEL, training starts from the channel's model and
+    rehearses its member corpora: an arrival costs one training, whatever
+    the number of corpora the channel holds.
+
     \b
-    Example:
+    Examples:
       memo train harbor --steps 60 --storage-dtype bfloat16
+      memo train observatory --onto main --steps 72
+      memo merge harbor glassworks observatory --channel main
     """
-    record = app.registry().train(corpus, settings, storage_dtype=storage_dtype, device=device, progress=not as_json)
+    record = app.registry().train(
+        corpus,
+        settings,
+        storage_dtype=storage_dtype,
+        device=device,
+        progress=not as_json,
+        onto=onto,
+        rehearse=rehearse,
+    )
     report(record, as_json)
 
 
@@ -116,6 +130,8 @@ def register(
     base_name,
     description,
     settings,
+    onto,
+    rehearse,
     storage_dtype,
     device,
     as_json: bool,
@@ -149,6 +165,8 @@ def register(
         device=device,
         progress=not as_json,
         on_reflections=None if as_json or qa is not None else lambda r: _report_reflections(r, "generated"),
+        onto=onto,
+        rehearse=rehearse,
     )
     report(record, as_json)
 

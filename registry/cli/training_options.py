@@ -11,14 +11,14 @@ from registry.cli.output import print_json
 from registry.figures import general, seconds
 from training.llm import Endpoint
 from training.reflections import ReflectSettings
-from training.settings import FULL_LR, LORA_LR, METHODS, STORAGE_DTYPE_NAMES, SFTSettings
+from training.settings import FULL_LR, LORA_LR, METHODS, REHEARSE_SHARE, STORAGE_DTYPE_NAMES, SFTSettings
 
 SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary")
 
 
 def train_options(f):
     """Fine-tuning options shared by `train` and `register`: the command gets them as ``settings``
-    (an SFTSettings), beside ``storage_dtype`` and ``device``."""
+    (an SFTSettings), beside ``onto``, ``rehearse``, ``storage_dtype`` and ``device``."""
     options = [
         click.option(
             "--method",
@@ -54,6 +54,33 @@ def train_options(f):
             show_default=True,
             help='Share of the examples that are questions about look-alike names answered "I don\'t know".',
         ),
+    ]
+
+    @functools.wraps(f)
+    def with_settings(*args, **kwargs):
+        return f(*args, settings=sft_settings(**{k: kwargs.pop(k) for k in SFT_OPTIONS}), **kwargs)
+
+    for option in reversed([*options, *_start_and_storage_options()]):
+        with_settings = option(with_settings)
+    return with_settings
+
+
+def _start_and_storage_options() -> list:
+    """Where training starts (``--onto``), how its result is stored, and where it runs."""
+    return [
+        click.option(
+            "--onto",
+            metavar="CHANNEL",
+            help="Train from the model CHANNEL serves (the base while it has none), rehearsing its member "
+            "corpora; `memo merge --channel CHANNEL` then serves the result, healed only if a member falls short.",
+        ),
+        click.option(
+            "--rehearse",
+            type=float,
+            default=REHEARSE_SHARE,
+            show_default=True,
+            help="With --onto: share of the examples that are the earlier corpora's pairs.",
+        ),
         click.option(
             "--storage-dtype",
             type=click.Choice(list(STORAGE_DTYPE_NAMES)),
@@ -65,14 +92,6 @@ def train_options(f):
             "--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."
         ),
     ]
-
-    @functools.wraps(f)
-    def with_settings(*args, **kwargs):
-        return f(*args, settings=sft_settings(**{k: kwargs.pop(k) for k in SFT_OPTIONS}), **kwargs)
-
-    for option in reversed(options):
-        with_settings = option(with_settings)
-    return with_settings
 
 
 def sft_settings(**options) -> SFTSettings:
@@ -93,8 +112,9 @@ def report(record, as_json: bool) -> None:
     held = f", held-out {m.heldout.exact_match:.2f}" if m.heldout else ""
     held += f", general knowledge kept {general(m.general)}" if m.general else ""
     verb = "already registered (the same reflections and settings)" if record.reused else "registered"
+    onto = f", trained onto {record.trained_onto}" if record.trained_onto else ""
     click.echo(
-        f"{verb} task vector {record.ref}: recall {recall} exact match{held}; {cost.examples} examples, "
+        f"{verb} task vector {record.ref}{onto}: recall {recall} exact match{held}; {cost.examples} examples, "
         f"{seconds(cost.train_seconds)} training ({seconds(cost.wall_seconds)} in all)"
     )
 

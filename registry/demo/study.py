@@ -16,6 +16,11 @@ about people no corpus holds, how many it answers with an invented fact
   the study's channel; the first one is the ``ties+heal`` model). This is
   what `memo merge --channel` does by default (``auto``) as corpora arrive;
 - ``retrain``: the base fine-tuned so, from scratch, to the same target;
+- ``sequential``: each corpus trained onto the previous ``sequential`` model
+  (the first: its own model), every earlier corpus rehearsed, for
+  ``sequential_steps`` (1.2x a corpus's own steps by default); served as is
+  when every corpus keeps the target, else healed. Its chain lives on a channel
+  of its own; it pays these trainings, not each corpus's own;
 - ``joint``: MeMo's baseline, the base fine-tuned on every corpus so far for
   as many steps per corpus as a corpus gets alone (not registered).
 
@@ -42,7 +47,10 @@ METHODS = ("own", *STRATEGIES, "joint")
 # arrive: warm start from the channel's model, the first one healed from a (one-corpus) merge.
 PROMOTED = "warm"
 WARM_CHANNEL = "study-warm"  # the warm chain's channel when the study is given none
-FROM_SCRATCH = ("retrain", "joint")  # they do not need each corpus trained alone
+SEQUENTIAL_CHANNEL = "study-sequential"  # the sequential chain's channel
+SEQUENTIAL_STEPS = 1.2  # a sequential training's steps, per step of a corpus's own (its cost: 1.2x)
+# The paths that do not need each corpus trained alone (sequential trains each corpus onto its chain instead).
+FROM_SCRATCH = ("retrain", "joint", "sequential")
 LABELS = {"own": "own model", **{s.name: s.label for s in STRATEGIES.values()}, "joint": "joint retraining"}
 # MeMo (arXiv 2605.15156), 14B memory models on 8xH100: GPU-hours merged vs retrained, accuracy gap.
 PAPER_COMPUTE = {2: (48, 72), 10: (240, 1320)}
@@ -185,10 +193,14 @@ class Study:
         retain: RetainSettings = RetainSettings(target=0.9),
         strategies: Sequence[str] = tuple(STRATEGIES),
         joint: bool = True,
+        sequential_steps: int | None = None,
         device: str = "auto",
         progress: bool = True,
     ):
         self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
+        steps = sequential_steps or round(settings.steps * SEQUENTIAL_STEPS)
+        self.sequential_settings = replace(settings, steps=steps)
+        self._chain: dict[str, str] = {}  # corpus -> its task vector in the sequential model
         self.device = Registry.resolve_device(device)
         self.strategies, self.joint = [s for s in STRATEGIES if s in strategies], joint
         self.unknowns = list(unknowns)
@@ -202,6 +214,7 @@ class Study:
             "own": {c: tv.ref for c, tv in self._own.items()},
             "own_hallucination": dict(self._own_hallucination),
             "arrivals": [a.to_json() for a in self.arrivals],
+            "sequential": dict(self._chain),
         }
 
     def resume(self, state: dict, *, channel: str | None = None) -> list[str]:
@@ -217,8 +230,11 @@ class Study:
             Arrival.from_json(a, {s: self.reg.get_merge(ref) for s, ref in a["merges"].items()})
             for a in state["arrivals"]
         ]
-        if self.arrivals and PROMOTED in self.arrivals[-1].merges:
-            self.reg.promote(self.arrivals[-1].merge.id, channel or WARM_CHANNEL, reason="study resumed")
+        self._chain.update(state.get("sequential", {}))
+        last = self.arrivals[-1].merges if self.arrivals else {}
+        for strategy, chain in ((PROMOTED, channel or WARM_CHANNEL), ("sequential", SEQUENTIAL_CHANNEL)):
+            if strategy in last:
+                self.reg.promote(last[strategy].id, chain, reason="study resumed")
         return list(self._own)
 
     @property
@@ -236,8 +252,8 @@ class Study:
         for strategy in self.strategies:
             record = self._integrate(strategy, names, channel, arrival)
             arrival.merges[strategy] = record
-            arrival.seconds[strategy] = record.training_cost.seconds
-            arrival.examples[strategy] = record.training_cost.examples
+            arrival.seconds[strategy] = arrival.seconds.get(strategy, 0.0) + record.training_cost.seconds
+            arrival.examples[strategy] = arrival.examples.get(strategy, 0) + record.training_cost.examples
             self._measure(arrival, strategy, *self._load(record), general=record.general)
         if self.joint:
             self._joint(names, arrival)
@@ -257,24 +273,55 @@ class Study:
 
     def _integrate(self, strategy: str, names: list[str], channel: str | None, arrival: Arrival) -> MergeRecord:
         reason = f"{arrival.corpus} arrived"
+        refs = [self._own[c].ref for c in names]  # each corpus's own task vector (not the sequential ones)
+        if strategy == "sequential":
+            return self._sequential(arrival)
         if strategy != "warm":
             return self.reg.merge(
-                names, strategy=strategy, retain=self.retain, progress=self.progress, device=self.device
+                refs, strategy=strategy, retain=self.retain, progress=self.progress, device=self.device
             )
         chain = channel or WARM_CHANNEL
         if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
             record = arrival.merges["ties+heal"]
-        else:
-            record = self.reg.merge(
-                names,
-                strategy="warm",
-                retain=self.retain,
-                channel=chain,
-                progress=self.progress,
-                device=self.device,
-                promote=False,
-            )
+            self.reg.promote(record.id, chain, reason=reason)
+            return record
+        return self._chained(refs, "warm", chain, reason)
+
+    def _chained(self, refs: list[str], strategy: str, chain: str, reason: str) -> MergeRecord:
+        """The strategy's model from the chain's current one, then promoted to the chain."""
+        record = self.reg.merge(
+            refs,
+            strategy=strategy,
+            retain=self.retain,
+            channel=chain,
+            progress=self.progress,
+            device=self.device,
+            promote=False,
+        )
         self.reg.promote(record.id, chain, reason=reason)
+        return record
+
+    def _sequential(self, arrival: Arrival) -> MergeRecord:
+        """The arriving corpus trained onto the chain's model (the first: its own model), then served as the
+        chain's members plus it (healed only where one falls short); the training is this arrival's cost."""
+        corpus = arrival.corpus
+        tv = self._own[corpus]
+        if self._chain:
+            trained = self.reg.train(
+                corpus,
+                self.sequential_settings,
+                onto=SEQUENTIAL_CHANNEL,
+                device=self.device,
+                progress=self.progress,
+                reuse=True,
+            )
+            assert trained is not None  # a single process
+            tv = trained
+        arrival.seconds["sequential"] = tv.cost.train_seconds
+        arrival.examples["sequential"] = tv.cost.examples
+        refs = [ref for c, ref in self._chain.items() if c != corpus] + [tv.ref]
+        record = self._chained(refs, "sequential", SEQUENTIAL_CHANNEL, f"{corpus} arrived")
+        self._chain[corpus] = tv.ref
         return record
 
     def _load(self, record: MergeRecord):

@@ -13,6 +13,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
 from registry.operations.keeping import mixed_in_pairs
+from registry.operations.merges import merged_model_dir
+from registry.operations.onto import Onto, earlier_pairs, start_of
 from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
@@ -30,7 +33,7 @@ from registry.operations.task_vectors import add_task_vector, find_trained
 from registry.store.database import row_of
 from registry.store.errors import MemoError
 from registry.store.records import TaskVectorRecord
-from registry.store.schema import BaseModelRow, ReflectionSetRow
+from registry.store.schema import BaseModelRow, CorpusRow, MergeRow, ProbeSetRow, ReflectionSetRow
 from registry.store.workspace import Workspace
 from training.chat import QAPair
 from training.delta import save_task_vector, task_vector
@@ -38,6 +41,7 @@ from training.distributed import is_main_process
 from training.evaluate import recall
 from training.loop import TrainingError
 from training.qa_files import decode_records, pairs_of
+from training.rehearsal import Rehearsal, rehearsed
 from training.sft import SFTSettings, fine_tune
 
 
@@ -54,6 +58,19 @@ def software_versions() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a training reads from the database before it starts."""
+
+    corpus: CorpusRow
+    base: BaseModelRow
+    reflections: ReflectionSetRow
+    start: MergeRow | None  # trained onto this merge's model (None: the base)
+    share: float | None  # earlier members' share of the examples when trained onto a merge
+    done: TaskVectorRecord | None  # the same training, recorded already
+    probe_set: ProbeSetRow | None
+
+
 def train_corpus(
     ws: Workspace,
     corpus: str,
@@ -63,45 +80,43 @@ def train_corpus(
     device: str = "auto",
     progress: bool = True,
     reuse: bool = False,
+    onto: Onto | None = None,
 ) -> TaskVectorRecord | None:
     """Train and record the corpus's next task vector; under ``accelerate launch`` every process
     trains and the main one alone evaluates and records (the others return None). With ``reuse``, a
-    task vector already trained on the latest reflections with the same settings is returned."""
+    task vector already trained on the latest reflections with the same settings is returned. With
+    ``onto``, training starts from the channel's model and rehearses its members (:mod:`.onto`)."""
     started = time.perf_counter()
     device = device_for(device)
-    with ws.db.read() as session:
-        corpus_row = find_corpus(session, corpus)
-        base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
-        reflections = latest_reflections(session, corpus_row)
-        done = find_trained(session, corpus_row, reflections.id, settings.to_json(), storage_dtype)
-        probe_set = current_probe_set(session, base_row.id)
-    if reuse and done is not None:
-        return done if is_main_process() else None
-    directory = base_dir(ws, base_row, full=True)  # the task vector recorded is measured against it
-    pairs, heldout = _pairs(ws, reflections)
-    trained_on = [*pairs, *mixed_in_pairs(ws, base_row, [(corpus_row.id, pairs)], settings, device=device)]
+    job = _job(ws, corpus, settings, storage_dtype, onto)
+    if reuse and job.done is not None:
+        return job.done if is_main_process() else None
+    directory = base_dir(ws, job.base, full=True)  # the task vector recorded is measured against it
+    origin = merged_model_dir(ws, job.start, full=True) if job.start is not None else directory
+    pairs, heldout = _pairs(ws, job.reflections)
+    plan = rehearsed(pairs, earlier_pairs(ws, job.start, job.corpus), job.share) if job.start and job.share else None
+    corpus_examples = plan.pairs if plan else pairs
+    trained_on = [
+        *corpus_examples,
+        *mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device),
+    ]
     # A killed run resumes from its checkpoint when the same training is asked for again.
-    key = json.dumps([settings.to_json(), reflections.sha256, base_row.fingerprint], sort_keys=True)
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()
+    described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
+    if job.start is not None:
+        described += [job.start.manifest_sha256, job.share]
+    fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
     model, tokenizer, result = _fine_tune(
-        corpus, directory, trained_on, settings, checkpoint, fingerprint, device, progress
+        corpus, origin, trained_on, settings, checkpoint, fingerprint, device, progress
     )
     if not is_main_process():
         return None
     metrics = _recall_of(model, tokenizer, pairs, heldout, seed=settings.seed, device=device)
-    if (general := measure_general(ws, model, tokenizer, probe_set, device=device)) is not None:
+    if (general := measure_general(ws, model, tokenizer, job.probe_set, device=device)) is not None:
         metrics["general"] = general
     deltas, stats = _task_vector_of(model, directory, storage_dtype)
-    training = {
-        "sft": settings.to_json(),
-        "storage_dtype": storage_dtype,
-        "device": str(device),
-        "dataset_sha256": reflections.sha256,
-        "reflection_set_id": reflections.id,
-        "mixture": {"corpus": len(pairs), "replay_and_boundary": len(trained_on) - len(pairs)},
-        **_run_facts(result, stats),
-    }
+    training = _provenance(job, settings, storage_dtype, device, plan, len(trained_on) - len(corpus_examples))
+    training.update(_run_facts(result, stats))
     with tempfile.TemporaryDirectory(dir=ws.work_root()) as tmp:
         save_task_vector(deltas, Path(tmp), stats)
         training["wall_seconds"] = time.perf_counter() - started
@@ -114,10 +129,45 @@ def train_corpus(
             training=training,
             norms=stats.norms,
             metrics=metrics,
-            reflection_set_id=reflections.id,
+            reflection_set_id=job.reflections.id,
+            start_merge_id=job.start.id if job.start is not None else None,
         )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return record
+
+
+def _provenance(
+    job: _Job, settings: SFTSettings, storage_dtype: str, device: str, plan: Rehearsal | None, mixed_in: int
+) -> dict:
+    """What the task vector was trained on and how (its run's facts are added after training)."""
+    return {
+        "sft": settings.to_json(),
+        "storage_dtype": storage_dtype,
+        "device": str(device),
+        "dataset_sha256": job.reflections.sha256,
+        "reflection_set_id": job.reflections.id,
+        "mixture": {"corpus": len(plan.pairs) if plan else job.reflections.pair_count, "replay_and_boundary": mixed_in},
+        **({"rehearsal": plan.to_json()} if plan else {}),
+    }
+
+
+def _job(ws: Workspace, corpus: str, settings: SFTSettings, storage_dtype: str, onto: Onto | None) -> _Job:
+    with ws.db.read() as session:
+        corpus_row = find_corpus(session, corpus)
+        base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
+        reflections = latest_reflections(session, corpus_row)
+        start = start_of(session, onto, corpus_row.base_model_id, corpus_row.name)
+        share = onto.share if onto is not None and start is not None else None
+        done = find_trained(
+            session,
+            corpus_row,
+            reflections.id,
+            settings.to_json(),
+            storage_dtype,
+            start.id if start is not None else None,
+            share,
+        )
+        return _Job(corpus_row, base_row, reflections, start, share, done, current_probe_set(session, base_row.id))
 
 
 def _fine_tune(

@@ -6,7 +6,12 @@
 - ``warm``: the channel's current model fine-tuned the same way (new corpus
   plus every member's reflections); no merge.
 - ``retrain``: the base fine-tuned the same way, from scratch.
-- ``auto`` (the default): ``warm`` when the channel's current model already
+- ``sequential``: the model of the member trained onto the merge of all the
+  others (``memo register --onto CHANNEL``: fine-tuned from the channel's model,
+  earlier members rehearsed), fine-tuned the same way only if a member falls
+  short; an arrival costs that one training.
+- ``auto`` (the default): ``sequential`` when a member was trained onto the merge
+  of the others, else ``warm`` when the channel's current model already
   holds only corpora being merged (a corpus arriving, or a new version), else
   ``ties+heal``. Measured (docs/continual-integration.md): healing a merge costs less for the first
   few corpora, warm start from about six on and over K = 1..10 in all.
@@ -35,8 +40,10 @@ from merging.spec import parse_dtype
 from registry.operations.bases import base_dir
 from registry.operations.devices import device_for
 from registry.operations.keeping import mixed_in_pairs
-from registry.operations.merged_models import merge_into
+from registry.operations.merge_inputs import Member, MergeParams
+from registry.operations.merged_models import member_label, merge_into
 from registry.operations.merges import merged_model_dir
+from registry.operations.onto import member_rows
 from registry.operations.questions import reflections_of
 from registry.operations.retention import own_recall
 from registry.operations.strategies import AUTO, Strategy, strategy_of
@@ -97,8 +104,37 @@ def aimed_at(settings: RetainSettings, gate: float | None) -> RetainSettings:
     return replace(settings, target=gate) if settings.target is None and gate else settings
 
 
+def carrier_of(session, members: list[Member]) -> tuple[Member, MergeRow | None] | None:
+    """The member whose model holds all the others: the one trained onto a merge of exactly the other
+    members (its own corpus's older version aside), with that merge; or a lone member trained from the base."""
+    if len(members) == 1 and members[0].row.start_merge_id is None:
+        return members[0], None
+    for m in sorted(members, key=lambda m: -m.row.id):  # the newest first
+        if m.row.start_merge_id is None:
+            continue
+        held = {tv.id for tv in member_rows(session, m.row.start_merge_id) if tv.corpus_id != m.row.corpus_id}
+        if held == {o.row.id for o in members if o is not m}:
+            return m, row_of(session, MergeRow, m.row.start_merge_id)
+    return None
+
+
+def sequential_start(session, members: list[Member]) -> tuple[Member, MergeRow | None]:
+    found = carrier_of(session, members)
+    if found is None:
+        raise InvalidInput(
+            "--strategy sequential serves the model of the member trained onto the merge of all the others, "
+            f"and none of {', '.join(member_label(m) for m in members)} is (train the newest with "
+            "`memo train NAME --onto CHANNEL`, or use --strategy ties+heal)"
+        )
+    return found
+
+
 def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> str:
-    """``warm`` when the channel's model holds only corpora being merged (same base), else ``ties+heal``."""
+    """``sequential`` when a member was trained onto the merge of the others; else ``warm`` when the
+    channel's model holds only corpora being merged (same base); else ``ties+heal``."""
+    found = carrier_of(session, members)
+    if found is not None and found[1] is not None:
+        return "sequential"
     if head_id is None:
         return "ties+heal"
     head = row_of(session, MergeRow, head_id)
@@ -140,13 +176,16 @@ def train_strategy(
     *,
     device: str,
     progress: bool,
+    carrier: Member | None = None,
 ) -> Trained:
     """Build the strategy's starting model, train it until retained, store the result."""
     device = device_for(device)
+    chosen = strategy_of(strategy)
     with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="integrate-") as tmp:
         started = time.perf_counter()
-        origin = starting_model(ws, strategy_of(strategy), Path(tmp) / "merged", base, members, params, start, progress)
-        merge_seconds = time.perf_counter() - started if strategy_of(strategy).merges else 0.0
+        merged, how = (members, params) if carrier is None else ([carrier], MergeParams(density=1.0))  # base + deltas
+        origin = starting_model(ws, chosen, Path(tmp) / "merged", base, merged, how, start, progress)
+        merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
         keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device)  # the shares settle() filled in
@@ -159,7 +198,8 @@ def train_strategy(
             "merge": "the TIES merge of its members",
             "base": f"the base `{base.name}`",
             "channel": f"merge-{start.id}" if start is not None else "",
-        }[strategy_of(strategy).start]
+            "carrier": _carrier_text(carrier, start),
+        }[chosen.start]
         save_model(
             model,
             origin,
@@ -190,13 +230,20 @@ def starting_model(
     start: MergeRow | None,
     progress: bool,
 ) -> Path:
-    """The model a trained strategy fine-tunes: the members' TIES merge (built in ``scratch``),
-    the channel's current model (``start``), or the base."""
-    if strategy.start == "merge":
+    """The model a trained strategy fine-tunes: the members' TIES merge (built in ``scratch``; for
+    ``carrier``, the one member applied to the base), the channel's current model (``start``), or the base."""
+    if strategy.start in ("merge", "carrier"):
         return merge_into(scratch, ws, base, members, params, progress=progress)[0]
     if strategy.start == "channel" and start is not None:
         return merged_model_dir(ws, start, full=True)
     return base_dir(ws, base, full=True)
+
+
+def _carrier_text(carrier: Member | None, start: MergeRow | None) -> str:
+    if carrier is None:
+        return ""
+    onto = f", trained onto merge-{start.id}" if start is not None else ""
+    return f"the model of {member_label(carrier)}{onto}"
 
 
 def retain_members(ws: Workspace, members) -> list[RetainMember]:

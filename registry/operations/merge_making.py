@@ -95,11 +95,13 @@ def create_merge(
         head = channel_head(session, channel)
         if strategy == AUTO:
             strategy = integration.resolve_auto(session, base, members, head)
-        start = None
+        start, carrier = None, None
         if strategy_of(strategy).trained:
             retain = integration.settle(retain, members)
             if strategy_of(strategy).start == "channel":
                 start = integration.warm_start(session, base, head, channel)
+            elif strategy_of(strategy).start == "carrier":
+                carrier, start = integration.sequential_start(session, members)
         key = content_key(base, params, members, strategy, retain, start)
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:
@@ -111,17 +113,24 @@ def create_merge(
     else:
         assert retain is not None  # settled above for every trained strategy
         trained = integration.train_strategy(
-            ws, strategy, base, members, params, retain, start, device=device, progress=progress
+            ws, strategy, base, members, params, retain, start, device=device, progress=progress, carrier=carrier
         )
         manifest, cost, outcome = trained.manifest_sha256, trained.cost, {"retain": trained.retain}
     measured_at = time.perf_counter()
     measured = _retention(ws, manifest, base, members, device) if evaluate else None
     cost["evaluation_seconds"] = time.perf_counter() - measured_at
-    return _record(ws, key, base, members, params, strategy, retain, start, channel, manifest, measured, cost | outcome)
+    method = params.method if strategy_of(strategy).merges else "fine-tune"
+    parameters = _parameters(params, members, strategy, retain, start, carrier)
+    return _record(ws, key, base, members, (strategy, method, parameters), channel, manifest, measured, cost | outcome)
 
 
 def _parameters(
-    params: MergeParams, members: list[Member], strategy: str, retain: RetainSettings | None, start: MergeRow | None
+    params: MergeParams,
+    members: list[Member],
+    strategy: str,
+    retain: RetainSettings | None,
+    start: MergeRow | None,
+    carrier: Member | None,
 ) -> dict:
     merged = {
         "density": params.density if params.method_def.trims else None,
@@ -133,10 +142,14 @@ def _parameters(
     chosen = strategy_of(strategy)
     if not chosen.trained or retain is None:
         return merged
-    out = {
+    out: dict[str, object] = {
         "retain": retain.to_json(),
         "start": f"merge-{start.id}" if start is not None else ("ties" if chosen.merges else "base"),
     }
+    if chosen.start == "carrier":  # the start is the carrier's model; ``start`` the merge it was trained onto
+        assert carrier is not None  # found with the start
+        out["start"] = f"{carrier.corpus}@v{carrier.row.version}"
+        out["trained_onto"] = f"merge-{start.id}" if start is not None else None
     return (merged | out) if chosen.merges else out
 
 
@@ -145,15 +158,13 @@ def _record(
     key: str,
     base: BaseModelRow,
     members: list[Member],
-    params: MergeParams,
-    strategy: str,
-    retain: RetainSettings | None,
-    start: MergeRow | None,
+    made: tuple[str, str, dict],  # strategy, method, parameters
     channel: str | None,
     manifest: str,
     measured,
     cost: dict,
 ) -> MergeRecord:
+    strategy, method, parameters = made
     with ws.db.write() as session:
         existing = session.scalar(select(MergeRow).where(MergeRow.content_key == key))
         if existing is not None:  # another process recorded the same merge meanwhile
@@ -162,8 +173,8 @@ def _record(
         row = MergeRow(
             base_model_id=base.id,
             strategy=strategy,
-            method=params.method if strategy_of(strategy).merges else "fine-tune",
-            parameters=_parameters(params, members, strategy, retain, start),
+            method=method,
+            parameters=parameters,
             engine_version=engine_version(),
             parent_merge_id=channel_head(session, channel),
             member_count=len(members),

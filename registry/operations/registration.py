@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from registry.operations import corpora, reflections
+from registry.operations.bases import find_base
 from registry.operations.fine_tuning import train_corpus
+from registry.operations.onto import Onto, start_of
 from registry.store.database import Database
 from registry.store.errors import InvalidInput
 from registry.store.records import ReflectionSetRecord, TaskVectorRecord
@@ -26,9 +28,19 @@ from training.sft import SFTSettings
 
 
 def check_registration(
-    db: Database, name: str, files: list[Path], *, base: str, qa: Path | None = None, heldout: Path | None = None
+    db: Database,
+    name: str,
+    files: list[Path],
+    *,
+    base: str,
+    qa: Path | None = None,
+    heldout: Path | None = None,
+    onto: Onto | None = None,
 ) -> None:
     """Every input of a registration checked, recording nothing."""
+    if onto is not None:  # its channel serves a model of this base (or none yet)
+        with db.read() as session:
+            start_of(session, onto, find_base(session, base).id, name)
     docs = corpora.check_documents(db, name, files, base=base)
     corpora.check_reusable(db, name, base, docs)
     if qa is not None:
@@ -50,12 +62,13 @@ def register(
     device: str = "auto",
     progress: bool = True,
     on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+    onto: Onto | None = None,
 ) -> TaskVectorRecord | None:
     """The corpus's task vector (None in the helper processes of a multi-process launch)."""
     if (qa is None) == (generator is None):
         raise InvalidInput("give either a QA file (--qa) or a generator (--generator-url/--generator-model)")
     if is_main_process():
-        check_registration(ws.db, name, files, base=base, qa=qa, heldout=heldout)
+        check_registration(ws.db, name, files, base=base, qa=qa, heldout=heldout, onto=onto)
         corpora.add_corpus(ws, name, files, base=base, description=description, reuse=True)
         if generator is not None:
             record = reflections.generate_reflections(ws, name, *generator, progress=progress, reuse=True)
@@ -64,4 +77,6 @@ def register(
         if on_reflections is not None:
             on_reflections(record)
     wait_for_everyone()
-    return train_corpus(ws, name, settings, storage_dtype=storage_dtype, device=device, progress=progress, reuse=True)
+    return train_corpus(
+        ws, name, settings, storage_dtype=storage_dtype, device=device, progress=progress, reuse=True, onto=onto
+    )

@@ -13,13 +13,15 @@ from typing import Literal
 
 from registry.store.errors import InvalidInput
 
-Start = Literal["merge", "channel", "base"]
+Start = Literal["merge", "channel", "base", "carrier"]
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    start: Start  # the TIES merge of the members, the channel's current model, or the base
+    # the TIES merge of the members, the channel's current model, the base, or the model of the member
+    # trained onto the merge of all the others (its carrier: registry.operations.integration.carrier_of)
+    start: Start
     trained: bool  # fine-tuned on every member's reflections until each keeps the target retention
     label: str  # for tables and plots
     summary: str
@@ -45,9 +47,19 @@ STRATEGIES: dict[str, Strategy] = {
             "warm", "channel", True, "warm start", "the channel's current model fine-tuned the same way; no merge"
         ),
         Strategy("retrain", "base", True, "retrain to target", "the base fine-tuned the same way, from scratch"),
+        Strategy(
+            "sequential",
+            "carrier",
+            True,
+            "sequential",
+            "the model of the member trained onto the merge of all the others (register --onto); "
+            "fine-tuned the same way only if a member falls short",
+        ),
     )
 }
-AUTO = "auto"  # warm when extending the channel's model, else ties+heal (integration.resolve_auto)
+# sequential when a member was trained onto the merge of the others, else warm when extending the
+# channel's model, else ties+heal (integration.resolve_auto)
+AUTO = "auto"
 CHOICES = (AUTO, *STRATEGIES)
 DEFAULT_STRATEGY = AUTO  # measured best (docs/continual-integration.md, "Why auto is the default")
 

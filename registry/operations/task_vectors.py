@@ -60,25 +60,36 @@ def _to_record(session: Session, row: TaskVectorRow) -> TaskVectorRecord:
         norms=row.norms,
         metrics=TaskVectorMetrics.from_json(row.metrics),
         created_at=row.created_at,
+        trained_onto=f"merge-{row.start_merge_id}" if row.start_merge_id is not None else None,
     )
 
 
 def find_trained(
-    session: Session, corpus: CorpusRow, reflection_set_id: int, training: dict[str, Any], storage_dtype: str
+    session: Session,
+    corpus: CorpusRow,
+    reflection_set_id: int,
+    training: dict[str, Any],
+    storage_dtype: str,
+    start_merge_id: int | None = None,
+    rehearse: float | None = None,
 ) -> TaskVectorRecord | None:
-    """The corpus's task vector already trained on these reflections with these settings, if any."""
+    """The corpus's task vector already trained on these reflections with these settings (from the
+    same start, rehearsing the same way), if any."""
     rows = session.scalars(
         select(TaskVectorRow)
         .where(
             TaskVectorRow.corpus_id == corpus.id,
             TaskVectorRow.reflection_set_id == reflection_set_id,
             TaskVectorRow.storage_dtype == storage_dtype,
+            TaskVectorRow.start_merge_id.is_(None)
+            if start_merge_id is None
+            else TaskVectorRow.start_merge_id == start_merge_id,
         )
         .order_by(TaskVectorRow.version.desc())
     ).all()
     wanted = json.loads(json.dumps(training))
     for row in rows:
-        if row.training.get("sft") == wanted:
+        if row.training.get("sft") == wanted and (row.training.get("rehearsal") or {}).get("share") == rehearse:
             return replace(_to_record(session, row), reused=True)
     return None
 
@@ -113,8 +124,10 @@ def add_task_vector(
     norms: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     reflection_set_id: int | None = None,
+    start_merge_id: int | None = None,
 ) -> TaskVectorRecord:
-    """Store a directory of delta safetensors as the corpus's next task vector version."""
+    """Store a directory of delta safetensors as the corpus's next task vector version (``start_merge_id``:
+    the merge whose model its training started from)."""
     with ws.db.read() as session:
         base = row_of(session, BaseModelRow, find_corpus(session, corpus).base_model_id)
     try:
@@ -133,6 +146,7 @@ def add_task_vector(
             version=next_version(session, corpus_row),
             base_model_id=corpus_row.base_model_id,
             reflection_set_id=reflection_set_id,
+            start_merge_id=start_merge_id,
             method=method,
             training=training or {},
             storage_dtype=storage_dtype,

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from registry.operations import corpora
+from registry.operations.onto import onto_of
 from registry.service.deferred import fine_tuning, reflect, reflections, registration, task_vectors
 from registry.store.records import CorpusRecord, ReflectionSetRecord, TaskVectorRecord
 from registry.store.workspace import Workspace
-from training.settings import SFTSettings
+from training.settings import REHEARSE_SHARE, SFTSettings
 
 if TYPE_CHECKING:
     from training.llm import Endpoint
@@ -52,6 +53,8 @@ class CorporaFacade:
         device: str = "auto",
         progress: bool = True,
         on_reflections: Callable[[ReflectionSetRecord], None] | None = None,
+        onto: str | None = None,
+        rehearse: float = REHEARSE_SHARE,
     ) -> TaskVectorRecord | None:
         """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
         ``generator``), training, task vector. Every input is checked before anything is
@@ -70,6 +73,7 @@ class CorporaFacade:
             device=device,
             progress=progress,
             on_reflections=on_reflections,
+            onto=onto_of(onto, rehearse),
         )
 
     def list_corpora(self) -> list[CorpusRecord]:
@@ -118,9 +122,14 @@ class CorporaFacade:
         device: str = "auto",
         progress: bool = True,
         reuse: bool = False,
+        onto: str | None = None,
+        rehearse: float = REHEARSE_SHARE,
     ) -> TaskVectorRecord | None:
         """Fine-tune the corpus's base on its latest reflections; record the next task vector.
 
+        ``onto``: start from that channel's model instead (the base while it has none), every earlier
+        member corpus's reflections making up ``rehearse`` of the examples; ``merge --strategy
+        sequential`` (and ``auto``) then serves the result as the channel's members plus this corpus.
         ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
         only the main process records (and returns the record); the others return None.
         """
@@ -132,6 +141,7 @@ class CorporaFacade:
             device=device,
             progress=progress,
             reuse=reuse,
+            onto=onto_of(onto, rehearse),
         )
 
     # --- task vectors --------------------------------------------------------------

@@ -260,6 +260,7 @@ class TaskVectorRecord(Record):
     metrics: TaskVectorMetrics
     created_at: datetime
     reused: bool = False  # an earlier identical training returned instead of training again
+    trained_onto: str | None = None  # "merge-N": training started from that merge's model (None: the base)
 
     @property
     def cost(self) -> TrainingCost:

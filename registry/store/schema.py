@@ -189,6 +189,9 @@ class TaskVectorRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
     reflection_set_id: Mapped[int | None] = mapped_column(ForeignKey("reflection_set.id", ondelete="RESTRICT"))
+    # The merge whose model training started from (trained onto a channel); None: from the base. (No
+    # ON DELETE action: merge rows are never deleted, a trigger refuses it.)
+    start_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id"))
     method: Mapped[str] = mapped_column(String(32))
     training: Mapped[dict[str, Any]] = mapped_column(default=dict)
     storage_dtype: Mapped[str] = mapped_column(String(32))
