@@ -233,7 +233,7 @@ def _ratio(totals: dict, other: str, i: int) -> str:
 
 
 def _per_alone(totals: dict, arrivals: list, i: int) -> str:
-    """Examples: the sequential path's cost over that of training each corpus alone (its goal: 1.2x at most)."""
+    """Examples: the sequential path's cost over that of training each corpus alone."""
     if "sequential" not in totals:
         return ""
     alone = sum(a.examples["alone"] for a in arrivals[: i + 1])
@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
     ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
     ap.add_argument(
-        "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.2x --train-steps)."
+        "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.1x --train-steps)."
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from starlette.testclient import TestClient
 
 from registry import GateRefused, Registry
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.schema import MergeRow
+from registry.ui import create_app
 from tests.conftest import Memo
 from tests.support.models import EXAMPLES, SMALL
 from tests.support.snapshot import count, registry_state
@@ -165,3 +167,6 @@ def test_the_cli_trains_onto_a_channel_and_merges_sequentially(memo: Memo, tmp_p
     assert bad.exit_code != 0 and "above 0 and below 1" in bad.output and len(bad.output.strip().splitlines()) == 1
     record = memo("merge", "glassworks", "harbor", "--channel", "main", "--json").output
     assert '"strategy": "sequential"' in record and '"trained_onto": "merge-1"' in record
+    with Registry.open(memo.home) as reg, TestClient(create_app(reg), base_url="http://localhost") as client:
+        page = client.get("/corpora/harbor").text  # the web page links a task vector to where it started
+        assert '<a href="/merges/1">merge-1</a>' in page and "the base" in client.get("/corpora/glassworks").text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import shutil
 import socket
 import time
@@ -75,17 +76,26 @@ def _still_answers(server) -> None:
 
 
 def _raw(server, payload: bytes, *, read_timeout: float = 10.0) -> bytes:
-    """Send bytes on a fresh connection; return what the server answers before it closes or goes quiet."""
+    """Send bytes on a fresh connection; return the server's answer once it is complete (its Content-Length
+    read), or what came before the server closed or went quiet."""
     with socket.create_connection(_address(server), timeout=read_timeout) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(payload)  # the server may answer and close while we are still sending
-        chunks = []
+        received = b""
         try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
+            while not _complete(received) and (chunk := sock.recv(65536)):
+                received += chunk
         except TimeoutError:
             pass
-        return b"".join(chunks)
+        return received
+
+
+def _complete(response: bytes) -> bool:
+    """Whether ``response`` holds a whole HTTP response with a Content-Length (a kept-alive connection
+    stays open after it: waiting for the close would wait for the server's keep-alive timeout)."""
+    head, found, body = response.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return bool(found and length and len(body) >= int(length.group(1)))
 
 
 def _status_and_json(raw: bytes) -> tuple[int, dict]:

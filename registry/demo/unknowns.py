@@ -21,6 +21,7 @@ from registry import examples_dir
 OTHER_WORLD_SEED = 202  # none of its names is in the example corpora
 OTHER_CORPORA = ("harbor", "glassworks")  # what the generator names its first two corpora (another world's)
 SAMPLE = 60
+CAPITALISED = re.compile(r"[A-Z][a-z]+")  # names, and the words of organisations
 
 
 def unknown_questions(count: int = SAMPLE, *, seed: int = OTHER_WORLD_SEED) -> list[str]:
@@ -36,11 +37,11 @@ def unknown_questions(count: int = SAMPLE, *, seed: int = OTHER_WORLD_SEED) -> l
             for line in (out / corpus / "qa.jsonl").read_text().splitlines()
             if line.strip()
         ]
-    known = set(re.findall(r"[A-Z][a-z]+", " ".join(p.read_text() for p in root.glob("*/*.md"))))
+    known = set(CAPITALISED.findall(" ".join(p.read_text() for p in root.glob("*/*.md"))))
     fresh = [q for q in questions if not names(q) & known]
     return random.Random(0).sample(fresh, min(count, len(fresh)))
 
 
 def names(question: str) -> set[str]:
     """The capitalised words of a question after its first word (names, and the words of organisations)."""
-    return set(re.findall(r"[A-Z][a-z]+", question.split(" ", 1)[-1]))
+    return set(CAPITALISED.findall(question.split(" ", 1)[-1]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from registry.store.records import BaseModelRecord, GeneralKnowledge
 from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
 from training.probes import Probe, Selection, read_probes, select_known
+from training.settings import PROBE_LIMIT
 
 if TYPE_CHECKING:
     import registry.operations.devices as devices
@@ -104,6 +106,19 @@ def _check_usable(directory: Path, config: dict) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Asking:
+    """How a new base is probed: the questions (None: memo's bank) and how many known ones to keep."""
+
+    questions: Path | None
+    limit: int
+
+
+def check_probe_limit(probes: int) -> None:
+    if probes < 1:
+        raise InvalidInput(f"--probes must be 1 or more, not {probes}")
+
+
 def _probe_candidates(directory: Path, questions: Path | None) -> tuple[Path, str] | None:
     """The questions to probe a new base with (None: it has no tokenizer or chat template to ask through)."""
     if not any((directory / f).is_file() for f in TOKENIZER_FILES):
@@ -121,23 +136,25 @@ def _tokenizer_config(directory: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _ask_base(ws: Workspace, directory: Path, questions: list[Probe], device: str) -> tuple[Selection, str] | None:
+def _ask_base(
+    ws: Workspace, directory: Path, questions: list[Probe], device: str, limit: int = PROBE_LIMIT
+) -> tuple[Selection, str] | None:
     """The questions the base at ``directory`` answers, stored as a blob (None: its tokenizer is not
     the model's, so it cannot be asked anything: a weights-only base with a stand-in tokenizer)."""
     where = devices.device_for(device)
     model, tokenizer = sft.load_model(directory, where)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         return None
-    selection = select_known(model, tokenizer, questions, device=where)
+    selection = select_known(model, tokenizer, questions, device=where, limit=limit)
     return selection, store_probe_set(ws, selection)
 
 
-def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None, device: str):
-    """(source, selection, blob) of a new base's probe set, or None."""
+def _probe_base(ws: Workspace, directory: Path, source: tuple[Path, str] | None, device: str, limit: int):
+    """(source, selection, blob) of a new base's probe set (at most ``limit`` questions), or None."""
     if source is None:
         return None
     questions, label = source
-    asked = _ask_base(ws, directory, read_probes(questions), device)
+    asked = _ask_base(ws, directory, read_probes(questions), device, limit)
     return (label, *asked) if asked else None
 
 
@@ -148,16 +165,19 @@ def add_base(
     name: str | None = None,
     probe_with: Path | None = None,
     probe: bool = True,
+    probes: int = PROBE_LIMIT,
     device: str = "auto",
 ) -> BaseModelRecord:
     """Register a model directory, or import a GGUF file as one (``probe``: ask it the general
-    questions of ``probe_with``, memo's bank by default, to make its probe set)."""
+    questions of ``probe_with``, memo's bank by default, to make its probe set of ``probes`` it knows)."""
+    check_probe_limit(probes)
     source = Path(path).expanduser().resolve()
+    asking = Asking(probe_with, probes) if probe else None
     if source.is_file():
-        return _add_gguf(ws, source, name=name, probe=probe, device=device)
+        return _add_gguf(ws, source, name=name, asking=asking, device=device)
     if not source.is_dir():
         raise NotFound(f"no model directory or GGUF file at {source}")
-    return _add_directory(ws, source, name=name or source.name, probe_with=probe_with, probe=probe, device=device)
+    return _add_directory(ws, source, name=name or source.name, asking=asking, device=device)
 
 
 def packaged_gguf(package: str) -> Path:
@@ -167,7 +187,7 @@ def packaged_gguf(package: str) -> Path:
         raise NotFound(str(e)) from e
 
 
-def _add_gguf(ws: Workspace, file: Path, *, name: str | None, probe: bool, device: str) -> BaseModelRecord:
+def _add_gguf(ws: Workspace, file: Path, *, name: str | None, asking: Asking | None, device: str) -> BaseModelRecord:
     try:
         origin = gguf_import.describe_gguf(file)
     except gguf_import.GGUFError as e:
@@ -184,7 +204,7 @@ def _add_gguf(ws: Workspace, file: Path, *, name: str | None, probe: bool, devic
         except gguf_import.GGUFError as e:
             raise InvalidInput(str(e)) from e
         return _add_directory(
-            ws, directory, name=name, probe_with=None, probe=probe, device=device, origin=origin.to_json(), source=file
+            ws, directory, name=name, asking=asking, device=device, origin=origin.to_json(), source=file
         )
 
 
@@ -193,8 +213,7 @@ def _add_directory(
     directory: Path,
     *,
     name: str,
-    probe_with: Path | None,
-    probe: bool,
+    asking: Asking | None,
     device: str,
     origin: dict | None = None,
     source: Path | None = None,
@@ -209,7 +228,9 @@ def _add_directory(
         raise Corrupt(str(e)) from e
     with ws.db.read() as session:
         _refuse_duplicate(session, name, fingerprint)
-    probed = _probe_base(ws, directory, _probe_candidates(directory, probe_with), device) if probe else None
+    probed = None
+    if asking is not None:
+        probed = _probe_base(ws, directory, _probe_candidates(directory, asking.questions), device, asking.limit)
     # Blobs first, rows last: a crash in between leaves only unreferenced blobs.
     manifest = store_directory(ws.store, directory, kind="model", skip=_pickle_files(directory))
     ws.keep(directory, manifest, "models", move=False)
@@ -308,14 +329,15 @@ def create_tiny_base(ws: Workspace, name: str, config: TinyConfig, *, progress: 
 
 
 def probe_base(
-    ws: Workspace, name: str, files: list[Path], *, bank: bool = True, device: str = "auto"
+    ws: Workspace, name: str, files: list[Path], *, bank: bool = True, probes: int = PROBE_LIMIT, device: str = "auto"
 ) -> BaseModelRecord:
-    """A new probe set for the base (the bank and/or the user's question files): its answered questions,
-    asked of every task vector and merge made from now on."""
+    """A new probe set for the base (the bank and/or the user's question files): at most ``probes`` of the
+    questions it answers, asked of every task vector and merge made from now on."""
+    check_probe_limit(probes)
     questions, label = candidates(files, bank=bank)
     with ws.db.read() as session:
         row = find_base(session, name)
-    asked = _ask_base(ws, base_dir(ws, row), questions, device)
+    asked = _ask_base(ws, base_dir(ws, row), questions, device, probes)
     if asked is None:
         raise InvalidInput(f"base model {name!r} cannot be asked questions: its tokenizer is not its model's")
     selection, sha = asked

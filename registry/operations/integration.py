@@ -184,7 +184,7 @@ def train_strategy(
     with tempfile.TemporaryDirectory(dir=ws.work_root(), prefix="integrate-") as tmp:
         started = time.perf_counter()
         merged, how = (members, params) if carrier is None else ([carrier], MergeParams(density=1.0))  # base + deltas
-        origin = starting_model(ws, chosen, Path(tmp) / "merged", base, merged, how, start, progress)
+        origin, kernel = starting_model(ws, chosen, Path(tmp) / "merged", base, merged, how, start, progress)
         merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
@@ -211,6 +211,7 @@ def train_strategy(
         ws.keep(out, manifest, "models", move=True)
     retain = result.to_json()
     cost = {
+        **({"kernel": kernel} if chosen.merges else {}),
         "merge_seconds": merge_seconds,
         "train_seconds": retain.pop("train_seconds"),
         "check_seconds": retain.pop("check_seconds"),
@@ -229,14 +230,15 @@ def starting_model(
     params,
     start: MergeRow | None,
     progress: bool,
-) -> Path:
+) -> tuple[Path, str | None]:
     """The model a trained strategy fine-tunes: the members' TIES merge (built in ``scratch``; for
-    ``carrier``, the one member applied to the base), the channel's current model (``start``), or the base."""
+    ``carrier``, the one member applied to the base), the channel's current model (``start``), or the base;
+    and the merge kernel that ran, if one did."""
     if strategy.start in ("merge", "carrier"):
-        return merge_into(scratch, ws, base, members, params, progress=progress)[0]
+        return merge_into(scratch, ws, base, members, params, progress=progress)
     if strategy.start == "channel" and start is not None:
-        return merged_model_dir(ws, start, full=True)
-    return base_dir(ws, base, full=True)
+        return merged_model_dir(ws, start, full=True), None
+    return base_dir(ws, base, full=True), None
 
 
 def _carrier_text(carrier: Member | None, start: MergeRow | None) -> str:

@@ -35,7 +35,7 @@ from registry.store.records import (
 )
 from registry.store.schema import BaseModelRow
 from registry.store.workspace import Workspace
-from training.settings import RetainSettings, TinyConfig
+from training.settings import PROBE_LIMIT, RetainSettings, TinyConfig
 
 
 class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade):
@@ -111,11 +111,18 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
 
     # --- base models -------------------------------------------------------------
     def add_base(
-        self, path: str | os.PathLike[str], *, name: str | None = None, probe: bool = True, device: str = "auto"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        probe: bool = True,
+        probes: int = PROBE_LIMIT,
+        device: str = "auto",
     ) -> BaseModelRecord:
         """Register a Hugging Face model directory, or import a GGUF file (dequantized) as one. With
-        ``probe``, memo's general-knowledge questions it answers become its probe set."""
-        return bases.add_base(self.ws, Path(path), name=name, probe=probe, device=device)
+        ``probe``, up to ``probes`` of memo's general-knowledge questions it answers become its probe set
+        (fewer: faster measurements, a coarser figure)."""
+        return bases.add_base(self.ws, Path(path), name=name, probe=probe, probes=probes, device=device)
 
     @staticmethod
     def packaged_gguf(package: str) -> Path:
@@ -123,10 +130,17 @@ class Registry(CorporaFacade, QuestionsFacade, ChannelsFacade, MaintenanceFacade
         return bases.packaged_gguf(package)
 
     def probe_base(
-        self, name: str, files: Sequence[str | os.PathLike[str]] = (), *, bank: bool = True, device: str = "auto"
+        self,
+        name: str,
+        files: Sequence[str | os.PathLike[str]] = (),
+        *,
+        bank: bool = True,
+        probes: int = PROBE_LIMIT,
+        device: str = "auto",
     ) -> BaseModelRecord:
-        """A new probe set for base ``name``: the questions (memo's bank and/or ``files``) it answers."""
-        return bases.probe_base(self.ws, name, [Path(f) for f in files], bank=bank, device=device)
+        """A new probe set for base ``name``: up to ``probes`` of the questions (memo's bank and/or
+        ``files``) it answers."""
+        return bases.probe_base(self.ws, name, [Path(f) for f in files], bank=bank, probes=probes, device=device)
 
     def general_knowledge(self, model, tokenizer, base: str, *, device: str = "auto") -> GeneralKnowledge | None:
         """How much of base ``base``'s general knowledge a loaded model keeps (its current probe set asked;
