@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> None:
             retain=retain,
             strategies=args.strategies.split(",") if args.strategies else tuple(STRATEGIES),
             sequential_steps=args.sequential_steps,
+            joint=not args.no_joint,
             device=args.device,
             progress=False,
         )
@@ -314,6 +315,7 @@ def main() -> None:
     ap.add_argument(
         "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.1x --train-steps)."
     )
+    ap.add_argument("--no-joint", action="store_true", help="Leave out joint retraining (the slowest baseline).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
     ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")
