@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from training.chat import QAPair
-from training.settings import REHEARSE_SHARE, check_rehearse_share
-
-__all__ = ["REHEARSE_SHARE", "Rehearsal", "rehearsed"]
+from training.settings import check_rehearse_share
 
 
 @dataclass(frozen=True)

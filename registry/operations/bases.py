@@ -137,9 +137,9 @@ def _tokenizer_config(directory: Path) -> dict:
 
 
 def _ask_base(
-    ws: Workspace, directory: Path, questions: list[Probe], device: str, limit: int = PROBE_LIMIT
+    ws: Workspace, directory: Path, questions: list[Probe], device: str, limit: int
 ) -> tuple[Selection, str] | None:
-    """The questions the base at ``directory`` answers, stored as a blob (None: its tokenizer is not
+    """Up to ``limit`` questions the base at ``directory`` answers, stored as a blob (None: its tokenizer is not
     the model's, so it cannot be asked anything: a weights-only base with a stand-in tokenizer)."""
     where = devices.device_for(device)
     model, tokenizer = sft.load_model(directory, where)

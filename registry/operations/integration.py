@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
-from sqlalchemy import select
 
 from merging.card import BASE_FILES, engine_version
 from merging.spec import parse_dtype
@@ -42,15 +41,14 @@ from registry.operations.devices import device_for
 from registry.operations.keeping import mixed_in_pairs
 from registry.operations.merge_inputs import Member, MergeParams
 from registry.operations.merged_models import member_label, merge_into
-from registry.operations.merges import merged_model_dir
-from registry.operations.onto import member_rows
+from registry.operations.merges import member_task_vectors, merged_model_dir
 from registry.operations.questions import reflections_of
 from registry.operations.retention import own_recall
 from registry.operations.strategies import AUTO, Strategy, strategy_of
 from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput
 from registry.store.manifests import store_directory
-from registry.store.schema import BaseModelRow, MergeMemberRow, MergeRow, TaskVectorRow
+from registry.store.schema import BaseModelRow, MergeRow
 from registry.store.workspace import Workspace
 from training.retain import Member as RetainMember
 from training.retain import RetainSettings, train_until_retained
@@ -112,7 +110,7 @@ def carrier_of(session, members: list[Member]) -> tuple[Member, MergeRow | None]
     for m in sorted(members, key=lambda m: -m.row.id):  # the newest first
         if m.row.start_merge_id is None:
             continue
-        held = {tv.id for tv in member_rows(session, m.row.start_merge_id) if tv.corpus_id != m.row.corpus_id}
+        held = {tv.id for tv in member_task_vectors(session, m.row.start_merge_id) if tv.corpus_id != m.row.corpus_id}
         if held == {o.row.id for o in members if o is not m}:
             return m, row_of(session, MergeRow, m.row.start_merge_id)
     return None
@@ -138,13 +136,7 @@ def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> s
     if head_id is None:
         return "ties+heal"
     head = row_of(session, MergeRow, head_id)
-    held = set(
-        session.scalars(
-            select(TaskVectorRow.corpus_id)
-            .join(MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id)
-            .where(MergeMemberRow.merge_id == head_id)
-        )
-    )
+    held = {tv.corpus_id for tv in member_task_vectors(session, head_id)}
     asked = {m.row.corpus_id for m in members}
     return "warm" if head.base_model_id == base.id and held <= asked else "ties+heal"
 

@@ -168,6 +168,18 @@ def merge_file(ws: Workspace, ref: str | int, name: str) -> bytes | None:
     return None if sha is None else ws.store.get_bytes(sha)
 
 
+def member_task_vectors(session: Session, merge_id: int) -> list[TaskVectorRow]:
+    """The task vectors a merge was made of, in member order."""
+    return list(
+        session.scalars(
+            select(TaskVectorRow)
+            .join(MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id)
+            .where(MergeMemberRow.merge_id == merge_id)
+            .order_by(MergeMemberRow.position)
+        )
+    )
+
+
 def merged_model_dir(ws: Workspace, row: MergeRow, *, full: bool = False) -> Path:
     """A recorded merge as a loadable model directory (materialized from the blob store); ``full``: a
     cached copy is rehashed first (to publish or export it, or record a model made from it)."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.operations.merges import channel_head
+from registry.operations.merges import channel_head, member_task_vectors
 from registry.operations.questions import reflections_of
 from registry.store.database import row_of
 from registry.store.errors import Conflict, InvalidInput
-from registry.store.schema import CorpusRow, MergeMemberRow, MergeRow, TaskVectorRow
+from registry.store.schema import CorpusRow, MergeRow
 from registry.store.workspace import Workspace
 from training.chat import QAPair
 from training.settings import REHEARSE_SHARE, check_rehearse_share
@@ -66,20 +65,8 @@ def start_of(session: Session, onto: Onto | None, base_id: int, corpus: str) -> 
     return start
 
 
-def member_rows(session: Session, merge_id: int) -> list[TaskVectorRow]:
-    """The task vectors a merge was made of, in member order."""
-    return list(
-        session.scalars(
-            select(TaskVectorRow)
-            .join(MergeMemberRow, MergeMemberRow.task_vector_id == TaskVectorRow.id)
-            .where(MergeMemberRow.merge_id == merge_id)
-            .order_by(MergeMemberRow.position)
-        )
-    )
-
-
 def earlier_pairs(ws: Workspace, start: MergeRow, corpus: CorpusRow) -> list[QAPair]:
     """Every reflection of the start's member corpora but this one (a new version supersedes its old pairs)."""
     with ws.db.read() as session:
-        rows = [tv for tv in member_rows(session, start.id) if tv.corpus_id != corpus.id]
+        rows = [tv for tv in member_task_vectors(session, start.id) if tv.corpus_id != corpus.id]
     return [p for tv in rows for p in reflections_of(ws, tv)[0]]
