@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from registry import Registry
 from registry.store.errors import AlreadyExists, GateRefused, InvalidInput, NotFound
 from tests.conftest import Memo
+from tests.support.homes import clone_home
 from tests.support.models import HARBOR
 from training.sft import SFTSettings
 
@@ -42,7 +42,7 @@ def smol_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def smol(smol_home: Path, tmp_path: Path) -> Iterator[Registry]:
-    home = Path(shutil.copytree(smol_home, tmp_path / "home", symlinks=True))
+    home = clone_home(smol_home, tmp_path / "home")
     with Registry.open(home) as reg:
         yield reg
 
