@@ -18,10 +18,12 @@ for corpus in harbor glassworks; do
 done
 memo merge --strategy ties harbor glassworks
 memo merge list
-for args in "init --blobs s3://bucket/memo|memo-registry[s3]" "--db postgresql+psycopg://u@127.0.0.1:9/m init|memo-registry[postgres]"; do
+for args in "--home $work/other init --blobs s3://bucket/memo|memo-registry[s3]" \
+    "--home $work/other --db postgresql+psycopg://u@127.0.0.1:9/m init|memo-registry[postgres]" \
+    "--home $work/home export merge-1 $work/gguf --format gguf|memo-registry[gguf]"; do
     command="${args%%|*}" wanted="${args##*|}"
     # shellcheck disable=SC2086
-    if out="$(cd "$work" && "$venv/bin/memo" --home "$work/other" $command 2>&1)"; then
+    if out="$(cd "$work" && "$venv/bin/memo" $command 2>&1)"; then
         echo "plain install: 'memo $command' should need an extra" >&2; exit 1
     fi
     [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == *"$wanted"* ]] || {

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         NotFound,
         SchemaMismatch,
     )
+    from registry.store.export_records import GGUFExportRecord
     from registry.store.records import (
         BaseModelRecord,
         ChannelEventRecord,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         VerifyReport,
     )
     from registry.store.version import memo_version
+    from registry.store.webhook_records import DeliveryRecord, WebhookRecord
 
 _EXPORTS = {  # name -> (module, attribute)
     "DEFAULT_DENSITY": ("merging.methods", "DEFAULT_DENSITY"),
@@ -103,6 +105,9 @@ _EXPORTS = {  # name -> (module, attribute)
     "TaskVectorRecord": ("registry.store.records", "TaskVectorRecord"),
     "TrainingCost": ("registry.store.records", "TrainingCost"),
     "VerifyReport": ("registry.store.records", "VerifyReport"),
+    "DeliveryRecord": ("registry.store.webhook_records", "DeliveryRecord"),
+    "GGUFExportRecord": ("registry.store.export_records", "GGUFExportRecord"),
+    "WebhookRecord": ("registry.store.webhook_records", "WebhookRecord"),
 }
 
 __all__ = [
@@ -120,6 +125,7 @@ __all__ = [
     "ChannelRecord",
     "Conflict",
     "CorpusRecord",
+    "DeliveryRecord",
     "EvaluationRecord",
     "ExecutiveEvaluationRecord",
     "MemberRecall",
@@ -131,6 +137,7 @@ __all__ = [
     "Corrupt",
     "GateRefused",
     "GcReport",
+    "GGUFExportRecord",
     "GeneralKnowledge",
     "InvalidInput",
     "LLMFailed",
@@ -146,6 +153,7 @@ __all__ = [
     "Strategy",
     "TaskVectorRecord",
     "VerifyReport",
+    "WebhookRecord",
     "default_endpoint",
     "memo_version",
     "example_corpora",

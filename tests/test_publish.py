@@ -95,6 +95,31 @@ def test_card_and_config_on_the_hub(trained, hub, token):
         hf_hub_download(REPO, "README.md", endpoint=hub.url, token=False)  # private: not without a token
 
 
+def test_the_card_carries_the_merges_figures_as_the_hub_reads_them(trained, hub, token, tmp_path):
+    merged = trained.merge(["harbor", "glassworks"], strategy="ties", progress=False)
+    trained.publish(merged.id, REPO, endpoint=hub.url)
+    info = HfApi(endpoint=hub.url, token=token).model_info(REPO)
+    results = {(r.dataset_type, r.metric_type): r for r in info.card_data.eval_results}
+    assert info.card_data.model_name == f"memo {merged.ref}"
+    expected = {}
+    for corpus, recall in merged.recall.items():
+        expected[(corpus, "exact_match")] = recall.exact_match
+        expected[(corpus, "f1")] = recall.f1
+        if merged.retention[corpus] is not None:  # no own recall to compare with: no retention figure
+            expected[(corpus, "retention")] = merged.retention[corpus]
+    assert len(expected) >= 5
+    expected[("memo-general-knowledge", "general_knowledge_kept")] = merged.general.kept
+    assert {k: r.metric_value for k, r in results.items()} == pytest.approx(expected, abs=1e-4)
+    assert results[("harbor", "exact_match")].dataset_revision == "harbor@v1"
+    assert {r.task_type for r in results.values()} == {"question-answering"}
+    # The exported directory carries the same card; a merge measured by nothing carries no results.
+    exported = trained.export(merged.id, tmp_path / "out") / "README.md"
+    assert exported.read_bytes() == hub.main_files(REPO)["README.md"]
+    bare = trained.merge(["harbor"], strategy="ties", evaluate=False, progress=False)
+    card = (trained.export(bare.id, tmp_path / "bare") / "README.md").read_text()
+    assert "model-index" not in card and "base_model_relation: merge" in card
+
+
 def test_publish_refuses_when_main_moved_and_force_keeps_their_commit(trained, hub, token):
     trained.merge(["harbor"], strategy="ties", progress=False)
     trained.merge(["glassworks"], strategy="ties", progress=False)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from registry import Registry
 from registry.store.errors import AlreadyExists, GateRefused, InvalidInput, NotFound
@@ -97,6 +98,40 @@ def test_a_merge_on_the_real_base_is_gated_on_general_knowledge(smol):
             smol.promote(merged.id, "production")
     smol.set_min_general("production", 0.0)
     assert smol.promote(merged.id, "production") is not None
+
+
+def test_a_merge_of_the_real_base_exports_to_gguf_and_llama_cpp_reads_it(smol, tmp_path):
+    merged = smol.merge(["harbor"], strategy="ties", progress=False)
+    exported = smol.export_gguf(merged.id, tmp_path / "gguf", quant="q8_0")
+    own = merged.recall["harbor"].exact_match
+    assert abs(exported.recall["harbor"].exact_match - own) <= 0.1  # asked through the q8_0 file
+    assert exported.size < 0.3 * sum(f.stat().st_size for f in smol.model_dir(merged.ref).glob("*.safetensors"))
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("MEMO_REQUIRE_LLAMA_CPP"):
+            raise AssertionError("MEMO_REQUIRE_LLAMA_CPP is set but llama-cpp-python is not installed")
+        return
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM
+
+    from training.chat import prompt_ids
+    from training.evaluate import generate_answers
+    from training.sft import load_tokenizer
+
+    # llama.cpp against transformers, both reading the same q8_0 file.
+    path = tmp_path / "gguf" / exported.file
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = load_tokenizer(smol.model_dir(merged.ref))
+    questions = ["What is the capital of France?", *(q.question for q in smol.questions("harbor")[:5])]
+    expected = generate_answers(model, tokenizer, questions, max_new_tokens=12)
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    agree = 0
+    for question, answer in zip(questions, expected):
+        ids = prompt_ids(tokenizer, question)
+        assert llm.tokenize(tokenizer.decode(ids).encode(), add_bos=False, special=True) == ids
+        reply = llm.create_completion(ids, max_tokens=12, temperature=0.0)["choices"][0]["text"]
+        agree += reply.strip() == answer
+    llm.close()
+    assert agree >= len(questions) - 1, (agree, expected)
 
 
 def test_the_same_gguf_twice_is_refused_before_any_work(smol):

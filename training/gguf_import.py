@@ -49,7 +49,7 @@ def _gguf_module():
     try:
         import gguf
     except ImportError as e:
-        raise GGUFError(f"reading GGUF files needs the gguf package: {EXTRA}") from e
+        raise GGUFError(f"reading or writing GGUF files needs the gguf package: {EXTRA}") from e
     return gguf
 
 

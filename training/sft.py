@@ -21,17 +21,25 @@ from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings, Shares  # 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def load_tokenizer(directory: Path):
+    """The directory's tokenizer, padding with its end token where it names no pad token."""
+    from transformers import AutoTokenizer  # seconds of start-up: only when a model loads
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(directory: Path, device: str | torch.device = "cpu"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # seconds of start-up: only when a model loads
+    from transformers import AutoModelForCausalLM  # seconds of start-up: only when a model loads
     from transformers.utils import logging as hf_logging  # (with the line above)
 
     hf_logging.disable_progress_bar()  # memo draws its own progress; a bar per model load is noise
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    tokenizer = load_tokenizer(directory)
     model = AutoModelForCausalLM.from_pretrained(
         directory, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
     )
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer  # type: ignore[arg-type]  # transformers wraps Module.to untyped
 
 

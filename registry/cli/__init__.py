@@ -13,11 +13,12 @@ import click
 from registry import memo_version
 from registry.cli.app import AppContext, MemoGroup
 from registry.cli.base_cmds import base
-from registry.cli.channel_cmds import channel, export, promote, publish, rollback
+from registry.cli.channel_cmds import channel, promote, publish, rollback
 from registry.cli.corpus_cmds import corpus
 from registry.cli.db_cmds import db
 from registry.cli.demo_cmds import demo
 from registry.cli.executive_cmds import ask, serve
+from registry.cli.export_cmds import export
 from registry.cli.home_cmds import gc, init, log, verify
 from registry.cli.merge_cmds import merge
 from registry.cli.train_cmds import eval_, reflect, register, train

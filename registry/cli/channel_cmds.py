@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from registry import ChannelEventRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, json_option, print_json, print_table
+from registry.cli.webhook_cmds import channel_deliveries, channel_webhooks, report_deliveries
 from registry.figures import gates
 
 
@@ -71,6 +74,19 @@ def channel_list(app: AppContext, as_json: bool) -> None:
     help="Refuse promotions of merges that keep less than this of the base's general knowledge (e.g. 0.85).",
 )
 @click.option("--no-gate", is_flag=True, help="Remove both gates.")
+@click.option(
+    "--webhook",
+    "webhooks",
+    multiple=True,
+    metavar="URL",
+    help="POST every promotion, rollback and gate refusal to URL as JSON (repeatable).",
+)
+@click.option(
+    "--webhook-secret-env",
+    metavar="VAR",
+    help="Sign --webhook's messages (HMAC-SHA256) with the secret in environment variable VAR (the name is stored).",
+)
+@click.option("--no-webhook", "unhooks", multiple=True, metavar="URL", help="Stop telling URL (repeatable).")
 @json_option
 @pass_app
 def channel_set(
@@ -82,32 +98,51 @@ def channel_set(
     min_retention: float | None,
     min_general: float | None,
     no_gate: bool,
+    webhooks: tuple[str, ...],
+    webhook_secret_env: str | None,
+    unhooks: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Create or configure channel NAME: its Hub repo and its gates.
+    """Create or configure channel NAME: its Hub repo, its gates and its webhooks.
 
     \b
     Examples:
       memo channel set production --repo my-org/memory
       memo channel set production --min-retention 0.8 --min-general 0.85
+      memo channel set production --webhook https://deploy.example.com/memo --webhook-secret-env MEMO_HOOK_SECRET
     """
     gating = min_retention is not None or min_general is not None
-    if not (repo or unlink or gating or no_gate):
-        raise click.UsageError("give --repo ORG/NAME, --unlink, --min-retention, --min-general or --no-gate")
+    if not (repo or unlink or gating or no_gate or webhooks or unhooks):
+        raise click.UsageError(
+            "give --repo ORG/NAME, --unlink, --min-retention, --min-general, --no-gate, --webhook or --no-webhook"
+        )
     if gating and no_gate:
         raise click.UsageError("give --min-retention/--min-general or --no-gate, not both")
+    if webhook_secret_env and not webhooks:
+        raise click.UsageError("--webhook-secret-env signs the --webhook URLs given with it; give --webhook URL")
     reg = app.registry()
+    reg.check_webhooks(name, add=webhooks, remove=unhooks, secret_env=webhook_secret_env)
     if min_retention is not None or no_gate:
-        record = reg.set_min_retention(name, None if no_gate else min_retention)
+        reg.set_min_retention(name, None if no_gate else min_retention)
     if min_general is not None or no_gate:
-        record = reg.set_min_general(name, None if no_gate else min_general)
+        reg.set_min_general(name, None if no_gate else min_general)
     if repo or unlink:
-        record = reg.link_channel(name, None if unlink else repo, endpoint=endpoint)
+        reg.link_channel(name, None if unlink else repo, endpoint=endpoint)
+    if webhooks or unhooks:
+        reg.set_webhooks(name, add=webhooks, remove=unhooks, secret_env=webhook_secret_env)
+        if webhook_secret_env and webhook_secret_env not in os.environ:
+            err_console.print(f"note: ${webhook_secret_env} is not set here; set it where memo moves the channel")
+    record = reg.get_channel(name)
     if as_json:
-        print_json(record.to_json())
+        print_json({**record.to_json(), "webhooks": [h.to_json() for h in reg.webhooks(name)]})
     else:
         linked = f"linked to {record.hub_repo} on {record.hub_endpoint}" if record.hub_repo else "not linked"
-        click.echo(f"channel {record.name}: {linked}; gates: {gates(record)}")
+        hooks = len(reg.webhooks(name))
+        click.echo(f"channel {record.name}: {linked}; gates: {gates(record)}; webhooks: {hooks or 'none'}")
+
+
+channel.add_command(channel_webhooks)
+channel.add_command(channel_deliveries)
 
 
 reason_option = click.option("--reason", default="", help="Why (kept in the channel history).")
@@ -133,7 +168,9 @@ def promote(app: AppContext, merge_ref: str, channel: str, reason: str, force: b
     Example:
       memo promote merge-3 --channel production --reason "adds the glassworks corpus"
     """
-    event = app.registry().promote(merge_ref, channel, reason=reason, force=force)
+    reg = app.registry()
+    event = reg.promote(merge_ref, channel, reason=reason, force=force)
+    report_deliveries(reg, event)
     if as_json:
         print_json(event.to_json() if event else None)
     else:
@@ -155,33 +192,13 @@ def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, fo
       memo rollback production
       memo rollback production --to merge-2 --reason "merge-4 forgot harbor"
     """
-    event = app.registry().rollback(channel_name, to=to, reason=reason, force=force)
+    reg = app.registry()
+    event = reg.rollback(channel_name, to=to, reason=reason, force=force)
+    report_deliveries(reg, event)
     if as_json:
         print_json(event.to_json())
     else:
         click.echo(_moved(event, channel_name))
-
-
-@click.command()
-@click.argument("ref", metavar="MERGE_OR_CHANNEL")
-@click.argument("directory", type=click.Path(file_okay=False))
-@json_option
-@pass_app
-def export(app: AppContext, ref: str, directory: str, as_json: bool) -> None:
-    """Write a merge as a standard Hugging Face model directory (card, provenance, mergekit config).
-
-    A bare merge carries its mergekit_config.yml; a trained strategy's merge has none (it fine-tunes).
-
-    \b
-    Example:
-      memo export production ./memory-model
-    """
-    with err_console.status("exporting", spinner="dots"):
-        path = app.registry().export(ref, directory)
-    if as_json:
-        print_json({"directory": str(path)})
-    else:
-        click.echo(f"exported {ref} to {path}")
 
 
 @click.command()

@@ -198,9 +198,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _validate_yaml(self) -> None:
         content = json.loads(self._body())["content"]
-        match = re.match(r"^---\n(.*?)\n---", content, re.S)
         try:
-            meta = yaml.safe_load(match[1]) if match else {}
+            meta = card_metadata(content)
         except yaml.YAMLError as e:
             return self._send(400, {"errors": [{"message": f"invalid YAML: {e}"}]})
         if not isinstance(meta, dict):
@@ -209,6 +208,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _info(self, repo: Repo, revision: str) -> None:
         commit = self._commit_of(repo, revision)
+        card = commit.files.get("README.md")
+        meta = card_metadata(self.state.objects[card.sha256].decode()) if card else {}
         self._send(
             200,
             {
@@ -218,6 +219,9 @@ class Handler(BaseHTTPRequestHandler):
                 "private": repo.private,
                 "siblings": [{"rfilename": p} for p in sorted(commit.files)],
                 "tags": [],
+                # As the Hub gives them: the card's metadata, and its model-index on its own.
+                **({"cardData": meta} if isinstance(meta, dict) and meta else {}),
+                **({"model-index": meta["model-index"]} if isinstance(meta, dict) and "model-index" in meta else {}),
             },
         )
 
@@ -324,6 +328,12 @@ class Handler(BaseHTTPRequestHandler):
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
         self._send(200, headers=headers, raw=self.state.objects[entry.sha256], head=head)
+
+
+def card_metadata(content: str):
+    """The YAML between a card's leading ``---`` lines ({} without any); raises yaml.YAMLError."""
+    match = re.match(r"^---\n(.*?)\n---", content, re.S)
+    return yaml.safe_load(match[1]) if match else {}
 
 
 class HubServer(ThreadingHTTPServer):

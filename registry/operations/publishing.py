@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from osutil.lazy_import import lazy_module
 from osutil.partial import move_into_place, partial_dir
 from registry.operations import channels
+from registry.operations.card_results import with_results
 from registry.operations.merges import find_merge, is_merge_ref, merged_model_dir, require_merge, to_record
 from registry.store.database import Database, row_of
 from registry.store.errors import Conflict, InvalidInput, MemoError
@@ -52,6 +53,7 @@ else:  # the Hub client takes half a second to import: only commands that talk t
     hub_utils = lazy_module("huggingface_hub.utils")
 
 PROVENANCE = "memo-provenance.json"
+CARD = "README.md"
 KEEP_ON_HUB = {".gitattributes"}
 T = TypeVar("T")
 
@@ -127,13 +129,18 @@ def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str,
     return {"memo_provenance": 1, "merge": record}
 
 
-def _files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, bytes]:
-    """The merge's row and record, its model directory, and its provenance file."""
+def merge_files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, dict[str, bytes]]:
+    """The merge's row and record, its model directory, and the files written over or beside it: the
+    provenance file, and the card with the merge's measured figures (``model-index``)."""
     with ws.db.read() as session:
         row = require_merge(session, str(merge_ref))
         record = to_record(session, row)
         prov = json.dumps(provenance(session, row, record), indent=2, sort_keys=True).encode()
-    return row, record, merged_model_dir(ws, row, full=True), prov
+    source = merged_model_dir(ws, row, full=True)
+    added = {PROVENANCE: prov}
+    if (source / CARD).is_file():
+        added[CARD] = with_results((source / CARD).read_text(), record).encode()
+    return row, record, source, added
 
 
 def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:
@@ -141,14 +148,15 @@ def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:
     directory = directory.expanduser().resolve()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
-    _, _, source, prov = _files(ws, merge_ref)
+    _, _, source, added = merge_files(ws, merge_ref)
     with partial_dir(directory) as tmp:  # also removes what killed exports left here
         for path in sorted(source.rglob("*")):
             if path.is_file():
                 dest = tmp / path.relative_to(source)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
-        (tmp / PROVENANCE).write_bytes(prov)
+        for name, content in added.items():
+            (tmp / name).write_bytes(content)
         if directory.exists():
             directory.rmdir()
         move_into_place(tmp, directory)
@@ -201,7 +209,7 @@ def publish_merge(
     force: bool = False,
 ) -> PublicationRecord:
     """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
-    row, merge_record, source, prov = _files(ws, merge_ref)
+    row, merge_record, source, added = merge_files(ws, merge_ref)
     api = hub.HfApi(endpoint=target.endpoint)
     _hub(
         target,
@@ -218,12 +226,11 @@ def publish_merge(
             # Already done: main is memo's own commit of this merge. Nothing to send or record.
             name = session.scalar(select(ChannelRow.name).where(ChannelRow.id == last.channel_id))
             return to_publication_record(last, name)
-    ours = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}
-    if (
-        (last is None or last.commit_sha != head)
-        and on_hub
-        and _holds_exactly(api, target, head, {**ours, PROVENANCE: prov})
-    ):
+    stored: dict[str, bytes | Path] = {
+        p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()
+    }
+    ours = {**stored, **added}
+    if (last is None or last.commit_sha != head) and on_hub and _holds_exactly(api, target, head, ours):
         # An unrecorded commit with exactly this merge: this publish was interrupted after committing.
         _tag(api, target, merge_record.ref, head)
         return _record(ws.db, row.id, target, head, merge_record.ref, channel)
@@ -234,12 +241,10 @@ def publish_merge(
             "--force to publish on top (their commit stays in the history)"
         )
     operations: list[hub.CommitOperationAdd | hub.CommitOperationDelete] = [
-        hub.CommitOperationAdd(rel, str(path)) for rel, path in ours.items()
+        hub.CommitOperationAdd(rel, content if isinstance(content, bytes) else str(content))
+        for rel, content in ours.items()
     ]
-    operations.append(hub.CommitOperationAdd(PROVENANCE, prov))
-    operations += [
-        hub.CommitOperationDelete(f) for f in on_hub if f not in ours and f != PROVENANCE and f not in KEEP_ON_HUB
-    ]
+    operations += [hub.CommitOperationDelete(f) for f in on_hub if f not in ours and f not in KEEP_ON_HUB]
     commit_sha = _commit(api, target, head, operations, row, merge_record)
     _tag(api, target, merge_record.ref, commit_sha)
     return _record(ws.db, row.id, target, commit_sha, merge_record.ref, channel)

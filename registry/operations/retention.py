@@ -48,6 +48,19 @@ def measure(
     probe_set: ProbeSetRow | None = None,
 ) -> Retention:
     model, tokenizer = load_model(ws.materialize(manifest_sha256, "models", what="the merged model"), device)
+    return measure_model(ws, model, tokenizer, members, device=device, probe_set=probe_set)
+
+
+def measure_model(
+    ws: Workspace,
+    model,
+    tokenizer,
+    members: list[tuple[str, TaskVectorRow]],
+    *,
+    device: str,
+    probe_set: ProbeSetRow | None = None,
+) -> Retention:
+    """A loaded model asked each member's questions (and the probe set, when given)."""
     recalls: dict[str, MemberRecall] = {}
     retention: dict[str, float | None] = {}
     for corpus, tv in members:

@@ -12,7 +12,7 @@ only by Python.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -20,58 +20,24 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
 
-# Named constraints make migrations reproducible across dialects (and let
-# ``batch_alter_table`` on SQLite find them again).
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-SHA256_LEN = 64
-NAME_LEN = 200
-ENDPOINT_LEN = 500
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON}
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp read back as an aware UTC datetime on every backend (SQLite keeps no zone), so a record
-    read from the database equals the one the write returned."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=timezone.utc)
-
-
-def _created_at() -> Mapped[datetime]:
-    return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+from registry.store.schema_base import (  # noqa: F401 - the constants and helpers are used from here too
+    ENDPOINT_LEN,
+    NAME_LEN,
+    SHA256_LEN,
+    Base,
+    UTCDateTime,
+    created_column,
+    utcnow,
+)
 
 
 class BaseModelRow(Base):
@@ -91,7 +57,7 @@ class BaseModelRow(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     # Where an imported base came from, e.g. a GGUF file's sha256, name, architecture and quantization.
     origin: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (CheckConstraint("parameter_count >= 0", name="parameter_count_nonnegative"),)
 
@@ -109,7 +75,7 @@ class ProbeSetRow(Base):
     answered: Mapped[int] = mapped_column(Integer)  # of them, answered correctly
     probe_count: Mapped[int] = mapped_column(Integer)  # of those, kept (a seeded sample up to the limit)
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # blob: the kept probes as JSON lines
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         CheckConstraint("probe_count >= 0 AND answered >= probe_count AND asked >= answered", name="counts"),
@@ -123,7 +89,7 @@ class CorpusRow(Base):
     name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
 
 class ReplaySetRow(Base):
@@ -137,7 +103,7 @@ class ReplaySetRow(Base):
     prompts_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # the prompt file's bytes
     pair_count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # blob: question-answer records (JSON lines)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         UniqueConstraint("base_model_id", "prompts_sha256"),
@@ -154,7 +120,7 @@ class DocumentRow(Base):
     media_type: Mapped[str] = mapped_column(String(16))
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         UniqueConstraint("corpus_id", "name"),
@@ -174,7 +140,7 @@ class ReflectionSetRow(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     pair_count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (CheckConstraint("pair_count >= 0", name="pair_count_nonnegative"),)
 
@@ -198,7 +164,7 @@ class TaskVectorRow(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     norms: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         UniqueConstraint("corpus_id", "version"),
@@ -228,7 +194,7 @@ class MergeRow(Base):
     # The base's probe set asked of the merged model (training.probes.ProbeScore + probe_set id); None: not measured.
     general: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     training_cost: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (CheckConstraint("member_count >= 1", name="member_count_positive"),)
 
@@ -257,7 +223,7 @@ class ChannelRow(Base):
     hub_endpoint: Mapped[str | None] = mapped_column(String(ENDPOINT_LEN))  # the Hub's URL
     min_retention: Mapped[float | None] = mapped_column(Float)
     min_general: Mapped[float | None] = mapped_column(Float)  # least general knowledge kept a promotion needs
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         CheckConstraint(
@@ -280,7 +246,7 @@ class ChannelEventRow(Base):
     to_merge_id: Mapped[int | None] = mapped_column(ForeignKey("merge.id", ondelete="RESTRICT"))
     reason: Mapped[str] = mapped_column(Text, default="")
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (
         CheckConstraint("action IN ('create', 'promote', 'rollback', 'configure', 'refused')", name="action_known"),
@@ -300,7 +266,7 @@ class PublicationRow(Base):
     revision: Mapped[str] = mapped_column(String(NAME_LEN))
     commit_sha: Mapped[str] = mapped_column(String(64))
     tag: Mapped[str | None] = mapped_column(String(NAME_LEN))
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
 
 class GeneratorCallRow(Base):
@@ -315,7 +281,7 @@ class GeneratorCallRow(Base):
     reply_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
 
 class BlobLeaseRow(Base):
@@ -329,7 +295,7 @@ class BlobLeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(500))
     ttl_seconds: Mapped[int] = mapped_column(Integer)
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the database's clock
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (CheckConstraint("ttl_seconds > 0", name="ttl_positive"),)
 
@@ -363,3 +329,7 @@ BLOB_COLUMNS = (
     (MergeRow, MergeRow.manifest_sha256),
     (GeneratorCallRow, GeneratorCallRow.reply_sha256),
 )
+
+
+# Tables kept in modules of their own, imported here so that they are on Base's metadata.
+from registry.store.webhook_schema import ChannelWebhookRow, WebhookDeliveryRow  # noqa: E402, F401

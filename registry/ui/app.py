@@ -129,7 +129,12 @@ def _home_json(home: dict[str, Any]) -> dict[str, Any]:
 
 
 def _channel_json(reg: Registry, name: str) -> dict[str, Any]:
-    return {"channel": reg.get_channel(name).to_json(), "events": [e.to_json() for e in reg.log(name)]}
+    return {
+        "channel": reg.get_channel(name).to_json(),
+        "events": [e.to_json() for e in reg.log(name)],
+        "webhooks": [h.to_json() for h in reg.webhooks(name)],
+        "deliveries": [d.to_json() for d in reg.deliveries(name)],
+    }
 
 
 def _merge_json(page: pages.MergePage) -> dict[str, Any]:

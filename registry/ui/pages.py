@@ -64,7 +64,13 @@ def channel(reg: Registry, name: str) -> dict[str, Any]:
         for e in events
         if e.to_merge_id in merges
     ]
-    return {"channel": record, "rows": rows[::-1], "chart": svg.timeline(points, record.min_retention)}
+    return {
+        "channel": record,
+        "rows": rows[::-1],
+        "chart": svg.timeline(points, record.min_retention),
+        "webhooks": reg.webhooks(name),
+        "deliveries": reg.deliveries(name)[::-1],
+    }
 
 
 @dataclass(frozen=True)
