@@ -6,7 +6,7 @@ reading the GGUF file back; llama.cpp through llama-cpp-python on the file), and
 the same CPU, measured side by side in one run.
 
     pip install llama-cpp-python
-    python bench/gguf.py --home bench-out/study-smol/home --ref study-warm     # SmolLM2, two corpora
+    python bench/gguf_runtimes.py --home bench-out/study-smol/home --ref study-warm     # SmolLM2, two corpora
 """
 
 from __future__ import annotations
