@@ -150,3 +150,22 @@ def test_llama_cpp_answers_the_corpus_questions_as_torch_does(merged, tmp_path, 
     llm.close()
     # Greedy answers agree but where two next tokens are within float rounding of each other.
     assert agree >= len(questions) - (1 if quant == "f32" else 2), (agree, len(questions))
+
+
+def test_publish_commits_the_gguf_file_beside_the_model(merged, hub, tmp_path, monkeypatch):
+    from tests.conftest import HUB_TOKEN
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    reg, record = merged
+    reg.publish(record.id, "org/memory", endpoint=hub.url, gguf="q8_0")
+    files = hub.main_files("org/memory")
+    name = f"memo-{record.ref}-q8_0.gguf"
+    local = reg.export_gguf(record.id, tmp_path / "local", quant="q8_0")
+    assert files[name] == (tmp_path / "local" / local.file).read_bytes()  # the same bytes as an export
+    assert files["Modelfile"].decode().startswith(f"FROM ./{name}\n") and "model.safetensors" in files
+    assert not list(reg.settings.home.glob("tmp/gguf-*"))  # the work directory is gone
+    reg.set_min_retention("gated", 1.0)
+    reg.promote(record.id, "gated", force=True)
+    with pytest.raises(GateRefused):  # a channel's gate holds for its GGUF on the Hub too
+        reg.publish("gated", "org/other", endpoint=hub.url, gguf="q8_0")
+    assert "org/other" not in hub.state.repos or name not in hub.main_files("org/other")

@@ -207,10 +207,22 @@ def rollback(app: AppContext, channel_name: str, to: str | None, reason: str, fo
 @click.option("--private", is_flag=True, help="Create the repo private.")
 @click.option("--endpoint", metavar="URL", help="The Hub's URL [default: $HF_ENDPOINT or huggingface.co].")
 @click.option("--force", is_flag=True, help="Publish even if main moved since memo's last publish.")
+@click.option(
+    "--gguf",
+    type=click.Choice(["f32", "f16", "bf16", "q8_0"]),
+    help="Also commit the merge as a GGUF file of this type, with its Ollama Modelfile (see `memo export`).",
+)
 @json_option
 @pass_app
 def publish(
-    app: AppContext, ref: str, repo: str, private: bool, endpoint: str | None, force: bool, as_json: bool
+    app: AppContext,
+    ref: str,
+    repo: str,
+    private: bool,
+    endpoint: str | None,
+    force: bool,
+    gguf: str | None,
+    as_json: bool,
 ) -> None:
     """Push a merge to a Hub repo's main in one commit, tagged merge-N. The token comes from HF_TOKEN.
 
@@ -219,7 +231,7 @@ def publish(
       memo publish production --repo my-org/memory
     """
     with err_console.status(f"publishing to {repo}", spinner="dots"):
-        pub = app.registry().publish(ref, repo, private=private, endpoint=endpoint, force=force)
+        pub = app.registry().publish(ref, repo, private=private, endpoint=endpoint, force=force, gguf=gguf)
     if as_json:
         print_json(pub.to_json())
     else:

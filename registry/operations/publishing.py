@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +208,26 @@ def publish_merge(
     *,
     channel: str | None = None,
     force: bool = False,
+    gguf: str | None = None,
 ) -> PublicationRecord:
-    """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication."""
+    """Make ``main`` of the repo equal to the merge in one commit; tag it; record the publication.
+    With ``gguf`` (a quant), the merge's GGUF file and Modelfile go into the same commit."""
+    if gguf is None:
+        return _publish_merge(ws, merge_ref, target, channel=channel, force=force, extra={})
+    from registry.operations.gguf_exports import export_gguf_merge  # the exporter loads torch
+
+    work = Path(tempfile.mkdtemp(dir=ws.work_root(), prefix="gguf-"))
+    try:
+        exported = export_gguf_merge(ws, str(merge_ref), work / "gguf", quant=gguf, device="auto")
+        extra = {name: work / "gguf" / name for name in (exported.file, "Modelfile")}
+        return _publish_merge(ws, merge_ref, target, channel=channel, force=force, extra=extra)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish_merge(
+    ws: Workspace, merge_ref: str | int, target: HubTarget, *, channel: str | None, force: bool, extra: dict[str, Path]
+) -> PublicationRecord:
     row, merge_record, source, added = merge_files(ws, merge_ref)
     api = hub.HfApi(endpoint=target.endpoint)
     _hub(
@@ -222,14 +241,14 @@ def publish_merge(
     on_hub = _hub(target, "list files", lambda: api.list_repo_files(target.repo_id, revision=head))
     with ws.db.read() as session:
         last = last_publication(session, target)
-        if last is not None and last.commit_sha == head and last.merge_id == row.id:
+        if not extra and last is not None and last.commit_sha == head and last.merge_id == row.id:
             # Already done: main is memo's own commit of this merge. Nothing to send or record.
             name = session.scalar(select(ChannelRow.name).where(ChannelRow.id == last.channel_id))
             return to_publication_record(last, name)
     stored: dict[str, bytes | Path] = {
         p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()
     }
-    ours = {**stored, **added}
+    ours = {**stored, **added, **extra}
     if (last is None or last.commit_sha != head) and on_hub and _holds_exactly(api, target, head, ours):
         # An unrecorded commit with exactly this merge: this publish was interrupted after committing.
         _tag(api, target, merge_record.ref, head)
@@ -352,11 +371,13 @@ def list_publications(db: Database, merge_ref: str | int | None = None) -> list[
         return [to_publication_record(p, name) for p, name in session.execute(query.order_by(PublicationRow.id))]
 
 
-def publish(ws: Workspace, ref: str | int, target: HubTarget, *, force: bool = False) -> PublicationRecord:
+def publish(
+    ws: Workspace, ref: str | int, target: HubTarget, *, force: bool = False, gguf: str | None = None
+) -> PublicationRecord:
     """Publish a merge, or a channel's merge; a channel not linked to a repo yet is linked to this
     one, so its later promotions and rollbacks publish there too."""
     channel = str(ref) if not is_merge_ref(str(ref)) else None
-    publication = publish_merge(ws, ref, target, channel=channel, force=force)
+    publication = publish_merge(ws, ref, target, channel=channel, force=force, gguf=gguf)
     if channel is not None and not channels.get_channel(ws.db, channel).hub_repo:
         channels.configure(ws.db, channel, hub_repo=target.repo_id, hub_endpoint=target.endpoint)
     return publication

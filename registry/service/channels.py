@@ -138,14 +138,23 @@ class ChannelsFacade:
         )
 
     def publish(
-        self, ref: str | int, repo: str, *, private: bool = False, endpoint: str | None = None, force: bool = False
+        self,
+        ref: str | int,
+        repo: str,
+        *,
+        private: bool = False,
+        endpoint: str | None = None,
+        force: bool = False,
+        gguf: str | None = None,
     ) -> PublicationRecord:
         """Push a merge (or a channel's merge) to a Hub repo's ``main`` in one commit, tagged ``merge-N``.
 
         Publishing a channel that is not linked to a repo yet links it: its
-        later promotions and rollbacks publish to the same repo.
+        later promotions and rollbacks publish to the same repo. With ``gguf`` (``q8_0``, ``f16``...)
+        the commit also holds the merge's GGUF file and Ollama Modelfile, gated like an export.
         """
-        return publishing.publish(self.ws, ref, publishing.HubTarget.of(repo, endpoint, private=private), force=force)
+        target = publishing.HubTarget.of(repo, endpoint, private=private)
+        return publishing.publish(self.ws, ref, target, force=force, gguf=gguf)
 
     def publications(self, ref: str | int | None = None) -> list[PublicationRecord]:
         return publishing.list_publications(self.ws.db, ref)
