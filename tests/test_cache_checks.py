@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from registry import Registry
-from registry.operations.publishing import PROVENANCE
+from registry.operations.release_files import PROVENANCE
 from registry.store.cache_records import entry_problem, record_path
 from registry.store.manifests import load_manifest
 from tests.conftest import HUB_TOKEN

@@ -12,7 +12,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
 
-from registry.operations.publishing import PROVENANCE, HubError
+from registry.operations.publishing import HubError
+from registry.operations.release_files import PROVENANCE
 from registry.store.errors import Conflict
 from tests.conftest import HUB_TOKEN, Memo
 from tests.support.cli import assert_one_line_error

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from osutil.partial import move_into_place, partial_dir
 from registry.operations.merges import member_task_vectors
-from registry.operations.publishing import merge_files
+from registry.operations.release_files import merge_files
 from registry.store.errors import GateRefused, InvalidInput
 from registry.store.export_records import GGUFExportRecord
 from registry.store.records import MergeRecord

@@ -20,14 +20,13 @@ logged or stored.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -36,12 +35,12 @@ from sqlalchemy.orm import Session
 from osutil.lazy_import import lazy_module
 from osutil.partial import move_into_place, partial_dir
 from registry.operations import channels
-from registry.operations.card_results import with_results
-from registry.operations.merges import find_merge, is_merge_ref, merged_model_dir, require_merge, to_record
-from registry.store.database import Database, row_of
+from registry.operations.merges import find_merge, is_merge_ref
+from registry.operations.release_files import merge_files
+from registry.store.database import Database
 from registry.store.errors import Conflict, InvalidInput, MemoError
 from registry.store.records import ChannelRecord, MergeRecord, PublicationRecord
-from registry.store.schema import BaseModelRow, ChannelRow, MergeRow, PublicationRow, TaskVectorRow
+from registry.store.schema import ChannelRow, MergeRow, PublicationRow
 from registry.store.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -53,8 +52,6 @@ else:  # the Hub client takes half a second to import: only commands that talk t
     hub_errors = lazy_module("huggingface_hub.errors")
     hub_utils = lazy_module("huggingface_hub.utils")
 
-PROVENANCE = "memo-provenance.json"
-CARD = "README.md"
 KEEP_ON_HUB = {".gitattributes"}
 T = TypeVar("T")
 
@@ -103,45 +100,6 @@ def check_endpoint(url: str) -> str:
 
 def default_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or hub.constants.ENDPOINT
-
-
-def provenance(session: Session, row: MergeRow, merge: MergeRecord) -> dict[str, Any]:
-    """The registry's record of a merge: what went in, how, and what came out."""
-    record = merge.to_json()
-    base = row_of(session, BaseModelRow, row.base_model_id)
-    # Named by name and weights fingerprint: its source is often a path on the publisher's disk.
-    record["base"] = {
-        "name": base.name,
-        "fingerprint": base.fingerprint,
-        "architecture": base.architecture,
-        "dtype": base.dtype,
-        **({"origin": base.origin} if base.origin else {}),
-    }
-    for member in record["members"]:
-        tv = row_of(session, TaskVectorRow, member["task_vector_id"])
-        member.update(
-            manifest_sha256=tv.manifest_sha256,
-            method=tv.method,
-            storage_dtype=tv.storage_dtype,
-            metrics=tv.metrics,
-            dataset_sha256=tv.training.get("dataset_sha256"),
-            training=tv.training.get("sft"),
-        )
-    return {"memo_provenance": 1, "merge": record}
-
-
-def merge_files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRecord, Path, dict[str, bytes]]:
-    """The merge's row and record, its model directory, and the files written over or beside it: the
-    provenance file, and the card with the merge's measured figures (``model-index``)."""
-    with ws.db.read() as session:
-        row = require_merge(session, str(merge_ref))
-        record = to_record(session, row)
-        prov = json.dumps(provenance(session, row, record), indent=2, sort_keys=True).encode()
-    source = merged_model_dir(ws, row, full=True)
-    added = {PROVENANCE: prov}
-    if (source / CARD).is_file():
-        added[CARD] = with_results((source / CARD).read_text(), record).encode()
-    return row, record, source, added
 
 
 def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:
