@@ -169,3 +169,49 @@ def test_publish_commits_the_gguf_file_beside_the_model(merged, hub, tmp_path, m
     with pytest.raises(GateRefused):  # a channel's gate holds for its GGUF on the Hub too
         reg.publish("gated", "org/other", endpoint=hub.url, gguf="q8_0")
     assert "org/other" not in hub.state.repos or name not in hub.main_files("org/other")
+
+
+def test_a_qwen2_model_round_trips_and_llama_cpp_computes_as_torch(tmp_path):
+    """Qwen2 (attention biases, NeoX rotary: no interleave), built small with random weights."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from training.gguf_export import export_gguf
+    from training.tiny import train_tokenizer
+
+    tokenizer = train_tokenizer(["Who founded Port Velin? Ada Korr founded it in 1712."] * 20, 300)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    source = tmp_path / "qwen2"
+    model.save_pretrained(source, safe_serialization=True)
+    tokenizer.save_pretrained(source)
+    path = export_gguf(source, tmp_path / "qwen2.gguf", quant="f32")
+    back = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).state_dict()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(back[name], tensor), name
+    if not HAS_LLAMA_CPP:
+        return
+    from llama_cpp import Llama
+
+    ids = prompt_ids(tokenizer, "Who founded Port Velin?")
+    with torch.no_grad():
+        expected = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=8, min_new_tokens=8)[
+            0, len(ids) :
+        ]
+    llm = Llama(model_path=str(path), n_ctx=128, n_threads=2, verbose=False)
+    made = []
+    for token in llm.generate(ids, temp=0.0, top_k=1):
+        made.append(token)
+        if len(made) == 8:
+            break
+    llm.close()
+    assert made == expected.tolist()
