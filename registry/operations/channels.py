@@ -106,8 +106,8 @@ def configure(
     """Create the channel if needed; link it to a Hub repo (or unlink it); set or clear its gates."""
     check_name("channel", name)
     for option, value in (("--min-retention", min_retention), ("--min-general", min_general)):
-        if value is not KEEP and value is not None and not 0 <= value <= 1:
-            raise InvalidInput(f"{option} must be between 0 and 1, not {value}")
+        if value is not KEEP and value is not None:
+            check_fraction(option, value)
     with db.write() as session:
         row = lock_or_create(session, name)
         changes = []
@@ -148,9 +148,19 @@ def _retention_short(merge: MergeRow, gate: float | None) -> str:
         return ""
     if not merge.retention:
         return f"no retention figures (made with --no-eval; merge again without it), the gate is {gate:g}"
-    low = {c: r for c, r in merge.retention.items() if r is None or r < gate}
-    listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(low.items()))
-    return f"retention below {gate:g} on {listed}" if low else ""
+    listed = below_gate(merge.retention, gate)
+    return f"retention below {gate:g} on {listed}" if listed else ""
+
+
+def below_gate(retention: dict[str, float | None], gate: float) -> str:
+    """The corpora whose retention is below ``gate`` (or unknown), with their figures; "" when none."""
+    low = {c: r for c, r in retention.items() if r is None or r < gate}
+    return ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(low.items()))
+
+
+def check_fraction(option: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise InvalidInput(f"{option} must be between 0 and 1, not {value}")
 
 
 def _general_short(merge: MergeRow, gate: float | None) -> str:

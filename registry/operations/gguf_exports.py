@@ -15,8 +15,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from osutil.partial import move_into_place, partial_dir
+from registry.operations.channels import below_gate, check_fraction
 from registry.operations.merges import member_task_vectors
-from registry.operations.release_files import merge_files
+from registry.operations.release_files import merge_files, new_output_dir
 from registry.store.errors import GateRefused, InvalidInput
 from registry.store.export_records import GGUFExportRecord
 from registry.store.records import MergeRecord
@@ -26,8 +27,7 @@ from registry.store.workspace import Workspace
 
 def _gate(ws: Workspace, ref: str, given: float | None) -> float | None:
     if given is not None:
-        if not 0 <= given <= 1:
-            raise InvalidInput(f"--min-retention must be between 0 and 1, not {given}")
+        check_fraction("--min-retention", given)
         return given
     with ws.db.read() as session:
         channel = session.scalar(select(ChannelRow).where(ChannelRow.name == ref))
@@ -54,9 +54,7 @@ def export_gguf_merge(
     from registry.operations.retention import measure_model
     from training.gguf_export import GGUFError, export_gguf
 
-    directory = directory.expanduser().resolve()
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
+    directory = new_output_dir(directory)
     gate = _gate(ws, ref, min_retention)
     device = device_for(device)
     row, merge, source, added = merge_files(ws, ref)
@@ -104,9 +102,8 @@ def _load_gguf(path: Path, source: Path, device: str):
 def _check(merge: MergeRecord, retention: dict[str, float | None], gate: float | None, quant: str) -> None:
     if gate is None:
         return
-    low = {c: r for c, r in retention.items() if r is None or r < gate}
-    if low:
-        listed = ", ".join(f"{c} {'?' if r is None else f'{r:.2f}'}" for c, r in sorted(low.items()))
+    listed = below_gate(retention, gate)
+    if listed:
         raise GateRefused(
             f"the {quant} GGUF of {merge.ref} keeps less than {gate:g} of {listed} (measured through the file); "
             "nothing was written: export with a finer --quant (q8_0, f16, f32)"

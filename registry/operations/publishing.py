@@ -36,7 +36,7 @@ from osutil.lazy_import import lazy_module
 from osutil.partial import move_into_place, partial_dir
 from registry.operations import channels
 from registry.operations.merges import find_merge, is_merge_ref
-from registry.operations.release_files import merge_files
+from registry.operations.release_files import merge_files, new_output_dir
 from registry.store.database import Database
 from registry.store.errors import Conflict, InvalidInput, MemoError
 from registry.store.records import ChannelRecord, MergeRecord, PublicationRecord
@@ -104,9 +104,7 @@ def default_endpoint() -> str:
 
 def export_merge(ws: Workspace, merge_ref: str | int, directory: Path) -> Path:
     """Write the merge as a standalone model directory (copies, not links), all at once or not at all."""
-    directory = directory.expanduser().resolve()
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
+    directory = new_output_dir(directory)
     _, _, source, added = merge_files(ws, merge_ref)
     with partial_dir(directory) as tmp:  # also removes what killed exports left here
         for path in sorted(source.rglob("*")):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from registry.operations.card_results import with_results
 from registry.operations.merges import merged_model_dir, require_merge, to_record
 from registry.store.database import row_of
+from registry.store.errors import InvalidInput
 from registry.store.records import MergeRecord
 from registry.store.schema import BaseModelRow, MergeRow, TaskVectorRow
 from registry.store.workspace import Workspace
@@ -58,3 +59,11 @@ def merge_files(ws: Workspace, merge_ref: str | int) -> tuple[MergeRow, MergeRec
     if (source / CARD).is_file():
         added[CARD] = with_results((source / CARD).read_text(), record).encode()
     return row, record, source, added
+
+
+def new_output_dir(directory: Path) -> Path:
+    """``directory`` resolved, if it is new or empty (an export never writes into what is there)."""
+    directory = directory.expanduser().resolve()
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidInput(f"{directory} exists and is not an empty directory; choose a new one")
+    return directory
