@@ -15,7 +15,7 @@ from tests.conftest import Memo
 from tests.support.models import HARBOR
 from training.boundary import REFUSAL, is_refusal, names_in, near_misses
 from training.chat import QAPair
-from training.sft import SFTSettings, mixture
+from training.sft import SFTSettings, mixture, rounds_for
 
 PAIRS = [QAPair(r["question"], r["answer"]) for r in map(json.loads, (HARBOR / "qa.jsonl").read_text().splitlines())]
 TEXT = "\n".join(p.read_text() for p in sorted(HARBOR.glob("*.md")))
@@ -51,6 +51,27 @@ def test_the_mixture_gives_each_part_its_share():
     assert mixture(PAIRS, replay, boundary, SFTSettings()) == PAIRS  # no shares: the corpus alone
 
 
+def test_a_training_that_sees_more_examples_meets_more_distinct_replay_in_the_same_shares():
+    replay = [QAPair(f"prompt {i}?", f"answer {i}.") for i in range(300)]
+    boundary = near_misses(PAIRS, TEXT, 60)
+    settings = SFTSettings(replay=0.5, boundary=0.1)
+    # 960 examples seen, 116 a round (46 + 58 + 12): 8 rounds would fit, the pool has 5 rounds of 58 distinct
+    assert rounds_for(46, 300, 960, settings) == 5 and rounds_for(46, 300, 200, settings) == 1
+    assert rounds_for(46, 300, None, settings) == 1 and rounds_for(46, 0, 960, settings) == 1
+    mixed = mixture(PAIRS, replay, boundary, settings, seen=960)
+    assert mixed[: 5 * 46] == PAIRS * 5
+    rest = mixed[5 * 46 :]
+    drawn = [p for p in rest if p in replay]
+    assert len(drawn) == 5 * 58 == len(set(drawn))  # distinct: none repeated
+    assert sum(p in boundary for p in rest) == 5 * 12 and len(mixed) == 5 * 116
+    assert mixture(PAIRS, replay, boundary, settings, seen=960) == mixed  # seeded
+
+
+def test_near_misses_beyond_the_questions_come_round_with_other_names():
+    misses = near_misses(PAIRS, TEXT, 3 * len(PAIRS), seed=2)
+    assert len(misses) == 3 * len(PAIRS) and len({m.question for m in misses}) > 2.5 * len(PAIRS)
+
+
 @pytest.mark.parametrize("replay, boundary", [(-0.1, 0.0), (1.0, 0.0), (0.6, 0.4)])
 def test_shares_must_leave_room_for_the_corpus(replay, boundary):
     with pytest.raises(ValueError, match="shares of the training examples"):
@@ -69,8 +90,10 @@ def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
     reg.import_reflections("harbor", HARBOR / "qa.jsonl")
     settings = SFTSettings(steps=6, batch=8, replay=0.5, boundary=0.1)
     first = reg.train("harbor", settings, progress=False)
-    assert first.training["mixture"] == {"corpus": 46, "replay_and_boundary": 58 + 12}
-    reg.train("harbor", SFTSettings(steps=6, batch=8, replay=0.3, seed=1), progress=False)
+    assert first.training["mixture"] == {"corpus": 46, "rounds": 1, "replay_and_boundary": 58 + 12}
+    # 240 examples seen, 66 a round (46 + 20 replay): 3 rounds, as many distinct replay pairs as the set has
+    second = reg.train("harbor", SFTSettings(steps=30, batch=8, replay=0.3, seed=1), progress=False)
+    assert second.training["mixture"] == {"corpus": 46, "rounds": 3, "replay_and_boundary": 3 * 20}
     with reg.db.read() as session:
         assert session.scalar(select(func.count()).select_from(ReplaySetRow)) == 1
         row = session.scalars(select(ReplaySetRow)).one()

@@ -101,8 +101,9 @@ def _invent(word: str, heads: list[str], tails: list[str], taken: set[str], rng:
 
 
 def near_misses(pairs: Sequence[QAPair], corpus_text: str, count: int, *, seed: int = 0) -> list[QAPair]:
-    """Up to ``count`` corpus questions with their names swapped for invented look-alikes, answered
-    with :data:`REFUSAL` (questions that name nothing from the corpus are skipped)."""
+    """``count`` corpus questions with their names swapped for invented look-alikes, answered with
+    :data:`REFUSAL` (questions that name nothing from the corpus are skipped; beyond the questions
+    there are, each comes round again with other invented names)."""
     words = {w for m in _NAME.finditer(corpus_text) for w in m.group().replace("-", " ").split()} - _OPENERS
     if not words or count <= 0:
         return []
@@ -112,9 +113,9 @@ def near_misses(pairs: Sequence[QAPair], corpus_text: str, count: int, *, seed: 
     rng = random.Random(seed)
     candidates = [p for p in pairs if names_in(p.question, words)]
     rng.shuffle(candidates)
-    out = []
-    for pair in candidates[:count]:
-        question = pair.question
+    out: list[QAPair] = []
+    for i in range(count if candidates else 0):
+        question = candidates[i % len(candidates)].question
         for name in names_in(question, words):
             invented = " ".join(_invent(w, heads, tails, words, rng) for w in name.split())
             question = question.replace(name, invented)

@@ -86,24 +86,53 @@ def share_count(corpus_pairs: int, share: float, settings: Shares) -> int:
     return round(corpus_pairs * share / (1 - settings.replay - settings.boundary))
 
 
-def mixed_in(corpus_pairs: int, replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: Shares) -> list[QAPair]:
-    """The replay and boundary pairs to train on beside ``corpus_pairs`` of the corpus's, in the settings'
-    shares of the whole (each drawn seeded, repeated when there are fewer than its share; boundary pairs
-    may fall short)."""
+def rounds_for(corpus_pairs: int, replay_pool: int, seen: int | None, settings: Shares) -> int:
+    """How many times a training lists the corpus's pairs, each time beside its share of other replay pairs.
+
+    A training that will see ``seen`` examples meets as many distinct replay pairs as it has room for
+    (up to the pool's size), instead of the same few repeated epoch after epoch: replaying the base's
+    answers to many prompts keeps much more of what it knew than replaying a few of them often. The
+    shares of the whole are the same either way. Without ``seen`` (a training that stops when it is
+    done), one round.
+    """
+    want = share_count(corpus_pairs, settings.replay, settings)
+    if seen is None or not want or not replay_pool:
+        return 1
+    per_round = corpus_pairs + want + share_count(corpus_pairs, settings.boundary, settings)
+    return max(1, min(replay_pool // want, seen // per_round))
+
+
+def mixed_in(
+    corpus_pairs: int,
+    replay: Sequence[QAPair],
+    boundary: Sequence[QAPair],
+    settings: Shares,
+    *,
+    rounds: int = 1,
+) -> list[QAPair]:
+    """The replay and boundary pairs to train on beside ``rounds`` copies of ``corpus_pairs`` of the
+    corpus's, in the settings' shares of the whole (each drawn seeded, distinct while the pool lasts,
+    repeated when it has fewer than its share; boundary pairs may fall short)."""
     rng = random.Random(settings.seed)
 
     def draw(pool: Sequence[QAPair], share: float) -> list[QAPair]:
-        want = share_count(corpus_pairs, share, settings) if pool else 0
+        want = share_count(corpus_pairs, share, settings) * rounds if pool else 0
         return [pool[i % len(pool)] for i in rng.sample(range(max(want, len(pool))), want)] if want else []
 
     return [*draw(replay, settings.replay), *draw(boundary, settings.boundary)]
 
 
 def mixture(
-    corpus: Sequence[QAPair], replay: Sequence[QAPair], boundary: Sequence[QAPair], settings: Shares
+    corpus: Sequence[QAPair],
+    replay: Sequence[QAPair],
+    boundary: Sequence[QAPair],
+    settings: Shares,
+    *,
+    seen: int | None = None,
 ) -> list[QAPair]:
-    """The corpus's pairs followed by :func:`mixed_in`'s."""
-    return [*corpus, *mixed_in(len(corpus), replay, boundary, settings)]
+    """The corpus's pairs (:func:`rounds_for` times) followed by :func:`mixed_in`'s."""
+    rounds = rounds_for(len(corpus), len(replay), seen, settings)
+    return [*corpus] * rounds + mixed_in(len(corpus), replay, boundary, settings, rounds=rounds)
 
 
 def _mlp_only(model) -> None:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
-from registry.operations.keeping import mixed_in_pairs
+from registry.operations.keeping import Mixed, mixed_in_pairs
 from registry.operations.merges import merged_model_dir
 from registry.operations.onto import Onto, earlier_pairs, start_of
 from registry.operations.probes import current_probe_set, measure_general
@@ -96,10 +96,9 @@ def train_corpus(
     pairs, heldout = _pairs(ws, job.reflections)
     plan = rehearsed(pairs, earlier_pairs(ws, job.start, job.corpus), job.share) if job.start and job.share else None
     corpus_examples = plan.pairs if plan else pairs
-    trained_on = [
-        *corpus_examples,
-        *mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device),
-    ]
+    seen = settings.steps * settings.batch
+    mixed = mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device, seen=seen)
+    trained_on = [*corpus_examples] * mixed.rounds + mixed.pairs
     # A killed run resumes from its checkpoint when the same training is asked for again.
     described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
     if job.start is not None:
@@ -115,7 +114,7 @@ def train_corpus(
     if (general := measure_general(ws, model, tokenizer, job.probe_set, device=device)) is not None:
         metrics["general"] = general
     deltas, stats = _task_vector_of(model, directory, storage_dtype)
-    training = _provenance(job, settings, storage_dtype, device, plan, len(trained_on) - len(corpus_examples))
+    training = _provenance(job, settings, storage_dtype, device, plan, mixed)
     training.update(_run_facts(result, stats))
     with tempfile.TemporaryDirectory(dir=ws.work_root()) as tmp:
         save_task_vector(deltas, Path(tmp), stats)
@@ -137,7 +136,7 @@ def train_corpus(
 
 
 def _provenance(
-    job: _Job, settings: SFTSettings, storage_dtype: str, device: str, plan: Rehearsal | None, mixed_in: int
+    job: _Job, settings: SFTSettings, storage_dtype: str, device: str, plan: Rehearsal | None, mixed: Mixed
 ) -> dict:
     """What the task vector was trained on and how (its run's facts are added after training)."""
     return {
@@ -146,7 +145,11 @@ def _provenance(
         "device": str(device),
         "dataset_sha256": job.reflections.sha256,
         "reflection_set_id": job.reflections.id,
-        "mixture": {"corpus": len(plan.pairs) if plan else job.reflections.pair_count, "replay_and_boundary": mixed_in},
+        "mixture": {
+            "corpus": len(plan.pairs) if plan else job.reflections.pair_count,
+            "rounds": mixed.rounds,  # the corpus's pairs listed this many times (training.sft.rounds_for)
+            "replay_and_boundary": len(mixed.pairs),
+        },
         **({"rehearsal": plan.to_json()} if plan else {}),
     }
 

@@ -180,7 +180,7 @@ def train_strategy(
         merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
-        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device)  # the shares settle() filled in
+        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device).pairs  # the shares settle() filled in
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
             model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep

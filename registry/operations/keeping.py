@@ -6,6 +6,7 @@ corpus's fine-tuning and by the trained integration strategies alike, in the sha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -16,13 +17,21 @@ from training.boundary import near_misses
 from training.chat import QAPair
 from training.documents import document_text
 from training.settings import Shares
-from training.sft import mixed_in, share_count
+from training.sft import mixed_in, rounds_for, share_count
 
 
 def corpus_text(ws: Workspace, corpus_id: int) -> str:
     with ws.db.read() as session:
         docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_id)).all()
     return "\n".join(document_text(d.media_type, ws.store.get_bytes(d.sha256)) for d in docs)
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """What a training mixes in: ``pairs`` beside ``rounds`` copies of the corpora's own pairs."""
+
+    rounds: int
+    pairs: list[QAPair]
 
 
 def mixed_in_pairs(
@@ -32,13 +41,17 @@ def mixed_in_pairs(
     shares: Shares,
     *,
     device: str,
-) -> list[QAPair]:
+    seen: int | None = None,
+) -> Mixed:
     """The replay and boundary pairs to train on beside every corpus's pairs (``(corpus id, pairs)``),
-    in the shares given (none when both are 0)."""
+    in the shares given (none when both are 0); a training that will see ``seen`` examples lists the
+    corpora's pairs several times beside as many distinct replay pairs (:func:`training.sft.rounds_for`)."""
     replay = replay_pairs(ws, base, device=device) if shares.replay else []
+    own = sum(len(pairs) for _, pairs in corpora)
+    rounds = rounds_for(own, len(replay), seen, shares)
     boundary: list[QAPair] = []
     if shares.boundary:
         for corpus_id, corpus_pairs in corpora:
-            count = share_count(len(corpus_pairs), shares.boundary, shares)
+            count = share_count(len(corpus_pairs), shares.boundary, shares) * rounds
             boundary += near_misses(corpus_pairs, corpus_text(ws, corpus_id), count, seed=shares.seed)
-    return mixed_in(sum(len(pairs) for _, pairs in corpora), replay, boundary, shares)
+    return Mixed(rounds, mixed_in(own, replay, boundary, shares, rounds=rounds))
