@@ -96,12 +96,14 @@ def test_a_row_is_never_recorded_over_a_blob_that_left_the_store(homes, monkeypa
 
 def test_an_expired_lease_protects_nothing_and_is_dropped(homes):
     reg, other = homes
-    stalled = BlobLeases(other.db, ttl_seconds=1)  # a process that stopped renewing
+    # A process that stopped renewing. The database's clock counts whole seconds on SQLite, so a lease
+    # of 3 s lasts at least 2: time for the checks below on a slow machine before it expires.
+    stalled = BlobLeases(other.db, ttl_seconds=3)
     other.store.claim = stalled.claim
     orphan = other.store.put_bytes(b"stored by a process that then hung")
     assert reg.gc(dry_run=True, grace_seconds=0).removed == ()
     assert reg.gc(dry_run=True, grace_seconds=0).kept_leased == 1
-    time.sleep(2.2)  # past its time-to-live (the database's clock counts whole seconds on SQLite)
+    time.sleep(4.2)  # past its time-to-live, whole seconds included
     assert reg.gc(dry_run=False, grace_seconds=0).removed == (orphan,)
     assert stalled.id not in _leases(reg)
     stalled.renew()  # it wakes up: its lease is made again, with what it had claimed
