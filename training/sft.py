@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -86,6 +87,18 @@ def share_count(corpus_pairs: int, share: float, settings: Shares) -> int:
     return round(corpus_pairs * share / (1 - settings.replay - settings.boundary))
 
 
+@dataclass(frozen=True)
+class Mixed:
+    """What a training mixes in: ``pairs`` beside ``rounds`` copies of the corpora's own pairs."""
+
+    rounds: int
+    pairs: list[QAPair]
+
+    def around(self, corpus: Sequence[QAPair]) -> list[QAPair]:
+        """The whole training list: the corpus's pairs ``rounds`` times, then the mixed-in pairs."""
+        return [*corpus] * self.rounds + self.pairs
+
+
 def rounds_for(corpus_pairs: int, replay_pool: int, seen: int | None, settings: Shares) -> int:
     """How many times a training lists the corpus's pairs, each time beside its share of other replay pairs.
 
@@ -132,7 +145,7 @@ def mixture(
 ) -> list[QAPair]:
     """The corpus's pairs (:func:`rounds_for` times) followed by :func:`mixed_in`'s."""
     rounds = rounds_for(len(corpus), len(replay), seen, settings)
-    return [*corpus] * rounds + mixed_in(len(corpus), replay, boundary, settings, rounds=rounds)
+    return Mixed(rounds, mixed_in(len(corpus), replay, boundary, settings, rounds=rounds)).around(corpus)
 
 
 def _mlp_only(model) -> None:

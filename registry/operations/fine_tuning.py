@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from registry.operations.bases import base_dir
 from registry.operations.corpora import find_corpus
 from registry.operations.devices import device_for
-from registry.operations.keeping import Mixed, mixed_in_pairs
+from registry.operations.keeping import mixed_in_pairs
 from registry.operations.merges import merged_model_dir
 from registry.operations.onto import Onto, earlier_pairs, start_of
 from registry.operations.probes import current_probe_set, measure_general
@@ -42,7 +42,7 @@ from training.evaluate import recall
 from training.loop import TrainingError
 from training.qa_files import decode_records, pairs_of
 from training.rehearsal import Rehearsal, rehearsed
-from training.sft import SFTSettings, fine_tune
+from training.sft import Mixed, SFTSettings, fine_tune
 
 
 class TrainingFailed(MemoError):
@@ -98,7 +98,7 @@ def train_corpus(
     corpus_examples = plan.pairs if plan else pairs
     seen = settings.steps * settings.batch
     mixed = mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device, seen=seen)
-    trained_on = [*corpus_examples] * mixed.rounds + mixed.pairs
+    trained_on = mixed.around(corpus_examples)
     # A killed run resumes from its checkpoint when the same training is asked for again.
     described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
     if job.start is not None:

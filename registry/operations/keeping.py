@@ -6,7 +6,6 @@ corpus's fine-tuning and by the trained integration strategies alike, in the sha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -17,21 +16,13 @@ from training.boundary import near_misses
 from training.chat import QAPair
 from training.documents import document_text
 from training.settings import Shares
-from training.sft import mixed_in, rounds_for, share_count
+from training.sft import Mixed, mixed_in, rounds_for, share_count
 
 
 def corpus_text(ws: Workspace, corpus_id: int) -> str:
     with ws.db.read() as session:
         docs = session.scalars(select(DocumentRow).where(DocumentRow.corpus_id == corpus_id)).all()
     return "\n".join(document_text(d.media_type, ws.store.get_bytes(d.sha256)) for d in docs)
-
-
-@dataclass(frozen=True)
-class Mixed:
-    """What a training mixes in: ``pairs`` beside ``rounds`` copies of the corpora's own pairs."""
-
-    rounds: int
-    pairs: list[QAPair]
 
 
 def mixed_in_pairs(
