@@ -15,6 +15,14 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_ENDPOINT", None)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+# Under pytest-xdist each worker is a memo process like any other: before torch is imported, it joins
+# the processes that share the machine's cores (osutil.tuning), so two workers, and the memo commands
+# they start, split the cores instead of fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from osutil.tuning import share_cores
+
+    share_cores()
+
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
@@ -23,6 +31,13 @@ from registry.cli import cli  # noqa: E402
 from tests.support.models import build_tiny_llama  # noqa: E402
 from tests.support.postgres import PostgresServer, find_bindir  # noqa: E402
 from tests.support.s3_server import S3Server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cores_shared() -> None:
+    from osutil.tuning import rebalance
+
+    rebalance(force=True)  # a worker takes its share at once (a no-op outside pytest-xdist)
 
 
 @pytest.fixture(autouse=True)
