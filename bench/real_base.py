@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from registry import Registry  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
 from training.boundary import hallucination  # noqa: E402
-from training.settings import SFTSettings  # noqa: E402
+from training.settings import LOSS_MEANS, SFTSettings  # noqa: E402
 from training.sft import load_model  # noqa: E402
 
 
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--replay", type=float, default=defaults.replay)
     ap.add_argument("--boundary", type=float, default=defaults.boundary)
+    ap.add_argument("--loss-mean", choices=LOSS_MEANS, default=defaults.loss_mean)
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--sparsify",
@@ -89,6 +90,7 @@ def main() -> None:
         batch=args.batch,
         replay=args.replay,
         boundary=args.boundary,
+        loss_mean=args.loss_mean,
     )
     work = Path(tempfile.mkdtemp(prefix="memo-real-base-"))
     home = args.home or work / "home"

@@ -26,12 +26,13 @@ def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProces
     return done
 
 
-@pytest.mark.parametrize("batch", [4, 5])  # 5: the processes get 3 and 2 examples
-def test_two_processes_make_the_single_process_update(tmp_path, batch):
+# batch 5: the processes get 3 and 2 examples; the loss a mean over the batch's tokens, or its examples
+@pytest.mark.parametrize(("batch", "mean"), [(4, "token"), (5, "token"), (5, "example")])
+def test_two_processes_make_the_single_process_update(tmp_path, batch, mean):
     model = build_tiny_llama(tmp_path / "m")
     script = ["-m", "tests.support.parallel_train", str(model)]
-    _run([sys.executable, *script, str(tmp_path / "one.safetensors"), str(batch)])
-    _run([*LAUNCH, *script, str(tmp_path / "two.safetensors"), str(batch)])
+    _run([sys.executable, *script, str(tmp_path / "one.safetensors"), str(batch), mean])
+    _run([*LAUNCH, *script, str(tmp_path / "two.safetensors"), str(batch), mean])
     one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
     start = load_file(model / "model.safetensors")
     moved = max((one[k] - start[k]).abs().max().item() for k in one)

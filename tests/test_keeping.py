@@ -108,7 +108,22 @@ def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):
     assert "shares of the training examples" in error[-1]
 
 
-def test_healing_mixes_in_the_shares_the_members_were_trained_with(tiny_registry):
+def test_the_loss_mean_is_chosen_on_the_command_line_and_recorded(trained):
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+
+    def train(*args: str):
+        return CliRunner().invoke(cli, ["--home", str(trained.settings.home), "train", "harbor", *args])
+
+    refused = train("--loss-mean", "sentence")
+    assert refused.exit_code != 0 and "Invalid value for '--loss-mean'" in refused.output
+    done = train("--steps", "2", "--loss-mean", "example", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["training"]["sft"]["loss_mean"] == "example"
+
+
+def test_healing_mixes_in_the_shares_and_loss_mean_the_members_were_trained_with(tiny_registry):
     from training.retain import RetainSettings
 
     reg = tiny_registry
@@ -117,17 +132,28 @@ def test_healing_mixes_in_the_shares_the_members_were_trained_with(tiny_registry
         reg.import_reflections(corpus, HARBOR.parent / corpus / "qa.jsonl")
         reg.train(
             corpus,
-            SFTSettings(steps=6, batch=8, replay=0.4 if corpus == "harbor" else 0.2, boundary=0.1),
+            SFTSettings(
+                steps=6,
+                batch=8,
+                replay=0.4 if corpus == "harbor" else 0.2,
+                boundary=0.1,
+                loss_mean="example" if corpus == "glassworks" else "token",
+            ),
             progress=False,
         )
     retain = RetainSettings(target=1.0, max_steps=4, check_every=2)
     healed = reg.merge(["harbor", "glassworks"], strategy="ties+heal", retain=retain, progress=False)
     assert healed.parameters["retain"]["replay"] == 0.4 and healed.parameters["retain"]["boundary"] == 0.1
+    assert healed.parameters["retain"]["loss_mean"] == "example"  # a member was trained with it
     assert 0 < healed.training_cost.examples <= 4 * retain.batch
     explicit = reg.merge(
-        ["harbor", "glassworks"], strategy="ties+heal", retain=RetainSettings(max_steps=2, replay=0.0), progress=False
+        ["harbor", "glassworks"],
+        strategy="ties+heal",
+        retain=RetainSettings(max_steps=2, replay=0.0, loss_mean="token"),
+        progress=False,
     )
     assert explicit.parameters["retain"]["replay"] == 0.0 and explicit.id != healed.id
+    assert explicit.parameters["retain"]["loss_mean"] == "token"
 
 
 def test_hallucination_is_the_share_of_unknowns_answered_with_a_fact(monkeypatch):

@@ -14,6 +14,7 @@ from tests.support.models import EXAMPLES, SMALL
 from training.chat import IGNORE, QAPair, encode, prompt_ids
 from training.evaluate import normalize, recall, token_f1
 from training.loop import LoopSettings, TrainingError, train
+from training.settings import SFTSettings
 from training.tiny import create_tiny_base, read_qa, train_tokenizer
 
 
@@ -42,6 +43,32 @@ def test_loss_is_on_the_answer_only(tiny_base):
     answer = [t for t in ex.labels if t != IGNORE]
     assert tok.decode(answer) == "1703<|end|>\n"
     assert ex.input_ids[len(prompt) :] == answer
+
+
+def test_the_loss_is_a_mean_over_tokens_or_over_examples(tiny_base):
+    from training.chat import collate
+    from training.loop import _loss
+
+    _, tok, model, _ = tiny_base
+    short = encode(tok, QAPair("In which year was Kalin Zelbexeth born?", "1703"), 128)
+    long = encode(
+        tok, QAPair("Who founded the Gartal Company?", "Kalin Zelbexeth, a merchant of the coast, in 1703"), 128
+    )
+    counts = [sum(1 for label in e.labels[1:] if label != IGNORE) for e in (short, long)]
+    assert counts[1] > 2 * counts[0]
+
+    def loss(examples, mean):
+        with torch.no_grad():
+            return _loss(model.eval(), collate(examples, tok.pad_token_id), examples, mean).item()
+
+    alone = [loss([e], "token") for e in (short, long)]  # one example: both means are its token mean
+    assert alone == pytest.approx([loss([e], "example") for e in (short, long)], rel=1e-5)
+    by_example, by_token = loss([short, long], "example"), loss([short, long], "token")
+    assert by_example == pytest.approx(sum(alone) / 2, rel=1e-4)  # each example weighs the same
+    assert by_token == pytest.approx((counts[0] * alone[0] + counts[1] * alone[1]) / sum(counts), rel=1e-4)
+    assert abs(by_example - by_token) > 1e-3
+    with pytest.raises(ValueError, match="averaged over one of token, example"):
+        SFTSettings(loss_mean="sentence")  # type: ignore[arg-type]
 
 
 def test_normalize_and_f1():

@@ -37,6 +37,7 @@ class LoopSettings:
     weight_decay: float = 0.01
     clip: float = 1.0  # max gradient norm
     seed: int = 0
+    loss_mean: str = "token"  # training.settings.LossMean: over the batch's answer tokens, or its examples
 
 
 @dataclass(frozen=True)
@@ -68,17 +69,23 @@ def _labelled(examples: list[Example]) -> int:
     return sum(sum(1 for label in e.labels[1:] if label != IGNORE) for e in examples)
 
 
-def _loss(model, batch: dict, labelled: int) -> torch.Tensor:
-    """This process's share of the mean loss over the whole batch's labelled tokens.
+def _loss(model, batch: dict, whole: list[Example], mean: str) -> torch.Tensor:
+    """This process's share of the whole batch's mean loss: over its labelled tokens (``mean``
+    "token"), or over its examples, each the mean over its own labelled tokens ("example").
 
-    Summed here and divided by the global count, so that shares computed by
+    Summed here and divided by the whole batch's count, so that shares computed by
     several processes add up to exactly the single-process loss.
     """
-    labels = batch.pop("labels")
+    labels = batch.pop("labels")[:, 1:]
     logits = model(**batch).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum"
-    ) / max(1, labelled)
+    logits = logits.reshape(-1, logits.shape[-1])
+    if mean == "token":
+        return torch.nn.functional.cross_entropy(
+            logits, labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        ) / max(1, _labelled(whole))
+    each = torch.nn.functional.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE, reduction="none")
+    per_example = each.view(labels.shape).sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1)
+    return per_example.sum() / len(whole)
 
 
 def train(
@@ -171,7 +178,7 @@ class _Run:
         """One optimizer step on the step's batch (this process's share of it); the batch's mean loss."""
         whole = _batch(examples, settings.batch, settings.seed, step)
         batch = {k: v.to(self.device) for k, v in collate(whole[self.me :: self.world], pad_id).items()}
-        loss = _loss(self.wrapped, batch, _labelled(whole))
+        loss = _loss(self.wrapped, batch, whole, settings.loss_mean)
         total = loss.detach() if self.accel is None else self.accel.reduce(loss.detach(), "sum")
         if not torch.isfinite(total):
             raise TrainingError(

@@ -85,7 +85,9 @@ def train_until_retained(
     loop = train(
         model,
         examples,
-        LoopSettings(steps=cap, batch=settings.batch, lr=settings.lr, seed=settings.seed),
+        LoopSettings(
+            steps=cap, batch=settings.batch, lr=settings.lr, seed=settings.seed, loss_mean=settings.loss_mean or "token"
+        ),
         pad_id=tokenizer.pad_token_id,
         device=device,
         progress=progress,

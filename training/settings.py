@@ -14,6 +14,11 @@ LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 # adapter merged back into the weights
 Method = Literal["full", "mlp", "lora"]
 METHODS: tuple[str, ...] = get_args(Method)
+# How a batch's loss is averaged: over all its answer tokens (each token weighs the same), or over its
+# examples, each example's loss the mean over its own answer tokens (each example weighs the same, so a
+# share of the examples is that share of the gradient, however long their answers are)
+LossMean = Literal["token", "example"]
+LOSS_MEANS: tuple[str, ...] = get_args(LossMean)
 PROBE_LIMIT = 150  # probes kept per base: +-0.03 at 0.9, and ~20 s a measurement for a 135M model on 2 cores
 # Training onto a model that holds earlier corpora: their pairs' share of the examples (training.rehearsal)
 REHEARSE_SHARE = 0.5
@@ -49,6 +54,11 @@ def check_shares(replay: float, boundary: float) -> None:
         )
 
 
+def check_loss_mean(loss_mean: str | None) -> None:
+    if loss_mean is not None and loss_mean not in LOSS_MEANS:
+        raise ValueError(f"the loss is averaged over one of {', '.join(LOSS_MEANS)}, not {loss_mean!r}")
+
+
 def check_rehearse_share(share: float) -> None:
     if not 0 < share < 1:
         raise ValueError(f"the rehearsal share is a share of the examples, above 0 and below 1, not {share:g}")
@@ -68,11 +78,13 @@ class SFTSettings:
     # Shares of the training examples besides the corpus's own pairs (the corpus keeps the rest):
     replay: float = 0.0  # the base's own answers to everyday prompts: keeps its general knowledge
     boundary: float = 0.0  # near-miss questions (invented look-alike names) answered "I don't know"
+    loss_mean: LossMean = "token"  # see LossMean: "example" lets short corpus answers weigh as much as long replies
 
     def __post_init__(self) -> None:
         if self.lr is None:  # recorded resolved, so the settings say the rate that was used
             object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
         check_shares(self.replay, self.boundary)
+        check_loss_mean(self.loss_mean)
 
     @property
     def learning_rate(self) -> float:
@@ -94,9 +106,11 @@ class RetainSettings:
     # Shares of replay and boundary pairs beside the members' (SFTSettings'); None: what the members used.
     replay: float | None = None
     boundary: float | None = None
+    loss_mean: LossMean | None = None  # None: "example" if a member was trained so, else "token"
 
     def __post_init__(self) -> None:
         check_shares(self.replay or 0.0, self.boundary or 0.0)
+        check_loss_mean(self.loss_mean)
 
     def mix(self) -> Mix:
         """The shares to train with (an unsettled None counts as 0)."""

@@ -61,7 +61,13 @@ def fine_tune(
     """
     model, tokenizer = load_model(base_dir, device)
     examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
-    loop = LoopSettings(steps=settings.steps, batch=settings.batch, lr=settings.learning_rate, seed=settings.seed)
+    loop = LoopSettings(
+        steps=settings.steps,
+        batch=settings.batch,
+        lr=settings.learning_rate,
+        seed=settings.seed,
+        loss_mean=settings.loss_mean,
+    )
     if settings.method == "lora":
         model = _with_lora(model, settings)
     elif settings.method == "mlp":

@@ -11,9 +11,17 @@ from registry.cli.output import print_json
 from registry.figures import general, seconds
 from training.llm import Endpoint
 from training.reflections import ReflectSettings
-from training.settings import FULL_LR, LORA_LR, METHODS, REHEARSE_SHARE, STORAGE_DTYPE_NAMES, SFTSettings
+from training.settings import (
+    FULL_LR,
+    LORA_LR,
+    LOSS_MEANS,
+    METHODS,
+    REHEARSE_SHARE,
+    STORAGE_DTYPE_NAMES,
+    SFTSettings,
+)
 
-SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary")
+SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary", "loss_mean")
 
 
 def train_options(f):
@@ -53,6 +61,14 @@ def train_options(f):
             default=SFTSettings.boundary,
             show_default=True,
             help='Share of the examples that are questions about look-alike names answered "I don\'t know".',
+        ),
+        click.option(
+            "--loss-mean",
+            type=click.Choice(LOSS_MEANS),
+            default=SFTSettings.loss_mean,
+            show_default=True,
+            help="Average the loss over answer tokens, or over examples (each weighs the same, so the corpus's "
+            "short answers are not outweighed by long replayed ones).",
         ),
     ]
 

@@ -79,8 +79,9 @@ def check_strategy(strategy: str, settings: RetainSettings | None) -> None:
 
 
 def settle(settings: RetainSettings | None, members) -> RetainSettings:
-    """Fill in the target (0.9), the step cap (what retraining every member from the base would take)
-    and the replay and boundary shares (the largest any member was trained with)."""
+    """Fill in the target (0.9), the step cap (what retraining every member from the base would take),
+    the replay and boundary shares (the largest any member was trained with) and the loss's mean
+    (over examples if any member was trained so)."""
     settings = settings or RetainSettings()
     if settings.target is None:
         settings = replace(settings, target=DEFAULT_TARGET)
@@ -90,6 +91,9 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
         settings = replace(settings, replay=_largest_share(members, "replay"))
     if settings.boundary is None:
         settings = replace(settings, boundary=_largest_share(members, "boundary"))
+    if settings.loss_mean is None:
+        example = any(m.row.training.get("sft", {}).get("loss_mean") == "example" for m in members)
+        settings = replace(settings, loss_mean="example" if example else "token")
     return settings
 
 

@@ -22,14 +22,14 @@ def examples(n: int = 12) -> list[Example]:
     return out
 
 
-def main(model_dir: str, out: str, batch: str) -> None:
+def main(model_dir: str, out: str, batch: str, loss_mean: str = "token") -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     train(
         model,
         examples(),
-        LoopSettings(steps=6, batch=int(batch), lr=1e-2, seed=3),
+        LoopSettings(steps=6, batch=int(batch), lr=1e-2, seed=3, loss_mean=loss_mean),
         pad_id=0,
         device="cpu",
         progress=False,
