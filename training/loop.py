@@ -22,7 +22,7 @@ from osutil.tuning import rebalance
 from training.chat import IGNORE, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distributed import accelerator
-from training.settings import LossMean
+from training.settings import DEFAULT_LOSS_MEAN, LossMean
 
 
 class TrainingError(RuntimeError):
@@ -38,7 +38,7 @@ class LoopSettings:
     weight_decay: float = 0.01
     clip: float = 1.0  # max gradient norm
     seed: int = 0
-    loss_mean: LossMean = "token"  # over the batch's answer tokens, or over its examples
+    loss_mean: LossMean = DEFAULT_LOSS_MEAN  # over the batch's answer tokens, or over its examples
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from training.chat import QAPair, encode
 from training.evaluate import teacher_forced_exact
 from training.loop import LoopSettings, train
-from training.settings import RetainSettings
+from training.settings import DEFAULT_LOSS_MEAN, RetainSettings
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,11 @@ def train_until_retained(
         model,
         examples,
         LoopSettings(
-            steps=cap, batch=settings.batch, lr=settings.lr, seed=settings.seed, loss_mean=settings.loss_mean or "token"
+            steps=cap,
+            batch=settings.batch,
+            lr=settings.lr,
+            seed=settings.seed,
+            loss_mean=settings.loss_mean or DEFAULT_LOSS_MEAN,
         ),
         pad_id=tokenizer.pad_token_id,
         device=device,

@@ -19,6 +19,7 @@ METHODS: tuple[str, ...] = get_args(Method)
 # share of the examples is that share of the gradient, however long their answers are)
 LossMean = Literal["token", "example"]
 LOSS_MEANS: tuple[str, ...] = get_args(LossMean)
+DEFAULT_LOSS_MEAN: LossMean = "token"
 PROBE_LIMIT = 150  # probes kept per base: +-0.03 at 0.9, and ~20 s a measurement for a 135M model on 2 cores
 # Training onto a model that holds earlier corpora: their pairs' share of the examples (training.rehearsal)
 REHEARSE_SHARE = 0.5
@@ -78,7 +79,7 @@ class SFTSettings:
     # Shares of the training examples besides the corpus's own pairs (the corpus keeps the rest):
     replay: float = 0.0  # the base's own answers to everyday prompts: keeps its general knowledge
     boundary: float = 0.0  # near-miss questions (invented look-alike names) answered "I don't know"
-    loss_mean: LossMean = "token"  # see LossMean: "example" lets short corpus answers weigh as much as long replies
+    loss_mean: LossMean = DEFAULT_LOSS_MEAN  # see LossMean: "example" lets short answers weigh as much as long ones
 
     def __post_init__(self) -> None:
         if self.lr is None:  # recorded resolved, so the settings say the rate that was used
@@ -106,7 +107,7 @@ class RetainSettings:
     # Shares of replay and boundary pairs beside the members' (SFTSettings'); None: what the members used.
     replay: float | None = None
     boundary: float | None = None
-    loss_mean: LossMean | None = None  # None: "example" if a member was trained so, else "token"
+    loss_mean: LossMean | None = None  # None: "example" if a member was trained so, else the default
 
     def __post_init__(self) -> None:
         check_shares(self.replay or 0.0, self.boundary or 0.0)

@@ -52,6 +52,7 @@ from registry.store.schema import BaseModelRow, MergeRow
 from registry.store.workspace import Workspace
 from training.retain import Member as RetainMember
 from training.retain import RetainSettings, train_until_retained
+from training.settings import DEFAULT_LOSS_MEAN
 from training.sft import load_model
 
 DEFAULT_TARGET = 0.9  # retention the trained strategies stop at when the channel has no gate
@@ -92,13 +93,18 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
     if settings.boundary is None:
         settings = replace(settings, boundary=_largest_share(members, "boundary"))
     if settings.loss_mean is None:
-        example = any(m.row.training.get("sft", {}).get("loss_mean") == "example" for m in members)
-        settings = replace(settings, loss_mean="example" if example else "token")
+        example = any(_sft(m).get("loss_mean") == "example" for m in members)
+        settings = replace(settings, loss_mean="example" if example else DEFAULT_LOSS_MEAN)
     return settings
 
 
 def _largest_share(members, share: str) -> float:
-    return max((float(m.row.training.get("sft", {}).get(share) or 0.0) for m in members), default=0.0)
+    return max((float(_sft(m).get(share) or 0.0) for m in members), default=0.0)
+
+
+def _sft(member) -> dict:
+    """The fine-tuning settings a member's task vector was trained with, as recorded."""
+    return member.row.training.get("sft", {})
 
 
 def aimed_at(settings: RetainSettings, gate: float | None) -> RetainSettings:
