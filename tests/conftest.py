@@ -32,6 +32,28 @@ from tests.support.models import build_tiny_llama  # noqa: E402
 from tests.support.postgres import PostgresServer, find_bindir  # noqa: E402
 from tests.support.s3_server import S3Server
 
+# The longest test files start first, one on each worker, so that neither worker is left running one
+# of them alone at the end (xdist's own order, the files with the most tests first, put them last).
+LONGEST_FIRST = (
+    "tests/test_readme.py",
+    "tests/test_real_base.py",
+    "tests/test_serve_hostile.py",
+    "tests/test_register.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's --dist loadfile keeps the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the collected order stays
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _cores_shared() -> None:
