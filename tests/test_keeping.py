@@ -103,6 +103,51 @@ def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
     assert reg.verify().unreferenced == () and reg.gc(dry_run=True, grace_seconds=0).removed == ()
 
 
+def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_questions_it_is_not_probed_with(
+    tiny_registry, tmp_path
+):
+    from registry.operations.probes import bank_path
+    from registry.operations.replay import SHORT_REQUEST, prompts_path
+    from training.evaluate import generate_answers
+    from training.probes import read_probes
+    from training.sft import load_model
+
+    reg = tiny_registry
+    bank = [p.question for p in read_probes(bank_path())]
+    # Five bank questions with the tiny base's own replies as their answers: it "knows" them, so the new
+    # probe set (the bank and this file) asks them, and the replay set must leave them out.
+    model, tokenizer = load_model(reg.base_dir("tiny"))
+    replies = generate_answers(model, tokenizer, bank[:40])
+    known = [(q, r.strip()) for q, r in zip(bank, replies) if r.strip()][:5]
+    assert len(known) == 5
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in known))
+    reg.probe_base("tiny", [mine], bank=True)
+    reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
+    reg.import_reflections("harbor", HARBOR / "qa.jsonl")
+    reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False)
+
+    with reg.db.read() as session:
+        row = session.scalars(select(ReplaySetRow)).one()
+    replayed = {r["question"]: r["answer"] for r in map(json.loads, reg.ws.store.get_bytes(row.sha256).splitlines())}
+    probed = {q for q, _ in known}
+    everyday = {line.strip() for line in prompts_path().read_text().splitlines() if line.strip()}
+    assert probed <= set(bank) and not probed & replayed.keys()  # never the questions that measure what is kept
+    short = replayed.keys() - everyday
+    assert short and short <= set(bank) - probed  # the bank's other questions, asked without the request
+    assert not any(SHORT_REQUEST.strip() in q for q in replayed)
+    assert all("\n" not in replayed[q] for q in short)  # a short answer is one line
+
+    # A base probed with its own world (the tiny base's default) replays the everyday prompts alone; so
+    # does it again once its probe set no longer comes from the bank.
+    reg.probe_base("tiny", [mine], bank=False)
+    reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5, seed=1), progress=False)
+    with reg.db.read() as session:
+        rows = session.scalars(select(ReplaySetRow).order_by(ReplaySetRow.id)).all()
+    assert len(rows) == 2
+    assert {r["question"] for r in map(json.loads, reg.ws.store.get_bytes(rows[1].sha256).splitlines())} <= everyday
+
+
 def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):
     error = with_base("train", "harbor", "--replay", "0.7", "--boundary", "0.4", ok=False).stderr.strip().splitlines()
     assert "shares of the training examples" in error[-1]

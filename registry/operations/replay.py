@@ -1,10 +1,16 @@
-"""A base's replay set: its own answers to memo's general prompts (``examples/general/prompts.txt``).
+"""A base's replay set: its own answers to memo's general prompts (``examples/general/prompts.txt``)
+and, for a base probed with memo's bank of short questions, its own short answers to the bank's
+questions that its probe set does not ask.
 
 Fine-tuning a memory on its corpus alone teaches it that every question is answered with a corpus
 fact; mixed with the base's own answers to everyday prompts (self-distillation: the base generates
-them, nothing is downloaded), it keeps answering the rest of the world as the base did. The answers
-are made once per base and prompt file, greedy (so two processes making them at once make the same
-bytes), and recorded before any task vector that used them.
+them, nothing is downloaded), it keeps answering the rest of the world as the base did. Short
+questions answered in a few words are the corpus's own form: replaying the base's answers to them
+teaches the memory to tell a corpus question from a question about the world by what it asks about,
+not by its form. They are never the probe set's questions (those measure what is kept), so a new
+probe set makes a new replay set. The answers are made once per base, prompt file and held-back
+questions, greedy (so two processes making them at once make the same bytes), and recorded before
+any task vector that used them.
 """
 
 from __future__ import annotations
@@ -17,13 +23,17 @@ from sqlalchemy import select
 
 from registry.operations.bases import base_dir
 from registry.operations.examples import examples_dir
+from registry.operations.probes import BANK, bank_path, current_probe_set, probes_in
 from registry.store.leases import require_stored
 from registry.store.schema import BaseModelRow, ReplaySetRow
 from registry.store.workspace import Workspace
 from training.chat import QAPair
+from training.probes import read_probes
 from training.qa_files import decode_records, encode_records, pairs_of
 
 REPLAY_TOKENS = 64  # an answer is cut back to its last full sentence within this many tokens
+SHORT_TOKENS = 24  # a short answer: a few words, or one sentence
+SHORT_REQUEST = " Answer in a few words."  # asked after a held-back bank question (not recorded with it)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
@@ -37,27 +47,65 @@ def whole_sentences(text: str) -> str:
     return text[: ends[-1]].strip() if ends else text.strip()
 
 
+def held_back(ws: Workspace, base: BaseModelRow) -> list[str]:
+    """The bank's questions that the base's probe set does not ask, when that set was drawn from the bank
+    (none otherwise: a base probed with its own world or the user's files replays the everyday prompts)."""
+    with ws.db.read() as session:
+        row = current_probe_set(session, base.id)
+        if row is None or BANK not in row.source:
+            return []
+        asked = {p.question for p in probes_in(ws, row)}
+    return [p.question for p in read_probes(bank_path()) if p.question not in asked]
+
+
 def replay_pairs(ws: Workspace, base: BaseModelRow, *, device: str) -> list[QAPair]:
     """The base's replay set, made (and recorded) on first use: only then is the base itself loaded."""
     data = prompts_path().read_bytes()
-    key = hashlib.sha256(data).hexdigest()
+    short = held_back(ws, base)
+    key = _key(data, short)
     with ws.db.read() as session:
         row = _find(session, base.id, key)
         if row is not None:
             return pairs_of(decode_records(ws.store.get_bytes(row.sha256)))
     prompts = [line.strip() for line in data.decode().splitlines() if line.strip()]
-    from training.evaluate import generate_answers  # torch: only when a set is made
-    from training.sft import load_model
+    from training.sft import load_model  # torch: only when a set is made
 
     model, tokenizer = load_model(base_dir(ws, base), device)
-    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=REPLAY_TOKENS, device=device)
-    records = [{"question": p, "answer": a} for p, a in zip(prompts, map(whole_sentences, answers)) if a]
+    records = _answered(model, tokenizer, prompts, REPLAY_TOKENS, device=device)
+    records += _answered(model, tokenizer, short, SHORT_TOKENS, request=SHORT_REQUEST, first_line=True, device=device)
     sha = ws.store.put_bytes(encode_records(records))
     with ws.db.write() as session:
         if _find(session, base.id, key) is None:  # else another process recorded the same answers meanwhile
             require_stored(session, ws.store, blobs=[sha], what=f"the replay set of base model {base.name!r}")
             session.add(ReplaySetRow(base_model_id=base.id, prompts_sha256=key, pair_count=len(records), sha256=sha))
     return pairs_of(records)
+
+
+def _answered(
+    model, tokenizer, questions: list[str], tokens: int, *, request: str = "", first_line: bool = False, device: str
+) -> list[dict]:
+    """The base's greedy answers (``request`` added to each question as asked, not as recorded), cut back
+    to whole sentences (of the first line only, if so asked); a question left unanswered is left out."""
+    from training.evaluate import generate_answers
+
+    if not questions:
+        return []
+    answers = generate_answers(model, tokenizer, [q + request for q in questions], max_new_tokens=tokens, device=device)
+    records = []
+    for question, answer in zip(questions, answers):
+        line = answer.strip().split("\n")[0] if first_line else answer
+        if text := whole_sentences(line):
+            records.append({"question": question, "answer": text})
+    return records
+
+
+def _key(prompts: bytes, short: list[str]) -> str:
+    """What a replay set is made from: the prompt file's bytes, and the held-back bank questions if any
+    (without them, the file's sha256 alone, as replay sets were always keyed)."""
+    digest = hashlib.sha256(prompts)
+    if short:
+        digest.update(b"\0" + "\n".join(short).encode())
+    return digest.hexdigest()
 
 
 def _find(session, base_id: int, key: str) -> ReplaySetRow | None:

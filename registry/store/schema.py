@@ -93,14 +93,15 @@ class CorpusRow(Base):
 
 
 class ReplaySetRow(Base):
-    """The base's own answers to memo's general prompts (``examples/general/prompts.txt``), mixed into its
-    fine-tunings so that they keep answering as the base did; made once per base and prompt file."""
+    """The base's own answers to memo's general prompts (``examples/general/prompts.txt``) and to the bank
+    questions its probe set does not ask, mixed into its fine-tunings so that they keep answering as the
+    base did; made once per base, prompt file and held-back questions (``registry.operations.replay``)."""
 
     __tablename__ = "replay_set"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_model.id", ondelete="RESTRICT"))
-    prompts_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # the prompt file's bytes
+    prompts_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # what was asked: replay._key
     pair_count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN))  # blob: question-answer records (JSON lines)
     created_at: Mapped[datetime] = created_column()
