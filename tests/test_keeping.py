@@ -90,13 +90,26 @@ def test_the_replay_set_is_made_once_per_base_and_recorded(tiny_registry):
     reg.import_reflections("harbor", HARBOR / "qa.jsonl")
     settings = SFTSettings(steps=6, batch=8, replay=0.5, boundary=0.1)
     first = reg.train("harbor", settings, progress=False)
-    assert first.training["mixture"] == {"corpus": 46, "rounds": 1, "replay_and_boundary": 58 + 12}
     # 240 examples seen, 66 a round (46 + 20 replay): 3 rounds, as many distinct replay pairs as the set has
     second = reg.train("harbor", SFTSettings(steps=30, batch=8, replay=0.3, seed=1), progress=False)
-    assert second.training["mixture"] == {"corpus": 46, "rounds": 3, "replay_and_boundary": 3 * 20}
     with reg.db.read() as session:
         assert session.scalar(select(func.count()).select_from(ReplaySetRow)) == 1
         row = session.scalars(select(ReplaySetRow)).one()
+    # each task vector names the replay set it drew from
+    assert first.training["mixture"] == {
+        "corpus": 46,
+        "rounds": 1,
+        "replay_and_boundary": 58 + 12,
+        "replay_set": row.sha256,
+    }
+    assert second.training["mixture"] == {
+        "corpus": 46,
+        "rounds": 3,
+        "replay_and_boundary": 3 * 20,
+        "replay_set": row.sha256,
+    }
+    plain = reg.train("harbor", SFTSettings(steps=2, batch=8), progress=False)
+    assert "replay_set" not in plain.training["mixture"]
     prompts = [line for line in (HARBOR.parent / "general" / "prompts.txt").read_text().splitlines() if line]
     assert 0 < row.pair_count <= len(prompts)
     # gc and verify know the probe and replay sets' blobs: nothing of them is unreferenced or collected
@@ -125,10 +138,11 @@ def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_quest
     reg.probe_base("tiny", [mine], bank=True)
     reg.add_corpus("harbor", sorted(HARBOR.glob("*.md")), base="tiny")
     reg.import_reflections("harbor", HARBOR / "qa.jsonl")
-    reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False)
+    first = reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False)
 
     with reg.db.read() as session:
         row = session.scalars(select(ReplaySetRow)).one()
+    assert first.training["mixture"]["replay_set"] == row.sha256
     replayed = {r["question"]: r["answer"] for r in map(json.loads, reg.ws.store.get_bytes(row.sha256).splitlines())}
     probed = {q for q, _ in known}
     everyday = {line.strip() for line in prompts_path().read_text().splitlines() if line.strip()}
@@ -141,10 +155,10 @@ def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_quest
     # A base probed with its own world (the tiny base's default) replays the everyday prompts alone; so
     # does it again once its probe set no longer comes from the bank.
     reg.probe_base("tiny", [mine], bank=False)
-    reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5, seed=1), progress=False)
+    again = reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5, seed=1), progress=False)
     with reg.db.read() as session:
         rows = session.scalars(select(ReplaySetRow).order_by(ReplaySetRow.id)).all()
-    assert len(rows) == 2
+    assert len(rows) == 2 and again.training["mixture"]["replay_set"] == rows[1].sha256 != row.sha256
     assert {r["question"] for r in map(json.loads, reg.ws.store.get_bytes(rows[1].sha256).splitlines())} <= everyday
 
 

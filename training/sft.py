@@ -95,10 +95,12 @@ def share_count(corpus_pairs: int, share: float, settings: Shares) -> int:
 
 @dataclass(frozen=True)
 class Mixed:
-    """What a training mixes in: ``pairs`` beside ``rounds`` copies of the corpora's own pairs."""
+    """What a training mixes in: ``pairs`` beside ``rounds`` copies of the corpora's own pairs, and what
+    the replayed ones were drawn from (an identifier for the record, e.g. a replay set's sha256)."""
 
     rounds: int
     pairs: list[QAPair]
+    replay_source: str | None = None
 
     def around(self, corpus: Sequence[QAPair]) -> list[QAPair]:
         """The whole training list: the corpus's pairs ``rounds`` times, then the mixed-in pairs."""

@@ -103,6 +103,8 @@ def train_corpus(
     described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
     if job.start is not None:
         described += [job.start.manifest_sha256, job.share]
+    if mixed.replay_source is not None:  # another probe set makes another replay set: another training
+        described.append(mixed.replay_source)
     fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
     model, tokenizer, result = _fine_tune(
@@ -149,6 +151,7 @@ def _provenance(
             "corpus": len(plan.pairs) if plan else job.reflections.pair_count,
             "rounds": mixed.rounds,  # the corpus's pairs listed this many times (training.sft.rounds_for)
             "replay_and_boundary": len(mixed.pairs),
+            **({"replay_set": mixed.replay_source} if mixed.replay_source else {}),  # its blob's sha256
         },
         **({"rehearsal": plan.to_json()} if plan else {}),
     }

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from registry.operations.replay import replay_pairs
+from registry.operations.replay import replay_set
 from registry.store.schema import BaseModelRow, DocumentRow
 from registry.store.workspace import Workspace
 from training.boundary import near_misses
@@ -36,8 +36,10 @@ def mixed_in_pairs(
 ) -> Mixed:
     """The replay and boundary pairs to train on beside every corpus's pairs (``(corpus id, pairs)``),
     in the shares given (none when both are 0); a training that will see ``seen`` examples lists the
-    corpora's pairs several times beside as many distinct replay pairs (:func:`training.sft.rounds_for`)."""
-    replay = replay_pairs(ws, base, device=device) if shares.replay else []
+    corpora's pairs several times beside as many distinct replay pairs (:func:`training.sft.rounds_for`).
+    The replay set drawn from is named by its blob's sha256 (``replay_source``)."""
+    drawn = replay_set(ws, base, device=device) if shares.replay else None
+    replay = drawn.pairs if drawn else []
     own = sum(len(pairs) for _, pairs in corpora)
     rounds = rounds_for(own, len(replay), seen, shares)
     boundary: list[QAPair] = []
@@ -45,4 +47,5 @@ def mixed_in_pairs(
         for corpus_id, corpus_pairs in corpora:
             count = share_count(len(corpus_pairs), shares.boundary, shares) * rounds
             boundary += near_misses(corpus_pairs, corpus_text(ws, corpus_id), count, seed=shares.seed)
-    return Mixed(rounds, mixed_in(own, replay, boundary, shares, rounds=rounds))
+    source = drawn.sha256 if drawn else None
+    return Mixed(rounds, mixed_in(own, replay, boundary, shares, rounds=rounds), replay_source=source)

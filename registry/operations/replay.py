@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -58,7 +59,13 @@ def held_back(ws: Workspace, base: BaseModelRow) -> list[str]:
     return [p.question for p in read_probes(bank_path()) if p.question not in asked]
 
 
-def replay_pairs(ws: Workspace, base: BaseModelRow, *, device: str) -> list[QAPair]:
+@dataclass(frozen=True)
+class ReplaySet:
+    sha256: str  # the blob of its question-answer records
+    pairs: list[QAPair]
+
+
+def replay_set(ws: Workspace, base: BaseModelRow, *, device: str) -> ReplaySet:
     """The base's replay set, made (and recorded) on first use: only then is the base itself loaded."""
     data = prompts_path().read_bytes()
     short = held_back(ws, base)
@@ -66,7 +73,7 @@ def replay_pairs(ws: Workspace, base: BaseModelRow, *, device: str) -> list[QAPa
     with ws.db.read() as session:
         row = _find(session, base.id, key)
         if row is not None:
-            return pairs_of(decode_records(ws.store.get_bytes(row.sha256)))
+            return ReplaySet(row.sha256, pairs_of(decode_records(ws.store.get_bytes(row.sha256))))
     prompts = [line.strip() for line in data.decode().splitlines() if line.strip()]
     from training.sft import load_model  # torch: only when a set is made
 
@@ -78,7 +85,7 @@ def replay_pairs(ws: Workspace, base: BaseModelRow, *, device: str) -> list[QAPa
         if _find(session, base.id, key) is None:  # else another process recorded the same answers meanwhile
             require_stored(session, ws.store, blobs=[sha], what=f"the replay set of base model {base.name!r}")
             session.add(ReplaySetRow(base_model_id=base.id, prompts_sha256=key, pair_count=len(records), sha256=sha))
-    return pairs_of(records)
+    return ReplaySet(sha, pairs_of(records))
 
 
 def _answered(
