@@ -15,6 +15,7 @@ from tests.conftest import Memo
 from tests.support.models import HARBOR
 from training.boundary import REFUSAL, is_refusal, names_in, near_misses
 from training.chat import QAPair
+from training.qa_files import decode_records
 from training.sft import SFTSettings, mixture, rounds_for
 
 PAIRS = [QAPair(r["question"], r["answer"]) for r in map(json.loads, (HARBOR / "qa.jsonl").read_text().splitlines())]
@@ -143,7 +144,7 @@ def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_quest
     with reg.db.read() as session:
         row = session.scalars(select(ReplaySetRow)).one()
     assert first.training["mixture"]["replay_set"] == row.sha256
-    replayed = {r["question"]: r["answer"] for r in map(json.loads, reg.ws.store.get_bytes(row.sha256).splitlines())}
+    replayed = {r["question"]: r["answer"] for r in decode_records(reg.ws.store.get_bytes(row.sha256))}
     probed = {q for q, _ in known}
     everyday = {line.strip() for line in prompts_path().read_text().splitlines() if line.strip()}
     assert probed <= set(bank) and not probed & replayed.keys()  # never the questions that measure what is kept
@@ -159,7 +160,7 @@ def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_quest
     with reg.db.read() as session:
         rows = session.scalars(select(ReplaySetRow).order_by(ReplaySetRow.id)).all()
     assert len(rows) == 2 and again.training["mixture"]["replay_set"] == rows[1].sha256 != row.sha256
-    assert {r["question"] for r in map(json.loads, reg.ws.store.get_bytes(rows[1].sha256).splitlines())} <= everyday
+    assert {r["question"] for r in decode_records(reg.ws.store.get_bytes(rows[1].sha256))} <= everyday
 
 
 def test_bad_shares_on_the_command_line_are_one_line(with_base: Memo):
