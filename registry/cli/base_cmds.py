@@ -7,6 +7,7 @@ import click
 from registry import BaseModelRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import err_console, human_count, json_option, print_json, print_table, when
+from registry.cli.training_options import sft_options
 from training.settings import PROBE_LIMIT, TinyConfig
 
 device_option = click.option(
@@ -82,6 +83,7 @@ def base_add(
         f"{human_count(record.parameter_count)} parameters, fingerprint {record.fingerprint[:12]}"
     )
     click.echo(probe_line(record))
+    click.echo(f"training defaults: {defaults_line(record)}")
 
 
 def probe_line(record: BaseModelRecord) -> str:
@@ -200,7 +202,47 @@ def base_show(app: AppContext, name: str, as_json: bool) -> None:
     if as_json:
         print_json(r.to_json())
         return
-    rows = [(k, v) for k, v in r.to_json().items() if k not in ("origin", "probes")]
+    rows = [(k, v) for k, v in r.to_json().items() if k not in ("origin", "probes", "training_defaults")]
     rows += [(f"origin.{k}", v) for k, v in (r.origin or {}).items()]
     rows.append(("general knowledge", probe_line(r).removeprefix("general knowledge: ")))
+    rows.append(("training defaults", defaults_line(r)))
     print_table(f"base model {r.name}", ["field", "value"], rows)
+
+
+def defaults_line(record: BaseModelRecord) -> str:
+    chosen = record.training_defaults
+    if not chosen:
+        return "memo's own (`memo register --help`)"
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in chosen.items())
+
+
+@base.command("defaults")
+@click.argument("name")
+@sft_options
+@click.option("--clear", is_flag=True, help="Drop the base's defaults first (alone: memo's own defaults again).")
+@json_option
+@pass_app
+def base_defaults(app: AppContext, name: str, choices: dict, clear: bool, as_json: bool) -> None:
+    """Show or change the fine-tuning settings that corpora registered on base NAME get when no flag says
+    otherwise (each flag of `memo register` and `memo train` still wins).
+
+    A base probed with memo's general-knowledge bank is added with the
+    settings that keep what it knows (the MLP blocks alone, half the
+    examples replayed answers of its own, a tenth look-alike names answered
+    "I don't know", each example weighing the same, 80 steps); the tiny base
+    and bases not probed so start with memo's own. Flags given are laid over
+    the base's defaults; --clear starts from none.
+
+    \b
+    Examples:
+      memo base defaults smol
+      memo base defaults smol --steps 120 --replay 0.4
+      memo base defaults smol --clear
+    """
+    reg = app.registry()
+    record = reg.set_training_defaults(name, choices, clear=clear) if choices or clear else reg.get_base(name)
+    if as_json:
+        resolved = reg.training_settings(record.name).to_json()
+        print_json({"base": record.name, "training_defaults": record.training_defaults or {}, "settings": resolved})
+        return
+    click.echo(f"training defaults of base model {record.name}: {defaults_line(record)}")

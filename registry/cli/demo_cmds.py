@@ -44,7 +44,9 @@ else:  # torch and the Hub client: only `memo demo` needs them
     help="Pre-training steps of the tiny base (fewer: faster, weaker).",
 )
 @click.option(
-    "--train-steps", type=int, default=SFTSettings.steps, show_default=True, help="Fine-tuning steps per corpus."
+    "--train-steps",
+    type=int,
+    help=f"Fine-tuning steps per corpus [default: the base's training defaults, else {SFTSettings.steps}].",
 )
 @click.option(
     "--repo",
@@ -63,7 +65,7 @@ def demo(
     corpora: int | None,
     seed: int,
     pretrain_steps: int,
-    train_steps: int,
+    train_steps: int | None,
     repo: str | None,
     device: str,
     as_json: bool,
@@ -100,7 +102,7 @@ def demo(
         base=base_file,
         corpora=corpora,
         tiny=tiny,
-        train=SFTSettings(steps=train_steps, seed=seed),
+        train={"seed": seed, **({"steps": train_steps} if train_steps is not None else {})},
         repo=repo,
         device=device,
         say=lambda m: err_console.print(f"[bold]>[/] {m}"),

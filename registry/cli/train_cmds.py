@@ -83,7 +83,7 @@ def _stage_rows(counts: dict, usage: dict) -> list[tuple]:
 @train_options
 @json_option
 @pass_app
-def train(app: AppContext, corpus: str, settings, onto, rehearse, storage_dtype, device, as_json: bool) -> None:
+def train(app: AppContext, corpus: str, choices, onto, rehearse, storage_dtype, device, as_json: bool) -> None:
     """Fine-tune CORPUS's base on its reflections and record a new task vector version.
 
     With --onto CHANNEL, training starts from the channel's model and
@@ -91,14 +91,19 @@ def train(app: AppContext, corpus: str, settings, onto, rehearse, storage_dtype,
     the number of corpora the channel holds.
 
     \b
+    Each fine-tuning setting not given is the base's training default
+    (`memo base show BASE`), else memo's own.
+
+    \b
     Examples:
       memo train harbor --steps 60 --storage-dtype bfloat16
       memo train observatory --onto main --steps 72
       memo merge harbor glassworks observatory --channel main
     """
-    record = app.registry().train(
+    reg = app.registry()
+    record = reg.train(
         corpus,
-        settings,
+        reg.training_settings(reg.get_corpus(corpus).base_model, **choices),
         storage_dtype=storage_dtype,
         device=device,
         progress=not as_json,
@@ -129,7 +134,7 @@ def register(
     heldout,
     base_name,
     description,
-    settings,
+    choices,
     onto,
     rehearse,
     storage_dtype,
@@ -143,7 +148,10 @@ def register(
     (--generator-url, --generator-model). Run again after a failure or a
     kill, the same command picks up where it stopped: the corpus, the
     reflections and a finished training are reused, never duplicated, and
-    an interrupted training resumes from its checkpoint.
+    an interrupted training resumes from its checkpoint. Each fine-tuning
+    setting not given is the base's training default (`memo base show
+    BASE`: a base probed with memo's general-knowledge bank trains so as
+    to keep what it knows), else memo's own.
 
     \b
     Examples:
@@ -152,11 +160,12 @@ def register(
       memo register harbor docs/*.md --base qwen \\
           --generator-url http://127.0.0.1:11434/v1 --generator-model qwen2.5:14b
     """
-    record = app.registry().register(
+    reg = app.registry()
+    record = reg.register(
         name,
         list(docs),
         base=base_name,
-        settings=settings,
+        settings=reg.training_settings(base_name, **choices),
         qa=qa,
         heldout=heldout,
         generator=generator_of(qa, heldout, **generator),

@@ -19,66 +19,77 @@ from training.settings import (
     REHEARSE_SHARE,
     STORAGE_DTYPE_NAMES,
     SFTSettings,
+    sft_settings,
 )
 
 SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary", "loss_mean")
+_PLAIN = SFTSettings()
 
 
-def train_options(f):
-    """Fine-tuning options shared by `train` and `register`: the command gets them as ``settings``
-    (an SFTSettings), beside ``onto``, ``rehearse``, ``storage_dtype`` and ``device``."""
+def _default(value) -> str:
+    return f"[default: the base's, else {value}]"
+
+
+def sft_options(f):
+    """The fine-tuning settings as flags, each left None unless given: the command gets those given as
+    ``choices`` (a dict), to lay over the base's training defaults (`memo base defaults`)."""
     options = [
         click.option(
             "--method",
             type=click.Choice(METHODS),
-            default="full",
-            show_default=True,
             help="Full fine-tuning (best in MeMo), the MLP blocks alone (keeps more of the base), "
-            "or LoRA merged into full weights.",
+            f"or LoRA merged into full weights {_default(_PLAIN.method)}.",
         ),
-        click.option("--steps", type=int, default=SFTSettings.steps, show_default=True, help="Optimizer steps."),
-        click.option("--batch", type=int, default=SFTSettings.batch, show_default=True, help="Examples per step."),
+        click.option("--steps", type=int, help=f"Optimizer steps {_default(_PLAIN.steps)}."),
+        click.option("--batch", type=int, help=f"Examples per step {_default(_PLAIN.batch)}."),
         click.option(
             "--lr",
             type=float,
-            default=None,
-            help=f"Learning rate [default: {FULL_LR:g} full, {LORA_LR:g} LoRA].",
+            help=f"Learning rate [default: the base's, else {FULL_LR:g} full or MLP, {LORA_LR:g} LoRA].",
         ),
-        click.option(
-            "--max-length", type=int, default=SFTSettings.max_length, show_default=True, help="Tokens per example."
-        ),
-        click.option("--seed", type=int, default=SFTSettings.seed, show_default=True),
+        click.option("--max-length", type=int, help=f"Tokens per example {_default(_PLAIN.max_length)}."),
+        click.option("--seed", type=int, help=_default(_PLAIN.seed)),
         click.option(
             "--replay",
             type=float,
-            default=SFTSettings.replay,
-            show_default=True,
-            help="Share of the examples that are the base's own answers to everyday prompts (keeps its knowledge).",
+            help="Share of the examples that are the base's own answers to everyday prompts (keeps its "
+            f"knowledge) {_default(_PLAIN.replay)}.",
         ),
         click.option(
             "--boundary",
             type=float,
-            default=SFTSettings.boundary,
-            show_default=True,
-            help='Share of the examples that are questions about look-alike names answered "I don\'t know".',
+            help='Share of the examples that are questions about look-alike names answered "I don\'t know" '
+            f"{_default(_PLAIN.boundary)}.",
         ),
         click.option(
             "--loss-mean",
             type=click.Choice(LOSS_MEANS),
-            default=SFTSettings.loss_mean,
-            show_default=True,
             help="Average the loss over answer tokens, or over examples (each weighs the same, so the corpus's "
-            "short answers are not outweighed by long replayed ones).",
+            f"short answers are not outweighed by long replayed ones) {_default(_PLAIN.loss_mean)}.",
         ),
     ]
 
     @functools.wraps(f)
-    def with_settings(*args, **kwargs):
-        return f(*args, settings=sft_settings(**{k: kwargs.pop(k) for k in SFT_OPTIONS}), **kwargs)
+    def with_choices(*args, **kwargs):
+        given = {k: kwargs.pop(k) for k in SFT_OPTIONS}
+        choices = {k: v for k, v in given.items() if v is not None}
+        try:  # each flag on its own, before any work (the base's defaults are laid under them later)
+            sft_settings(choices)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        return f(*args, choices=choices, **kwargs)
 
-    for option in reversed([*options, *_start_and_storage_options()]):
-        with_settings = option(with_settings)
-    return with_settings
+    for option in reversed(options):
+        with_choices = option(with_choices)
+    return with_choices
+
+
+def train_options(f):
+    """Fine-tuning options shared by `train` and `register`: :func:`sft_options` (as ``choices``), then
+    ``onto``, ``rehearse``, ``storage_dtype`` and ``device``."""
+    for option in reversed(_start_and_storage_options()):
+        f = option(f)
+    return sft_options(f)
 
 
 def _start_and_storage_options() -> list:
@@ -108,13 +119,6 @@ def _start_and_storage_options() -> list:
             "--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ..."
         ),
     ]
-
-
-def sft_settings(**options) -> SFTSettings:
-    try:
-        return SFTSettings(**options)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--replay/--boundary") from None
 
 
 def report(record, as_json: bool) -> None:

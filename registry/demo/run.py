@@ -15,10 +15,11 @@ and compute.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from registry import (
     AlreadyExists,
@@ -100,7 +101,7 @@ def run_demo(
     base: Path | None = None,
     corpora: int | None = None,
     tiny: TinyConfig = TinyConfig(),
-    train: SFTSettings | None = None,
+    train: Mapping[str, Any] | None = None,
     repo: str | None = None,
     device: str = "auto",
     say: Callable[[str], None] = print,
@@ -109,14 +110,15 @@ def run_demo(
     """The journeys end to end: base, then per corpus register + merge + publish; a rollback; the study.
 
     ``base``: a GGUF file or model directory to import as the base instead of building the tiny one.
+    ``train``: fine-tuning settings chosen over the base's training defaults (``Registry.training_settings``).
     Publishes to a Hub-compatible server started on 127.0.0.1 for the run,
     or with ``repo`` to that repo on the real Hub (``HF_TOKEN``, ``HF_ENDPOINT``).
     """
-    settings = train or SFTSettings()
     with Registry.init(home) as reg:
         if reg.list_bases() or reg.list_corpora():
             raise AlreadyExists(f"{home} already holds a registry; pass another --home or remove it")
         made = _base(reg, base, tiny, device, say, progress)
+        settings = reg.training_settings(made.name, **(train or {}))
         chosen = list(example_corpora().items())[: corpora or None]
         with _hub(repo) as (repo_id, endpoint, where):
             reg.link_channel(CHANNEL, repo_id, endpoint=endpoint)

@@ -39,7 +39,7 @@ from registry.store.records import BaseModelRecord, GeneralKnowledge
 from registry.store.schema import BaseModelRow, ProbeSetRow
 from registry.store.workspace import Workspace
 from training.probes import Probe, Selection, read_probes, select_known
-from training.settings import PROBE_LIMIT
+from training.settings import KEEP_KNOWLEDGE, PROBE_LIMIT
 
 if TYPE_CHECKING:
     import registry.operations.devices as devices
@@ -68,6 +68,7 @@ def to_record(row: BaseModelRow, probes: ProbeSetRow | None = None) -> BaseModel
         manifest_sha256=row.manifest_sha256,
         created_at=row.created_at,
         origin=row.origin,
+        training_defaults=row.training_defaults,
         probes=probe_set_record(probes),
     )
 
@@ -104,6 +105,18 @@ def _check_usable(directory: Path, config: dict) -> None:
             f"{directory} holds a quantized model (quantization_config: {method}); memo needs unquantized "
             f"weights to train and merge{hint}"
         )
+
+
+KNOWS_THE_WORLD = 0.1  # the least share of memo's bank questions asked that a base answering the world answers
+
+
+def defaults_for_new_base(source: str | None, selection: Selection | None) -> dict | None:
+    """The training defaults a base added now brings, by how it answered its probe questions (None: not
+    probed): a base that answers memo's bank knows the world, and trains by default so as to keep it (a
+    model that answers none of it, a random or tiny one, keeps memo's own defaults)."""
+    if source != BANK or selection is None or selection.answered < max(1, KNOWS_THE_WORLD * selection.asked):
+        return None
+    return dict(KEEP_KNOWLEDGE)
 
 
 @dataclass(frozen=True)
@@ -243,6 +256,7 @@ def _add_directory(
         fingerprint=fingerprint,
         manifest_sha256=manifest,
         origin=origin,
+        training_defaults=defaults_for_new_base(*probed[:2]) if probed else None,
     )
     try:
         with ws.db.write() as session:

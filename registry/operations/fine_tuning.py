@@ -29,6 +29,7 @@ from registry.operations.onto import Onto, earlier_pairs, start_of
 from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
+from registry.operations.replay import recorded_replay_set
 from registry.operations.task_vectors import add_task_vector, find_trained
 from registry.store.database import row_of
 from registry.store.errors import MemoError
@@ -67,7 +68,6 @@ class _Job:
     reflections: ReflectionSetRow
     start: MergeRow | None  # trained onto this merge's model (None: the base)
     share: float | None  # earlier members' share of the examples when trained onto a merge
-    done: TaskVectorRecord | None  # the same training, recorded already
     probe_set: ProbeSetRow | None
 
 
@@ -88,9 +88,9 @@ def train_corpus(
     ``onto``, training starts from the channel's model and rehearses its members (:mod:`.onto`)."""
     started = time.perf_counter()
     device = device_for(device)
-    job = _job(ws, corpus, settings, storage_dtype, onto)
-    if reuse and job.done is not None:
-        return job.done if is_main_process() else None
+    job = _job(ws, corpus, onto)
+    if reuse and (done := _trained_already(ws, job, settings, storage_dtype)) is not None:
+        return done if is_main_process() else None
     directory = base_dir(ws, job.base, full=True)  # the task vector recorded is measured against it
     origin = merged_model_dir(ws, job.start, full=True) if job.start is not None else directory
     pairs, heldout = _pairs(ws, job.reflections)
@@ -157,23 +157,33 @@ def _provenance(
     }
 
 
-def _job(ws: Workspace, corpus: str, settings: SFTSettings, storage_dtype: str, onto: Onto | None) -> _Job:
+def _job(ws: Workspace, corpus: str, onto: Onto | None) -> _Job:
     with ws.db.read() as session:
         corpus_row = find_corpus(session, corpus)
         base_row = row_of(session, BaseModelRow, corpus_row.base_model_id)
         reflections = latest_reflections(session, corpus_row)
         start = start_of(session, onto, corpus_row.base_model_id, corpus_row.name)
         share = onto.share if onto is not None and start is not None else None
-        done = find_trained(
+        return _Job(corpus_row, base_row, reflections, start, share, current_probe_set(session, base_row.id))
+
+
+def _trained_already(ws: Workspace, job: _Job, settings: SFTSettings, storage_dtype: str) -> TaskVectorRecord | None:
+    """The same training recorded already: the same reflections, settings and start, and with replay the
+    replay set the base has now (after a new probe set, a new one: a training on the old one is not it)."""
+    replay = recorded_replay_set(ws, job.base) if settings.replay else None
+    if settings.replay and replay is None:  # its replay set is not made yet: nothing was trained on it
+        return None
+    with ws.db.read() as session:
+        return find_trained(
             session,
-            corpus_row,
-            reflections.id,
+            job.corpus,
+            job.reflections.id,
             settings.to_json(),
             storage_dtype,
-            start.id if start is not None else None,
-            share,
+            job.start.id if job.start is not None else None,
+            job.share,
+            replay,
         )
-        return _Job(corpus_row, base_row, reflections, start, share, done, current_probe_set(session, base_row.id))
 
 
 def _fine_tune(

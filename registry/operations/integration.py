@@ -190,10 +190,10 @@ def train_strategy(
         merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
-        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device).pairs  # the shares settle() filled in
+        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device)  # the shares settle() filled in
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
-            model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep
+            model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep.pairs
         )
         out = Path(tmp) / "model"
         started_from = {
@@ -212,6 +212,8 @@ def train_strategy(
         manifest = store_directory(ws.store, out, kind="merge")
         ws.keep(out, manifest, "models", move=True)
     retain = result.to_json()
+    if keep.replay_source is not None:  # the replay set drawn from, as a task vector names it
+        retain["replay_set"] = keep.replay_source
     cost = {
         **({"kernel": kernel} if chosen.merges else {}),
         "merge_seconds": merge_seconds,

@@ -65,6 +65,15 @@ class ReplaySet:
     pairs: list[QAPair]
 
 
+def recorded_replay_set(ws: Workspace, base: BaseModelRow) -> str | None:
+    """The sha256 of the replay set a training on ``base`` would draw from now, if it is made already
+    (None: the next replayed training makes it, so nothing was trained on it yet)."""
+    key = _key(prompts_path().read_bytes(), held_back(ws, base))
+    with ws.db.read() as session:
+        row = _find(session, base.id, key)
+        return row.sha256 if row is not None else None
+
+
 def replay_set(ws: Workspace, base: BaseModelRow, *, device: str) -> ReplaySet:
     """The base's replay set, made (and recorded) on first use: only then is the base itself loaded."""
     data = prompts_path().read_bytes()

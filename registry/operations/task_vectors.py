@@ -72,9 +72,10 @@ def find_trained(
     storage_dtype: str,
     start_merge_id: int | None = None,
     rehearse: float | None = None,
+    replay_set: str | None = None,
 ) -> TaskVectorRecord | None:
     """The corpus's task vector already trained on these reflections with these settings (from the
-    same start, rehearsing the same way), if any."""
+    same start, rehearsing the same way, drawing replayed answers from the same ``replay_set``), if any."""
     rows = session.scalars(
         select(TaskVectorRow)
         .where(
@@ -89,7 +90,8 @@ def find_trained(
     ).all()
     wanted = json.loads(json.dumps(training))
     for row in rows:
-        if row.training.get("sft") == wanted and (row.training.get("rehearsal") or {}).get("share") == rehearse:
+        same = row.training.get("sft") == wanted and (row.training.get("rehearsal") or {}).get("share") == rehearse
+        if same and (row.training.get("mixture") or {}).get("replay_set") == replay_set:
             return replace(_to_record(session, row), reused=True)
     return None
 

@@ -4,14 +4,21 @@ reflections (imported or generated), training, and the task vectors recorded."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from registry.operations import corpora
 from registry.operations.onto import onto_of
-from registry.service.deferred import fine_tuning, reflect, reflections, registration, task_vectors
-from registry.store.records import CorpusRecord, ReflectionSetRecord, TaskVectorRecord
+from registry.service.deferred import (
+    fine_tuning,
+    reflect,
+    reflections,
+    registration,
+    task_vectors,
+    training_defaults,
+)
+from registry.store.records import BaseModelRecord, CorpusRecord, ReflectionSetRecord, TaskVectorRecord
 from registry.store.workspace import Workspace
 from training.settings import REHEARSE_SHARE, SFTSettings
 
@@ -58,13 +65,14 @@ class CorporaFacade:
     ) -> TaskVectorRecord | None:
         """Register a corpus in one go: documents, reflections (imported from ``qa`` or made by a
         ``generator``), training, task vector. Every input is checked before anything is
-        recorded; run again, it reuses what was done (:mod:`registry.operations.registration`)."""
+        recorded; run again, it reuses what was done (:mod:`registry.operations.registration`).
+        ``settings`` None: the base's training defaults (:meth:`training_settings`)."""
         return registration.register(
             self.ws,
             name,
             [Path(f) for f in files],
             base=base,
-            settings=settings or SFTSettings(),
+            settings=settings if settings is not None else self.training_settings(base),
             qa=Path(qa) if qa is not None else None,
             heldout=Path(heldout) if heldout is not None else None,
             generator=generator,
@@ -75,6 +83,18 @@ class CorporaFacade:
             on_reflections=on_reflections,
             onto=onto_of(onto, rehearse),
         )
+
+    # --- training defaults -----------------------------------------------------------------
+    def training_settings(self, base: str, **choices: Any) -> SFTSettings:
+        """The fine-tuning settings a training on ``base`` runs with: the base's training defaults (a base
+        probed with memo's bank keeps its knowledge: ``training.settings.KEEP_KNOWLEDGE``), each field
+        overridden by ``choices``, the rest memo's own defaults (``SFTSettings``)."""
+        return training_defaults.training_settings(self.ws.db, base, choices)
+
+    def set_training_defaults(self, base: str, choices: Mapping[str, Any], *, clear: bool = False) -> BaseModelRecord:
+        """Choose fine-tuning settings for corpora trained on ``base`` from now on (over those it has;
+        ``clear``: over none, so an empty ``choices`` leaves memo's own defaults)."""
+        return training_defaults.set_training_defaults(self.ws.db, base, choices, clear=clear)
 
     def list_corpora(self) -> list[CorpusRecord]:
         return corpora.list_corpora(self.ws.db)
@@ -132,11 +152,14 @@ class CorporaFacade:
         sequential`` (and ``auto``) then serves the result as the channel's members plus this corpus.
         ``device="auto"`` takes a GPU when there is one. Under ``accelerate launch``
         only the main process records (and returns the record); the others return None.
+        ``settings`` None: the training defaults of the corpus's base (:meth:`training_settings`).
         """
+        if settings is None:
+            settings = self.training_settings(self.get_corpus(corpus).base_model)
         return fine_tuning.train_corpus(
             self.ws,
             corpus,
-            settings or SFTSettings(),
+            settings,
             storage_dtype=storage_dtype,
             device=device,
             progress=progress,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         reflections,
         registration,
         task_vectors,
+        training_defaults,
     )
 else:
     asking = lazy_module("registry.operations.asking")
@@ -38,6 +39,7 @@ else:
     reflections = lazy_module("registry.operations.reflections")
     registration = lazy_module("registry.operations.registration")
     task_vectors = lazy_module("registry.operations.task_vectors")
+    training_defaults = lazy_module("registry.operations.training_defaults")
     protocol = lazy_module("executive.protocol")
     reflect = lazy_module("training.reflections")
 
@@ -56,4 +58,5 @@ __all__ = [
     "reflections",
     "registration",
     "task_vectors",
+    "training_defaults",
 ]

@@ -118,13 +118,15 @@ class RetainOutcome(Record):
     examples: int
     reached: bool
     checks: tuple[dict[str, Any], ...] = ()
+    replay_set: str | None = None  # the sha256 of the base's replay set drawn from (None: no replay)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> RetainOutcome | None:
         if not data:
             return None
         checks = tuple(data.get("checks", ()))
-        return cls(int(data.get("steps", 0)), int(data.get("examples", 0)), bool(data.get("reached")), checks)
+        steps, examples, reached = int(data.get("steps", 0)), int(data.get("examples", 0)), bool(data.get("reached"))
+        return cls(steps, examples, reached, checks, data.get("replay_set"))
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class BaseModelRecord(Record):
     manifest_sha256: str
     created_at: datetime
     origin: dict[str, Any] | None = None  # an imported base's source file (``training.gguf_import.GGUFSource``)
+    training_defaults: dict[str, Any] | None = None  # fine-tuning settings its corpora get unless a flag says
     probes: ProbeSetRecord | None = None  # the newest probe set: what "general knowledge kept" asks
 
 

@@ -57,6 +57,9 @@ class BaseModelRow(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     # Where an imported base came from, e.g. a GGUF file's sha256, name, architecture and quantization.
     origin: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The fine-tuning settings chosen for corpora trained on it (SFTSettings fields; each yields to its flag;
+    # NULL: memo's own defaults), e.g. training.settings.KEEP_KNOWLEDGE for a base that knows the world.
+    training_defaults: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = created_column()
 
     __table_args__ = (CheckConstraint("parameter_count >= 0", name="parameter_count_nonnegative"),)
