@@ -17,21 +17,18 @@ from registry.store.records import BaseModelRecord
 from training.settings import SFTSettings, sft_settings
 
 
-def checked(choices: Mapping[str, Any]) -> dict[str, Any]:
-    """``choices`` as they would be stored: every field a fine-tuning setting of a value it accepts."""
-    try:
-        sft_settings(choices)
-    except (TypeError, ValueError) as e:
-        raise InvalidInput(str(e)) from None
-    return dict(choices)
-
-
 def training_settings(db: Database, base: str, choices: Mapping[str, Any]) -> SFTSettings:
     """The settings a training on ``base`` runs with: its defaults, each overridden by ``choices``."""
     with db.read() as session:
         defaults = find_base(session, base).training_defaults or {}
+    return _resolved(defaults, choices)
+
+
+def _resolved(*layers: Mapping[str, Any]) -> SFTSettings:
+    """SFTSettings of the layers (a later one winning), or one line on what no setting accepts (a default
+    stored by another memo, or by hand, is checked again here)."""
     try:
-        return sft_settings(defaults, choices)
+        return sft_settings(*layers)
     except (TypeError, ValueError) as e:
         raise InvalidInput(str(e)) from None
 
@@ -43,7 +40,8 @@ def set_training_defaults(
     leaves memo's own defaults)."""
     with db.write() as session:
         row = find_base(session, base)
-        merged = checked({**({} if clear else row.training_defaults or {}), **choices})
+        merged = {**({} if clear else row.training_defaults or {}), **choices}
+        _resolved(merged)
         row.training_defaults = merged or None
         session.flush()
         return to_record(row, current_probe_set(session, row.id))
