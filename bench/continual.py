@@ -339,7 +339,9 @@ def main() -> None:
     ap.add_argument("--loss-mean", choices=LOSS_MEANS, help="memo register --loss-mean.")
     ap.add_argument("--plain", action="store_true", help="Lay those flags over memo's own defaults, not the base's.")
     ap.add_argument(
-        "--sequential-steps", type=int, help="Steps of each sequential training (default: 1.1x --train-steps)."
+        "--sequential-steps",
+        type=int,
+        help="Steps of each sequential training (default: 1.1x the steps each corpus trains alone).",
     )
     ap.add_argument("--no-joint", action="store_true", help="Leave out joint retraining (the slowest baseline).")
     ap.add_argument("--device", default="auto")
