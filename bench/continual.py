@@ -54,7 +54,15 @@ from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
 from registry.store.home import write_json_atomic  # noqa: E402
-from training.settings import LOSS_MEANS, METHODS, RetainSettings, SFTSettings, TinyConfig, sft_settings  # noqa: E402
+from training.settings import (  # noqa: E402
+    LOSS_MEANS,
+    METHODS,
+    TUNES,
+    RetainSettings,
+    SFTSettings,
+    TinyConfig,
+    sft_settings,
+)
 from training.sft import load_model  # noqa: E402
 
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -82,7 +90,7 @@ def world(n: int, out: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
     state_file = work / "study.json"
-    retain = RetainSettings(target=args.target)
+    retain = RetainSettings(target=args.target, tune=args.tune)
     home = work / "home"
     with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
         bases = reg.list_bases()
@@ -346,6 +354,7 @@ def main() -> None:
     ap.add_argument("--no-joint", action="store_true", help="Leave out joint retraining (the slowest baseline).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
+    ap.add_argument("--tune", choices=TUNES, help="memo merge --tune: what the trained strategies fine-tune.")
     ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")
     ap.add_argument("--scale", action="store_true", help="Run the base-scale study instead.")
     ap.add_argument("--strategies", help=f"Comma-separated, of {','.join(STRATEGIES)} (default: all).")

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from executive.memory import is_unknown
@@ -223,6 +224,69 @@ def test_healing_mixes_in_the_shares_and_loss_mean_the_members_were_trained_with
     assert explicit.parameters["retain"]["replay"] == 0.0 and explicit.id != healed.id
     assert explicit.parameters["retain"]["loss_mean"] == "token"
     assert explicit.training_cost.retain is not None and explicit.training_cost.retain.replay_set is None
+
+
+def test_a_trained_strategy_replays_as_many_distinct_answers_as_its_step_cap_can_meet(tiny_registry, monkeypatch):
+    """As a registration does (rounds): the members' pairs listed once per round, each round beside its
+    share of other replayed answers, so the shares hold and the replay is not a few answers repeated."""
+    from registry.operations import integration
+    from training import retain as retain_module
+    from training.retain import RetainSettings
+
+    reg = tiny_registry
+    for corpus in ("harbor", "glassworks"):
+        reg.add_corpus(corpus, sorted((HARBOR.parent / corpus).glob("*.md")), base="tiny")
+        reg.import_reflections(corpus, HARBOR.parent / corpus / "qa.jsonl")
+        reg.train(corpus, SFTSettings(steps=4, batch=8, replay=0.2, boundary=0.1), progress=False)
+    seen: dict = {}
+    mix, train = integration.mixed_in_pairs, retain_module.train
+
+    def mixed(*args, **kwargs):
+        seen["mixed"], seen["seen"] = mix(*args, **kwargs), kwargs["seen"]
+        seen["own"] = sum(len(pairs) for _, pairs in args[2])  # (corpus id, pairs) of each member
+        return seen["mixed"]
+
+    def trained(model, examples, loop, **kwargs):
+        seen["examples"] = len(examples)
+        return train(model, examples, loop, **kwargs)
+
+    monkeypatch.setattr(integration, "mixed_in_pairs", mixed)
+    monkeypatch.setattr(retain_module, "train", trained)
+    settings = RetainSettings(target=1.0, max_steps=60, check_every=60, batch=8)
+    reg.merge(["harbor", "glassworks"], strategy="retrain", retain=settings, progress=False)
+    own, got = seen["own"], seen["mixed"]
+    assert seen["seen"] == 60 * 8 and got.rounds > 1
+    assert seen["examples"] == got.rounds * own + len(got.pairs)
+    replayed = [p for p in got.pairs if p.answer != REFUSAL]
+    assert len(set(replayed)) == len(replayed) == round(own * 0.2 / 0.7) * got.rounds  # distinct, in its share
+
+
+def test_trained_strategies_tune_the_mlp_blocks_alone_when_every_member_was_trained_so(tiny_registry):
+    from safetensors.torch import load_file
+
+    from training.retain import RetainSettings
+
+    reg = tiny_registry
+    for corpus, method in (("harbor", "mlp"), ("glassworks", "mlp"), ("observatory", "full")):
+        reg.add_corpus(corpus, sorted((HARBOR.parent / corpus).glob("*.md")), base="tiny")
+        reg.import_reflections(corpus, HARBOR.parent / corpus / "qa.jsonl")
+        reg.train(corpus, SFTSettings(method=method, steps=4, batch=8), progress=False)
+    pair, retain = ["harbor", "glassworks"], RetainSettings(target=1.0, max_steps=4, check_every=2)
+    trained = reg.merge(pair, strategy="retrain", retain=retain, progress=False)  # from the base: it must train
+    assert trained.parameters["retain"]["tune"] == "mlp" and trained.training_cost.steps > 0
+
+    def weights(ref: str) -> dict:
+        return {k: v for f in reg.model_dir(ref).glob("*.safetensors") for k, v in load_file(f).items()}
+
+    before, after = weights("harbor@v1"), weights(trained.ref)  # harbor's own model: the base outside its MLPs
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(".mlp." in name for name in changed)  # attention, norms and embeddings untouched
+    mixed = reg.merge([*pair, "observatory"], strategy="retrain", retain=retain, progress=False)
+    assert mixed.parameters["retain"]["tune"] == "full"  # a member trained the whole model
+    chosen = reg.merge(pair, strategy="retrain", retain=RetainSettings(max_steps=2, tune="full"), progress=False)
+    assert chosen.parameters["retain"]["tune"] == "full" and chosen.id != trained.id
+    with pytest.raises(ValueError, match="tune one of full, mlp"):
+        RetainSettings(tune="lora")  # type: ignore[arg-type]
 
 
 def test_hallucination_is_the_share_of_unknowns_answered_with_a_fact(monkeypatch):

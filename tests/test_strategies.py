@@ -212,9 +212,21 @@ def test_auto_warm_starts_only_when_extending_the_channels_model(learned):
     )  # the default strategy: auto
     assert extended.strategy == "warm" and extended.parameters["start"] == start.ref
     other = learned.merge(
-        ["harbor"], retain=heal(target=0.8), channel="production", promote=False, progress=False, device="cpu"
-    )  # production holds glassworks, not asked for
+        CORPORA, retain=heal(target=0.8), channel="staging", promote=False, progress=False, device="cpu"
+    )  # a channel with no model yet: nothing to extend
     assert other.strategy == "ties+heal" and other.parameters["start"] == "ties"
+
+
+def test_auto_serves_a_lone_corpus_its_own_model(learned):
+    """One member: its own model, not a TIES trim of it healed back; nothing trained, retention 1."""
+    learned.merge(["glassworks"], strategy="ties", density=1.0, channel="production", progress=False)
+    own = learned.list_task_vectors("harbor")[0]
+    lone = learned.merge(["harbor"], retain=heal(target=1.0), channel="production", promote=False, progress=False)
+    assert lone.strategy == "sequential" and lone.parameters["start"] == own.ref  # whatever production holds
+    retained = lone.training_cost.retain
+    assert lone.training_cost.examples == 0 and retained is not None and retained.steps == 0 and retained.reached
+    assert own.metrics.recall is not None and lone.recall["harbor"].exact_match == own.metrics.recall.exact_match
+    assert lone.retention["harbor"] == pytest.approx(1.0)
 
 
 def test_a_failure_in_the_middle_of_a_heal_leaves_nothing(learned, monkeypatch):

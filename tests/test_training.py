@@ -183,10 +183,10 @@ def test_mlp_fine_tune_changes_the_mlp_blocks_alone(tiny_base):
 
 def test_mlp_fine_tune_of_a_model_without_mlp_blocks_is_refused():
     from training.loop import TrainingError
-    from training.sft import _mlp_only
+    from training.sft import mlp_only
 
     with pytest.raises(TrainingError, match="no parameters under an '.mlp.' module"):
-        _mlp_only(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        mlp_only(torch.nn.Sequential(torch.nn.Linear(2, 2)))
 
 
 def test_fp32_task_vector_round_trip(harbor_finetune):

@@ -19,6 +19,7 @@ from training.chat import QAPair, encode
 from training.evaluate import teacher_forced_exact
 from training.loop import LoopSettings, train
 from training.settings import DEFAULT_LOSS_MEAN, RetainSettings
+from training.sft import mlp_only
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ def train_until_retained(
     progress: bool = True,
     desc: str = "healing",
     keep: Sequence[QAPair] = (),
+    rounds: int = 1,
 ) -> RetainResult:
-    """Train ``model`` in place on every member's pairs (and ``keep``: replay and boundary pairs, mixed
-    in as the member's own trainings were) until each member keeps ``settings.target``."""
+    """Train ``model`` in place on every member's pairs, listed ``rounds`` times (beside ``keep``: replay
+    and boundary pairs, mixed in as the member's own trainings were), until each member keeps
+    ``settings.target``."""
     if settings.target is None:
         raise ValueError("RetainSettings.target must be set before training")
     result = RetainResult()
@@ -80,7 +83,10 @@ def train_until_retained(
     cap = settings.max_steps or 0
     if check(0) or cap == 0:
         return result
-    examples = [encode(tokenizer, p, settings.max_length) for p in [*(p for m in members for p in m.pairs), *keep]]
+    if settings.tune == "mlp":
+        mlp_only(model)
+    pairs = [p for m in members for p in m.pairs] * rounds
+    examples = [encode(tokenizer, p, settings.max_length) for p in [*pairs, *keep]]
     checked_at = result.check_seconds
     loop = train(
         model,

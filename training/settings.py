@@ -15,6 +15,9 @@ LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
 # adapter merged back into the weights
 Method = Literal["full", "mlp", "lora"]
 METHODS: tuple[str, ...] = get_args(Method)
+# What the trained integration strategies fine-tune (RetainSettings.tune): the whole model, or its MLP blocks
+Tune = Literal["full", "mlp"]
+TUNES: tuple[str, ...] = get_args(Tune)
 # How a batch's loss is averaged: over all its answer tokens (each token weighs the same), or over its
 # examples, each example's loss the mean over its own answer tokens (each example weighs the same, so a
 # share of the examples is that share of the gradient, however long their answers are)
@@ -150,10 +153,15 @@ class RetainSettings:
     replay: float | None = None
     boundary: float | None = None
     loss_mean: LossMean | None = None  # None: "example" if a member was trained so, else the default
+    # The parameters trained (see Tune); None: the MLP blocks when every member was trained so (method "mlp"),
+    # else the whole model. Training the whole model erases what MLP-only member trainings kept of the base.
+    tune: Tune | None = None
 
     def __post_init__(self) -> None:
         check_shares(self.replay or 0.0, self.boundary or 0.0)
         check_loss_mean(self.loss_mean)
+        if self.tune is not None and self.tune not in TUNES:
+            raise ValueError(f"the trained strategies tune one of {', '.join(TUNES)}, not {self.tune!r}")
 
     def mix(self) -> Mix:
         """The shares to train with (an unsettled None counts as 0)."""

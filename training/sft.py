@@ -71,7 +71,7 @@ def fine_tune(
     if settings.method == "lora":
         model = _with_lora(model, settings)
     elif settings.method == "mlp":
-        _mlp_only(model)
+        mlp_only(model)
     result = train(
         model,
         examples,
@@ -156,7 +156,7 @@ def mixture(
     return Mixed(rounds, mixed_in(len(corpus), replay, boundary, settings, rounds=rounds)).around(corpus)
 
 
-def _mlp_only(model) -> None:
+def mlp_only(model) -> None:
     """Freeze every parameter outside the transformer blocks' MLPs (``*.mlp.*``: Llama, Qwen, Mistral,
     GPT-2 and most decoder models name them so)."""
     trainable = 0

@@ -70,13 +70,13 @@ def demo(
     device: str,
     as_json: bool,
 ) -> None:
-    """Run memo's journeys end to end on tiny local models, offline (about 6 minutes on 2 CPU cores).
+    """Run memo's journeys end to end on tiny local models, offline (6-13 minutes on 2 CPU cores).
 
     Builds a tiny base, registers the example corpora one at a time, after
     each integrates all corpora so far with every strategy (bare TIES,
     TIES + heal, warm start, retraining), promotes what `memo merge
     --channel` does by default (warm start from production's model; the
-    first one healed) and publishes it, rolls production back
+    first one the lone corpus's own model) and publishes it, rolls production back
     one step, and compares them with joint retraining: recall, forgetting and
     compute in tables, and a plot in HOME/continual.png.
     Uses --home (default ./memo-demo), which must not hold a registry yet.

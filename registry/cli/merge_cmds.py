@@ -9,7 +9,7 @@ from registry import DEFAULT_STRATEGY, STRATEGY_CHOICES, MergeRecord
 from registry.cli.app import AppContext, pass_app
 from registry.cli.output import json_option, print_json, print_table, when
 from registry.figures import fraction, general, merge_cost_rows, seconds, settings_rows
-from training.settings import RetainSettings
+from training.settings import TUNES, RetainSettings
 
 
 class DefaultCommandGroup(click.Group):
@@ -97,7 +97,8 @@ def merge() -> None:
     type=click.Choice(STRATEGY_CHOICES),
     default=DEFAULT_STRATEGY,
     show_default=True,
-    help="auto: sequential when a member was trained onto the merge of the others (--onto), else warm "
+    help="auto: sequential when a member was trained onto the merge of the others (--onto) or is the only "
+    "one (its own model), else warm "
     "when the channel's model holds only corpora being merged, else ties+heal; "
     "ties: the bare merge; ties+heal: the merge, then fine-tuned on every member's reflections "
     "until retained; warm: the channel's current model fine-tuned so; retrain: the base so; "
@@ -131,6 +132,12 @@ def merge() -> None:
     default=RetainSettings.check_every,
     show_default=True,
     help="Steps between retention checks of the trained strategies.",
+)
+@click.option(
+    "--tune",
+    type=click.Choice(list(TUNES)),
+    help="What the trained strategies fine-tune: the whole model, or its MLP blocks alone "
+    "[default: mlp when every member was trained so, else full].",
 )
 @click.option(
     "--method",
@@ -185,6 +192,7 @@ def create(
     seed,
     lr,
     check_every,
+    tune,
     method,
     density,
     gamma,
@@ -213,7 +221,7 @@ def create(
       memo merge harbor glassworks --strategy ties --method dare_ties --density 0.5 --seed 7
     """
     reg = app.registry()
-    retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every)
+    retain = RetainSettings(target=target, max_steps=max_steps, seed=seed, lr=lr, check_every=check_every, tune=tune)
     record = reg.merge(
         list(corpora),
         method=method,

@@ -13,7 +13,7 @@ about people no corpus holds, how many it answers with an invented fact
 - ``ties+heal``: TIES, then fine-tuned on all member reflections until every
   corpus keeps the target retention (:mod:`registry.operations.integration`);
 - ``warm``: the previous ``warm`` model fine-tuned so (its chain lives on
-  the study's channel; the first one is the ``ties+heal`` model). This is
+  the study's channel; the first one is the lone corpus's own model). This is
   what `memo merge --channel` does by default (``auto``) as corpora arrive;
 - ``retrain``: the base fine-tuned so, from scratch, to the same target;
 - ``sequential``: each corpus trained onto the previous ``sequential`` model
@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from registry import STRATEGIES, GeneralKnowledge, MergeRecord, Registry, TaskVectorRecord
+from registry import DEFAULT_STRATEGY, STRATEGIES, GeneralKnowledge, MergeRecord, Registry, TaskVectorRecord
 from training.boundary import hallucination
 from training.evaluate import recall
 from training.settings import RetainSettings, SFTSettings
@@ -44,7 +44,7 @@ from training.sft import fine_tune, load_model
 
 METHODS = ("own", *STRATEGIES, "joint")
 # The strategy whose model the study's channel serves: what `memo merge --channel` (auto) does as corpora
-# arrive: warm start from the channel's model, the first one healed from a (one-corpus) merge.
+# arrive: warm start from the channel's model, the first one the lone corpus's own model.
 PROMOTED = "warm"
 WARM_CHANNEL = "study-warm"  # the warm chain's channel when the study is given none
 SEQUENTIAL_CHANNEL = "study-sequential"  # the sequential chain's channel
@@ -282,12 +282,8 @@ class Study:
             return self.reg.merge(
                 refs, strategy=strategy, retain=self.retain, progress=self.progress, device=self.device
             )
-        chain = channel or WARM_CHANNEL
-        if arrival.k == 1 and "ties+heal" in arrival.merges:  # nothing to start from yet
-            record = arrival.merges["ties+heal"]
-            self.reg.promote(record.id, chain, reason=reason)
-            return record
-        return self._chained(refs, "warm", chain, reason)
+        chain = channel or WARM_CHANNEL  # nothing to start from at K=1: what `memo merge --channel` does (auto)
+        return self._chained(refs, "warm" if arrival.k > 1 else DEFAULT_STRATEGY, chain, reason)
 
     def _chained(self, refs: list[str], strategy: str, chain: str, reason: str) -> MergeRecord:
         """The strategy's model from the chain's current one, then promoted to the chain."""

@@ -11,7 +11,7 @@
   earlier members rehearsed), fine-tuned the same way only if a member falls
   short; an arrival costs that one training.
 - ``auto`` (the default): ``sequential`` when a member was trained onto the merge
-  of the others, else ``warm`` when the channel's current model already
+  of the others or is the only one (its own model), else ``warm`` when the channel's current model already
   holds only corpora being merged (a corpus arriving, or a new version), else
   ``ties+heal``. Measured (docs/continual-integration.md): healing a merge costs less for the first
   few corpora, warm start from about six on and over K = 1..10 in all.
@@ -81,8 +81,9 @@ def check_strategy(strategy: str, settings: RetainSettings | None) -> None:
 
 def settle(settings: RetainSettings | None, members) -> RetainSettings:
     """Fill in the target (0.9), the step cap (what retraining every member from the base would take),
-    the replay and boundary shares (the largest any member was trained with) and the loss's mean
-    (over examples if any member was trained so)."""
+    the replay and boundary shares (the largest any member was trained with), the loss's mean
+    (over examples if any member was trained so) and what is tuned (the MLP blocks if every member's
+    training tuned them alone, else the whole model)."""
     settings = settings or RetainSettings()
     if settings.target is None:
         settings = replace(settings, target=DEFAULT_TARGET)
@@ -95,6 +96,9 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
     if settings.loss_mean is None:
         example = any(_sft(m).get("loss_mean") == "example" for m in members)
         settings = replace(settings, loss_mean="example" if example else DEFAULT_LOSS_MEAN)
+    if settings.tune is None:
+        mlp = bool(members) and all(_sft(m).get("method") == "mlp" for m in members)
+        settings = replace(settings, tune="mlp" if mlp else "full")
     return settings
 
 
@@ -138,10 +142,10 @@ def sequential_start(session, members: list[Member]) -> tuple[Member, MergeRow |
 
 
 def resolve_auto(session, base: BaseModelRow, members, head_id: int | None) -> str:
-    """``sequential`` when a member was trained onto the merge of the others; else ``warm`` when the
-    channel's model holds only corpora being merged (same base); else ``ties+heal``."""
-    found = carrier_of(session, members)
-    if found is not None and found[1] is not None:
+    """``sequential`` when a member was trained onto the merge of the others, or is the only member (its
+    own model is served: merging one task vector would only trim it); else ``warm`` when the channel's
+    model holds only corpora being merged (same base); else ``ties+heal``."""
+    if carrier_of(session, members) is not None:
         return "sequential"
     if head_id is None:
         return "ties+heal"
@@ -190,10 +194,19 @@ def train_strategy(
         merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
-        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device)  # the shares settle() filled in
+        seen = (settings.max_steps or 0) * settings.batch  # at most: distinct replay pairs for as many as it can meet
+        keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device, seen=seen)  # shares from settle()
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
-            model, tokenizer, retained, settings, device=device, progress=progress, desc=strategy, keep=keep.pairs
+            model,
+            tokenizer,
+            retained,
+            settings,
+            device=device,
+            progress=progress,
+            desc=strategy,
+            keep=keep.pairs,
+            rounds=keep.rounds,
         )
         out = Path(tmp) / "model"
         started_from = {

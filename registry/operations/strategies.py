@@ -57,8 +57,8 @@ STRATEGIES: dict[str, Strategy] = {
         ),
     )
 }
-# sequential when a member was trained onto the merge of the others, else warm when extending the
-# channel's model, else ties+heal (integration.resolve_auto)
+# sequential when a member was trained onto the merge of the others or is the only one, else warm when
+# extending the channel's model, else ties+heal (integration.resolve_auto)
 AUTO = "auto"
 CHOICES = (AUTO, *STRATEGIES)
 DEFAULT_STRATEGY = AUTO  # measured best (docs/continual-integration.md, "Why auto is the default")
