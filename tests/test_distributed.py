@@ -38,7 +38,9 @@ def test_two_processes_make_the_single_process_update(tmp_path, batch, mean):
     moved = max((one[k] - start[k]).abs().max().item() for k in one)
     apart = max((one[k] - two[k]).abs().max().item() for k in one)
     assert moved > 1e-2  # training did change the weights...
-    assert apart < moved / 500  # ...and two processes changed them alike (float summation order aside)
+    # ...and two processes changed them alike: apart only by the all-reduce's float summation order, which
+    # Adam's normalisation carries into the weights (1/400 to 1/2000 of the update, depending on the CPU)
+    assert apart < moved / 200
 
 
 def test_memo_register_under_a_launcher_records_once(tiny_registry):  # noqa: F811

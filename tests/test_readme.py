@@ -88,6 +88,7 @@ def env(tmp_path: Path):
         yield environ, hub
 
 
+@pytest.mark.timeout(1800)  # every README command in turn: about 5 minutes, up to 12 on a slower 2-core CPU
 def test_the_readme_runs_as_written(env):
     environ, hub = env
     text = README.read_text()
