@@ -194,7 +194,7 @@ def train_strategy(
         merge_seconds = time.perf_counter() - started if chosen.merges else 0.0
         retained = retain_members(ws, members)
         corpora = [(m.row.corpus_id, r.pairs) for m, r in zip(members, retained)]
-        seen = (settings.max_steps or 0) * settings.batch  # at most: distinct replay pairs for as many as it can meet
+        seen = (settings.max_steps or 0) * settings.batch  # the most it may see: as many distinct replayed answers
         keep = mixed_in_pairs(ws, base, corpora, settings.mix(), device=device, seen=seen)  # shares from settle()
         model, tokenizer = load_model(origin, device)
         result = train_until_retained(
