@@ -12,14 +12,13 @@ nothing. Seeded batches (see :mod:`training.loop`) make it reproducible.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from training.chat import QAPair, encode
 from training.evaluate import teacher_forced_exact
 from training.loop import LoopSettings, train
 from training.settings import DEFAULT_LOSS_MEAN, RetainSettings
-from training.sft import mlp_only
+from training.sft import Mixed, mlp_only
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,10 @@ def train_until_retained(
     device="cpu",
     progress: bool = True,
     desc: str = "healing",
-    keep: Sequence[QAPair] = (),
-    rounds: int = 1,
+    keep: Mixed | None = None,
 ) -> RetainResult:
-    """Train ``model`` in place on every member's pairs, listed ``rounds`` times (beside ``keep``: replay
-    and boundary pairs, mixed in as the member's own trainings were), until each member keeps
+    """Train ``model`` in place on every member's pairs and what ``keep`` mixes in beside them (replay and
+    boundary pairs, in rounds, as the member's own trainings were) until each member keeps
     ``settings.target``."""
     if settings.target is None:
         raise ValueError("RetainSettings.target must be set before training")
@@ -85,8 +83,8 @@ def train_until_retained(
         return result
     if settings.tune == "mlp":
         mlp_only(model)
-    pairs = [p for m in members for p in m.pairs] * rounds
-    examples = [encode(tokenizer, p, settings.max_length) for p in [*pairs, *keep]]
+    pairs = (keep or Mixed(1, [])).around([p for m in members for p in m.pairs])
+    examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
     checked_at = result.check_seconds
     loop = train(
         model,

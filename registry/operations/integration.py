@@ -205,8 +205,7 @@ def train_strategy(
             device=device,
             progress=progress,
             desc=strategy,
-            keep=keep.pairs,
-            rounds=keep.rounds,
+            keep=keep,
         )
         out = Path(tmp) / "model"
         started_from = {
