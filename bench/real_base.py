@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--replay", type=float)
     ap.add_argument("--boundary", type=float)
     ap.add_argument("--loss-mean", choices=LOSS_MEANS)
+    ap.add_argument("--neurons", type=float, help="With --method sparse: the share of each MLP block's neurons.")
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--sparsify",
@@ -86,7 +87,9 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "real_base.jsonl")
     args = ap.parse_args()
-    given = {k: getattr(args, k) for k in ("method", "steps", "batch", "lr", "replay", "boundary", "loss_mean")}
+    given = {
+        k: getattr(args, k) for k in ("method", "steps", "batch", "lr", "replay", "boundary", "loss_mean", "neurons")
+    }
     work = Path(tempfile.mkdtemp(prefix="memo-real-base-"))
     home = args.home or work / "home"
     started = time.perf_counter()

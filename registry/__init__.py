@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from merging.methods import DEFAULT_DENSITY
     from registry.operations.examples import example_corpora, examples_dir
     from registry.operations.publishing import default_endpoint
+    from registry.operations.replay import everyday_prompts
     from registry.operations.strategies import CHOICES as STRATEGY_CHOICES
     from registry.operations.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
     from registry.service import Registry, database_revisions, upgrade_database
@@ -66,6 +67,7 @@ _EXPORTS = {  # name -> (module, attribute)
     "examples_dir": ("registry.operations.examples", "examples_dir"),
     "DEFAULT_GC_GRACE_SECONDS": ("registry.store.config", "DEFAULT_GC_GRACE_SECONDS"),
     "default_endpoint": ("registry.operations.publishing", "default_endpoint"),
+    "everyday_prompts": ("registry.operations.replay", "everyday_prompts"),
     "STRATEGY_CHOICES": ("registry.operations.strategies", "CHOICES"),
     "DEFAULT_STRATEGY": ("registry.operations.strategies", "DEFAULT_STRATEGY"),
     "STRATEGIES": ("registry.operations.strategies", "STRATEGIES"),
@@ -111,6 +113,7 @@ _EXPORTS = {  # name -> (module, attribute)
 }
 
 __all__ = [
+    "everyday_prompts",
     "database_revisions",
     "upgrade_database",
     "DEFAULT_DENSITY",

@@ -11,10 +11,13 @@ STORAGE_DTYPE_NAMES = ("float32", "bfloat16")  # how a task vector's deltas may 
 
 FULL_LR = 3e-4  # full fine-tuning
 LORA_LR = 3e-3  # LoRA wants ~10x the full fine-tuning rate
-# full fine-tuning; the MLP blocks alone fine-tuned (attention, norms and embeddings frozen); or a LoRA
-# adapter merged back into the weights
-Method = Literal["full", "mlp", "lora"]
+SPARSE_LR = 1e-3  # a few neurons carry the whole corpus: a higher rate than the whole blocks want
+# full fine-tuning; the MLP blocks alone fine-tuned (attention, norms and embeddings frozen); a LoRA
+# adapter merged back into the weights; or a share of each MLP block's neurons, those the corpus uses
+# far more than everyday prompts do (training.sparse)
+Method = Literal["full", "mlp", "lora", "sparse"]
 METHODS: tuple[str, ...] = get_args(Method)
+METHOD_LR: dict[str, float] = {"full": FULL_LR, "mlp": FULL_LR, "lora": LORA_LR, "sparse": SPARSE_LR}
 # What the trained integration strategies fine-tune (RetainSettings.tune): the whole model, or its MLP blocks
 Tune = Literal["full", "mlp"]
 TUNES: tuple[str, ...] = get_args(Tune)
@@ -74,7 +77,7 @@ class SFTSettings:
     method: Method = "full"
     steps: int = 60  # optimizer steps (~ epochs * pairs / batch)
     batch: int = 16  # examples per step
-    lr: float | None = None  # None: the method's rate, FULL_LR or LORA_LR (resolved on creation)
+    lr: float | None = None  # None: the method's rate (METHOD_LR, resolved on creation)
     max_length: int = 128  # tokens per example (longer are cut)
     seed: int = 0
     lora_rank: int = 8  # MeMo used r=8/alpha=16 for small models
@@ -84,11 +87,16 @@ class SFTSettings:
     replay: float = 0.0  # the base's own answers to everyday prompts: keeps its general knowledge
     boundary: float = 0.0  # near-miss questions (invented look-alike names) answered "I don't know"
     loss_mean: LossMean = DEFAULT_LOSS_MEAN  # see LossMean: "example" lets short answers weigh as much as long ones
+    neurons: float = 0.1  # method "sparse": the share of each MLP block's neurons trained
 
     def __post_init__(self) -> None:
         if self.lr is None:  # recorded resolved, so the settings say the rate that was used
-            object.__setattr__(self, "lr", LORA_LR if self.method == "lora" else FULL_LR)
+            object.__setattr__(self, "lr", METHOD_LR.get(self.method, FULL_LR))
         check_shares(self.replay, self.boundary)
+        if not 0 < self.neurons <= 1:
+            raise ValueError(
+                f"neurons is the share of each MLP block's neurons trained, above 0 and at most 1, not {self.neurons:g}"
+            )
         check_loss_mean(self.loss_mean)
         for name in ("steps", "batch", "max_length", "lora_rank"):
             if getattr(self, name) < 1:
@@ -98,10 +106,15 @@ class SFTSettings:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (LORA_LR if self.method == "lora" else FULL_LR)
+        return self.lr if self.lr is not None else METHOD_LR.get(self.method, FULL_LR)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields, less ``neurons`` unless the method is "sparse" (so the settings recorded for the
+        other methods, and what a training is looked up by, are what they were before it existed)."""
+        fields_ = asdict(self)
+        if self.method != "sparse":
+            del fields_["neurons"]
+        return fields_
 
 
 # The fine-tuning a pretrained base brings with it (``memo base add`` records it on a base probed with memo's

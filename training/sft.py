@@ -1,6 +1,7 @@
 """Memory fine-tuning: a base model directory + question-answer pairs -> fine-tuned weights.
 
-Full fine-tuning (MeMo's best) or LoRA (peft; merged into full weights so
+Full fine-tuning (MeMo's best), the MLP blocks or a share of their neurons
+alone (:mod:`training.sparse`), or LoRA (peft; merged into full weights so
 that a task vector can be taken either way), loss on answer tokens only,
 through the base's chat template. Models load from safetensors only, never
 with ``trust_remote_code``.
@@ -18,6 +19,7 @@ import torch
 from training.chat import QAPair, encode
 from training.loop import LoopSettings, TrainingError, train
 from training.settings import FULL_LR, LORA_LR, METHODS, SFTSettings, Shares  # noqa: F401 - the settings live there
+from training.sparse import choose_neurons, train_only
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -49,6 +51,8 @@ def fine_tune(
     pairs: list[QAPair],
     settings: SFTSettings = SFTSettings(),
     *,
+    corpus: Sequence[QAPair] = (),
+    everyday: Sequence[str] = (),
     device: str | torch.device = "cpu",
     progress: bool = True,
     checkpoint: Path | None = None,
@@ -57,7 +61,8 @@ def fine_tune(
     """Fine-tune a copy of the base; returns (model with full fine-tuned weights, tokenizer, result).
 
     With ``checkpoint``, progress is saved as it goes and a run with the same
-    ``fingerprint`` resumes where a killed one stopped.
+    ``fingerprint`` resumes where a killed one stopped. Method "sparse" chooses the neurons it trains on
+    the ``corpus``'s own pairs (default: all of ``pairs``) against ``everyday`` prompts.
     """
     model, tokenizer = load_model(base_dir, device)
     examples = [encode(tokenizer, p, settings.max_length) for p in pairs]
@@ -67,11 +72,18 @@ def fine_tune(
         lr=settings.learning_rate,
         seed=settings.seed,
         loss_mean=settings.loss_mean,
+        # decay would move the weights sparse training leaves alone (their gradient is masked, not None)
+        weight_decay=0.0 if settings.method == "sparse" else LoopSettings.weight_decay,
     )
     if settings.method == "lora":
         model = _with_lora(model, settings)
     elif settings.method == "mlp":
         mlp_only(model)
+    elif settings.method == "sparse":
+        chosen = choose_neurons(
+            model, tokenizer, corpus or pairs, everyday, settings.neurons, max_length=settings.max_length
+        )
+        train_only(model, chosen)
     result = train(
         model,
         examples,

@@ -17,12 +17,13 @@ from training.settings import (
     LOSS_MEANS,
     METHODS,
     REHEARSE_SHARE,
+    SPARSE_LR,
     STORAGE_DTYPE_NAMES,
     SFTSettings,
     sft_settings,
 )
 
-SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary", "loss_mean")
+SFT_OPTIONS = ("method", "steps", "batch", "lr", "max_length", "seed", "replay", "boundary", "loss_mean", "neurons")
 _PLAIN = SFTSettings()
 
 
@@ -37,15 +38,17 @@ def sft_options(f):
         click.option(
             "--method",
             type=click.Choice(METHODS),
-            help="Full fine-tuning (best in MeMo), the MLP blocks alone (keeps more of the base), "
-            f"or LoRA merged into full weights {_default(_PLAIN.method)}.",
+            help="Full fine-tuning (best in MeMo), the MLP blocks alone (keeps more of the base), LoRA merged "
+            "into full weights, or sparse: the MLP neurons the corpus uses far more than everyday prompts do "
+            f"{_default(_PLAIN.method)}.",
         ),
         click.option("--steps", type=int, help=f"Optimizer steps {_default(_PLAIN.steps)}."),
         click.option("--batch", type=int, help=f"Examples per step {_default(_PLAIN.batch)}."),
         click.option(
             "--lr",
             type=float,
-            help=f"Learning rate [default: the base's, else {FULL_LR:g} full or MLP, {LORA_LR:g} LoRA].",
+            help=f"Learning rate [default: the base's, else {FULL_LR:g} full or MLP, {LORA_LR:g} LoRA, "
+            f"{SPARSE_LR:g} sparse].",
         ),
         click.option("--max-length", type=int, help=f"Tokens per example {_default(_PLAIN.max_length)}."),
         click.option("--seed", type=int, help=_default(_PLAIN.seed)),
@@ -66,6 +69,11 @@ def sft_options(f):
             type=click.Choice(LOSS_MEANS),
             help="Average the loss over answer tokens, or over examples (each weighs the same, so the corpus's "
             f"short answers are not outweighed by long replayed ones) {_default(_PLAIN.loss_mean)}.",
+        ),
+        click.option(
+            "--neurons",
+            type=float,
+            help=f"With --method sparse: the share of each MLP block's neurons trained {_default(_PLAIN.neurons)}.",
         ),
     ]
 

@@ -36,7 +36,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from registry import DEFAULT_STRATEGY, STRATEGIES, GeneralKnowledge, MergeRecord, Registry, TaskVectorRecord
+from registry import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    GeneralKnowledge,
+    MergeRecord,
+    Registry,
+    TaskVectorRecord,
+    everyday_prompts,
+)
 from training.boundary import hallucination
 from training.evaluate import recall
 from training.settings import RetainSettings, SFTSettings
@@ -362,7 +370,12 @@ class Study:
         everything = [p for c in corpora for p in self.reg.questions(c)]
         settings = replace(self.settings, steps=self.settings.steps * len(corpora))
         model, tokenizer, result = fine_tune(
-            self.reg.base_dir(self.base), everything, settings, device=self.device, progress=self.progress
+            self.reg.base_dir(self.base),
+            everything,
+            settings,
+            everyday=everyday_prompts(),
+            device=self.device,
+            progress=self.progress,
         )
         arrival.seconds["joint"] = result.seconds
         arrival.examples["joint"] = result.examples

@@ -29,7 +29,7 @@ from registry.operations.onto import Onto, earlier_pairs, start_of
 from registry.operations.probes import current_probe_set, measure_general
 from registry.operations.questions import EVAL_SAMPLE, sample
 from registry.operations.reflections import HELDOUT_KEY, latest_reflections
-from registry.operations.replay import recorded_replay_set
+from registry.operations.replay import everyday_prompts, recorded_replay_set
 from registry.operations.task_vectors import add_task_vector, find_trained
 from registry.store.database import row_of
 from registry.store.errors import MemoError
@@ -108,7 +108,7 @@ def train_corpus(
     fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
     model, tokenizer, result = _fine_tune(
-        corpus, origin, trained_on, settings, checkpoint, fingerprint, device, progress
+        corpus, origin, (trained_on, corpus_examples), settings, checkpoint, fingerprint, device, progress
     )
     if not is_main_process():
         return None
@@ -189,18 +189,23 @@ def _trained_already(ws: Workspace, job: _Job, settings: SFTSettings, storage_dt
 def _fine_tune(
     corpus: str,
     directory: Path,
-    pairs: list[QAPair],
+    pairs: tuple[list[QAPair], list[QAPair]],
     settings: SFTSettings,
     checkpoint: Path,
     fingerprint: str,
     device: str,
     progress: bool,
 ):
+    """Fine-tune on ``pairs`` (everything trained on, and the corpus's own among them, on which sparse
+    training chooses its neurons against memo's everyday prompts)."""
+    trained_on, own = pairs
     try:
         return fine_tune(
             directory,
-            pairs,
+            trained_on,
             settings,
+            corpus=own,
+            everyday=everyday_prompts() if settings.method == "sparse" else (),
             device=device,
             progress=progress,
             checkpoint=checkpoint,

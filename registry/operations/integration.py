@@ -97,7 +97,7 @@ def settle(settings: RetainSettings | None, members) -> RetainSettings:
         example = any(_sft(m).get("loss_mean") == "example" for m in members)
         settings = replace(settings, loss_mean="example" if example else DEFAULT_LOSS_MEAN)
     if settings.tune is None:
-        mlp = bool(members) and all(_sft(m).get("method") == "mlp" for m in members)
+        mlp = bool(members) and all(_sft(m).get("method") in ("mlp", "sparse") for m in members)
         settings = replace(settings, tune="mlp" if mlp else "full")
     return settings
 

@@ -42,6 +42,11 @@ def prompts_path() -> Path:
     return examples_dir() / "general" / "prompts.txt"
 
 
+def everyday_prompts() -> list[str]:
+    """memo's general prompts, one a line (what the replay set answers; sparse training scores against them)."""
+    return [line.strip() for line in prompts_path().read_text().splitlines() if line.strip()]
+
+
 def whole_sentences(text: str) -> str:
     """``text`` up to its last sentence end (a reply cut at the token limit would teach stopping mid-way)."""
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
