@@ -75,7 +75,8 @@ def test_the_chosen_neurons_are_those_the_corpus_uses_most_against_everyday_prom
     lengths = torch.tensor([len(encode(tokenizer, p, 128).input_ids) for p in pairs[:3]], dtype=torch.float32)
     weighted = sum(m[0] * n for m, n in zip(one_by_one, lengths)) / lengths.sum()
     assert torch.allclose(weighted, together[0], atol=1e-5)
-    assert chosen.to_json() == {"chosen": 2 * round(0.1 * SMALL.intermediate), "of": 2 * SMALL.intermediate, "blocks": 2}
+    width = SMALL.intermediate
+    assert chosen.to_json() == {"chosen": 2 * round(0.1 * width), "of": 2 * width, "blocks": 2}
 
 
 def test_sparse_training_refuses_what_it_cannot_do(tiny):

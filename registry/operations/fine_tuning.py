@@ -99,16 +99,11 @@ def train_corpus(
     seen = settings.steps * settings.batch
     mixed = mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device, seen=seen)
     trained_on = mixed.around(corpus_examples)
-    # A killed run resumes from its checkpoint when the same training is asked for again.
-    described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
-    if job.start is not None:
-        described += [job.start.manifest_sha256, job.share]
-    if mixed.replay_source is not None:  # another probe set makes another replay set: another training
-        described.append(mixed.replay_source)
-    fingerprint = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    everyday = everyday_prompts() if settings.method == "sparse" else []
+    fingerprint = _fingerprint(job, settings, mixed, everyday)
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
     model, tokenizer, result = _fine_tune(
-        corpus, origin, (trained_on, corpus_examples), settings, checkpoint, fingerprint, device, progress
+        corpus, origin, (trained_on, corpus_examples, everyday), settings, checkpoint, fingerprint, device, progress
     )
     if not is_main_process():
         return None
@@ -135,6 +130,18 @@ def train_corpus(
         )
     shutil.rmtree(checkpoint, ignore_errors=True)
     return record
+
+
+def _fingerprint(job: _Job, settings: SFTSettings, mixed: Mixed, everyday: list[str]) -> str:
+    """What a training is: a killed run resumes from its checkpoint when the same one is asked for again."""
+    described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
+    if job.start is not None:
+        described += [job.start.manifest_sha256, job.share]
+    if mixed.replay_source is not None:  # another probe set makes another replay set: another training
+        described.append(mixed.replay_source)
+    if everyday:  # sparse: the neurons are chosen against them
+        described.append(hashlib.sha256("\n".join(everyday).encode()).hexdigest())
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 def _provenance(
@@ -189,23 +196,23 @@ def _trained_already(ws: Workspace, job: _Job, settings: SFTSettings, storage_dt
 def _fine_tune(
     corpus: str,
     directory: Path,
-    pairs: tuple[list[QAPair], list[QAPair]],
+    pairs: tuple[list[QAPair], list[QAPair], list[str]],
     settings: SFTSettings,
     checkpoint: Path,
     fingerprint: str,
     device: str,
     progress: bool,
 ):
-    """Fine-tune on ``pairs`` (everything trained on, and the corpus's own among them, on which sparse
-    training chooses its neurons against memo's everyday prompts)."""
-    trained_on, own = pairs
+    """Fine-tune on ``pairs``: everything trained on, the corpus's own among them, and the everyday
+    prompts against which sparse training chooses its neurons on the corpus's own."""
+    trained_on, own, everyday = pairs
     try:
         return fine_tune(
             directory,
             trained_on,
             settings,
             corpus=own,
-            everyday=everyday_prompts() if settings.method == "sparse" else (),
+            everyday=everyday,
             device=device,
             progress=progress,
             checkpoint=checkpoint,
