@@ -113,6 +113,8 @@ def test_memo_register_trains_sparse_and_records_it(tiny_registry, tmp_path):
 
     refused = memo("train", "harbor", "--method", "sparse", "--neurons", "0")
     assert refused.exit_code != 0 and "above 0 and at most 1" in refused.output.strip().splitlines()[-1]
+    refused = memo("train", "harbor", "--method", "mlp", "--neurons", "0.2")
+    assert refused.exit_code != 0 and "--neurons goes with --method sparse, not --method mlp" in refused.output
     args = ["register", "harbor", *sorted(harbor.glob("*.md")), "--qa", harbor / "qa.jsonl", "--base", "tiny"]
     done = memo(*args, "--method", "sparse", "--neurons", "0.3", "--steps", "4", "--batch", "8", "--json")
     assert done.exit_code == 0, done.output

@@ -99,11 +99,10 @@ def train_corpus(
     seen = settings.steps * settings.batch
     mixed = mixed_in_pairs(ws, job.base, [(job.corpus.id, corpus_examples)], settings, device=device, seen=seen)
     trained_on = mixed.around(corpus_examples)
-    everyday = everyday_prompts() if settings.method == "sparse" else []
-    fingerprint = _fingerprint(job, settings, mixed, everyday)
+    fingerprint = _fingerprint(job, settings, mixed)
     checkpoint = ws.checkpoints / f"{corpus}-{fingerprint[:16]}"
     model, tokenizer, result = _fine_tune(
-        corpus, origin, (trained_on, corpus_examples, everyday), settings, checkpoint, fingerprint, device, progress
+        corpus, origin, (trained_on, corpus_examples), settings, checkpoint, fingerprint, device, progress
     )
     if not is_main_process():
         return None
@@ -132,14 +131,19 @@ def train_corpus(
     return record
 
 
-def _fingerprint(job: _Job, settings: SFTSettings, mixed: Mixed, everyday: list[str]) -> str:
+def _everyday(settings: SFTSettings) -> list[str]:
+    """The prompts sparse training chooses its neurons against (none for the other methods)."""
+    return everyday_prompts() if settings.method == "sparse" else []
+
+
+def _fingerprint(job: _Job, settings: SFTSettings, mixed: Mixed) -> str:
     """What a training is: a killed run resumes from its checkpoint when the same one is asked for again."""
     described: list[object] = [settings.to_json(), job.reflections.sha256, job.base.fingerprint]
     if job.start is not None:
         described += [job.start.manifest_sha256, job.share]
     if mixed.replay_source is not None:  # another probe set makes another replay set: another training
         described.append(mixed.replay_source)
-    if everyday:  # sparse: the neurons are chosen against them
+    if everyday := _everyday(settings):  # sparse: the neurons are chosen against them
         described.append(hashlib.sha256("\n".join(everyday).encode()).hexdigest())
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
@@ -196,23 +200,23 @@ def _trained_already(ws: Workspace, job: _Job, settings: SFTSettings, storage_dt
 def _fine_tune(
     corpus: str,
     directory: Path,
-    pairs: tuple[list[QAPair], list[QAPair], list[str]],
+    pairs: tuple[list[QAPair], list[QAPair]],
     settings: SFTSettings,
     checkpoint: Path,
     fingerprint: str,
     device: str,
     progress: bool,
 ):
-    """Fine-tune on ``pairs``: everything trained on, the corpus's own among them, and the everyday
-    prompts against which sparse training chooses its neurons on the corpus's own."""
-    trained_on, own, everyday = pairs
+    """Fine-tune on ``pairs``: everything trained on, and the corpus's own among them (on which sparse
+    training chooses its neurons against the everyday prompts)."""
+    trained_on, own = pairs
     try:
         return fine_tune(
             directory,
             trained_on,
             settings,
             corpus=own,
-            everyday=everyday,
+            everyday=_everyday(settings),
             device=device,
             progress=progress,
             checkpoint=checkpoint,
