@@ -5,8 +5,9 @@ A neuron of a Llama-style MLP block (Llama, Qwen, Mistral, SmolLM2) is a row of 
 (what enters ``down_proj``) over the corpus's question-answer pairs, divided by its mean over everyday
 prompts; the top share of every block is trained and every other weight keeps the base's value exactly
 (its gradient is masked). Neurons that the rest of the world's questions use are left alone, which keeps
-more of a pretrained base's general knowledge than training whole MLP blocks, and two corpora's task
-vectors touch few of the same weights, so their merge adds them with less interference.
+more of a pretrained base's general knowledge than training whole MLP blocks. (It does not make task
+vectors merge better: corpora of the same kind choose mostly the same neurons, and even vectors that
+share no weight interfere in a sum, since every corpus's questions run through every corpus's neurons.)
 """
 
 from __future__ import annotations
@@ -29,17 +30,6 @@ class Neurons:
     """The trained neurons: one boolean mask per MLP block, over its intermediate width."""
 
     masks: list[torch.Tensor]
-
-    @property
-    def chosen(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks))
-
-    @property
-    def width(self) -> int:
-        return sum(m.numel() for m in self.masks)
-
-    def to_json(self) -> dict:
-        return {"chosen": self.chosen, "of": self.width, "blocks": len(self.masks)}
 
 
 def mlp_blocks(model) -> list[Any]:
