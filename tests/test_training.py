@@ -47,7 +47,7 @@ def test_loss_is_on_the_answer_only(tiny_base):
 
 def test_the_loss_is_a_mean_over_tokens_or_over_examples(tiny_base):
     from training.chat import collate
-    from training.loop import _loss
+    from training.loop import batch_loss
 
     _, tok, model, _ = tiny_base
     short = encode(tok, QAPair("In which year was Kalin Zelbexeth born?", "1703"), 128)
@@ -59,7 +59,7 @@ def test_the_loss_is_a_mean_over_tokens_or_over_examples(tiny_base):
 
     def loss(examples, mean):
         with torch.no_grad():
-            return _loss(model.eval(), collate(examples, tok.pad_token_id), examples, mean).item()
+            return batch_loss(model.eval(), collate(examples, tok.pad_token_id), examples, mean).item()
 
     alone = [loss([e], "token") for e in (short, long)]  # one example: both means are its token mean
     assert alone == pytest.approx([loss([e], "example") for e in (short, long)], rel=1e-5)
@@ -69,6 +69,75 @@ def test_the_loss_is_a_mean_over_tokens_or_over_examples(tiny_base):
     assert abs(by_example - by_token) > 1e-3
     with pytest.raises(ValueError, match="averaged over one of token, example"):
         SFTSettings(loss_mean="sentence")  # type: ignore[arg-type]
+
+
+class _FullLogitsOnly(torch.nn.Module):
+    """A model whose forward cannot keep logits at chosen positions (as some architectures' cannot)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize("mean", ["token", "example"])
+def test_the_loss_at_answer_positions_alone_equals_the_loss_over_every_logit(tiny_base, mean):
+    """The head runs at the positions that carry a loss only; loss and gradients are those of the whole."""
+    from training.chat import collate
+    from training.loop import _keeps_logits, batch_loss
+
+    _, tok, model, _ = tiny_base
+    model = copy.deepcopy(model)
+    pairs = [("In which year was Kalin Zelbexeth born?", "1703"), ("Who founded it?", "Kalin Zelbexeth, in 1703")]
+    examples = [encode(tok, QAPair(q, a), 128) for q, a in pairs]
+    batch = collate(examples, tok.pad_token_id)
+    labels = batch["labels"][:, 1:]
+    assert (labels == IGNORE).all(dim=0).any()  # some positions carry no loss: the head skips them
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    each = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    counted = (labels != IGNORE).sum(dim=1)
+    whole = each.sum() / counted.sum() if mean == "token" else (each.sum(dim=1) / counted).mean()
+    whole.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+
+    for wrapped in (model, _FullLogitsOnly(model)):
+        model.zero_grad()
+        loss = batch_loss(wrapped, dict(batch), examples, mean)
+        loss.backward()
+        assert loss.item() == pytest.approx(whole.item(), rel=1e-5)
+        for got, want in zip((p.grad for p in model.parameters()), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert _keeps_logits(model) and not _keeps_logits(_FullLogitsOnly(model))
+
+
+def test_a_batch_of_short_and_long_examples_runs_in_two_pieces_with_the_batchs_gradients(tiny_base):
+    from training.chat import collate
+    from training.loop import batch_loss, by_length
+
+    _, tok, model, _ = tiny_base
+    model = copy.deepcopy(model)
+    long_answer = "Kalin Zelbexeth, a merchant of the coast who sailed north in 1703 and came back " * 2
+    short = [encode(tok, QAPair(f"In which year was person {i} born?", "1703"), 128) for i in range(3)]
+    long = [encode(tok, QAPair(f"Who founded company {i}?", long_answer), 128) for i in range(3)]
+    mixed = [short[0], long[0], short[1], long[1], short[2], long[2]]
+
+    pieces = by_length(mixed, split=True)
+    assert [set(map(id, p)) for p in pieces] == [set(map(id, short)), set(map(id, long))]
+    assert by_length(mixed, split=False) == [mixed]  # a GPU or several processes: one piece
+    assert by_length(short, split=True) == [short]  # nothing to save
+
+    for mean in ("token", "example"):
+        model.zero_grad()
+        batch_loss(model, collate(mixed, tok.pad_token_id), mixed, mean).backward()
+        whole = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        for piece in pieces:
+            batch_loss(model, collate(piece, tok.pad_token_id), mixed, mean).backward()
+        for got, want in zip((p.grad for p in model.parameters()), whole):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_normalize_and_f1():

@@ -2,11 +2,14 @@
 
 Reads top to bottom: shuffle, batch, forward, loss on labelled tokens,
 clip, step. AdamW, constant learning rate after a linear warmup (MeMo's
-schedule), gradient-norm clipping at 1.0.
+schedule), gradient-norm clipping at 1.0. The output head runs only where a
+token carries a loss, and on a CPU a batch of short and long examples runs in
+two pieces by length (``bench/training_step.py`` measures both).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import time
@@ -23,6 +26,9 @@ from training.chat import IGNORE, Example, collate
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.distributed import accelerator
 from training.settings import DEFAULT_LOSS_MEAN, LossMean
+
+# A batch runs in two pieces by length when they pad at most this share of the tokens it would alone.
+SPLIT_SAVING = 0.75
 
 
 class TrainingError(RuntimeError):
@@ -50,7 +56,7 @@ class LoopResult:
     resumed_from: int = 0  # step restored from a checkpoint (0: a fresh run)
 
 
-def _batch(examples: list[Example], size: int, seed: int, step: int) -> list[Example]:
+def batch_at(examples: list[Example], size: int, seed: int, step: int) -> list[Example]:
     """Batch ``step`` of an endless sequence of seeded epoch permutations.
 
     A pure function of (seed, step), so a resumed run sees the same batches.
@@ -70,7 +76,7 @@ def _labelled(examples: list[Example]) -> int:
     return sum(sum(1 for label in e.labels[1:] if label != IGNORE) for e in examples)
 
 
-def _loss(model, batch: dict, whole: list[Example], mean: str) -> torch.Tensor:
+def batch_loss(model, batch: dict, whole: list[Example], mean: str) -> torch.Tensor:
     """This process's share of the whole batch's mean loss: over its labelled tokens (``mean``
     "token"), or over its examples, each the mean over its own labelled tokens ("example").
 
@@ -78,7 +84,9 @@ def _loss(model, batch: dict, whole: list[Example], mean: str) -> torch.Tensor:
     several processes add up to exactly the single-process loss.
     """
     labels = batch.pop("labels")[:, 1:]
-    logits = model(**batch).logits[:, :-1].float()
+    kept = (labels != IGNORE).any(dim=0).nonzero().squeeze(1)  # the positions whose next token carries a loss
+    labels = labels[:, kept]
+    logits = _logits_at(model, batch, kept).float()
     logits = logits.reshape(-1, logits.shape[-1])
     if mean == "token":
         return torch.nn.functional.cross_entropy(
@@ -87,6 +95,45 @@ def _loss(model, batch: dict, whole: list[Example], mean: str) -> torch.Tensor:
     each = torch.nn.functional.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE, reduction="none")
     per_example = each.view(labels.shape).sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1)
     return per_example.sum() / len(whole)
+
+
+def by_length(examples: list[Example], *, split: bool) -> list[list[Example]]:
+    """A batch as one piece, or in two by length when that pads a quarter fewer tokens.
+
+    Each sequence of a batch is padded to its longest; a chat model's replayed answers are several
+    times a corpus's short ones, so on a CPU, where a step costs what its tokens cost, the short and
+    the long run apart. The loss is a sum over examples divided by the whole batch's count, so the
+    pieces' gradients add up to the batch's own.
+    """
+    if not split or len(examples) < 2:
+        return [examples]
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    lengths = [len(e.input_ids) for e in ordered]
+    n, longest = len(ordered), lengths[-1]
+    cut = min(range(1, n), key=lambda i: i * lengths[i - 1] + (n - i) * longest)
+    if cut * lengths[cut - 1] + (n - cut) * longest > SPLIT_SAVING * n * longest:
+        return [examples]
+    return [ordered[:cut], ordered[cut:]]
+
+
+def _logits_at(model, batch: dict, positions: torch.Tensor) -> torch.Tensor:
+    """The model's logits at ``positions`` of every sequence of the batch.
+
+    The output head is a large share of a step (SmolLM2: 49,152 logits a token) and only answer tokens
+    carry a loss, so a model that can (``logits_to_keep``: Llama, Qwen, Mistral and most decoders in
+    transformers) computes the head at those positions alone: the same loss and gradients, a quarter
+    less time a step on a chat model whose template puts a system prompt before every question.
+    """
+    if _keeps_logits(model):
+        return model(**batch, logits_to_keep=positions).logits
+    return model(**batch).logits[:, positions]
+
+
+def _keeps_logits(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (seen through accelerate's and peft's wrappers)."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # a peft model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def train(
@@ -175,17 +222,28 @@ class _Run:
             )
         self.wrapped, self.stepper = self.accel.prepare(self.model, self.optimizer)
 
+    @property
+    def splits(self) -> bool:
+        """Whether a batch may run in pieces by length: on a CPU (on a GPU padding is all but free) and in
+        one process (DistributedDataParallel reduces gradients at every backward pass, so every process
+        must run as many)."""
+        return self.accel is None and torch.device(self.device).type == "cpu"
+
     def step(self, examples: list[Example], settings: LoopSettings, step: int, pad_id: int) -> float:
         """One optimizer step on the step's batch (this process's share of it); the batch's mean loss."""
-        whole = _batch(examples, settings.batch, settings.seed, step)
-        batch = {k: v.to(self.device) for k, v in collate(whole[self.me :: self.world], pad_id).items()}
-        loss = _loss(self.wrapped, batch, whole, settings.loss_mean)
-        total = loss.detach() if self.accel is None else self.accel.reduce(loss.detach(), "sum")
-        if not torch.isfinite(total):
+        whole = batch_at(examples, settings.batch, settings.seed, step)
+        total = torch.zeros((), device=self.device)
+        for part in by_length(whole[self.me :: self.world], split=self.splits):
+            batch = {k: v.to(self.device) for k, v in collate(part, pad_id).items()}
+            loss = batch_loss(self.wrapped, batch, whole, settings.loss_mean)
+            (loss * self.world).backward()  # DDP averages gradients over the processes
+            total += loss.detach()
+        if self.accel is not None:
+            total = self.accel.reduce(total, "sum")
+        if not torch.isfinite(total):  # before the optimizer steps: the weights are still the last good ones
             raise TrainingError(
                 f"the loss became {total.item()} at step {step}; lower the learning rate (--lr) and train again"
             )
-        (loss * self.world).backward()  # DDP averages gradients over the processes
         torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), settings.clip)
         self.stepper.step()
         self.schedule.step()
