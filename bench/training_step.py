@@ -6,7 +6,7 @@ much in length (a corpus's short answers beside replayed replies of a sentence o
 by length, so that the short ones are not padded to the longest. This prints seconds per optimizer step
 on the same batches for: every logit in one padded batch (the plain way), the head at the answer
 positions alone, and both, side by side in one run (the median of --repeats rounds, interleaved), with
-each variant's loss on the first batch, which must agree.
+each variant's loss on the first batch, which must agree (to float rounding).
 
 The batches are made as `memo register` makes SmolLM2's (its training defaults: the corpus 40%, the
 base's own replies to everyday prompts 50%, near misses answered "I don't know." 10%), from the
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from registry import everyday_prompts  # noqa: E402
 from registry.operations.probes import bank_path  # noqa: E402
 from registry.operations.replay import REPLAY_TOKENS, SHORT_REQUEST, SHORT_TOKENS, whole_sentences  # noqa: E402
-from training.chat import QAPair, collate, encode  # noqa: E402
+from training.chat import IGNORE, QAPair, collate, encode  # noqa: E402
 from training.evaluate import generate_answers  # noqa: E402
 from training.gguf_import import convert_gguf, gguf_in_package  # noqa: E402
 from training.loop import batch_at, batch_loss, by_length  # noqa: E402
@@ -52,15 +52,12 @@ VARIANTS = {  # name: (the head at the answer positions alone, pieces by length)
 }
 
 
-class EveryLogit(torch.nn.Module):
-    """The model behind a forward that computes the head at every position (no ``logits_to_keep``)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+def every_logit_loss(model, batch: dict, whole: list) -> torch.Tensor:
+    """The per-example mean loss as a plain loop computes it: the head at every position of the batch."""
+    labels = batch.pop("labels")[:, 1:]
+    logits = model(**batch).logits[:, :-1]
+    each = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return (each.sum(dim=1) / (labels != IGNORE).sum(dim=1).clamp(min=1)).sum() / len(whole)
 
 
 def examples(model, tokenizer, prompts: int, steps: int) -> list:
@@ -81,10 +78,10 @@ def examples(model, tokenizer, prompts: int, steps: int) -> list:
 
 def step(model, optimizer, whole: list, pad: int, variant: tuple[bool, bool]) -> float:
     head_at_answers, split = variant
-    forward = model if head_at_answers else EveryLogit(model)
     total = 0.0
     for piece in by_length(whole, split=split):
-        loss = batch_loss(forward, collate(piece, pad), whole, "example")
+        batch = collate(piece, pad)
+        loss = batch_loss(model, batch, whole, "example") if head_at_answers else every_logit_loss(model, batch, whole)
         loss.backward()
         total += loss.item()
     optimizer.step()
