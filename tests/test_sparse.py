@@ -113,11 +113,18 @@ def test_memo_register_trains_sparse_and_records_it(tiny_registry, tmp_path):
 
     refused = memo("train", "harbor", "--method", "sparse", "--neurons", "0")
     assert refused.exit_code != 0 and "above 0 and at most 1" in refused.output.strip().splitlines()[-1]
-    refused = memo("train", "harbor", "--method", "mlp", "--neurons", "0.2")
-    assert refused.exit_code != 0 and "--neurons goes with --method sparse, not --method mlp" in refused.output
     args = ["register", "harbor", *sorted(harbor.glob("*.md")), "--qa", harbor / "qa.jsonl", "--base", "tiny"]
     done = memo(*args, "--method", "sparse", "--neurons", "0.3", "--steps", "4", "--batch", "8", "--json")
     assert done.exit_code == 0, done.output
+    # A share of neurons that the method would not use is refused, given with another method or laid over
+    # a base whose defaults train otherwise (the tiny base's: full fine-tuning); nothing is trained or stored.
+    refused = memo("train", "harbor", "--method", "mlp", "--neurons", "0.2")
+    assert refused.exit_code != 0 and "--neurons goes with --method sparse, not --method mlp" in refused.output
+    refused = memo("train", "harbor", "--neurons", "0.2", "--steps", "4")
+    assert refused.exit_code != 0 and "--neurons goes with --method sparse, not --method full" in refused.output
+    refused = memo("base", "defaults", "tiny", "--neurons", "0.2")
+    assert refused.exit_code != 0 and "--neurons goes with --method sparse, not --method full" in refused.output
+    assert len(tiny_registry.list_task_vectors("harbor")) == 1 and not tiny_registry.get_base("tiny").training_defaults
     record = json.loads(done.stdout)
     assert record["method"] == "sparse"
     assert record["training"]["sft"]["neurons"] == 0.3 and record["training"]["sft"]["lr"] == SPARSE_LR

@@ -81,8 +81,6 @@ def sft_options(f):
     def with_choices(*args, **kwargs):
         given = {k: kwargs.pop(k) for k in SFT_OPTIONS}
         choices = {k: v for k, v in given.items() if v is not None}
-        if "neurons" in choices and choices.get("method", "sparse") != "sparse":
-            raise click.UsageError(f"--neurons goes with --method sparse, not --method {choices['method']}")
         try:  # each flag on its own, before any work (the base's defaults are laid under them later)
             sft_settings(choices)
         except ValueError as e:

@@ -21,7 +21,15 @@ def training_settings(db: Database, base: str, choices: Mapping[str, Any]) -> SF
     """The settings a training on ``base`` runs with: its defaults, each overridden by ``choices``."""
     with db.read() as session:
         defaults = find_base(session, base).training_defaults or {}
-    return _resolved(defaults, choices)
+    return _with_neurons_checked(_resolved(defaults, choices), choices)
+
+
+def _with_neurons_checked(settings: SFTSettings, choices: Mapping[str, Any]) -> SFTSettings:
+    """``settings``, unless ``choices`` name a share of neurons that the method they resolve to would not
+    use (a flag silently ignored): ``--neurons`` alone on a base whose defaults train the MLP blocks, say."""
+    if "neurons" in choices and settings.method != "sparse":
+        raise InvalidInput(f"--neurons goes with --method sparse, not --method {settings.method}")
+    return settings
 
 
 def _resolved(*layers: Mapping[str, Any]) -> SFTSettings:
@@ -41,7 +49,7 @@ def set_training_defaults(
     with db.write() as session:
         row = find_base(session, base)
         merged = {**({} if clear else row.training_defaults or {}), **choices}
-        _resolved(merged)
+        _with_neurons_checked(_resolved(merged), choices)
         row.training_defaults = merged or None
         session.flush()
         return to_record(row, current_probe_set(session, row.id))
