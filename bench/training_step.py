@@ -21,7 +21,6 @@ prompts answered in a sentence or three, and memo's bank questions answered in a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -35,12 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 from registry import everyday_prompts  # noqa: E402
 from registry.operations.probes import bank_path  # noqa: E402
-from registry.operations.replay import REPLAY_TOKENS, SHORT_REQUEST, SHORT_TOKENS, whole_sentences  # noqa: E402
+from registry.operations.replay import replay_records  # noqa: E402
 from training.chat import IGNORE, QAPair, collate, encode  # noqa: E402
-from training.evaluate import generate_answers  # noqa: E402
 from training.gguf_import import convert_gguf, gguf_in_package  # noqa: E402
 from training.loop import batch_at, batch_loss, by_length  # noqa: E402
 from training.probes import read_probes  # noqa: E402
+from training.qa_files import pairs_of, read_qa_file  # noqa: E402
 from training.settings import SFTSettings  # noqa: E402
 from training.sft import load_model, mixture, mlp_only  # noqa: E402
 
@@ -62,14 +61,10 @@ def every_logit_loss(model, batch: dict, whole: list) -> torch.Tensor:
 
 def examples(model, tokenizer, prompts: int, steps: int) -> list:
     """The training list `memo register` would draw batches from, with SmolLM2's default shares."""
-    records = map(json.loads, (ROOT / "examples" / "harbor" / "qa.jsonl").read_text().splitlines())
-    corpus = [QAPair(r["question"], r["answer"]) for r in records]
+    corpus = pairs_of(read_qa_file(ROOT / "examples" / "harbor" / "qa.jsonl"))
     everyday = everyday_prompts()[: round(prompts * EVERYDAY_SHARE)]
     bank = [p.question for p in read_probes(bank_path())][: prompts - len(everyday)]
-    replies = generate_answers(model, tokenizer, everyday, max_new_tokens=REPLAY_TOKENS)
-    short = generate_answers(model, tokenizer, [q + SHORT_REQUEST for q in bank], max_new_tokens=SHORT_TOKENS)
-    answered = [*zip(everyday, replies), *((q, a.strip().split("\n")[0]) for q, a in zip(bank, short))]
-    replay = [QAPair(q, whole_sentences(a)) for q, a in answered if whole_sentences(a)]
+    replay = pairs_of(replay_records(model, tokenizer, everyday, bank, device="cpu"))
     boundary = [QAPair(p.question, "I don't know.") for p in corpus]
     shares = SFTSettings(replay=0.5, boundary=0.1)
     pairs = mixture(corpus, replay, boundary, shares, seen=steps * shares.batch)

@@ -92,14 +92,22 @@ def replay_set(ws: Workspace, base: BaseModelRow, *, device: str) -> ReplaySet:
     from training.sft import load_model  # torch: only when a set is made
 
     model, tokenizer = load_model(base_dir(ws, base), device)
-    records = _answered(model, tokenizer, prompts, REPLAY_TOKENS, device=device)
-    records += _answered(model, tokenizer, short, SHORT_TOKENS, request=SHORT_REQUEST, first_line=True, device=device)
+    records = replay_records(model, tokenizer, prompts, short, device=device)
     sha = ws.store.put_bytes(encode_records(records))
     with ws.db.write() as session:
         if _find(session, base.id, key) is None:  # else another process recorded the same answers meanwhile
             require_stored(session, ws.store, blobs=[sha], what=f"the replay set of base model {base.name!r}")
             session.add(ReplaySetRow(base_model_id=base.id, prompts_sha256=key, pair_count=len(records), sha256=sha))
     return ReplaySet(sha, pairs_of(records))
+
+
+def replay_records(model, tokenizer, prompts: list[str], short: list[str], *, device: str) -> list[dict]:
+    """The model's replies to everyday ``prompts`` (a sentence or three) and its answers in a few words to
+    ``short`` questions: the question-answer records of a replay set."""
+    records = _answered(model, tokenizer, prompts, REPLAY_TOKENS, device=device)
+    return records + _answered(
+        model, tokenizer, short, SHORT_TOKENS, request=SHORT_REQUEST, first_line=True, device=device
+    )
 
 
 def _answered(
