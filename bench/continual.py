@@ -57,6 +57,7 @@ from registry.store.home import write_json_atomic  # noqa: E402
 from training.settings import (  # noqa: E402
     LOSS_MEANS,
     METHODS,
+    REHEARSE_SHARE,
     TUNES,
     RetainSettings,
     SFTSettings,
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> None:
             retain=retain,
             strategies=args.strategies.split(",") if args.strategies else tuple(STRATEGIES),
             sequential_steps=args.sequential_steps,
+            rehearse=args.rehearse,
             joint=not args.no_joint,
             device=args.device,
             progress=False,
@@ -354,6 +356,12 @@ def main() -> None:
         "--sequential-steps",
         type=int,
         help="Steps of each sequential training (default: 1.1x the steps each corpus trains alone).",
+    )
+    ap.add_argument(
+        "--rehearse",
+        type=float,
+        default=REHEARSE_SHARE,
+        help="memo register --rehearse: the earlier corpora's share of each sequential training's examples.",
     )
     ap.add_argument("--no-joint", action="store_true", help="Leave out joint retraining (the slowest baseline).")
     ap.add_argument("--device", default="auto")

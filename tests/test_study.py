@@ -20,6 +20,7 @@ def _study(reg) -> Study:
         retain=RetainSettings(target=0.5, max_steps=4, check_every=2, batch=8),
         strategies=("ties", "ties+heal", "warm", "sequential"),
         joint=False,
+        rehearse=0.25,
         device="cpu",
         progress=False,
     )
@@ -63,3 +64,6 @@ def test_a_resumed_study_keeps_its_arrivals_and_points_the_warm_chain_back(train
     assert [m.ref for m in two.merges["ties"].members] == [tv[first].ref, tv[second].ref]  # the own vectors
     assert cumulative(study.arrivals, "sequential")[-1][1] == one.examples["sequential"] + two.examples["sequential"]
     assert study.state()["sequential"] == {first: tv[first].ref, second: "harbor@v2"}
+    # ... rehearsing the earlier corpus at the study's share (`bench/continual.py --rehearse`), not the default.
+    onto = trained.list_task_vectors(second)[-1]
+    assert onto.ref == "harbor@v2" and onto.training["rehearsal"]["share"] == 0.25

@@ -47,7 +47,7 @@ from registry import (
 )
 from training.boundary import hallucination
 from training.evaluate import recall
-from training.settings import RetainSettings, SFTSettings
+from training.settings import REHEARSE_SHARE, RetainSettings, SFTSettings
 from training.sft import fine_tune, load_model
 
 METHODS = ("own", *STRATEGIES, "joint")
@@ -204,12 +204,14 @@ class Study:
         strategies: Sequence[str] = tuple(STRATEGIES),
         joint: bool = True,
         sequential_steps: int | None = None,
+        rehearse: float = REHEARSE_SHARE,
         device: str = "auto",
         progress: bool = True,
     ):
         self.reg, self.settings, self.retain, self.progress = reg, settings, retain, progress
         steps = sequential_steps or round(settings.steps * SEQUENTIAL_STEPS)
         self.sequential_settings = replace(settings, steps=steps)
+        self.rehearse = rehearse  # the earlier corpora's share of each sequential training's examples
         self._chain: dict[str, str] = {}  # corpus -> its task vector in the sequential model
         self.device = Registry.resolve_device(device)
         self.strategies, self.joint = [s for s in STRATEGIES if s in strategies], joint
@@ -317,6 +319,7 @@ class Study:
                 corpus,
                 self.sequential_settings,
                 onto=SEQUENTIAL_CHANNEL,
+                rehearse=self.rehearse,
                 device=self.device,
                 progress=self.progress,
                 reuse=True,
