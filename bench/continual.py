@@ -62,6 +62,7 @@ from training.settings import (  # noqa: E402
     RetainSettings,
     SFTSettings,
     TinyConfig,
+    check_rehearse_share,
     sft_settings,
 )
 from training.sft import load_model  # noqa: E402
@@ -333,6 +334,16 @@ def _own(tv) -> float:
     return tv.metrics.recall.exact_match if tv.metrics.recall else 0.0
 
 
+def _rehearsal_share(text: str) -> float:
+    """``--rehearse`` checked as the command line is read, not after the base is built."""
+    try:
+        share = float(text)
+        check_rehearse_share(share)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return share
+
+
 def _mean(retention: dict) -> float:
     values = [v for v in retention.values() if v is not None]
     return sum(values) / len(values) if values else float("nan")
@@ -359,7 +370,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--rehearse",
-        type=float,
+        type=_rehearsal_share,
         default=REHEARSE_SHARE,
         help="memo register --rehearse: the earlier corpora's share of each sequential training's examples.",
     )
