@@ -92,7 +92,7 @@ def world(n: int, out: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
     state_file = work / "study.json"
-    retain = RetainSettings(target=args.target, tune=args.tune)
+    retain = RetainSettings(target=args.target, tune=args.tune, check_every=args.check_every)
     home = work / "home"
     with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
         bases = reg.list_bases()
@@ -334,6 +334,12 @@ def _own(tv) -> float:
     return tv.metrics.recall.exact_match if tv.metrics.recall else 0.0
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of steps, at least 1, not {text!r}")
+    return int(text)
+
+
 def _rehearsal_share(text: str) -> float:
     """``--rehearse`` checked as the command line is read, not after the base is built."""
     try:
@@ -377,6 +383,12 @@ def main() -> None:
     ap.add_argument("--no-joint", action="store_true", help="Leave out joint retraining (the slowest baseline).")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
+    ap.add_argument(
+        "--check-every",
+        type=_positive,
+        default=RetainSettings.check_every,
+        help="memo merge --check-every: steps between the trained strategies' retention checks.",
+    )
     ap.add_argument("--tune", choices=TUNES, help="memo merge --tune: what the trained strategies fine-tune.")
     ap.add_argument("--sweep", action="store_true", help="Also averaging and a TIES density sweep at the last K.")
     ap.add_argument("--scale", action="store_true", help="Run the base-scale study instead.")
