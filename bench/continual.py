@@ -300,7 +300,7 @@ def scale_study(args: argparse.Namespace) -> None:
                 healed = reg.merge(
                     names[:k],
                     strategy="ties+heal",
-                    retain=RetainSettings(target=args.target),
+                    retain=RetainSettings(target=args.target, check_every=args.check_every),
                     progress=False,
                     device=args.device,
                 )
