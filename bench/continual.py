@@ -53,6 +53,8 @@ from registry import STRATEGIES, Registry, example_corpora  # noqa: E402
 from registry.demo.plots import plot_continual  # noqa: E402
 from registry.demo.study import Study, cumulative  # noqa: E402
 from registry.demo.unknowns import unknown_questions  # noqa: E402
+from registry.operations.integration import check_strategy  # noqa: E402
+from registry.store.errors import InvalidInput  # noqa: E402
 from registry.store.home import write_json_atomic  # noqa: E402
 from training.settings import (  # noqa: E402
     LOSS_MEANS,
@@ -334,12 +336,6 @@ def _own(tv) -> float:
     return tv.metrics.recall.exact_match if tv.metrics.recall else 0.0
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number of steps, at least 1, not {text!r}")
-    return int(text)
-
-
 def _rehearsal_share(text: str) -> float:
     """``--rehearse`` checked as the command line is read, not after the base is built."""
     try:
@@ -385,7 +381,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.9, help="Retention the trained strategies stop at.")
     ap.add_argument(
         "--check-every",
-        type=_positive,
+        type=int,
         default=RetainSettings.check_every,
         help="memo merge --check-every: steps between the trained strategies' retention checks.",
     )
@@ -400,6 +396,10 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "continual")
     args = ap.parse_args()
+    try:  # the trained strategies' settings, checked as `memo merge` checks them, before any work
+        check_strategy("ties+heal", RetainSettings(target=args.target, check_every=args.check_every))
+    except InvalidInput as e:
+        ap.error(str(e))
     if args.corpora is None:
         args.corpora = 4 if args.base or args.package else 10
     scale_study(args) if args.scale else run(args)
