@@ -3,12 +3,12 @@
 Generates a fresh invented world of K corpora (``examples/generate.py``),
 builds the tiny base, then lets the corpora arrive one at a time. After each
 arrival it builds one model per integration strategy (bare TIES, TIES + heal,
-warm start, retrain to the target) plus MeMo's joint retraining baseline, and
+warm start, retrain to the target, sequential) plus MeMo's joint retraining baseline, and
 measures on every corpus so far the recall (exact match, and on held-out
 paraphrases), the general knowledge kept (the base's probe set asked again:
 forgetting), the hallucination rate on questions about people no corpus
-holds, and the cumulative training compute (examples processed and seconds)
-of each path (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
+holds, and the training compute (examples processed and seconds) of each
+path, per arrival and cumulative (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
 averaging and a TIES density sweep. Prints the tables, writes
 ``continual.json`` and ``continual.png`` under --out.
 
@@ -211,6 +211,11 @@ def report(study: Study, sweep: dict, out: Path, *, base: str) -> None:
             for i, a in enumerate(arrivals)
         ],
     )
+    table(
+        "training compute of each arrival: examples processed (seconds); merge paths include the corpus trained alone",
+        ["K", *paths],
+        [[a.k, *(_arrival_cost(totals[m], i) for m in paths)] for i, a in enumerate(arrivals)],
+    )
     strategies = [m for m in paths if m in arrivals[-1].merges]
     table(
         "lowest retention of a member (its recall in the model / in its own model) as corpora arrive",
@@ -260,6 +265,14 @@ def report(study: Study, sweep: dict, out: Path, *, base: str) -> None:
 
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _arrival_cost(total: list[tuple[float, int]], i: int) -> str:
+    """What the ``i``-th arrival added to a path's cumulative (seconds, examples)."""
+    seconds, examples = total[i]
+    if i:
+        seconds, examples = seconds - total[i - 1][0], examples - total[i - 1][1]
+    return f"{examples} ({seconds:.0f}s)"
 
 
 def _ratio(totals: dict, other: str, i: int) -> str:
