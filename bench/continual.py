@@ -26,9 +26,10 @@ merge keeps at K=2 and K=4 and what healing it costs.
 
 Each corpus is fine-tuned with its base's training defaults, as `memo register` does (memo's own for
 the tiny base; the knowledge-keeping settings for a real base probed with memo's bank);
-``--train-steps``, ``--method``, ``--lr``, ``--replay``, ``--boundary``, ``--loss-mean`` and ``--neurons``
-override them, and ``--plain`` lays the flags over memo's own defaults instead (the trained integration
-strategies mix in the shares the members were trained with, as they do for members registered so).
+``--train-steps``, ``--method``, ``--lr``, ``--replay``, ``--boundary``, ``--loss-mean``, ``--neurons``
+and ``--seed`` override them, and ``--plain`` lays the flags over memo's own defaults instead (the
+trained integration strategies mix in the shares the members were trained with, as they do for
+members registered so).
 
 ``--work DIR`` keeps the study's registry and its measurements (``study.json``, written after each
 arrival) in DIR; the same command run again goes on from the last arrival measured.
@@ -150,6 +151,7 @@ def member_settings(reg: Registry, base: str, args: argparse.Namespace) -> SFTSe
         "loss_mean": args.loss_mean,
         "neurons": args.neurons,
         "lr": args.lr,
+        "seed": args.seed,
     }
     chosen = {k: v for k, v in given.items() if v is not None}
     return sft_settings(chosen) if args.plain else reg.training_settings(base, **chosen)
@@ -377,6 +379,7 @@ def main() -> None:
     ap.add_argument("--loss-mean", choices=LOSS_MEANS, help="memo register --loss-mean.")
     ap.add_argument("--neurons", type=float, help="memo register --neurons (with --method sparse).")
     ap.add_argument("--lr", type=float, help="memo register --lr, per corpus.")
+    ap.add_argument("--seed", type=int, help="memo register --seed: every corpus's training, alone and sequential.")
     ap.add_argument("--plain", action="store_true", help="Lay those flags over memo's own defaults, not the base's.")
     ap.add_argument(
         "--sequential-steps",
