@@ -95,7 +95,7 @@ def world(n: int, out: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="memo-continual-"))
     state_file = work / "study.json"
-    retain = RetainSettings(target=args.target, tune=args.tune, check_every=args.check_every)
+    retain = retain_settings(args)
     home = work / "home"
     with Registry.open(home) if (home / "memo-home.json").exists() else Registry.init(home) as reg:
         bases = reg.list_bases()
@@ -137,6 +137,11 @@ def run(args: argparse.Namespace) -> None:
             )
         sweep = density_sweep(reg, study, list(corpora)) if args.sweep else {}
         report(study, sweep, args.out, base=base.name)
+
+
+def retain_settings(args: argparse.Namespace) -> RetainSettings:
+    """The study's trained strategies' settings, as `memo merge --target --tune --check-every` gives them."""
+    return RetainSettings(target=args.target, tune=args.tune, check_every=args.check_every)
 
 
 def member_settings(reg: Registry, base: str, args: argparse.Namespace) -> SFTSettings:
@@ -413,7 +418,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "continual")
     args = ap.parse_args()
     try:  # the trained strategies' settings, checked as `memo merge` checks them, before any work
-        check_strategy("ties+heal", RetainSettings(target=args.target, check_every=args.check_every))
+        check_strategy("ties+heal", retain_settings(args))
     except InvalidInput as e:
         ap.error(str(e))
     if args.corpora is None:
